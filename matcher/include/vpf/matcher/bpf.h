@@ -1,0 +1,122 @@
+// vportfilter matcher: BPF expressions.
+//
+// Compile: compile_bpf() hands the expression to libpcap's own compiler
+// (pcap_open_dead(DLT_EN10MB, 262144) + pcap_compile, optimizer on), so the language and
+// its meaning are exactly libpcap's, and so are its error messages.
+//
+// Lower: lower_bpf() symbolically executes the compiled program.  Every path from the
+// entry to a non-zero `ret` becomes one conjunction of tests "(load & mask) in [lo, hi]",
+// where a load is a packet load the program makes (`ld/ldh/ldb [k]`, `[x + k]` with
+// x = 4*([m]&0xf), or the packet length).  A load beyond the end of the packet makes a
+// cBPF program reject the packet, so every conjunction also requires each load on its path
+// to be in bounds.  The disjunction of the conjunctions is equivalent to the program on
+// every packet.  A program that does arithmetic on packet data, keeps loaded values in
+// scratch memory across tests in ways the lowering cannot follow, or whose path count
+// exceeds the expansion bound is not lowered; it runs in the executor instead, behind a
+// prefilter made of the tests every accepting path shares.
+//
+// Execute: BpfJit compiles a program to x86-64 machine code with asmjit.  Its result is
+// the program's return value, computed exactly as libpcap's bpf_filter() computes it.
+//
+// Thread-safety: compile_bpf() and BpfJit::compile() may be called from any thread (they
+// serialise internally).  A compiled BpfJit is immutable and may run on many threads.
+#pragma once
+
+#include <pcap/bpf.h>
+
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace vpf::matcher {
+
+inline constexpr int kBpfSnaplen = 262144;
+
+// Thrown by compile_bpf(); what() is libpcap's message.
+class BpfError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// Compiles `expr` for Ethernet frames.  Throws BpfError with libpcap's text.
+std::vector<bpf_insn> compile_bpf(const std::string& expr);
+
+// A packet load made by a program.
+struct BpfLoad {
+  enum Kind : uint8_t { Abs = 0, Ind = 1, Len = 2 };
+  Kind kind = Abs;
+  uint8_t size = 4;      // 1, 2 or 4 bytes, big-endian
+  uint32_t off = 0;      // Abs: offset; Ind: offset added to x
+  uint32_t msh_off = 0;  // Ind: x = 4 * (pkt[msh_off] & 0xf)
+  friend bool operator==(const BpfLoad&, const BpfLoad&) = default;
+  friend auto operator<=>(const BpfLoad&, const BpfLoad&) = default;
+};
+
+// Loads `l` from a packet.  Returns false if it is out of bounds (the program would
+// reject the packet).
+bool bpf_load(const BpfLoad& l, const uint8_t* pkt, uint32_t len, uint32_t* value);
+
+// One test: (value of loads[load] & mask) in [lo, hi].
+struct BpfTerm {
+  uint16_t load = 0;
+  uint32_t mask = ~0u;
+  uint32_t lo = 0;
+  uint32_t hi = ~0u;
+  friend bool operator==(const BpfTerm&, const BpfTerm&) = default;
+};
+
+struct BpfConjunction {
+  std::vector<BpfTerm> terms;
+  std::vector<uint16_t> required;  // loads that must be in bounds (sorted, unique)
+};
+
+struct BpfLowering {
+  bool lowered = false;               // true: `conjunctions` is equivalent to the program
+  std::string why_not;                // when not lowered: the reason (for logs and docs)
+  std::vector<BpfLoad> loads;
+  std::vector<BpfConjunction> conjunctions;  // lowered: OR of these; empty = matches nothing
+  BpfConjunction prefilter;           // not lowered: tests every accepting path makes
+};
+
+struct BpfLoweringLimits {
+  unsigned max_paths = 512;        // DFS paths explored
+  unsigned max_conjunctions = 64;  // accepting paths kept
+  unsigned max_loads = 24;         // distinct loads
+};
+
+BpfLowering lower_bpf(const std::vector<bpf_insn>& prog, const BpfLoweringLimits& lim = {});
+
+// Evaluates a lowering on a packet (reference for tests; the classifier does this with
+// its own tables).
+bool eval_lowering(const BpfLowering& low, const uint8_t* pkt, uint32_t len);
+
+// A program compiled to machine code.
+class BpfJit {
+ public:
+  using Fn = uint32_t (*)(const uint8_t* pkt, uint32_t wirelen, uint32_t buflen);
+
+  // Throws BpfError if the program is invalid or code generation fails.
+  static std::shared_ptr<const BpfJit> compile(const std::vector<bpf_insn>& prog);
+  ~BpfJit();
+  BpfJit(const BpfJit&) = delete;
+  BpfJit& operator=(const BpfJit&) = delete;
+
+  uint32_t run(const uint8_t* pkt, uint32_t wirelen, uint32_t buflen) const {
+    return fn_(pkt, wirelen, buflen);
+  }
+  Fn fn() const { return fn_; }
+  size_t code_size() const { return code_size_; }
+
+ private:
+  BpfJit() = default;
+  Fn fn_ = nullptr;
+  size_t code_size_ = 0;
+};
+
+// libpcap's interpreter, for reference and for benchmarks.
+uint32_t bpf_interpret(const std::vector<bpf_insn>& prog, const uint8_t* pkt, uint32_t wirelen,
+                       uint32_t buflen);
+
+}  // namespace vpf::matcher

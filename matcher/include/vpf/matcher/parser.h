@@ -1,0 +1,25 @@
+// vportfilter matcher: frame parser.
+//
+// parse_frame() turns an Ethernet frame into a PacketKey (packet_key.h).  It understands
+// Ethernet II, up to two 802.1Q / 802.1ad tags (more are counted and flagged), IPv4 with
+// options and fragments, IPv6 with hop-by-hop, routing, fragment, destination-options and
+// AH extension headers (it stops cleanly at ESP and at unknown headers), and TCP, UDP,
+// SCTP, ICMP and ICMPv6.
+//
+// Guarantees: it reads only bytes [0, len) of the frame, never allocates, and never
+// fails: a truncated or malformed frame yields whatever could be parsed plus PARSE_* flags
+// saying what was wrong.  Non-first fragments carry no transport fields.
+//
+// Thread-safety: a pure function.
+#pragma once
+
+#include <cstdint>
+
+#include "vpf/matcher/packet_key.h"
+
+namespace vpf::matcher {
+
+// Fills every field of *key (dynamic slots are zeroed).  `frame` may be null when len is 0.
+void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
+
+}  // namespace vpf::matcher
