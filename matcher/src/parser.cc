@@ -41,7 +41,7 @@ void parse_l4(const uint8_t* frame, uint32_t off, uint32_t end, uint8_t proto, P
       if (avail >= 4) {
         k->f[F_SRC_PORT] = rd16(p);
         k->f[F_DST_PORT] = rd16(p + 2);
-        flags |= PARSE_L4;
+        flags |= PARSE_L4 | PARSE_PORTS;
       }
       if (proto == kProtoTcp && avail >= 14) k->f[F_TCP_FLAGS] = p[13];
       if (avail < need) flags |= PARSE_TRUNCATED;

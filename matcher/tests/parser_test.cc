@@ -36,7 +36,7 @@ TEST(Parser, Ipv4Tcp) {
   EXPECT_EQ(k.f[F_SRC_PORT], 1234u);
   EXPECT_EQ(k.f[F_DST_PORT], 80u);
   EXPECT_EQ(k.f[F_TCP_FLAGS], 0x12u);
-  EXPECT_EQ(k.f[F_PARSE_FLAGS], PARSE_L2 | PARSE_L3 | PARSE_L4);
+  EXPECT_EQ(k.f[F_PARSE_FLAGS], PARSE_L2 | PARSE_L3 | PARSE_L4 | PARSE_PORTS);
   EXPECT_EQ(k.l3_offset, 14);
   EXPECT_EQ(k.l3_size, f.size() - 14);
   EXPECT_EQ(k.l4_offset, 34);

@@ -61,7 +61,8 @@ inline constexpr uint32_t FRAG_LATER = 0x2;        // offset != 0: no transport 
 // F_PARSE_FLAGS bits.
 inline constexpr uint32_t PARSE_L2 = 1u << 0;            // full Ethernet header present
 inline constexpr uint32_t PARSE_L3 = 1u << 1;            // full IP header present and valid
-inline constexpr uint32_t PARSE_L4 = 1u << 2;            // transport ports/type present
+inline constexpr uint32_t PARSE_L4 = 1u << 2;            // transport ports or ICMP type present
+inline constexpr uint32_t PARSE_PORTS = 1u << 3;         // TCP/UDP/SCTP ports present
 inline constexpr uint32_t PARSE_TRUNCATED = 1u << 8;     // frame ended inside a header
 inline constexpr uint32_t PARSE_BAD_IP_HEADER = 1u << 9; // IHL < 5, wrong version, bad total length
 inline constexpr uint32_t PARSE_BAD_EXT_HEADER = 1u << 10;  // IPv6 extension chain broken

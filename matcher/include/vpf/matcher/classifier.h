@@ -1,0 +1,215 @@
+// vportfilter matcher: the classifier.
+//
+// What it does
+// ============
+// A Classifier holds a set of rules (rule.h) and answers, for batches of up to 32 packets,
+// "which rule decides this packet, and with what action".  The answer follows the order
+// documented in rule.h: passthrough rules first, then filter and connection rules, each
+// group by priority (higher first) and then insertion order; no match passes.
+//
+// How rules become entries
+// ========================
+// A rule compiles into one or more *entries*.  An entry is a conjunction of up to 32
+// tests "(key field & mask) in [lo, hi]" over the PacketKey (packet_key.h), plus an
+// optional BPF program.  The rule's fixed fields (adapter, direction, size range, VM,
+// protocol, family, addresses with masks, port ranges) become tests on the parsed fields.
+// A rule whose direction is "any" and whose local/remote fields differ compiles to one
+// entry per direction, because local and remote swap with direction.  A BPF expression is
+// lowered (bpf.h) into a disjunction of conjunctions of tests on raw packet loads; each
+// conjunction becomes an entry, and its loads are given *dynamic slots* (key fields 32..63)
+// that are filled per packet from the snapshot's load list.  A program that cannot be
+// lowered keeps its fixed-field tests and the tests every accepting path shares (the
+// prefilter), and runs the JIT-compiled program only on packets that pass them.
+//
+// The data structure: tuple tables
+// ================================
+// Entries are stored in hash tables, each keyed by a *tuple*: up to 8 (field, mask) pairs.
+// An entry may sit in a table only if its tests fix every bit of the tuple (for a range
+// [lo, hi] under mask m the fixed bits are those of m above the highest bit where lo and
+// hi differ).  The table hashes those bits of the entry; a packet hashes the same bits of
+// its key and only needs to test the entries of one bucket, in rank order, and stop at
+// the first that passes.  Tuples are chosen as entries arrive: an entry goes to the most
+// specific table it fits; if none fits, or its hash bucket already holds
+// kCollisionLimit entries with the same hash, a new table is made from the entry's own
+// fixed bits, with address prefixes relaxed to byte boundaries so that similar rules share
+// a table (the idea of TupleMerge, Daly & Torng).  Tables are searched in order of the
+// best rank they hold, and a packet stops searching once its best match so far ranks
+// above every entry of the remaining tables.
+//
+// The per-packet test of an entry's 32 lanes is the ISA-specific kernel (isa.h): AVX-512,
+// AVX2, SSE4.2 and scalar kernels give identical results; the tests check every kernel the
+// CPU has against a linear reference.
+//
+// Invariants
+// ==========
+//  * Every entry of a table fixes all bits of the table's tuple.
+//  * Within a bucket, items are sorted by rank; a table's min_rank is <= every rank in it.
+//  * The tables of a snapshot are sorted by min_rank.
+//  * Ranks are unique per rule; the entries of one rule share its rank.
+//  * A snapshot never changes after it is published.
+//
+// Thread-safety
+// =============
+// Single writer: add(), remove(), apply(), clear(), set_isa() must not run concurrently
+// with each other.  Each change builds a new snapshot that shares every unchanged table
+// segment with the previous one (one change copies one 64-bucket segment per entry and the
+// table directory it sits in; no full rebuild), and publishes it with one atomic store.
+//
+// Readers, any number, concurrently with the writer: each thread that classifies opens
+// its own Reader.  Reader::classify() never blocks, never waits for the writer and never
+// allocates: it pins the current snapshot for the duration of the call (epoch-based
+// reclamation: the writer frees a retired snapshot only once every reader that could have
+// seen it has left its classify call).  Classifier::classify() is a convenience for
+// single-threaded callers and uses a reader of the classifier's own.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "vpf/matcher/bpf.h"
+#include "vpf/matcher/isa.h"
+#include "vpf/matcher/packet_key.h"
+#include "vpf/matcher/rule.h"
+
+namespace vpf::matcher {
+
+inline constexpr uint32_t kNoRule = 0xffffffffu;
+inline constexpr uint32_t kMaxBatch = 32;
+
+// A packet to classify.  `data` may be null when len is 0.
+struct PacketRef {
+  const uint8_t* data = nullptr;
+  uint32_t len = 0;
+  PacketMeta meta;
+};
+
+struct Decision {
+  uint32_t rule_id = kNoRule;        // kNoRule: no rule matched (the packet passes)
+  RuleKind kind = RuleKind::Filter;  // the deciding rule's kind
+  Action action = Action::Pass;
+  bool matched() const { return rule_id != kNoRule; }
+  friend bool operator==(const Decision&, const Decision&) = default;
+};
+
+// Identifies a rule: ids are unique within a kind.
+struct RuleRef {
+  RuleKind kind = RuleKind::Filter;
+  uint32_t id = 0;
+  friend auto operator<=>(const RuleRef&, const RuleRef&) = default;
+};
+
+// Where add() places a rule among rules of equal priority.
+enum class Placement { Tail, Head };
+
+// How a rule was compiled (for tools and logs).
+struct RuleInfo {
+  Rule rule;
+  uint32_t entries = 0;       // conjunctions stored in tables
+  bool bpf_lowered = true;    // false: the expression runs in the JIT
+  std::string bpf_note;       // why it was not lowered
+};
+
+struct ClassifierStats {
+  uint32_t rules = 0;
+  uint32_t entries = 0;
+  uint32_t tables = 0;
+  uint32_t dynamic_slots = 0;  // distinct BPF loads in use
+  uint32_t jit_rules = 0;      // rules whose BPF runs in the JIT
+  size_t memory_bytes = 0;     // entries, items, segments and table directories
+};
+
+class Classifier {
+ public:
+  static constexpr uint32_t kCollisionLimit = 12;
+
+  Classifier();
+  ~Classifier();
+  Classifier(const Classifier&) = delete;
+  Classifier& operator=(const Classifier&) = delete;
+
+  // ---- single writer ----
+
+  // Adds one rule.  Throws RuleError (naming the rule, the field and the reason, with
+  // libpcap's text for a bad BPF expression) and changes nothing if the rule is invalid or
+  // its (kind, id) exists already.
+  void add(const Rule& rule, Placement where = Placement::Tail);
+
+  // Removes a rule.  Returns false if there is none with that kind and id.
+  bool remove(RuleRef ref);
+
+  // Removes `removes` then adds `adds` (at the tail), publishing once.  All or nothing:
+  // if any add is refused (or a remove names an unknown rule) nothing changes and the
+  // RuleError of the first bad item is thrown.
+  void apply(const std::vector<RuleRef>& removes, const std::vector<Rule>& adds);
+
+  void clear();
+
+  // Chooses the kernel (default: default_isa()).  Throws std::invalid_argument for an ISA
+  // this CPU cannot run.
+  void set_isa(Isa isa);
+  Isa isa() const { return isa_; }
+
+  // ---- introspection (writer thread) ----
+  std::vector<RuleInfo> rules() const;  // in evaluation order
+  const RuleInfo* find(RuleRef ref) const;
+  ClassifierStats stats() const;
+
+  // ---- readers ----
+  class Reader {
+   public:
+    ~Reader();
+    Reader(Reader&&) noexcept;
+    Reader& operator=(Reader&&) = delete;
+    Reader(const Reader&) = delete;
+    // Classifies n packets (any n; internally in batches of 32).  Never blocks or allocates.
+    void classify(const PacketRef* pkts, uint32_t n, Decision* out);
+
+   private:
+    friend class Classifier;
+    Reader(Classifier* c, int slot) : c_(c), slot_(slot) {}
+    Classifier* c_;
+    int slot_;
+  };
+
+  // Throws std::runtime_error if more than kMaxReaders readers are open.
+  Reader reader();
+  static constexpr int kMaxReaders = 128;
+
+  // Single-threaded convenience (uses the classifier's own reader).
+  void classify(const PacketRef* pkts, uint32_t n, Decision* out);
+  Decision classify_one(const uint8_t* data, uint32_t len, const PacketMeta& meta = {});
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+  Isa isa_;
+  std::unique_ptr<Reader> own_reader_;
+};
+
+// The linear reference: evaluates every rule in order, directly from the Rule fields and
+// libpcap's interpreter.  Slow and obviously right; tests compare every kernel with it.
+class LinearClassifier {
+ public:
+  void add(const Rule& rule, Placement where = Placement::Tail);  // validates like Classifier
+  bool remove(RuleRef ref);
+  Decision classify(const uint8_t* data, uint32_t len, const PacketMeta& meta) const;
+  size_t size() const { return rules_.size(); }
+
+ private:
+  struct Compiled {
+    Rule rule;
+    Action action;
+    std::vector<bpf_insn> prog;
+  };
+  std::vector<Compiled> rules_;  // in evaluation order
+};
+
+// True if `rule` matches the packet, evaluated field by field (used by LinearClassifier).
+bool rule_matches(const Rule& rule, const std::vector<bpf_insn>& prog, const uint8_t* data, uint32_t len,
+                  const PacketKey& key);
+
+}  // namespace vpf::matcher

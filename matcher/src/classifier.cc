@@ -1,0 +1,666 @@
+// The classifier's writer side: rules -> entries -> tuple tables -> published snapshots.
+// The reader side (the batch loop) is in kernels/; the layout both share is in
+// classifier_layout.h.
+#include "vpf/matcher/classifier.h"
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cstring>
+#include <map>
+#include <new>
+#include <set>
+#include <stdexcept>
+#include <unordered_map>
+
+#include "classifier_layout.h"
+#include "epoch.h"
+#include "rule_compile.h"
+#include "vpf/matcher/parser.h"
+
+namespace vpf::matcher {
+
+using namespace layout;
+
+uint32_t layout::table_hash(const uint32_t* f, const TableView* t) {
+  uint32_t h = 0x811c9dc5u ^ t->nfields;
+  for (uint32_t j = 0; j < t->nfields; ++j) {
+    h ^= f[t->field[j]] & t->mask[j];
+    h *= 0x9e3779b1u;
+    h = std::rotl(h, 15);
+  }
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+namespace {
+
+ClassifyKernel kernel_for(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return classify_scalar;
+    case Isa::Sse42: return classify_sse42;
+    case Isa::Avx2: return classify_avx2;
+    case Isa::Avx512: return classify_avx512;
+  }
+  return classify_scalar;
+}
+
+// ---- entries ----
+
+struct EntryFree {
+  void operator()(const Entry* e) const { ::operator delete(const_cast<Entry*>(e), std::align_val_t(64)); }
+};
+using EntryPtr = std::shared_ptr<const Entry>;
+
+size_t entry_bytes(unsigned nblocks) { return sizeof(Entry) + nblocks * sizeof(EntryBlock); }
+
+// Per-field fixed bits of an entry: for the test "(v & m) in [lo, hi]", the bits of m above
+// the highest bit where lo and hi differ must equal lo's.
+struct Fixed {
+  uint32_t mask[F_COUNT] = {};
+  uint32_t value[F_COUNT] = {};
+  bool contradictory = false;
+};
+
+Fixed fixed_bits(const Entry* e) {
+  Fixed fx;
+  const EntryBlock* blk = e->blocks();
+  for (unsigned b = 0; b < e->nblocks; ++b) {
+    for (int i = 0; i < kTestsPerBlock; ++i) {
+      const uint32_t m = blk[b].mask[i], lo = blk[b].lo[i], hi = blk[b].hi[i];
+      if (m == 0) continue;
+      const uint32_t diff = lo ^ hi;
+      const uint32_t free_bits = diff ? (~0u >> std::countl_zero(diff)) : 0;
+      const uint32_t fm = m & ~free_bits;
+      const uint8_t f = blk[b].idx[i];
+      if ((fx.value[f] ^ lo) & fx.mask[f] & fm) fx.contradictory = true;
+      fx.value[f] |= lo & fm;
+      fx.mask[f] |= fm;
+    }
+  }
+  return fx;
+}
+
+// ---- tables ----
+
+struct Tuple {
+  uint32_t nfields = 0;
+  uint8_t field[kMaxHashFields] = {};
+  uint32_t mask[kMaxHashFields] = {};
+  bool operator<(const Tuple& o) const {
+    if (nfields != o.nfields) return nfields < o.nfields;
+    for (uint32_t i = 0; i < nfields; ++i) {
+      if (field[i] != o.field[i]) return field[i] < o.field[i];
+      if (mask[i] != o.mask[i]) return mask[i] < o.mask[i];
+    }
+    return false;
+  }
+  bool fits(const Fixed& fx) const {
+    for (uint32_t i = 0; i < nfields; ++i)
+      if ((fx.mask[field[i]] & mask[i]) != mask[i]) return false;
+    return true;
+  }
+  int bits() const {
+    int n = 0;
+    for (uint32_t i = 0; i < nfields; ++i) n += std::popcount(mask[i]);
+    return n;
+  }
+};
+
+bool is_address_field(int f) { return f >= F_SRC_IP0 && f <= F_DST_IP3; }
+
+Tuple tuple_from(const Fixed& fx, bool relax) {
+  struct Cand {
+    int field;
+    uint32_t mask;
+  };
+  std::vector<Cand> c;
+  for (int f = 0; f < F_COUNT; ++f) {
+    uint32_t m = fx.mask[f];
+    if (!m) continue;
+    if (relax && is_address_field(f)) {
+      const int plen = std::countl_one(m);
+      if (plen != 32) {
+        // A prefix (or the prefix part of a mask) relaxed to a byte boundary.
+        const int l = plen & ~7;
+        m = l == 0 ? 0 : ~0u << (32 - l);
+      }
+    }
+    if (m) c.push_back({f, m});
+  }
+  std::stable_sort(c.begin(), c.end(), [](const Cand& a, const Cand& b) {
+    return std::popcount(a.mask) > std::popcount(b.mask);
+  });
+  if (c.size() > size_t(kMaxHashFields)) c.resize(kMaxHashFields);
+  std::sort(c.begin(), c.end(), [](const Cand& a, const Cand& b) { return a.field < b.field; });
+  Tuple t;
+  t.nfields = uint32_t(c.size());
+  for (size_t i = 0; i < c.size(); ++i) {
+    t.field[i] = uint8_t(c[i].field);
+    t.mask[i] = c[i].mask;
+  }
+  return t;
+}
+
+struct Segment {
+  SegmentView view{};
+  std::vector<Item> items;
+  std::vector<EntryPtr> owners;  // parallel to items
+  uint64_t gen = 0;              // writer generation that created it (mutable until published)
+  void sync() { view.items = items.data(); }
+};
+
+struct TableVersion {
+  TableView view{};
+  std::vector<std::shared_ptr<Segment>> segs;
+  std::vector<const SegmentView*> seg_views;
+  uint64_t gen = 0;
+  void sync() {
+    seg_views.resize(segs.size());
+    for (size_t i = 0; i < segs.size(); ++i) seg_views[i] = &segs[i]->view;
+    view.segs = seg_views.data();
+  }
+};
+
+struct TableState {
+  Tuple tuple;
+  std::shared_ptr<TableVersion> cur;
+  uint32_t count = 0;
+  uint64_t min_rank = ~uint64_t(0);
+  std::unordered_map<uint32_t, uint32_t> per_hash;
+};
+
+struct Snapshot {
+  SnapshotView view{};
+  std::vector<std::shared_ptr<const TableVersion>> tables;
+  std::vector<const TableView*> views;
+  uint32_t slot_mask = 0;  // dynamic slots in use
+  BpfLoad slot_load[kDynamicSlots];
+  ClassifyKernel kernel = classify_scalar;
+};
+
+struct Placed {
+  TableState* table;
+  EntryPtr entry;
+  uint32_t hash;
+};
+
+struct RuleState {
+  RuleInfo info;
+  uint64_t rank = 0;
+  std::vector<Placed> placed;
+  std::vector<int> slots;                 // dynamic slots referenced (one per load)
+  std::shared_ptr<const BpfJit> jit;      // keeps the code alive while entries point at it
+};
+
+constexpr uint64_t kSeqBias = uint64_t(1) << 46;
+
+uint64_t make_rank(const Rule& r, int64_t seq) {
+  const uint64_t group = r.kind == RuleKind::Passthrough ? 0 : 1;
+  return group << 63 | uint64_t(kMaxPriority - r.priority) << 47 | uint64_t(seq);
+}
+
+}  // namespace
+
+struct Classifier::Impl {
+  std::map<RuleRef, RuleState> rules;
+  std::vector<std::unique_ptr<TableState>> tables;
+  std::map<Tuple, TableState*> by_tuple;
+  BpfLoad slot_load[kDynamicSlots];
+  uint32_t slot_refs[kDynamicSlots] = {};
+  int64_t next_tail = int64_t(kSeqBias);
+  int64_t next_head = int64_t(kSeqBias) - 1;
+  uint64_t gen = 1;  // current (unpublished) generation
+
+  EpochDomain epoch;
+  std::atomic<const Snapshot*> current{nullptr};
+  std::shared_ptr<const Snapshot> current_owner;
+  ClassifyKernel kernel = classify_scalar;
+
+  // ---- segments and tables (copy on write, in place within one generation) ----
+
+  std::shared_ptr<Segment> writable(std::shared_ptr<Segment>& s) {
+    if (s->gen != gen) {
+      auto c = std::make_shared<Segment>(*s);
+      c->gen = gen;
+      c->sync();
+      s = c;
+    }
+    return s;
+  }
+
+  TableVersion& writable(TableState& t) {
+    if (t.cur->gen != gen) {
+      auto c = std::make_shared<TableVersion>(*t.cur);
+      c->gen = gen;
+      c->sync();
+      t.cur = c;
+    }
+    return *t.cur;
+  }
+
+  void rebuild(TableState& t, uint32_t nbuckets) {
+    std::vector<std::pair<Item, EntryPtr>> all;
+    if (t.cur)
+      for (const auto& s : t.cur->segs)
+      for (size_t i = 0; i < s->items.size(); ++i) all.emplace_back(s->items[i], s->owners[i]);
+    auto v = std::make_shared<TableVersion>();
+    v->gen = gen;
+    v->view = t.cur ? t.cur->view : TableView{};
+    v->view.nfields = t.tuple.nfields;
+    std::memcpy(v->view.field, t.tuple.field, sizeof v->view.field);
+    std::memcpy(v->view.mask, t.tuple.mask, sizeof v->view.mask);
+    v->view.bucket_mask = nbuckets - 1;
+    std::stable_sort(all.begin(), all.end(), [&](const auto& a, const auto& b) {
+      const uint32_t ba = a.first.hash & (nbuckets - 1), bb = b.first.hash & (nbuckets - 1);
+      return ba != bb ? ba < bb : a.first.rank < b.first.rank;
+    });
+    const uint32_t nsegs = nbuckets / kSegmentBuckets;
+    v->segs.resize(nsegs);
+    size_t k = 0;
+    for (uint32_t si = 0; si < nsegs; ++si) {
+      auto s = std::make_shared<Segment>();
+      s->gen = gen;
+      for (uint32_t b = 0; b < kSegmentBuckets; ++b) {
+        s->view.start[b] = uint32_t(s->items.size());
+        const uint32_t bucket = si * kSegmentBuckets + b;
+        while (k < all.size() && (all[k].first.hash & (nbuckets - 1)) == bucket) {
+          s->items.push_back(all[k].first);
+          s->owners.push_back(all[k].second);
+          ++k;
+        }
+      }
+      s->view.start[kSegmentBuckets] = uint32_t(s->items.size());
+      s->sync();
+      v->segs[si] = s;
+    }
+    v->sync();
+    t.cur = v;
+  }
+
+  TableState* table_for(const Tuple& tuple) {
+    if (auto it = by_tuple.find(tuple); it != by_tuple.end()) return it->second;
+    auto t = std::make_unique<TableState>();
+    t->tuple = tuple;
+    TableState* raw = t.get();
+    tables.push_back(std::move(t));
+    by_tuple[tuple] = raw;
+    rebuild(*raw, kSegmentBuckets);
+    return raw;
+  }
+
+  void drop_table(TableState* t) {
+    by_tuple.erase(t->tuple);
+    std::erase_if(tables, [&](const auto& p) { return p.get() == t; });
+  }
+
+  uint32_t hash_entry(const Fixed& fx, const TableState& t) {
+    uint32_t f[F_COUNT] = {};
+    for (uint32_t i = 0; i < t.tuple.nfields; ++i) f[t.tuple.field[i]] = fx.value[t.tuple.field[i]];
+    return table_hash(f, &t.cur->view);
+  }
+
+  void insert_item(TableState& t, const EntryPtr& e, uint32_t h) {
+    t.count++;
+    t.per_hash[h]++;
+    t.min_rank = std::min(t.min_rank, e->rank);
+    const uint32_t nb = t.cur->view.bucket_mask + 1;
+    if (t.count > 2 * nb) {
+      rebuild(t, nb * 2);  // amortised growth of one table
+    }
+    TableVersion& v = writable(t);
+    v.view.min_rank = t.min_rank;
+    const uint32_t b = h & v.view.bucket_mask;
+    auto seg = writable(v.segs[b >> kSegmentBits]);
+    v.seg_views[b >> kSegmentBits] = &seg->view;
+    const uint32_t lb = b & (kSegmentBuckets - 1);
+    uint32_t pos = seg->view.start[lb];
+    while (pos < seg->view.start[lb + 1] && seg->items[pos].rank <= e->rank) ++pos;
+    seg->items.insert(seg->items.begin() + pos, Item{e->rank, h, 0, e.get()});
+    seg->owners.insert(seg->owners.begin() + pos, e);
+    for (uint32_t x = lb + 1; x <= kSegmentBuckets; ++x) seg->view.start[x]++;
+    seg->sync();
+  }
+
+  void remove_item(TableState& t, const Entry* e, uint32_t h) {
+    TableVersion& v = writable(t);
+    const uint32_t b = h & v.view.bucket_mask;
+    auto seg = writable(v.segs[b >> kSegmentBits]);
+    v.seg_views[b >> kSegmentBits] = &seg->view;
+    const uint32_t lb = b & (kSegmentBuckets - 1);
+    for (uint32_t pos = seg->view.start[lb]; pos < seg->view.start[lb + 1]; ++pos) {
+      if (seg->items[pos].entry != e) continue;
+      seg->items.erase(seg->items.begin() + pos);
+      seg->owners.erase(seg->owners.begin() + pos);
+      for (uint32_t x = lb + 1; x <= kSegmentBuckets; ++x) seg->view.start[x]--;
+      break;
+    }
+    seg->sync();
+    t.count--;
+    if (--t.per_hash[h] == 0) t.per_hash.erase(h);
+    if (e->rank == t.min_rank) {
+      t.min_rank = ~uint64_t(0);
+      for (const auto& s : v.segs)
+        for (const Item& it : s->items) t.min_rank = std::min(t.min_rank, it.rank);
+      v.view.min_rank = t.min_rank;
+    }
+  }
+
+  // Puts one entry in the table it fits best (see the header for the policy).
+  Placed place(const EntryPtr& e, const Fixed& fx) {
+    TableState* best = nullptr;
+    int best_bits = -1;
+    for (const auto& t : tables) {
+      if (!t->tuple.fits(fx)) continue;
+      const int bits = t->tuple.bits();
+      if (bits > best_bits) {
+        best = t.get();
+        best_bits = bits;
+      }
+    }
+    if (best) {
+      const uint32_t h = hash_entry(fx, *best);
+      auto it = best->per_hash.find(h);
+      if (it != best->per_hash.end() && it->second >= Classifier::kCollisionLimit) {
+        const Tuple exact = tuple_from(fx, false);
+        if (exact < best->tuple || best->tuple < exact) best = table_for(exact);
+      }
+    } else {
+      best = table_for(tuple_from(fx, true));
+    }
+    const uint32_t h = hash_entry(fx, *best);
+    insert_item(*best, e, h);
+    return Placed{best, e, h};
+  }
+
+  // ---- dynamic slots ----
+
+  // Maps each of the rule's loads to a slot; false (and nothing taken) if they do not fit.
+  bool take_slots(const CompiledRule& c, std::vector<int>* out) {
+    std::vector<int> got;
+    uint32_t taken_now = 0;
+    for (const BpfLoad& l : c.loads) {
+      int slot = -1;
+      for (int s = 0; s < kDynamicSlots; ++s)
+        if ((slot_refs[s] || (taken_now >> s & 1)) && slot_load[s] == l) slot = s;
+      if (slot < 0) {
+        for (int s = 0; s < kDynamicSlots && slot < 0; ++s)
+          if (!slot_refs[s] && !(taken_now >> s & 1)) slot = s;
+        if (slot < 0) return false;
+        taken_now |= 1u << slot;
+        slot_load[slot] = l;
+      }
+      got.push_back(slot);
+    }
+    for (int s : got) slot_refs[s]++;
+    *out = std::move(got);
+    return true;
+  }
+
+  void release_slots(const std::vector<int>& slots) {
+    for (int s : slots) slot_refs[s]--;
+  }
+
+  // ---- rules ----
+
+  EntryPtr make_entry(const CompiledRule& c, const EntrySpec& spec, const std::vector<int>& slots,
+                      uint64_t rank, BpfJit::Fn fn) {
+    const size_t ntests = spec.tests.size() + (spec.required.empty() ? 0 : 1);
+    const unsigned nblocks = ntests > size_t(kTestsPerBlock) ? 2 : 1;
+    void* mem = ::operator new(entry_bytes(nblocks), std::align_val_t(64));
+    std::memset(mem, 0, entry_bytes(nblocks));
+    Entry* e = static_cast<Entry*>(mem);
+    e->rank = rank;
+    e->rule_id = c.rule.id;
+    e->kind = uint8_t(c.rule.kind);
+    e->action = uint8_t(c.action);
+    e->nblocks = uint8_t(nblocks);
+    e->bpf = fn;
+    EntryBlock* blk = const_cast<EntryBlock*>(e->blocks());
+    for (unsigned b = 0; b < nblocks; ++b)
+      for (int i = 0; i < kTestsPerBlock; ++i) {
+        blk[b].idx[i] = F_RESERVED_31;
+        blk[b].hi[i] = ~0u;
+      }
+    size_t lane = 0;
+    auto put = [&](uint8_t field, uint32_t mask, uint32_t lo, uint32_t hi) {
+      EntryBlock& bk = blk[lane / kTestsPerBlock];
+      const size_t i = lane % kTestsPerBlock;
+      bk.idx[i] = field;
+      bk.mask[i] = mask;
+      bk.lo[i] = lo & mask;
+      bk.hi[i] = hi;
+      ++lane;
+    };
+    for (const TestSpec& t : spec.tests)
+      put(t.dynamic ? uint8_t(F_DYN0 + slots[t.load]) : t.field, t.mask, t.lo, t.hi);
+    if (!spec.required.empty()) {
+      uint32_t bits = 0;
+      for (uint16_t r : spec.required) bits |= 1u << slots[r];
+      put(F_BPF_VALID, bits, bits, bits);
+    }
+    return EntryPtr(e, EntryFree{});
+  }
+
+  // `c` is compiled and its (kind, id) is free; nothing here can refuse it.
+  void insert_rule(CompiledRule c, Placement where) {
+    const Rule r = c.rule;
+    RuleRef ref{r.kind, r.id};
+    std::vector<int> slots;
+    if (!take_slots(c, &slots)) {
+      c = compile_rule(r, BpfMode::JitWithPrefilter);
+      if (!take_slots(c, &slots)) {
+        c = compile_rule(r, BpfMode::JitOnly);
+        take_slots(c, &slots);
+      }
+    }
+    RuleState st;
+    st.info.rule = r;
+    st.info.bpf_lowered = c.lowered;
+    st.info.bpf_note = c.note;
+    st.jit = c.jit;
+    st.slots = slots;
+    const int64_t seq = where == Placement::Head ? next_head-- : next_tail++;
+    st.rank = make_rank(r, seq);
+    for (const EntrySpec& spec : c.entries) {
+      EntryPtr e = make_entry(c, spec, slots, st.rank, c.jit ? c.jit->fn() : nullptr);
+      const Fixed fx = fixed_bits(e.get());
+      if (fx.contradictory) continue;  // can never match
+      st.placed.push_back(place(e, fx));
+    }
+    st.info.entries = uint32_t(st.placed.size());
+    rules.emplace(ref, std::move(st));
+  }
+
+  bool erase_rule(RuleRef ref) {
+    auto it = rules.find(ref);
+    if (it == rules.end()) return false;
+    for (const Placed& p : it->second.placed) {
+      remove_item(*p.table, p.entry.get(), p.hash);
+      if (p.table->count == 0) drop_table(p.table);
+    }
+    release_slots(it->second.slots);
+    rules.erase(it);
+    return true;
+  }
+
+  // ---- publishing ----
+
+  void publish() {
+    auto s = std::make_shared<Snapshot>();
+    for (const auto& t : tables) {
+      if (t->count == 0) continue;
+      s->tables.push_back(t->cur);
+    }
+    std::sort(s->tables.begin(), s->tables.end(),
+              [](const auto& a, const auto& b) { return a->view.min_rank < b->view.min_rank; });
+    for (const auto& t : s->tables) s->views.push_back(&t->view);
+    s->view.tables = s->views.data();
+    s->view.ntables = uint32_t(s->views.size());
+    for (int i = 0; i < kDynamicSlots; ++i) {
+      if (!slot_refs[i]) continue;
+      s->slot_mask |= 1u << i;
+      s->slot_load[i] = slot_load[i];
+    }
+    s->kernel = kernel;
+    std::shared_ptr<const Snapshot> old = std::move(current_owner);
+    current_owner = s;
+    current.store(s.get(), std::memory_order_seq_cst);
+    ++gen;  // everything made so far is now visible to readers: copy before changing it
+    if (old) epoch.retire(std::move(old));
+  }
+
+  // ---- reading ----
+
+  void classify_in(int slot, const PacketRef* pkts, uint32_t n, Decision* out) {
+    epoch.enter(slot);
+    const Snapshot* s = current.load(std::memory_order_seq_cst);
+    alignas(64) PacketKey keys[kMaxBatch];
+    while (n > 0) {
+      const uint32_t m = n < kMaxBatch ? n : kMaxBatch;
+      for (uint32_t i = 0; i < m; ++i) {
+        parse_frame(pkts[i].data, pkts[i].len, pkts[i].meta, &keys[i]);
+        uint32_t mask = s->slot_mask, valid = 0;
+        while (mask) {
+          const int sl = std::countr_zero(mask);
+          mask &= mask - 1;
+          uint32_t v = 0;
+          if (bpf_load(s->slot_load[sl], pkts[i].data, pkts[i].len, &v)) valid |= 1u << sl;
+          keys[i].f[F_DYN0 + sl] = v;
+        }
+        keys[i].f[F_BPF_VALID] = valid;
+      }
+      s->kernel(&s->view, pkts, keys, m, out);
+      pkts += m;
+      out += m;
+      n -= m;
+    }
+    epoch.leave(slot);
+  }
+};
+
+// ---- Classifier ----
+
+Classifier::Classifier() : impl_(std::make_unique<Impl>()), isa_(default_isa()) {
+  impl_->kernel = kernel_for(isa_);
+  impl_->publish();
+  own_reader_ = std::make_unique<Reader>(reader());
+}
+
+Classifier::~Classifier() { own_reader_.reset(); }
+
+void Classifier::add(const Rule& rule, Placement where) {
+  if (impl_->rules.count(RuleRef{rule.kind, rule.id}))
+    throw RuleError(rule, "id", "a " + std::string(to_string(rule.kind)) + " rule with this id exists already");
+  impl_->insert_rule(compile_rule(rule, BpfMode::Lower), where);
+  impl_->publish();
+}
+
+bool Classifier::remove(RuleRef ref) {
+  if (!impl_->erase_rule(ref)) return false;
+  impl_->publish();
+  return true;
+}
+
+void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Rule>& adds) {
+  if (removes.empty() && adds.empty()) return;
+  // Check and compile everything first so that a refused item changes nothing.
+  std::set<RuleRef> removed, added;
+  for (const auto& ref : removes) {
+    if (!impl_->rules.count(ref) || removed.count(ref))
+      throw RuleError(ref.kind, ref.id, "id", "no such rule to delete");
+    removed.insert(ref);
+  }
+  std::vector<CompiledRule> compiled;
+  compiled.reserve(adds.size());
+  for (const auto& r : adds) {
+    RuleRef ref{r.kind, r.id};
+    if ((impl_->rules.count(ref) && !removed.count(ref)) || added.count(ref))
+      throw RuleError(r, "id", "a " + std::string(to_string(r.kind)) + " rule with this id exists already");
+    added.insert(ref);
+    compiled.push_back(compile_rule(r, BpfMode::Lower));
+  }
+  for (const auto& ref : removes) impl_->erase_rule(ref);
+  for (auto& c : compiled) impl_->insert_rule(std::move(c), Placement::Tail);
+  impl_->publish();
+}
+
+void Classifier::clear() {
+  std::vector<RuleRef> all;
+  for (const auto& [ref, st] : impl_->rules) all.push_back(ref);
+  for (const auto& ref : all) impl_->erase_rule(ref);
+  impl_->publish();
+}
+
+void Classifier::set_isa(Isa isa) {
+  if (!isa_supported(isa))
+    throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " is not supported by this CPU");
+  isa_ = isa;
+  impl_->kernel = kernel_for(isa);
+  impl_->publish();
+}
+
+std::vector<RuleInfo> Classifier::rules() const {
+  std::vector<std::pair<uint64_t, const RuleInfo*>> order;
+  for (const auto& [ref, st] : impl_->rules) order.emplace_back(st.rank, &st.info);
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  std::vector<RuleInfo> out;
+  for (const auto& [rank, info] : order) out.push_back(*info);
+  return out;
+}
+
+const RuleInfo* Classifier::find(RuleRef ref) const {
+  auto it = impl_->rules.find(ref);
+  return it == impl_->rules.end() ? nullptr : &it->second.info;
+}
+
+ClassifierStats Classifier::stats() const {
+  ClassifierStats s;
+  s.rules = uint32_t(impl_->rules.size());
+  for (const auto& [ref, st] : impl_->rules) {
+    s.entries += st.info.entries;
+    s.jit_rules += st.jit ? 1 : 0;
+    for (const Placed& p : st.placed) s.memory_bytes += entry_bytes(p.entry->nblocks);
+  }
+  for (const auto& t : impl_->tables) {
+    if (!t->count) continue;
+    ++s.tables;
+    s.memory_bytes += sizeof(TableVersion) + t->cur->segs.size() * (sizeof(void*) * 3 + sizeof(Segment));
+    for (const auto& seg : t->cur->segs) s.memory_bytes += seg->items.size() * (sizeof(Item) + sizeof(EntryPtr));
+  }
+  for (uint32_t r : impl_->slot_refs) s.dynamic_slots += r ? 1 : 0;
+  return s;
+}
+
+Classifier::Reader Classifier::reader() {
+  const int slot = impl_->epoch.acquire_slot();
+  if (slot < 0) throw std::runtime_error("too many classifier readers are open");
+  return Reader(this, slot);
+}
+
+Classifier::Reader::Reader(Reader&& o) noexcept : c_(o.c_), slot_(o.slot_) { o.slot_ = -1; }
+
+Classifier::Reader::~Reader() {
+  if (slot_ >= 0) c_->impl_->epoch.release_slot(slot_);
+}
+
+void Classifier::Reader::classify(const PacketRef* pkts, uint32_t n, Decision* out) {
+  c_->impl_->classify_in(slot_, pkts, n, out);
+}
+
+void Classifier::classify(const PacketRef* pkts, uint32_t n, Decision* out) {
+  own_reader_->classify(pkts, n, out);
+}
+
+Decision Classifier::classify_one(const uint8_t* data, uint32_t len, const PacketMeta& meta) {
+  PacketRef p{data, len, meta};
+  Decision d;
+  classify(&p, 1, &d);
+  return d;
+}
+
+}  // namespace vpf::matcher

@@ -1,0 +1,89 @@
+// The classifier's immutable, flat data layout, as the ISA kernels read it.
+//
+// This header holds plain structs of raw pointers and integers only: the kernel source
+// files include it while compiled with ISA flags, so nothing here may be an inline
+// function that another translation unit could instantiate with different flags.
+//
+//   SnapshotView ─▶ TableView[] (sorted by min_rank) ─▶ SegmentView[] ─▶ Item[] ─▶ Entry
+//
+// A table hashes a few (field, mask) pairs of the key (its "tuple"); every entry in it
+// fixes at least those bits, so a packet only needs the entries of one bucket.  Buckets are
+// grouped 64 to a segment so that one change copies one segment, not the table.
+#pragma once
+
+#include <cstdint>
+
+#include "vpf/matcher/classifier.h"
+#include "vpf/matcher/packet_key.h"
+
+namespace vpf::matcher::layout {
+
+inline constexpr int kTestsPerBlock = 16;
+inline constexpr int kMaxBlocks = 2;
+inline constexpr int kMaxTests = kTestsPerBlock * kMaxBlocks;
+inline constexpr int kMaxHashFields = 8;
+inline constexpr int kSegmentBits = 6;
+inline constexpr uint32_t kSegmentBuckets = 1u << kSegmentBits;
+
+// 16 tests: for lane i, (key.f[idx[i]] & mask[i]) must lie in [lo[i], hi[i]].  Unused
+// lanes have mask 0, lo 0, hi ~0 (always true).
+struct alignas(64) EntryBlock {
+  uint32_t mask[kTestsPerBlock];
+  uint32_t lo[kTestsPerBlock];
+  uint32_t hi[kTestsPerBlock];
+  uint8_t idx[kTestsPerBlock];
+};
+
+// One conjunction of one rule.  Followed in memory by `nblocks` EntryBlocks.
+struct alignas(64) Entry {
+  uint64_t rank;           // lower decides first
+  uint32_t rule_id;
+  uint8_t kind;            // RuleKind
+  uint8_t action;          // Action
+  uint8_t nblocks;         // 1 or 2
+  uint8_t reserved;
+  BpfJit::Fn bpf;          // non-null: the packet must also pass this program
+  const EntryBlock* blocks() const { return reinterpret_cast<const EntryBlock*>(this + 1); }
+};
+
+struct Item {
+  uint64_t rank;
+  uint32_t hash;
+  uint32_t reserved;
+  const Entry* entry;
+};
+
+struct SegmentView {
+  const Item* items;                      // grouped by bucket, by rank within a bucket
+  uint32_t start[kSegmentBuckets + 1];    // bucket b's items: [start[b], start[b+1])
+};
+
+struct TableView {
+  uint64_t min_rank;                      // no entry in the table ranks lower
+  uint32_t nfields;
+  uint32_t bucket_mask;                   // buckets - 1 (a power of two, >= 64)
+  uint8_t field[kMaxHashFields];
+  uint32_t mask[kMaxHashFields];
+  const SegmentView* const* segs;         // (bucket_mask + 1) / 64 segments
+};
+
+struct SnapshotView {
+  const TableView* const* tables;
+  uint32_t ntables;
+};
+
+// A kernel classifies n <= 32 packets whose keys are complete (dynamic slots included).
+using ClassifyKernel = void (*)(const SnapshotView* s, const PacketRef* pkts, const PacketKey* keys,
+                                uint32_t n, Decision* out);
+
+void classify_scalar(const SnapshotView*, const PacketRef*, const PacketKey*, uint32_t, Decision*);
+void classify_sse42(const SnapshotView*, const PacketRef*, const PacketKey*, uint32_t, Decision*);
+void classify_avx2(const SnapshotView*, const PacketRef*, const PacketKey*, uint32_t, Decision*);
+void classify_avx512(const SnapshotView*, const PacketRef*, const PacketKey*, uint32_t, Decision*);
+
+// The table hash.  Every kernel and the writer must compute the same value, so it is a
+// macro-free plain function defined once (classifier.cc) and a static copy in the kernel
+// body; both are checked equal by the tests.
+uint32_t table_hash(const uint32_t* fields, const TableView* t);
+
+}  // namespace vpf::matcher::layout

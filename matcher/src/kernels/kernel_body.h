@@ -1,0 +1,101 @@
+// The batch loop shared by every classifier kernel.  Included only by the kernel source
+// files, each compiled with its own ISA flags; everything here has internal linkage
+// (static, or a template instantiated with a TU-local policy type), so no function
+// compiled for one ISA can be picked by the linker for another.
+//
+// Algorithm, for a batch of n <= 32 packets:
+//   for each table, in ascending min_rank:
+//     the packets whose best match so far ranks above the table's min_rank are "open";
+//     hash each open packet's tuple fields, prefetch its bucket;
+//     walk each open packet's bucket in rank order until an item ranks at or above the
+//     packet's best: an item whose hash equals the packet's and whose tests pass (the
+//     ISA-specific part: MatchPolicy::match) becomes the packet's best.
+//   A packet's decision is its best entry, or "no match".
+#pragma once
+
+#include <cstdint>
+
+#include "../classifier_layout.h"
+
+namespace vpf::matcher::layout {
+namespace {
+
+static inline uint32_t kernel_rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
+
+static inline uint32_t kernel_hash(const uint32_t* f, const TableView* t) {
+  uint32_t h = 0x811c9dc5u ^ t->nfields;
+  for (uint32_t j = 0; j < t->nfields; ++j) {
+    h ^= f[t->field[j]] & t->mask[j];
+    h *= 0x9e3779b1u;
+    h = kernel_rotl(h, 15);
+  }
+  h ^= h >> 16;
+  h *= 0x85ebca6bu;
+  h ^= h >> 13;
+  h *= 0xc2b2ae35u;
+  h ^= h >> 16;
+  return h;
+}
+
+template <class MatchPolicy>
+static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, const PacketKey* keys,
+                                 uint32_t n, Decision* out) {
+  uint64_t best[32];
+  const Entry* win[32];
+  uint32_t hash[32];
+  uint8_t open[32];
+  for (uint32_t i = 0; i < n; ++i) {
+    best[i] = ~uint64_t(0);
+    win[i] = nullptr;
+  }
+  for (uint32_t t = 0; t < s->ntables; ++t) {
+    const TableView* tb = s->tables[t];
+    uint32_t nopen = 0;
+    for (uint32_t i = 0; i < n; ++i)
+      if (best[i] > tb->min_rank) open[nopen++] = uint8_t(i);
+    if (nopen == 0) break;  // tables are sorted: no later table can improve any packet
+    for (uint32_t o = 0; o < nopen; ++o) {
+      const uint32_t i = open[o];
+      const uint32_t h = kernel_hash(keys[i].f, tb);
+      hash[i] = h;
+      const uint32_t b = h & tb->bucket_mask;
+      const SegmentView* seg = tb->segs[b >> kSegmentBits];
+      __builtin_prefetch(seg->items + seg->start[b & (kSegmentBuckets - 1)]);
+    }
+    for (uint32_t o = 0; o < nopen; ++o) {
+      const uint32_t i = open[o];
+      const uint32_t h = hash[i];
+      const uint32_t b = h & tb->bucket_mask;
+      const SegmentView* seg = tb->segs[b >> kSegmentBits];
+      const uint32_t lo = seg->start[b & (kSegmentBuckets - 1)];
+      const uint32_t hi = seg->start[(b & (kSegmentBuckets - 1)) + 1];
+      for (uint32_t k = lo; k < hi; ++k) {
+        const Item& it = seg->items[k];
+        if (it.rank >= best[i]) break;
+        if (it.hash != h) continue;
+        const Entry* e = it.entry;
+        const EntryBlock* blk = reinterpret_cast<const EntryBlock*>(e + 1);
+        bool ok = MatchPolicy::match(keys[i].f, blk);
+        if (ok && e->nblocks > 1) ok = MatchPolicy::match(keys[i].f, blk + 1);
+        if (ok && e->bpf) ok = e->bpf(pkts[i].data, pkts[i].len, pkts[i].len) != 0;
+        if (ok) {
+          best[i] = it.rank;
+          win[i] = e;
+          break;
+        }
+      }
+    }
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    if (win[i]) {
+      out[i].rule_id = win[i]->rule_id;
+      out[i].kind = static_cast<RuleKind>(win[i]->kind);
+      out[i].action = static_cast<Action>(win[i]->action);
+    } else {
+      out[i] = Decision{};
+    }
+  }
+}
+
+}  // namespace
+}  // namespace vpf::matcher::layout

@@ -1,0 +1,21 @@
+// Classifier kernel: portable scalar code (the reference every SIMD kernel must equal).
+#include "kernel_body.h"
+
+namespace vpf::matcher::layout {
+namespace {
+struct ScalarMatch {
+  static inline bool match(const uint32_t* f, const EntryBlock* b) {
+    for (int i = 0; i < kTestsPerBlock; ++i) {
+      const uint32_t v = f[b->idx[i]] & b->mask[i];
+      if (v < b->lo[i] || v > b->hi[i]) return false;
+    }
+    return true;
+  }
+};
+}  // namespace
+
+void classify_scalar(const SnapshotView* s, const PacketRef* p, const PacketKey* k, uint32_t n, Decision* out) {
+  classify_body<ScalarMatch>(s, p, k, n, out);
+}
+
+}  // namespace vpf::matcher::layout

@@ -1,0 +1,379 @@
+// The classifier against the linear reference, on every kernel this CPU has.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <random>
+#include <thread>
+
+#include "frames.h"
+#include "vpf/matcher/classifier.h"
+
+using namespace vpf::matcher;
+using vpf::test::random_frame;
+
+namespace {
+
+const char* kBpfPool[] = {
+    "tcp port 80", "udp", "host 10.0.0.1", "net 10.0.0.0/8 and tcp", "vlan 10", "ip6 and udp portrange 5000-5100",
+    "tcp[tcpflags] & tcp-syn != 0", "len <= 128", "icmp or icmp6", "not ip", "arp", "ip6 protochain 6",
+    "ip[2:2] - ((ip[0]&0xf)<<2) > 100", "ether broadcast", "src port 443", "ip6 host 2001:db8::1",
+    "udp and udp[4:2] > 100", "tcp and not port 22", "vlan 10 and host 1.2.3.4", "greater 1000"};
+
+uint32_t pool_addr(std::mt19937_64& rng) {
+  const uint32_t a[] = {0x0a000001, 0x0a000002, 0x01020304, 0x0a010203, 0xc0a8010a, 0xac100504, 0x08080808};
+  return a[rng() % 7];
+}
+
+Rule random_rule(std::mt19937_64& rng, uint32_t id) {
+  Rule r;
+  r.id = id;
+  const int kind = int(rng() % 10);
+  r.kind = kind < 2 ? RuleKind::Passthrough : kind < 7 ? RuleKind::Filter : RuleKind::Connection;
+  if (r.kind == RuleKind::Passthrough) r.action = Action::Pass;
+  if (r.kind == RuleKind::Filter) r.action = static_cast<Action>(1 + rng() % 3);
+  if (r.kind == RuleKind::Connection) {
+    const uint32_t flags[] = {0, 1, 2, 128, 128 | 256, 128 | 2048};
+    r.nf_flags = flags[rng() % 6];
+  }
+  if (rng() % 3 == 0) r.adapter = int32_t(rng() % 3);
+  r.direction = static_cast<Direction>(rng() % 3);
+  if (rng() % 5 == 0) r.min_size = int32_t(rng() % 200);
+  if (rng() % 5 == 0) r.max_size = int32_t(60 + rng() % 1000);
+  if (r.min_size > 0 && r.max_size > 0 && r.min_size > r.max_size) std::swap(r.min_size, r.max_size);
+  if (rng() % 3 == 0) r.bpf = kBpfPool[rng() % (sizeof kBpfPool / sizeof *kBpfPool)];
+  if (rng() % 4 == 0) r.priority = uint16_t(rng() % 4);
+  if (rng() % 10 == 0) r.vm = uint32_t(1 + rng() % 2);
+  if (rng() % 2 == 0) {
+    const uint8_t protos[] = {0, 6, 17, 132};
+    r.protocol = protos[rng() % 4];
+    if (rng() % 2) {
+      const uint16_t p[] = {22, 80, 443, 53, 5000};
+      const uint16_t lo = p[rng() % 5];
+      r.remote_port = {lo, uint16_t(rng() % 2 ? lo : lo + rng() % 200)};
+    }
+    if (rng() % 3 == 0) r.local_port = {1024, 65535};
+    if (rng() % 2) {
+      r.ip_family = 4;
+      r.remote_ip.w[0] = pool_addr(rng);
+      const int plen = int(rng() % 4) * 8 + 8;
+      r.remote_mask.w[0] = ~0u << (32 - plen);
+      r.remote_ip.w[0] &= r.remote_mask.w[0];
+      if (rng() % 2) r.local_ip.w[0] = pool_addr(rng);  // exact (mask zero)
+    } else if (rng() % 4 == 0) {
+      r.ip_family = 6;
+      r.remote_ip.w = {0x20010db8, 0, 0, uint32_t(1 + rng() % 2)};
+    }
+  }
+  if (rng() % 25 == 0) r.enabled = false;
+  return r;
+}
+
+struct Pkt {
+  std::vector<uint8_t> data;
+  PacketMeta meta;
+};
+
+std::vector<Pkt> random_packets(std::mt19937_64& rng, int n) {
+  std::vector<Pkt> out;
+  for (int i = 0; i < n; ++i)
+    out.push_back({random_frame(rng), PacketMeta{uint32_t(rng() % 3), static_cast<Direction>(rng() % 2),
+                                                 uint32_t(rng() % 3)}});
+  return out;
+}
+
+void expect_same(Classifier& c, const LinearClassifier& ref, const std::vector<Pkt>& pkts, const char* what) {
+  std::vector<PacketRef> refs;
+  for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
+  std::vector<Decision> got(pkts.size());
+  c.classify(refs.data(), uint32_t(refs.size()), got.data());
+  int bad = 0;
+  size_t matched = 0;
+  for (size_t i = 0; i < pkts.size() && bad < 5; ++i) {
+    const Decision want = ref.classify(pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta);
+    matched += want.matched();
+    if (!(got[i] == want)) {
+      ++bad;
+      ADD_FAILURE() << what << " isa " << isa_name(c.isa()) << " packet " << i << ": got rule "
+                    << got[i].rule_id << "/" << to_string(got[i].kind) << "/" << to_string(got[i].action)
+                    << " want " << want.rule_id << "/" << to_string(want.kind) << "/" << to_string(want.action);
+    }
+  }
+  // The comparison is only worth something if rules do match.
+  EXPECT_GT(matched * 10, pkts.size()) << what << ": only " << matched << " of " << pkts.size() << " packets matched";
+}
+
+}  // namespace
+
+TEST(Classifier, EveryKernelEqualsLinearReference) {
+  std::mt19937_64 rng(42);
+  const auto pkts = random_packets(rng, 3000);
+  for (int round = 0; round < 4; ++round) {
+    Classifier c;
+    LinearClassifier ref;
+    const int n = 50 + round * 150;
+    for (int i = 0; i < n; ++i) {
+      Rule r = random_rule(rng, uint32_t(i));
+      const Placement where = rng() % 8 == 0 ? Placement::Head : Placement::Tail;
+      c.add(r, where);
+      ref.add(r, where);
+    }
+    for (Isa isa : supported_isas()) {
+      c.set_isa(isa);
+      expect_same(c, ref, pkts, "random rules");
+    }
+  }
+}
+
+TEST(Classifier, IncrementalAddDeleteStaysEquivalent) {
+  std::mt19937_64 rng(7);
+  const auto pkts = random_packets(rng, 1500);
+  Classifier c;
+  LinearClassifier ref;
+  std::vector<RuleRef> live;
+  uint32_t next = 0;
+  for (int step = 0; step < 600; ++step) {
+    if (live.empty() || rng() % 3) {
+      Rule r = random_rule(rng, next++);
+      c.add(r);
+      ref.add(r);
+      live.push_back({r.kind, r.id});
+    } else {
+      const size_t k = rng() % live.size();
+      EXPECT_TRUE(c.remove(live[k]));
+      EXPECT_TRUE(ref.remove(live[k]));
+      live.erase(live.begin() + long(k));
+    }
+    if (step % 100 == 99)
+      for (Isa isa : supported_isas()) {
+        c.set_isa(isa);
+        expect_same(c, ref, pkts, "after updates");
+      }
+  }
+  EXPECT_FALSE(c.remove(RuleRef{RuleKind::Filter, 999999}));
+  c.clear();
+  EXPECT_EQ(c.stats().rules, 0u);
+  EXPECT_EQ(c.stats().tables, 0u);
+  EXPECT_FALSE(c.classify_one(pkts[0].data.data(), uint32_t(pkts[0].data.size()), pkts[0].meta).matched());
+}
+
+TEST(Classifier, BatchSizesZeroToMany) {
+  std::mt19937_64 rng(3);
+  const auto pkts = random_packets(rng, 100);
+  Classifier c;
+  LinearClassifier ref;
+  for (uint32_t i = 0; i < 80; ++i) {
+    Rule r = random_rule(rng, i);
+    c.add(r);
+    ref.add(r);
+  }
+  std::vector<PacketRef> refs;
+  for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
+  for (Isa isa : supported_isas()) {
+    c.set_isa(isa);
+    for (uint32_t n = 0; n <= 70; ++n) {
+      std::vector<Decision> out(n + 1);
+      out[n].rule_id = 12345;  // guard: must stay untouched
+      c.classify(refs.data(), n, out.data());
+      for (uint32_t i = 0; i < n; ++i)
+        ASSERT_EQ(out[i], ref.classify(pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta))
+            << isa_name(isa) << " n=" << n << " i=" << i;
+      ASSERT_EQ(out[n].rule_id, 12345u);
+    }
+  }
+}
+
+TEST(Classifier, OrderPassthroughPriorityHead) {
+  Classifier c;
+  auto frame = vpf::test::FrameBuilder().eth(vpf::test::kMacB, vpf::test::kMacA).ethertype(0x0800)
+                   .ipv4(vpf::test::ip4(10, 0, 0, 1), vpf::test::ip4(10, 0, 0, 2), 6).tcp(1234, 80).build();
+  Rule drop;
+  drop.id = 1;
+  drop.bpf = "tcp port 80";
+  c.add(drop);
+  EXPECT_EQ(c.classify_one(frame.data(), uint32_t(frame.size())).rule_id, 1u);
+  Rule notify = drop;
+  notify.id = 2;
+  notify.action = Action::Notify;
+  c.add(notify);  // same priority, later: rule 1 still decides
+  EXPECT_EQ(c.classify_one(frame.data(), uint32_t(frame.size())).rule_id, 1u);
+  notify.id = 3;
+  c.add(notify, Placement::Head);  // at the head: decides
+  EXPECT_EQ(c.classify_one(frame.data(), uint32_t(frame.size())).rule_id, 3u);
+  Rule capture = drop;
+  capture.id = 4;
+  capture.action = Action::Capture;
+  capture.priority = 10;
+  c.add(capture);
+  auto d = c.classify_one(frame.data(), uint32_t(frame.size()));
+  EXPECT_EQ(d.rule_id, 4u);
+  EXPECT_EQ(d.action, Action::Capture);
+  Rule pass;
+  pass.kind = RuleKind::Passthrough;
+  pass.id = 1;  // ids are per kind
+  pass.action = Action::Pass;
+  pass.bpf = "host 10.0.0.2";
+  c.add(pass);
+  d = c.classify_one(frame.data(), uint32_t(frame.size()));
+  EXPECT_EQ(d.rule_id, 1u);
+  EXPECT_EQ(d.kind, RuleKind::Passthrough);
+  EXPECT_EQ(d.action, Action::Pass);
+  const auto order = c.rules();
+  ASSERT_EQ(order.size(), 5u);
+  EXPECT_EQ(order[0].rule.kind, RuleKind::Passthrough);
+  EXPECT_EQ(order[1].rule.id, 4u);
+  EXPECT_EQ(order[2].rule.id, 3u);
+}
+
+TEST(Classifier, LocalRemoteFollowDirection) {
+  Classifier c;
+  Rule r;
+  r.kind = RuleKind::Connection;
+  r.id = 9;
+  r.nf_flags = nf_flag::kBlock;
+  r.protocol = 6;
+  r.remote_port = {80, 80};
+  r.ip_family = 4;
+  r.local_ip.w[0] = vpf::test::ip4(10, 0, 0, 1);
+  c.add(r);
+  using vpf::test::FrameBuilder;
+  auto out = FrameBuilder().eth(vpf::test::kMacB, vpf::test::kMacA).ethertype(0x0800)
+                 .ipv4(vpf::test::ip4(10, 0, 0, 1), vpf::test::ip4(8, 8, 8, 8), 6).tcp(40000, 80).build();
+  auto in = FrameBuilder().eth(vpf::test::kMacA, vpf::test::kMacB).ethertype(0x0800)
+                .ipv4(vpf::test::ip4(8, 8, 8, 8), vpf::test::ip4(10, 0, 0, 1), 6).tcp(80, 40000).build();
+  EXPECT_EQ(c.classify_one(out.data(), uint32_t(out.size()), {0, Direction::Outgoing, 0}).action, Action::Drop);
+  EXPECT_EQ(c.classify_one(in.data(), uint32_t(in.size()), {0, Direction::Incoming, 0}).action, Action::Drop);
+  // The same frames seen in the other direction are someone else's traffic.
+  EXPECT_FALSE(c.classify_one(out.data(), uint32_t(out.size()), {0, Direction::Incoming, 0}).matched());
+  EXPECT_FALSE(c.classify_one(in.data(), uint32_t(in.size()), {0, Direction::Outgoing, 0}).matched());
+}
+
+TEST(Classifier, BadRuleIsRefusedWholeAndChangesNothing) {
+  Classifier c;
+  Rule a;
+  a.id = 1;
+  a.bpf = "tcp";
+  c.add(a);
+  Rule good = a;
+  good.id = 2;
+  Rule bad = a;
+  bad.id = 3;
+  bad.bpf = "tcp port nonsense";
+  try {
+    c.apply({RuleRef{RuleKind::Filter, 1}}, {good, bad});
+    FAIL() << "bad batch accepted";
+  } catch (const RuleError& e) {
+    EXPECT_EQ(e.rule_id(), 3u);
+    EXPECT_EQ(e.field(), "bpf");
+    EXPECT_NE(std::string(e.what()).find("nonsense"), std::string::npos) << e.what();
+  }
+  ASSERT_EQ(c.rules().size(), 1u);
+  EXPECT_EQ(c.rules()[0].rule.id, 1u);
+  EXPECT_THROW(c.add(a), RuleError);  // duplicate id
+  EXPECT_THROW(c.apply({RuleRef{RuleKind::Filter, 77}}, {}), RuleError);
+  EXPECT_THROW(c.apply({}, {good, good}), RuleError);
+  EXPECT_EQ(c.rules().size(), 1u);
+  // Replacing a rule in one batch is fine.
+  Rule replaced = a;
+  replaced.bpf = "udp";
+  c.apply({RuleRef{RuleKind::Filter, 1}}, {replaced});
+  EXPECT_EQ(c.find({RuleKind::Filter, 1})->rule.bpf, "udp");
+}
+
+TEST(Classifier, ManyDistinctLoadsFallBackToJit) {
+  // 40 different byte offsets exhaust the 32 dynamic slots: later rules must still be
+  // right (prefilter or JIT only).
+  std::mt19937_64 rng(11);
+  const auto pkts = random_packets(rng, 800);
+  Classifier c;
+  LinearClassifier ref;
+  for (uint32_t i = 0; i < 40; ++i) {
+    Rule r;
+    r.id = i;
+    r.bpf = "ether[" + std::to_string(i) + "] = " + std::to_string(i * 7 % 256);
+    c.add(r);
+    ref.add(r);
+  }
+  EXPECT_LE(c.stats().dynamic_slots, 32u);
+  EXPECT_GT(c.stats().jit_rules, 0u);
+  for (Isa isa : supported_isas()) {
+    c.set_isa(isa);
+    expect_same(c, ref, pkts, "slot exhaustion");
+  }
+}
+
+TEST(Classifier, UnsupportedIsaIsRefused) {
+  Classifier c;
+  for (int i = 0; i < kIsaCount; ++i) {
+    const Isa isa = static_cast<Isa>(i);
+    if (isa_supported(isa)) EXPECT_NO_THROW(c.set_isa(isa));
+    else EXPECT_THROW(c.set_isa(isa), std::invalid_argument);
+  }
+  EXPECT_EQ(parse_isa("avx512"), Isa::Avx512);
+  EXPECT_FALSE(parse_isa("neon").has_value());
+}
+
+TEST(Classifier, ReadersNeverSeeAHalfAppliedChange) {
+  // A probe packet hits rule 1 (drop); the writer keeps adding and removing rules that do
+  // not match it.  Readers on other threads must see rule 1 every time.
+  Classifier c;
+  auto probe = vpf::test::FrameBuilder().eth(vpf::test::kMacB, vpf::test::kMacA).ethertype(0x0800)
+                   .ipv4(vpf::test::ip4(10, 0, 0, 1), vpf::test::ip4(10, 0, 0, 2), 17).udp(5, 53).build();
+  Rule hit;
+  hit.id = 1;
+  hit.bpf = "udp port 53";
+  c.add(hit);
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> wrong{0}, done{0};
+  std::vector<std::thread> readers;
+  for (int t = 0; t < 2; ++t)
+    readers.emplace_back([&] {
+      auto rd = c.reader();
+      PacketRef p{probe.data(), uint32_t(probe.size()), {}};
+      while (!stop.load()) {
+        Decision d;
+        rd.classify(&p, 1, &d);
+        wrong += d.rule_id != 1;
+        ++done;
+      }
+    });
+  std::mt19937_64 rng(5);
+  for (uint32_t i = 0; i < 1500; ++i) {
+    Rule r;
+    r.id = 100 + i;
+    r.bpf = "tcp port " + std::to_string(1 + rng() % 60000);
+    r.priority = uint16_t(rng() % 3);
+    c.add(r, rng() % 2 ? Placement::Head : Placement::Tail);
+    if (i % 3 == 2) c.remove(RuleRef{RuleKind::Filter, 100 + i - 2});
+  }
+  stop = true;
+  for (auto& t : readers) t.join();
+  EXPECT_EQ(wrong.load(), 0u);
+  EXPECT_GT(done.load(), 0u);
+}
+
+TEST(Classifier, ScalesToManyRulesAndReportsMemory) {
+  Classifier c;
+  std::vector<Rule> rules;
+  for (uint32_t i = 0; i < 20000; ++i) {
+    Rule r;
+    r.kind = RuleKind::Connection;
+    r.id = i;
+    r.nf_flags = nf_flag::kBlock;
+    r.protocol = 6;
+    r.ip_family = 4;
+    r.remote_ip.w[0] = 0x0a000000u | i;
+    r.remote_port = {uint16_t(1 + i % 1000), uint16_t(1 + i % 1000)};
+    r.direction = Direction::Outgoing;
+    rules.push_back(r);
+  }
+  c.apply({}, rules);
+  const auto s = c.stats();
+  EXPECT_EQ(s.rules, 20000u);
+  EXPECT_EQ(s.entries, 20000u);
+  EXPECT_LT(s.tables, 10u);
+  EXPECT_GT(s.memory_bytes, 0u);
+  EXPECT_LT(s.memory_bytes / s.rules, 2048u) << "bytes per rule";
+  auto f = vpf::test::FrameBuilder().eth(vpf::test::kMacB, vpf::test::kMacA).ethertype(0x0800)
+               .ipv4(vpf::test::ip4(10, 0, 0, 5), 0x0a000000u | 777, 6).tcp(40000, 778).build();
+  EXPECT_EQ(c.classify_one(f.data(), uint32_t(f.size())).rule_id, 777u);
+}
