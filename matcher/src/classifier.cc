@@ -111,7 +111,19 @@ struct Tuple {
   }
 };
 
+// A new table made for an entry that fits no table hashes only the entry's most specific
+// fields: fewer, larger tables mean fewer probes per packet, and the few extra same-hash
+// candidates cost less than a probe.  The collision limit splits tables that get crowded.
+constexpr size_t kRelaxedFields = 3;
+
 bool is_address_field(int f) { return f >= F_SRC_IP0 && f <= F_DST_IP3; }
+
+// Fields that take few values across a rule set: hashing them spreads nothing, and
+// putting them in tuples would only multiply tables.  Entries still test them.
+bool is_low_entropy_field(int f) {
+  return f == F_DIRECTION || f == F_IP_VER || f == F_PARSE_FLAGS || f == F_BPF_VALID || f == F_ETH_TYPE ||
+         f == F_IP_FRAG;
+}
 
 Tuple tuple_from(const Fixed& fx, bool relax) {
   struct Cand {
@@ -121,7 +133,7 @@ Tuple tuple_from(const Fixed& fx, bool relax) {
   std::vector<Cand> c;
   for (int f = 0; f < F_COUNT; ++f) {
     uint32_t m = fx.mask[f];
-    if (!m) continue;
+    if (!m || is_low_entropy_field(f)) continue;
     if (relax && is_address_field(f)) {
       const int plen = std::countl_one(m);
       if (plen != 32) {
@@ -129,13 +141,18 @@ Tuple tuple_from(const Fixed& fx, bool relax) {
         const int l = plen & ~7;
         m = l == 0 ? 0 : ~0u << (32 - l);
       }
+    } else if (relax && m != ~0u) {
+      // A partial range on a port or size says little ("below 65536"); leave it to the
+      // entry's own tests.
+      m = 0;
     }
     if (m) c.push_back({f, m});
   }
   std::stable_sort(c.begin(), c.end(), [](const Cand& a, const Cand& b) {
     return std::popcount(a.mask) > std::popcount(b.mask);
   });
-  if (c.size() > size_t(kMaxHashFields)) c.resize(kMaxHashFields);
+  const size_t keep = relax ? kRelaxedFields : size_t(kMaxHashFields);
+  if (c.size() > keep) c.resize(keep);
   std::sort(c.begin(), c.end(), [](const Cand& a, const Cand& b) { return a.field < b.field; });
   Tuple t;
   t.nfields = uint32_t(c.size());
@@ -174,11 +191,30 @@ struct TableState {
   std::unordered_map<uint32_t, uint32_t> per_hash;
 };
 
+// A rule of a tiny rule set, evaluated directly: its metadata tests, then its program.
+struct DirectRule {
+  uint64_t rank;
+  uint32_t rule_id;
+  RuleKind kind;
+  Action action;
+  int32_t adapter;
+  Direction direction;
+  uint32_t min_len, max_len;
+  BpfJit::Fn fn;
+};
+
+// Up to this many enabled rules that test nothing but metadata, size and a BPF program are
+// run directly (one program call each, in order) instead of through the tables: below it,
+// the fixed cost of loads, hashing and probing exceeds the programs' own cost.
+constexpr size_t kDirectRules = 4;
+
 struct Snapshot {
   SnapshotView view{};
+  std::vector<DirectRule> direct;  // non-empty: classify with these, not the tables
   std::vector<std::shared_ptr<const TableVersion>> tables;
   std::vector<const TableView*> views;
   uint32_t slot_mask = 0;  // dynamic slots in use
+  bool needs_parse = true; // some entry tests a field only the parser fills
   BpfLoad slot_load[kDynamicSlots];
   ClassifyKernel kernel = classify_scalar;
 };
@@ -189,12 +225,26 @@ struct Placed {
   uint32_t hash;
 };
 
+// True if the entry tests a field that parse_frame() computes (not metadata, frame length
+// or BPF loads).
+bool tests_parsed_field(const Entry* e) {
+  const EntryBlock* blk = e->blocks();
+  for (unsigned b = 0; b < e->nblocks; ++b)
+    for (int i = 0; i < kTestsPerBlock; ++i) {
+      const uint8_t f = blk[b].idx[i];
+      if (blk[b].mask[i] && f > F_FRAME_LEN && f < F_BPF_VALID) return true;
+    }
+  return false;
+}
+
 struct RuleState {
   RuleInfo info;
   uint64_t rank = 0;
   std::vector<Placed> placed;
   std::vector<int> slots;                 // dynamic slots referenced (one per load)
   std::shared_ptr<const BpfJit> jit;      // keeps the code alive while entries point at it
+  std::shared_ptr<const BpfJit> direct_jit;
+  bool direct_ok = false;                 // only metadata, size and BPF: may run directly
 };
 
 constexpr uint64_t kSeqBias = uint64_t(1) << 46;
@@ -212,6 +262,9 @@ struct Classifier::Impl {
   std::map<Tuple, TableState*> by_tuple;
   BpfLoad slot_load[kDynamicSlots];
   uint32_t slot_refs[kDynamicSlots] = {};
+  uint64_t parsed_field_entries = 0;  // entries for which tests_parsed_field()
+  size_t enabled_rules = 0;           // rules with enabled set
+  size_t direct_rules = 0;            // enabled rules with direct_ok
   int64_t next_tail = int64_t(kSeqBias);
   int64_t next_head = int64_t(kSeqBias) - 1;
   uint64_t gen = 1;  // current (unpublished) generation
@@ -463,6 +516,9 @@ struct Classifier::Impl {
     st.info.bpf_lowered = c.lowered;
     st.info.bpf_note = c.note;
     st.jit = c.jit;
+    st.direct_jit = c.direct_jit;
+    st.direct_ok = r.enabled && c.direct_jit && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
+                   r.local_port.any() && r.remote_port.any();
     st.slots = slots;
     const int64_t seq = where == Placement::Head ? next_head-- : next_tail++;
     st.rank = make_rank(r, seq);
@@ -470,9 +526,12 @@ struct Classifier::Impl {
       EntryPtr e = make_entry(c, spec, slots, st.rank, c.jit ? c.jit->fn() : nullptr);
       const Fixed fx = fixed_bits(e.get());
       if (fx.contradictory) continue;  // can never match
+      parsed_field_entries += tests_parsed_field(e.get());
       st.placed.push_back(place(e, fx));
     }
     st.info.entries = uint32_t(st.placed.size());
+    enabled_rules += r.enabled;
+    direct_rules += st.direct_ok;
     rules.emplace(ref, std::move(st));
   }
 
@@ -480,10 +539,13 @@ struct Classifier::Impl {
     auto it = rules.find(ref);
     if (it == rules.end()) return false;
     for (const Placed& p : it->second.placed) {
+      parsed_field_entries -= tests_parsed_field(p.entry.get());
       remove_item(*p.table, p.entry.get(), p.hash);
       if (p.table->count == 0) drop_table(p.table);
     }
     release_slots(it->second.slots);
+    enabled_rules -= it->second.info.rule.enabled;
+    direct_rules -= it->second.direct_ok;
     rules.erase(it);
     return true;
   }
@@ -507,6 +569,18 @@ struct Classifier::Impl {
       s->slot_load[i] = slot_load[i];
     }
     s->kernel = kernel;
+    s->needs_parse = parsed_field_entries > 0;
+    if (enabled_rules > 0 && enabled_rules <= kDirectRules && direct_rules == enabled_rules) {
+      for (const auto& [ref, st] : rules) {
+        if (!st.info.rule.enabled) continue;
+        const Rule& r = st.info.rule;
+        s->direct.push_back(DirectRule{st.rank, r.id, r.kind, effective_action(r), r.adapter, r.direction,
+                                       r.min_size > 0 ? uint32_t(r.min_size) : 0,
+                                       r.max_size > 0 ? uint32_t(r.max_size) : ~0u, st.direct_jit->fn()});
+      }
+      std::sort(s->direct.begin(), s->direct.end(),
+                [](const DirectRule& a, const DirectRule& b) { return a.rank < b.rank; });
+    }
     std::shared_ptr<const Snapshot> old = std::move(current_owner);
     current_owner = s;
     current.store(s.get(), std::memory_order_seq_cst);
@@ -516,14 +590,42 @@ struct Classifier::Impl {
 
   // ---- reading ----
 
+  static void classify_direct(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
+    for (uint32_t i = 0; i < n; ++i) {
+      const PacketRef& p = pkts[i];
+      out[i] = Decision{};
+      for (const DirectRule& r : s->direct) {
+        if (r.adapter >= 0 && p.meta.adapter != uint32_t(r.adapter)) continue;
+        if (r.direction != Direction::Any && p.meta.direction != r.direction) continue;
+        if (p.len < r.min_len || p.len > r.max_len) continue;
+        if (r.fn(p.data, p.len, p.len) == 0) continue;
+        out[i] = Decision{r.rule_id, r.kind, r.action};
+        break;
+      }
+    }
+  }
+
   void classify_in(int slot, const PacketRef* pkts, uint32_t n, Decision* out) {
     epoch.enter(slot);
     const Snapshot* s = current.load(std::memory_order_seq_cst);
+    if (!s->direct.empty()) {
+      classify_direct(s, pkts, n, out);
+      epoch.leave(slot);
+      return;
+    }
     alignas(64) PacketKey keys[kMaxBatch];
     while (n > 0) {
       const uint32_t m = n < kMaxBatch ? n : kMaxBatch;
       for (uint32_t i = 0; i < m; ++i) {
-        parse_frame(pkts[i].data, pkts[i].len, pkts[i].meta, &keys[i]);
+        if (s->needs_parse) {
+          parse_frame(pkts[i].data, pkts[i].len, pkts[i].meta, &keys[i]);
+        } else {
+          // Only metadata, length and BPF loads are tested: no need to parse.
+          keys[i].f[F_ADAPTER] = pkts[i].meta.adapter;
+          keys[i].f[F_DIRECTION] = uint32_t(pkts[i].meta.direction);
+          keys[i].f[F_VM] = pkts[i].meta.vm;
+          keys[i].f[F_FRAME_LEN] = pkts[i].len;
+        }
         uint32_t mask = s->slot_mask, valid = 0;
         while (mask) {
           const int sl = std::countr_zero(mask);

@@ -21,9 +21,15 @@ constexpr uint8_t kProtoSctp = 132;
 constexpr uint8_t kProtoIcmp6 = 58;
 constexpr uint8_t kProtoUdpLite = 136;
 
-inline uint16_t rd16(const uint8_t* p) { return uint16_t(p[0] << 8 | p[1]); }
+inline uint16_t rd16(const uint8_t* p) {
+  uint16_t v;
+  std::memcpy(&v, p, 2);
+  return __builtin_bswap16(v);
+}
 inline uint32_t rd32(const uint8_t* p) {
-  return uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+  uint32_t v;
+  std::memcpy(&v, p, 4);
+  return __builtin_bswap32(v);
 }
 
 // Transport header at frame[off, end).  Fills ports / flags / ICMP type and code.
@@ -184,7 +190,9 @@ truncated:
 }  // namespace
 
 void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* k) {
-  std::memset(k, 0, sizeof(*k));
+  // The fixed fields and the offsets; dynamic slots are the snapshot's to fill.
+  std::memset(k->f, 0, sizeof(uint32_t) * kFixedFields);
+  k->l3_offset = k->l3_size = k->l4_offset = k->reserved = 0;
   k->f[F_ADAPTER] = meta.adapter;
   k->f[F_DIRECTION] = static_cast<uint32_t>(meta.direction);
   k->f[F_VM] = meta.vm;

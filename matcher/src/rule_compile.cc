@@ -129,6 +129,11 @@ CompiledRule compile_rule(const Rule& r, BpfMode mode) {
     return out;
   }
 
+  try {
+    out.direct_jit = BpfJit::compile(prog);
+  } catch (const BpfError& e) {
+    throw RuleError(r, "bpf", e.what());
+  }
   BpfLowering low = lower_bpf(prog);
   if (mode == BpfMode::Lower && low.lowered) {
     for (const auto& v : variants) {
@@ -152,11 +157,7 @@ CompiledRule compile_rule(const Rule& r, BpfMode mode) {
   out.loads.clear();
   out.lowered = false;
   out.note = mode == BpfMode::Lower ? low.why_not : "dynamic slots exhausted";
-  try {
-    out.jit = BpfJit::compile(prog);
-  } catch (const BpfError& e) {
-    throw RuleError(r, "bpf", e.what());
-  }
+  out.jit = out.direct_jit;
   if (low.lowered) {
     // Lowered but too large: compute the prefilter instead.
     BpfLoweringLimits none;

@@ -35,6 +35,7 @@ struct CompiledRule {
   std::vector<BpfLoad> loads;         // dynamic loads the entries use (never Len)
   std::vector<EntrySpec> entries;
   std::shared_ptr<const BpfJit> jit;  // set when the BPF expression is not lowered
+  std::shared_ptr<const BpfJit> direct_jit;  // the expression's code, for tiny rule sets
   bool lowered = true;
   std::string note;                   // why not lowered
 };

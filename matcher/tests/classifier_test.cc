@@ -377,3 +377,34 @@ TEST(Classifier, ScalesToManyRulesAndReportsMemory) {
                .ipv4(vpf::test::ip4(10, 0, 0, 5), 0x0a000000u | 777, 6).tcp(40000, 778).build();
   EXPECT_EQ(c.classify_one(f.data(), uint32_t(f.size())).rule_id, 777u);
 }
+
+TEST(Classifier, TinyBpfRuleSetsEqualLinearReference) {
+  // One to four BPF-only rules take the direct path; it must decide exactly like the rest.
+  std::mt19937_64 rng(21);
+  const auto pkts = random_packets(rng, 2000);
+  for (int round = 0; round < 40; ++round) {
+    Classifier c;
+    LinearClassifier ref;
+    const int n = 1 + round % 4;
+    for (int i = 0; i < n; ++i) {
+      Rule r;
+      r.id = uint32_t(i);
+      r.kind = rng() % 4 == 0 ? RuleKind::Passthrough : RuleKind::Filter;
+      r.action = r.kind == RuleKind::Passthrough ? Action::Pass : static_cast<Action>(1 + rng() % 3);
+      r.bpf = kBpfPool[rng() % (sizeof kBpfPool / sizeof *kBpfPool)];
+      if (rng() % 3 == 0) r.adapter = int32_t(rng() % 3);
+      r.direction = static_cast<Direction>(rng() % 3);
+      if (rng() % 4 == 0) r.max_size = 200;
+      r.priority = uint16_t(rng() % 2);
+      c.add(r);
+      ref.add(r);
+    }
+    std::vector<PacketRef> refs;
+    for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
+    std::vector<Decision> got(pkts.size());
+    c.classify(refs.data(), uint32_t(refs.size()), got.data());
+    for (size_t i = 0; i < pkts.size(); ++i)
+      ASSERT_EQ(got[i], ref.classify(pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta))
+          << "round " << round << " packet " << i;
+  }
+}

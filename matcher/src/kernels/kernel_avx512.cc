@@ -7,6 +7,32 @@
 namespace vpf::matcher::layout {
 namespace {
 struct Avx512Match {
+  // 16 packets per step: gather each tuple field, mask, mix; same arithmetic as kernel_hash.
+  static inline void hash_batch(const PacketKey* keys, const uint8_t* open, uint32_t nopen, const TableView* tb,
+                                uint32_t* hash) {
+    const int stride = int(sizeof(PacketKey) / 4);
+    const int* base = reinterpret_cast<const int*>(keys[0].f);
+    for (uint32_t o = 0; o < nopen; o += 16) {
+      const __mmask16 live = nopen - o >= 16 ? __mmask16(0xffff) : __mmask16((1u << (nopen - o)) - 1);
+      const __m512i pkt = _mm512_maskz_cvtepu8_epi32(0xffff, _mm_loadu_si128(reinterpret_cast<const __m128i*>(open + o)));
+      const __m512i row = _mm512_mullo_epi32(pkt, _mm512_set1_epi32(stride));
+      __m512i h = _mm512_set1_epi32(int(0x811c9dc5u ^ tb->nfields));
+      for (uint32_t j = 0; j < tb->nfields; ++j) {
+        const __m512i idx = _mm512_add_epi32(row, _mm512_set1_epi32(tb->field[j]));
+        __m512i v = _mm512_mask_i32gather_epi32(_mm512_setzero_si512(), live, idx, base, 4);
+        v = _mm512_and_si512(v, _mm512_set1_epi32(int(tb->mask[j])));
+        h = _mm512_xor_si512(h, v);
+        h = _mm512_mullo_epi32(h, _mm512_set1_epi32(int(0x9e3779b1u)));
+        h = _mm512_rol_epi32(h, 15);
+      }
+      h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+      h = _mm512_mullo_epi32(h, _mm512_set1_epi32(int(0x85ebca6bu)));
+      h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 13));
+      h = _mm512_mullo_epi32(h, _mm512_set1_epi32(int(0xc2b2ae35u)));
+      h = _mm512_xor_si512(h, _mm512_srli_epi32(h, 16));
+      _mm512_store_si512(hash + o, h);
+    }
+  }
   static inline bool match(const uint32_t* f, const EntryBlock* b) {
     const __m512i idx = _mm512_maskz_cvtepu8_epi32(0xffff, _mm_load_si128(reinterpret_cast<const __m128i*>(b->idx)));
     const __m512i k0 = _mm512_load_si512(f), k1 = _mm512_load_si512(f + 16);

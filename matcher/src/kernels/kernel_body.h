@@ -37,13 +37,22 @@ static inline uint32_t kernel_hash(const uint32_t* f, const TableView* t) {
   return h;
 }
 
+// The portable batch hash: hash[o] for packet open[o].
+static inline void hash_batch_scalar(const PacketKey* keys, const uint8_t* open, uint32_t nopen,
+                                     const TableView* tb, uint32_t* hash) {
+  for (uint32_t o = 0; o < nopen; ++o) hash[o] = kernel_hash(keys[open[o]].f, tb);
+}
+
 template <class MatchPolicy>
 static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, const PacketKey* keys,
                                  uint32_t n, Decision* out) {
   uint64_t best[32];
   const Entry* win[32];
-  uint32_t hash[32];
-  uint8_t open[32];
+  // Indexed by position in open[], not by packet.
+  alignas(64) uint32_t hash[32];
+  uint32_t first[32], last[32];
+  const SegmentView* seg[32];
+  alignas(16) uint8_t open[32 + 16];
   for (uint32_t i = 0; i < n; ++i) {
     best[i] = ~uint64_t(0);
     win[i] = nullptr;
@@ -54,23 +63,44 @@ static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, c
     for (uint32_t i = 0; i < n; ++i)
       if (best[i] > tb->min_rank) open[nopen++] = uint8_t(i);
     if (nopen == 0) break;  // tables are sorted: no later table can improve any packet
+    // The stages below each touch one level of the table for every open packet and
+    // prefetch the next level, so the cache misses of a batch overlap.
+    // Stage 1: hash every open packet (the ISA policy may do many at once), find the
+    // segment, prefetch the bucket's bounds.
+    MatchPolicy::hash_batch(keys, open, nopen, tb, hash);
     for (uint32_t o = 0; o < nopen; ++o) {
-      const uint32_t i = open[o];
-      const uint32_t h = kernel_hash(keys[i].f, tb);
-      hash[i] = h;
-      const uint32_t b = h & tb->bucket_mask;
-      const SegmentView* seg = tb->segs[b >> kSegmentBits];
-      __builtin_prefetch(seg->items + seg->start[b & (kSegmentBuckets - 1)]);
+      const uint32_t b = hash[o] & tb->bucket_mask;
+      seg[o] = tb->segs[b >> kSegmentBits];
+      __builtin_prefetch(&seg[o]->start[b & (kSegmentBuckets - 1)]);
     }
+    // Stage 2: read the bounds, prefetch the first item.
+    for (uint32_t o = 0; o < nopen; ++o) {
+      const uint32_t lb = hash[o] & tb->bucket_mask & (kSegmentBuckets - 1);
+      first[o] = seg[o]->start[lb];
+      last[o] = seg[o]->start[lb + 1];
+      __builtin_prefetch(seg[o]->items + first[o]);
+    }
+    // Stage 3: skip items of other hashes, prefetch the candidate entry.
     for (uint32_t o = 0; o < nopen; ++o) {
       const uint32_t i = open[o];
-      const uint32_t h = hash[i];
-      const uint32_t b = h & tb->bucket_mask;
-      const SegmentView* seg = tb->segs[b >> kSegmentBits];
-      const uint32_t lo = seg->start[b & (kSegmentBuckets - 1)];
-      const uint32_t hi = seg->start[(b & (kSegmentBuckets - 1)) + 1];
-      for (uint32_t k = lo; k < hi; ++k) {
-        const Item& it = seg->items[k];
+      const Item* items = seg[o]->items;
+      uint32_t k = first[o];
+      while (k < last[o] && items[k].hash != hash[o] && items[k].rank < best[i]) ++k;
+      first[o] = k;
+      if (k < last[o]) {
+        __builtin_prefetch(items[k].entry);
+        __builtin_prefetch(reinterpret_cast<const char*>(items[k].entry) + 64);
+        __builtin_prefetch(reinterpret_cast<const char*>(items[k].entry) + 128);
+        __builtin_prefetch(reinterpret_cast<const char*>(items[k].entry) + 192);
+      }
+    }
+    // Stage 4: test candidates in rank order; the first that passes is the packet's best.
+    for (uint32_t o = 0; o < nopen; ++o) {
+      const uint32_t i = open[o];
+      const uint32_t h = hash[o];
+      const Item* items = seg[o]->items;
+      for (uint32_t k = first[o]; k < last[o]; ++k) {
+        const Item& it = items[k];
         if (it.rank >= best[i]) break;
         if (it.hash != h) continue;
         const Entry* e = it.entry;

@@ -4,6 +4,10 @@
 namespace vpf::matcher::layout {
 namespace {
 struct ScalarMatch {
+  static inline void hash_batch(const PacketKey* keys, const uint8_t* open, uint32_t nopen, const TableView* tb,
+                                uint32_t* hash) {
+    hash_batch_scalar(keys, open, nopen, tb, hash);
+  }
   static inline bool match(const uint32_t* f, const EntryBlock* b) {
     for (int i = 0; i < kTestsPerBlock; ++i) {
       const uint32_t v = f[b->idx[i]] & b->mask[i];

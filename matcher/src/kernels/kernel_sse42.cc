@@ -6,6 +6,10 @@
 namespace vpf::matcher::layout {
 namespace {
 struct Sse42Match {
+  static inline void hash_batch(const PacketKey* keys, const uint8_t* open, uint32_t nopen, const TableView* tb,
+                                uint32_t* hash) {
+    hash_batch_scalar(keys, open, nopen, tb, hash);
+  }
   static inline bool match(const uint32_t* f, const EntryBlock* b) {
     __m128i all = _mm_set1_epi32(-1);
     for (int q = 0; q < kTestsPerBlock; q += 4) {

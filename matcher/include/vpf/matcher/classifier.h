@@ -123,7 +123,7 @@ struct ClassifierStats {
 
 class Classifier {
  public:
-  static constexpr uint32_t kCollisionLimit = 12;
+  static constexpr uint32_t kCollisionLimit = 32;
 
   Classifier();
   ~Classifier();

@@ -19,7 +19,8 @@
 
 namespace vpf::matcher {
 
-// Fills every field of *key (dynamic slots are zeroed).  `frame` may be null when len is 0.
+// Fills the fixed fields (0..31) and offsets of *key; the dynamic slots are left as they
+// are (a classifier snapshot fills the ones it uses).  `frame` may be null when len is 0.
 void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
 
 }  // namespace vpf::matcher

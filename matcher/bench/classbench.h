@@ -1,0 +1,56 @@
+// A ClassBench-like generator of 5-tuple rule sets and header traces.
+//
+// It follows the structure of ClassBench (Taylor & Turner): rule sets in three styles with
+// their own prefix-length and port-range distributions, addresses drawn from a small set
+// of nested "networks" so that rules overlap as in real policies, and traces made by
+// picking a rule, drawing a header inside it, and repeating it a Pareto-distributed number
+// of times (locality of reference).  The numbers are the project's own approximation, not
+// ClassBench's seed files.
+//
+//   acl: long source and destination prefixes, exact destination ports, mostly TCP;
+//   fw:  many wildcards and port ranges, any-protocol rules;
+//   ipc: in between.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vpf/matcher/rule.h"
+
+namespace vpf::bench {
+
+enum class Style { Acl, Fw, Ipc };
+const char* style_name(Style s);
+bool parse_style(const std::string& name, Style* out);
+
+struct GenOptions {
+  Style style = Style::Acl;
+  size_t count = 1000;
+  int family = 4;  // 4 or 6
+  uint64_t seed = 1;
+};
+
+// Filter rules (action drop), direction outgoing, local = source, remote = destination,
+// ids 0..count-1 in priority order (rule 0 decides first).  The last rule is not a
+// catch-all: unmatched headers exist.
+std::vector<matcher::Rule> generate_rules(const GenOptions& opt);
+
+struct Header {
+  int family = 4;
+  uint8_t proto = 6;
+  matcher::IpAddr src, dst;
+  uint16_t sport = 0, dport = 0;
+};
+
+// `count` headers; about 1 in 20 is random (matches whatever it matches).
+std::vector<Header> generate_trace(const std::vector<matcher::Rule>& rules, size_t count, uint64_t seed);
+
+// An Ethernet frame carrying the header (TCP, UDP or ICMP; IPv4 or IPv6), padded to
+// `min_len` bytes (no FCS).
+std::vector<uint8_t> header_frame(const Header& h, size_t min_len = 64);
+
+// Writes Ethernet frames to a pcap file; throws std::runtime_error on failure.
+void write_pcap(const std::string& path, const std::vector<std::vector<uint8_t>>& frames);
+
+}  // namespace vpf::bench

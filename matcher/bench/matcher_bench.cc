@@ -1,0 +1,590 @@
+// Matcher benchmarks: the classifier (every kernel) against DPDK's rte_acl and a linear
+// scan on ClassBench-like rule sets; rule update latency against rte_acl's rebuild; one
+// BPF expression against DPDK's rte_bpf JIT and libpcap's bpf_filter; 100 BPF rules vs 1.
+//
+// Each comparison runs both sides in the same process on the same packets, checks that
+// they decide the same, and ends with lines "ratio <name> <value>" (how many times faster
+// vportfilter is; higher is better).  Run through scripts/bench.sh matcher.
+#include <benchmark/benchmark.h>
+#include <pcap/pcap.h>
+#include <rte_acl.h>
+#include <rte_bpf.h>
+#include <rte_eal.h>
+#include <rte_mbuf.h>
+#include <unistd.h>
+#include <x86intrin.h>
+
+#include <algorithm>
+#include <bit>
+#include <cstring>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+
+#include "classbench.h"
+#include "vpf/matcher/classifier.h"
+
+using namespace vpf;
+using namespace vpf::matcher;
+
+namespace {
+
+// ---------------------------------------------------------------- shared data
+
+size_t trace_len() {
+  const char* e = std::getenv("VPF_BENCH_TRACE");
+  return e ? size_t(std::strtoull(e, nullptr, 10)) : 1000000;
+}
+
+struct RuleSetData {
+  std::vector<Rule> rules;
+  std::vector<std::vector<uint8_t>> frames;
+  std::vector<PacketRef> refs;
+  std::vector<const uint8_t*> l3;  // rte_acl input: the IPv4 header
+};
+
+RuleSetData& ruleset(size_t n) {
+  static std::map<size_t, std::unique_ptr<RuleSetData>> cache;
+  auto& slot = cache[n];
+  if (!slot) {
+    slot = std::make_unique<RuleSetData>();
+    bench::GenOptions g;
+    g.style = bench::Style::Acl;
+    g.count = n;
+    g.seed = 1000 + n;
+    slot->rules = bench::generate_rules(g);
+    for (const auto& h : bench::generate_trace(slot->rules, trace_len(), 77 + n))
+      slot->frames.push_back(bench::header_frame(h));
+    for (const auto& f : slot->frames) {
+      slot->refs.push_back(PacketRef{f.data(), uint32_t(f.size()), {0, Direction::Outgoing, 0}});
+      slot->l3.push_back(f.data() + 14);
+    }
+  }
+  return *slot;
+}
+
+std::map<std::string, double> g_ns_per_pkt;  // benchmark name -> ns per packet
+std::map<std::string, std::string> g_notes;
+
+struct OursCache {
+  std::map<size_t, std::unique_ptr<Classifier>> by_n;
+  Classifier& get(size_t n) {
+    auto& c = by_n[n];
+    if (!c) {
+      c = std::make_unique<Classifier>();
+      const auto t0 = std::chrono::steady_clock::now();
+      c->apply({}, ruleset(n).rules);
+      const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const auto s = c->stats();
+      char buf[256];
+      std::snprintf(buf, sizeof buf, "%u rules -> %u entries in %u tables, %.1f bytes/rule, load %.1f ms",
+                    s.rules, s.entries, s.tables, double(s.memory_bytes) / s.rules, ms);
+      g_notes["ours_" + std::to_string(n)] = buf;
+    }
+    return *c;
+  }
+} g_ours;
+
+// ---------------------------------------------------------------- rte_acl
+
+RTE_ACL_RULE_DEF(Acl5, 5);
+
+const rte_acl_field_def kAclFields[5] = {
+    {.type = RTE_ACL_FIELD_TYPE_BITMASK, .size = 1, .field_index = 0, .input_index = 0, .offset = 9},
+    {.type = RTE_ACL_FIELD_TYPE_MASK, .size = 4, .field_index = 1, .input_index = 1, .offset = 12},
+    {.type = RTE_ACL_FIELD_TYPE_MASK, .size = 4, .field_index = 2, .input_index = 2, .offset = 16},
+    {.type = RTE_ACL_FIELD_TYPE_RANGE, .size = 2, .field_index = 3, .input_index = 3, .offset = 20},
+    {.type = RTE_ACL_FIELD_TYPE_RANGE, .size = 2, .field_index = 4, .input_index = 3, .offset = 22},
+};
+
+bool g_eal_ok = false;
+
+std::vector<Acl5> acl_rules(const std::vector<Rule>& rules) {
+  std::vector<Acl5> out(rules.size());
+  for (size_t i = 0; i < rules.size(); ++i) {
+    const Rule& r = rules[i];
+    Acl5& a = out[i];
+    std::memset(&a, 0, sizeof a);
+    a.data.category_mask = 1;
+    a.data.priority = int32_t(RTE_ACL_MAX_PRIORITY - i);  // first rule wins
+    a.data.userdata = uint32_t(i + 1);
+    a.field[0].value.u8 = r.protocol;
+    a.field[0].mask_range.u8 = r.protocol ? 0xff : 0;
+    auto plen = [](const IpAddr& addr, const IpAddr& m) {
+      if (addr.is_zero() && m.is_zero()) return 0;
+      return m.is_zero() ? 32 : std::countl_one(m.w[0]);
+    };
+    a.field[1].value.u32 = r.local_ip.w[0];
+    a.field[1].mask_range.u32 = uint32_t(plen(r.local_ip, r.local_mask));
+    a.field[2].value.u32 = r.remote_ip.w[0];
+    a.field[2].mask_range.u32 = uint32_t(plen(r.remote_ip, r.remote_mask));
+    a.field[3].value.u16 = r.local_port.lo;
+    a.field[3].mask_range.u16 = r.local_port.hi;
+    a.field[4].value.u16 = r.remote_port.lo;
+    a.field[4].mask_range.u16 = r.remote_port.hi;
+  }
+  return out;
+}
+
+struct AclCtx {
+  rte_acl_ctx* ctx = nullptr;
+  double build_ms = 0;
+  ~AclCtx() {
+    if (ctx) rte_acl_free(ctx);
+  }
+};
+
+std::unique_ptr<AclCtx> build_acl(const std::vector<Rule>& rules, const std::string& name) {
+  auto a = std::make_unique<AclCtx>();
+  rte_acl_param prm{};
+  prm.name = name.c_str();
+  prm.socket_id = SOCKET_ID_ANY;
+  prm.rule_size = RTE_ACL_RULE_SZ(5);
+  prm.max_rule_num = uint32_t(rules.size());
+  a->ctx = rte_acl_create(&prm);
+  if (!a->ctx) return nullptr;
+  auto ar = acl_rules(rules);
+  if (rte_acl_add_rules(a->ctx, reinterpret_cast<rte_acl_rule*>(ar.data()), uint32_t(ar.size())) != 0) return nullptr;
+  rte_acl_config cfg{};
+  cfg.num_categories = 1;
+  cfg.num_fields = 5;
+  std::memcpy(cfg.defs, kAclFields, sizeof kAclFields);
+  const auto t0 = std::chrono::steady_clock::now();
+  if (rte_acl_build(a->ctx, &cfg) != 0) return nullptr;
+  a->build_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  return a;
+}
+
+AclCtx* acl_for(size_t n) {
+  static std::map<size_t, std::unique_ptr<AclCtx>> cache;
+  if (!g_eal_ok) return nullptr;
+  auto& c = cache[n];
+  if (!c) {
+    c = build_acl(ruleset(n).rules, "vpfbench" + std::to_string(n));
+    if (c) g_notes["rte_acl_build_" + std::to_string(n)] = std::to_string(c->build_ms) + " ms";
+  }
+  return c.get();
+}
+
+const enum rte_acl_classify_alg kAlgs[] = {RTE_ACL_CLASSIFY_SCALAR, RTE_ACL_CLASSIFY_SSE, RTE_ACL_CLASSIFY_AVX2,
+                                      RTE_ACL_CLASSIFY_AVX512X16, RTE_ACL_CLASSIFY_AVX512X32};
+const char* alg_name(enum rte_acl_classify_alg a) {
+  switch (a) {
+    case RTE_ACL_CLASSIFY_SCALAR: return "scalar";
+    case RTE_ACL_CLASSIFY_SSE: return "sse";
+    case RTE_ACL_CLASSIFY_AVX2: return "avx2";
+    case RTE_ACL_CLASSIFY_AVX512X16: return "avx512x16";
+    case RTE_ACL_CLASSIFY_AVX512X32: return "avx512x32";
+    default: return "default";
+  }
+}
+
+// Checks that ours and rte_acl decide every packet of the trace the same way.
+void cross_check(size_t n) {
+  AclCtx* a = acl_for(n);
+  if (!a) return;
+  auto& d = ruleset(n);
+  Classifier& c = g_ours.get(n);
+  const size_t m = std::min<size_t>(d.refs.size(), 100000);
+  std::vector<Decision> ours(32);
+  uint32_t res[32];
+  size_t bad = 0;
+  for (size_t i = 0; i + 32 <= m; i += 32) {
+    c.classify(&d.refs[i], 32, ours.data());
+    rte_acl_classify(a->ctx, &d.l3[i], res, 32, 1);
+    for (int k = 0; k < 32; ++k) {
+      const uint32_t want = res[k] ? res[k] - 1 : kNoRule;
+      bad += ours[k].rule_id != want;
+    }
+  }
+  g_notes["cross_check_" + std::to_string(n)] =
+      std::to_string(bad) + " mismatches with rte_acl over " + std::to_string(m / 32 * 32) + " packets";
+  if (bad) std::fprintf(stderr, "CROSS-CHECK FAILED: %zu mismatches at %zu rules\n", bad, n);
+}
+
+// ---------------------------------------------------------------- classify benchmarks
+
+void set_per_packet(benchmark::State& st, uint64_t tsc, uint64_t pkts) {
+  st.SetItemsProcessed(int64_t(pkts));
+  st.counters["tsc_cycles_per_pkt"] = double(tsc) / double(pkts);
+}
+
+void BM_Ours(benchmark::State& st, Isa isa) {
+  if (!isa_supported(isa)) {
+    st.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  const size_t n = size_t(st.range(0));
+  auto& d = ruleset(n);
+  Classifier& c = g_ours.get(n);
+  c.set_isa(isa);
+  Decision out[32];
+  size_t i = 0;
+  uint64_t pkts = 0;
+  const uint64_t t0 = __rdtsc();
+  for (auto _ : st) {
+    if (i + 32 > d.refs.size()) i = 0;
+    c.classify(&d.refs[i], 32, out);
+    benchmark::DoNotOptimize(out);
+    i += 32;
+    pkts += 32;
+  }
+  set_per_packet(st, __rdtsc() - t0, pkts);
+  st.counters["pkts_per_iter"] = 32;
+}
+
+void BM_RteAcl(benchmark::State& st, enum rte_acl_classify_alg alg) {
+  const size_t n = size_t(st.range(0));
+  AclCtx* a = acl_for(n);
+  if (!a) {
+    st.SkipWithError("rte_acl unavailable (EAL init or build failed)");
+    return;
+  }
+  auto& d = ruleset(n);
+  uint32_t res[32];
+  if (rte_acl_classify_alg(a->ctx, d.l3.data(), res, 32, 1, alg) != 0) {
+    st.SkipWithError("classify method not supported here");
+    return;
+  }
+  size_t i = 0;
+  uint64_t pkts = 0;
+  const uint64_t t0 = __rdtsc();
+  for (auto _ : st) {
+    if (i + 32 > d.l3.size()) i = 0;
+    rte_acl_classify_alg(a->ctx, &d.l3[i], res, 32, 1, alg);
+    benchmark::DoNotOptimize(res);
+    i += 32;
+    pkts += 32;
+  }
+  set_per_packet(st, __rdtsc() - t0, pkts);
+  st.counters["pkts_per_iter"] = 32;
+}
+
+void BM_Linear(benchmark::State& st) {
+  const size_t n = size_t(st.range(0));
+  auto& d = ruleset(n);
+  static std::map<size_t, std::unique_ptr<LinearClassifier>> cache;
+  auto& lin = cache[n];
+  if (!lin) {
+    lin = std::make_unique<LinearClassifier>();
+    for (const auto& r : d.rules) lin->add(r);
+  }
+  size_t i = 0;
+  uint64_t pkts = 0;
+  const uint64_t t0 = __rdtsc();
+  for (auto _ : st) {
+    if (i >= d.refs.size()) i = 0;
+    benchmark::DoNotOptimize(lin->classify(d.refs[i].data, d.refs[i].len, d.refs[i].meta));
+    ++i;
+    ++pkts;
+  }
+  set_per_packet(st, __rdtsc() - t0, pkts);
+  st.counters["pkts_per_iter"] = 1;
+}
+
+// ---------------------------------------------------------------- updates
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, size_t(p * double(v.size())))];
+}
+
+void BM_Update(benchmark::State& st) {
+  const size_t n = size_t(st.range(0));
+  auto& d = ruleset(n);
+  bench::GenOptions g;
+  g.count = 4000;
+  g.seed = 9;
+  auto extra = bench::generate_rules(g);
+  std::vector<double> add_us, del_us;
+  for (auto _ : st) {
+    st.PauseTiming();
+    Classifier c;
+    c.apply({}, d.rules);
+    st.ResumeTiming();
+    for (size_t k = 0; k < extra.size(); ++k) {
+      Rule r = extra[k];
+      r.id = uint32_t(10000000 + k);
+      auto t0 = std::chrono::steady_clock::now();
+      c.add(r);
+      auto t1 = std::chrono::steady_clock::now();
+      c.remove(RuleRef{r.kind, r.id});
+      auto t2 = std::chrono::steady_clock::now();
+      add_us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
+      del_us.push_back(std::chrono::duration<double, std::micro>(t2 - t1).count());
+    }
+  }
+  st.counters["add_p50_us"] = percentile(add_us, 0.5);
+  st.counters["add_p99_us"] = percentile(add_us, 0.99);
+  st.counters["del_p50_us"] = percentile(del_us, 0.5);
+  st.counters["del_p99_us"] = percentile(del_us, 0.99);
+  g_notes["update_" + std::to_string(n)] = "add p50 " + std::to_string(percentile(add_us, 0.5)) + " us, p99 " +
+                                           std::to_string(percentile(add_us, 0.99)) + " us; delete p50 " +
+                                           std::to_string(percentile(del_us, 0.5)) + " us, p99 " +
+                                           std::to_string(percentile(del_us, 0.99)) + " us";
+  g_ns_per_pkt["update_add_p99_" + std::to_string(n)] = percentile(add_us, 0.99) * 1000.0;
+  g_ns_per_pkt["update_del_p99_" + std::to_string(n)] = percentile(del_us, 0.99) * 1000.0;
+}
+
+void BM_RteAclRebuild(benchmark::State& st) {
+  const size_t n = size_t(st.range(0));
+  if (!g_eal_ok) {
+    st.SkipWithError("EAL unavailable");
+    return;
+  }
+  auto rules = ruleset(n).rules;
+  std::vector<double> ms;
+  int k = 0;
+  for (auto _ : st) {
+    auto a = build_acl(rules, "vpfrebuild" + std::to_string(k++));
+    if (!a) {
+      st.SkipWithError("rte_acl build failed");
+      return;
+    }
+    ms.push_back(a->build_ms);
+  }
+  st.counters["build_ms_p50"] = percentile(ms, 0.5);
+  g_ns_per_pkt["rte_acl_rebuild_" + std::to_string(n)] = percentile(ms, 0.5) * 1e6;
+}
+
+// ---------------------------------------------------------------- BPF
+
+const char* kOneExpr = "tcp dst port 80 and net 10.0.0.0/8";
+
+struct BpfData {
+  std::vector<std::vector<uint8_t>> frames;
+  std::vector<PacketRef> refs;
+  std::vector<rte_mbuf> mbufs;
+  std::vector<bpf_insn> prog;
+  std::shared_ptr<const BpfJit> jit;
+  rte_bpf* rbpf = nullptr;
+  rte_bpf_jit rjit{};
+  Classifier one, hundred;
+};
+
+BpfData& bpfdata() {
+  static std::unique_ptr<BpfData> d;
+  if (d) return *d;
+  d = std::make_unique<BpfData>();
+  // A mixed trace: half of it to 10/8, a third TCP port 80.
+  std::mt19937_64 rng(5);
+  for (int i = 0; i < 65536; ++i) {
+    bench::Header h;
+    h.proto = rng() % 3 ? 6 : 17;
+    h.src.w[0] = 0xc0a80000u | uint32_t(rng() % 65536);
+    h.dst.w[0] = (rng() % 2 ? 0x0a000000u : 0xac100000u) | uint32_t(rng() % 65536);
+    h.sport = uint16_t(1024 + rng() % 60000);
+    h.dport = rng() % 3 == 0 ? 80 : uint16_t(rng() % 2000);
+    d->frames.push_back(bench::header_frame(h));
+  }
+  for (auto& f : d->frames) d->refs.push_back(PacketRef{f.data(), uint32_t(f.size()), {}});
+  d->mbufs.resize(d->frames.size());
+  for (size_t i = 0; i < d->frames.size(); ++i) {
+    rte_mbuf& m = d->mbufs[i];
+    std::memset(&m, 0, sizeof m);
+    m.buf_addr = d->frames[i].data();
+    m.buf_len = uint16_t(d->frames[i].size());
+    m.data_off = 0;
+    m.data_len = uint16_t(d->frames[i].size());
+    m.pkt_len = uint32_t(d->frames[i].size());
+    m.nb_segs = 1;
+    m.next = nullptr;
+  }
+  d->prog = compile_bpf(kOneExpr);
+  d->jit = BpfJit::compile(d->prog);
+  bpf_program bp{u_int(d->prog.size()), d->prog.data()};
+  if (rte_bpf_prm* prm = rte_bpf_convert(&bp)) {
+    d->rbpf = rte_bpf_load(prm);
+    rte_free(prm);
+    if (d->rbpf) rte_bpf_get_jit(d->rbpf, &d->rjit);
+  }
+  Rule r;
+  r.id = 1;
+  r.bpf = kOneExpr;
+  d->one.add(r);
+  std::vector<Rule> many;
+  for (uint32_t k = 0; k < 100; ++k) {
+    Rule x;
+    x.id = k;
+    // 99 rules that rarely match, then the same rule as `one`: every packet walks them.
+    x.bpf = k < 99 ? "tcp dst port " + std::to_string(3000 + k) + " and net 10." + std::to_string(k + 1) + ".0.0/16"
+                   : std::string(kOneExpr);
+    many.push_back(x);
+  }
+  d->hundred.apply({}, many);
+  // Agreement check: all executors accept the same packets.
+  size_t pcap_acc = 0, jit_acc = 0, rte_acc = 0, ours_acc = 0;
+  for (size_t i = 0; i < d->frames.size(); ++i) {
+    const auto& f = d->frames[i];
+    pcap_acc += bpf_filter(d->prog.data(), f.data(), u_int(f.size()), u_int(f.size())) != 0;
+    jit_acc += d->jit->run(f.data(), uint32_t(f.size()), uint32_t(f.size())) != 0;
+    if (d->rjit.func) rte_acc += d->rjit.func(&d->mbufs[i]) != 0;
+    ours_acc += d->one.classify_one(f.data(), uint32_t(f.size())).matched();
+  }
+  g_notes["bpf_agreement"] = "accepted of " + std::to_string(d->frames.size()) + ": libpcap " + std::to_string(pcap_acc) +
+                             ", our JIT " + std::to_string(jit_acc) + ", rte_bpf " + std::to_string(rte_acc) +
+                             ", our classifier " + std::to_string(ours_acc);
+  g_notes["bpf_lowered"] = d->one.rules()[0].bpf_lowered ? "the expression is lowered to classifier entries" : "not lowered";
+  return *d;
+}
+
+template <class F>
+void bpf_loop(benchmark::State& st, F&& per_batch) {
+  auto& d = bpfdata();
+  size_t i = 0;
+  uint64_t pkts = 0;
+  const uint64_t t0 = __rdtsc();
+  for (auto _ : st) {
+    if (i + 32 > d.frames.size()) i = 0;
+    per_batch(d, i);
+    i += 32;
+    pkts += 32;
+  }
+  set_per_packet(st, __rdtsc() - t0, pkts);
+  st.counters["pkts_per_iter"] = 32;
+}
+
+void BM_BpfOursClassifier(benchmark::State& st) {
+  Decision out[32];
+  bpf_loop(st, [&](BpfData& d, size_t i) {
+    d.one.classify(&d.refs[i], 32, out);
+    benchmark::DoNotOptimize(out);
+  });
+}
+void BM_BpfOursJit(benchmark::State& st) {
+  bpf_loop(st, [&](BpfData& d, size_t i) {
+    uint32_t acc = 0;
+    for (size_t k = i; k < i + 32; ++k) acc += d.jit->run(d.refs[k].data, d.refs[k].len, d.refs[k].len);
+    benchmark::DoNotOptimize(acc);
+  });
+}
+void BM_BpfRteBpfJit(benchmark::State& st) {
+  if (!bpfdata().rjit.func) {
+    st.SkipWithError("rte_bpf JIT unavailable");
+    return;
+  }
+  bpf_loop(st, [&](BpfData& d, size_t i) {
+    uint64_t acc = 0;
+    for (size_t k = i; k < i + 32; ++k) acc += d.rjit.func(&d.mbufs[k]);
+    benchmark::DoNotOptimize(acc);
+  });
+}
+void BM_BpfLibpcap(benchmark::State& st) {
+  bpf_loop(st, [&](BpfData& d, size_t i) {
+    uint32_t acc = 0;
+    for (size_t k = i; k < i + 32; ++k)
+      acc += bpf_filter(d.prog.data(), d.refs[k].data, d.refs[k].len, d.refs[k].len);
+    benchmark::DoNotOptimize(acc);
+  });
+}
+void BM_Bpf100Rules(benchmark::State& st) {
+  Decision out[32];
+  bpf_loop(st, [&](BpfData& d, size_t i) {
+    d.hundred.classify(&d.refs[i], 32, out);
+    benchmark::DoNotOptimize(out);
+  });
+}
+
+// ---------------------------------------------------------------- reporting
+
+class Collector : public benchmark::ConsoleReporter {
+ public:
+  Collector() : ConsoleReporter(isatty(1) ? OO_ColorTabular : OO_Tabular) {}
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const auto& r : runs) {
+      if (r.error_occurred) continue;
+      // With --benchmark_repetitions the ratios use the median of the repetitions.
+      if (r.run_type == Run::RT_Aggregate && r.aggregate_name != "median") continue;
+      auto it = r.counters.find("pkts_per_iter");
+      if (it == r.counters.end()) continue;
+      // GetAdjustedRealTime() is per iteration in the run's time unit (ns here).
+      g_ns_per_pkt[r.run_name.str()] = r.GetAdjustedRealTime() / it->second.value;
+    }
+  }
+};
+
+void ratio(const std::string& name, const std::string& ours, const std::string& anchor) {
+  auto a = g_ns_per_pkt.find(ours), b = g_ns_per_pkt.find(anchor);
+  if (a == g_ns_per_pkt.end() || b == g_ns_per_pkt.end() || a->second <= 0) {
+    std::printf("ratio %s n/a\n", name.c_str());
+    return;
+  }
+  std::printf("ratio %s %.3f\n", name.c_str(), b->second / a->second);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // EAL for rte_acl / rte_bpf: no hugepages, no devices, private prefix.
+  std::string prefix = "--file-prefix=vpfbench" + std::to_string(getpid());
+  const char* eal[] = {"vpf-bench", "--no-huge", "-m", "2048", "--no-pci", "--no-shconf", "--no-telemetry",
+                       "--legacy-mem", "--log-level=lib.eal:error", "--force-max-simd-bitwidth=512", prefix.c_str()};
+  g_eal_ok = rte_eal_init(int(sizeof eal / sizeof *eal), const_cast<char**>(eal)) >= 0;
+  if (!g_eal_ok) std::fprintf(stderr, "warning: rte_eal_init failed; rte_acl comparisons skipped\n");
+
+  const std::vector<int64_t> sizes = {1000, 10000, 100000};
+  for (int64_t n : sizes) {
+    for (Isa isa : {Isa::Scalar, Isa::Sse42, Isa::Avx2, Isa::Avx512})
+      benchmark::RegisterBenchmark(("classify/ours_" + std::string(isa_name(isa))).c_str(),
+                                   [isa](benchmark::State& s) { BM_Ours(s, isa); })->Arg(n);
+    for (auto alg : kAlgs)
+      benchmark::RegisterBenchmark(("classify/rte_acl_" + std::string(alg_name(alg))).c_str(),
+                                   [alg](benchmark::State& s) { BM_RteAcl(s, alg); })->Arg(n);
+    benchmark::RegisterBenchmark("classify/linear", BM_Linear)
+        ->Arg(n)->MinTime(n >= 100000 ? 0.2 : 0.5);
+  }
+  benchmark::RegisterBenchmark("update/ours", BM_Update)->Arg(10000)->Iterations(1)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("update/rte_acl_rebuild", BM_RteAclRebuild)->Arg(10000)->Iterations(5)->Unit(benchmark::kMillisecond);
+  benchmark::RegisterBenchmark("bpf/ours_classifier", BM_BpfOursClassifier);
+  benchmark::RegisterBenchmark("bpf/ours_jit", BM_BpfOursJit);
+  benchmark::RegisterBenchmark("bpf/rte_bpf_jit", BM_BpfRteBpfJit);
+  benchmark::RegisterBenchmark("bpf/libpcap_bpf_filter", BM_BpfLibpcap);
+  benchmark::RegisterBenchmark("bpf/ours_100_rules", BM_Bpf100Rules);
+
+  benchmark::Initialize(&argc, argv);
+  for (int64_t n : sizes) {
+    ruleset(size_t(n));
+    g_ours.get(size_t(n));
+    cross_check(size_t(n));
+  }
+  bpfdata();
+  Collector rep;
+  benchmark::RunSpecifiedBenchmarks(&rep);
+  benchmark::Shutdown();
+
+  std::printf("\n");
+  for (const auto& [k, v] : g_notes) std::printf("note %s: %s\n", k.c_str(), v.c_str());
+  std::printf("\n");
+  for (int64_t n : sizes) {
+    const std::string s = std::to_string(n);
+    std::string best_ours, best_acl;
+    double to = 1e300, ta = 1e300;
+    for (const auto& [k, v] : g_ns_per_pkt) {
+      if (k.size() < s.size() + 1 || k.compare(k.size() - s.size() - 1, std::string::npos, "/" + s) != 0) continue;
+      if (k.rfind("classify/ours_", 0) == 0 && v < to) to = v, best_ours = k;
+      if (k.rfind("classify/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
+    }
+    std::printf("note best at %s rules: %s (%.1f ns/pkt), %s (%.1f ns/pkt)\n", s.c_str(), best_ours.c_str(), to,
+                best_acl.c_str(), ta);
+    const char* tag = n == 1000 ? "1k" : n == 10000 ? "10k" : "100k";
+    ratio(std::string("classify_acl_") + tag + "_vs_rte_acl", best_ours, best_acl);
+    for (Isa isa : supported_isas())
+      ratio(std::string("classify_acl_") + tag + "_" + isa_name(isa) + "_vs_rte_acl",
+            "classify/ours_" + std::string(isa_name(isa)) + "/" + s, best_acl);
+    ratio(std::string("classify_acl_") + tag + "_vs_linear", best_ours, "classify/linear/" + s);
+  }
+  ratio("update_add_p99_10k_vs_rte_acl_rebuild", "update_add_p99_10000", "rte_acl_rebuild_10000");
+  ratio("update_del_p99_10k_vs_rte_acl_rebuild", "update_del_p99_10000", "rte_acl_rebuild_10000");
+  ratio("bpf_one_expr_vs_rte_bpf", "bpf/ours_classifier", "bpf/rte_bpf_jit");
+  ratio("bpf_one_expr_vs_libpcap", "bpf/ours_classifier", "bpf/libpcap_bpf_filter");
+  ratio("bpf_one_expr_jit_vs_rte_bpf", "bpf/ours_jit", "bpf/rte_bpf_jit");
+  ratio("bpf_one_expr_jit_vs_libpcap", "bpf/ours_jit", "bpf/libpcap_bpf_filter");
+  ratio("bpf_100_rules_vs_1", "bpf/ours_100_rules", "bpf/ours_classifier");
+  rte_eal_cleanup();
+  return 0;
+}

@@ -1,0 +1,39 @@
+// vportfilter matcher: the JSON rules format (docs/rules.md), shared by vpfctl, the agent
+// and the console.
+//
+// A rules file is either an array of rule objects or an object {"rules": [...]}.  Every
+// field of Rule (rule.h) has a key; unknown keys are refused so that a typo never silently
+// widens a rule.  Reading validates each rule (validate_rule) but does not compile BPF.
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "vpf/matcher/rule.h"
+
+namespace vpf::matcher {
+
+// Thrown for a file that cannot be read as rules.  what() names the rule (its position
+// in the file and its id when known), the key and the reason.
+class RulesFileError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+Rule rule_from_json(const nlohmann::json& j, size_t position = 0);
+std::vector<Rule> rules_from_json(const nlohmann::json& j);
+std::vector<Rule> rules_from_text(const std::string& text);   // parse errors -> RulesFileError
+std::vector<Rule> rules_from_file(const std::string& path);   // I/O errors -> RulesFileError
+
+// The canonical form: defaults are left out, directions/actions/protocols are names.
+nlohmann::json rule_to_json(const Rule& rule);
+nlohmann::json rules_to_json(const std::vector<Rule>& rules);
+
+// Names accepted for directions and actions, and their numbers.
+Direction parse_direction(const nlohmann::json& v);  // throws std::invalid_argument
+Action parse_action(const nlohmann::json& v);
+
+}  // namespace vpf::matcher
