@@ -175,19 +175,36 @@ struct TableVersion {
   TableView view{};
   std::vector<std::shared_ptr<Segment>> segs;
   std::vector<const SegmentView*> seg_views;
+  std::vector<uint64_t> filter;
   uint64_t gen = 0;
   void sync() {
     seg_views.resize(segs.size());
     for (size_t i = 0; i < segs.size(); ++i) seg_views[i] = &segs[i]->view;
     view.segs = seg_views.data();
+    view.filter = filter.data();
+    view.filter_mask = uint32_t(filter.size() * 64 - 1);
+  }
+  void set_filter(uint32_t h) {
+    const uint32_t bit = VPF_FILTER_BIT(h, view.filter_mask);
+    filter[bit >> 6] |= uint64_t(1) << (bit & 63);
+  }
+  // Recomputes the filter from the items (after removals left stale bits).
+  void refilter() {
+    std::fill(filter.begin(), filter.end(), 0);
+    for (const auto& s : segs)
+      for (const Item& it : s->items) set_filter(it.hash);
   }
 };
+
+// Filter bits per bucket: with at most two items per bucket, >= 8 bits per item.
+constexpr uint32_t kFilterBitsPerBucket = 16;
 
 struct TableState {
   Tuple tuple;
   std::shared_ptr<TableVersion> cur;
   uint32_t count = 0;
   uint64_t min_rank = ~uint64_t(0);
+  uint32_t stale_filter_bits = 0;  // removals since the filter was last recomputed
   std::unordered_map<uint32_t, uint32_t> per_hash;
 };
 
@@ -331,7 +348,10 @@ struct Classifier::Impl {
       s->sync();
       v->segs[si] = s;
     }
+    v->filter.assign(size_t(nbuckets) * kFilterBitsPerBucket / 64, 0);
     v->sync();
+    v->refilter();
+    t.stale_filter_bits = 0;
     t.cur = v;
   }
 
@@ -373,6 +393,7 @@ struct Classifier::Impl {
     const uint32_t lb = b & (kSegmentBuckets - 1);
     uint32_t pos = seg->view.start[lb];
     while (pos < seg->view.start[lb + 1] && seg->items[pos].rank <= e->rank) ++pos;
+    v.set_filter(h);
     seg->items.insert(seg->items.begin() + pos, Item{e->rank, h, 0, e.get()});
     seg->owners.insert(seg->owners.begin() + pos, e);
     for (uint32_t x = lb + 1; x <= kSegmentBuckets; ++x) seg->view.start[x]++;
@@ -395,6 +416,10 @@ struct Classifier::Impl {
     seg->sync();
     t.count--;
     if (--t.per_hash[h] == 0) t.per_hash.erase(h);
+    if (++t.stale_filter_bits > t.count / 4 + 16) {
+      v.refilter();
+      t.stale_filter_bits = 0;
+    }
     if (e->rank == t.min_rank) {
       t.min_rank = ~uint64_t(0);
       for (const auto& s : v.segs)
@@ -733,6 +758,7 @@ ClassifierStats Classifier::stats() const {
     ++s.tables;
     s.memory_bytes += sizeof(TableVersion) + t->cur->segs.size() * (sizeof(void*) * 3 + sizeof(Segment));
     for (const auto& seg : t->cur->segs) s.memory_bytes += seg->items.size() * (sizeof(Item) + sizeof(EntryPtr));
+    s.memory_bytes += t->cur->filter.size() * sizeof(uint64_t);
   }
   for (uint32_t r : impl_->slot_refs) s.dynamic_slots += r ? 1 : 0;
   return s;

@@ -65,7 +65,14 @@ struct TableView {
   uint8_t field[kMaxHashFields];
   uint32_t mask[kMaxHashFields];
   const SegmentView* const* segs;         // (bucket_mask + 1) / 64 segments
+  // Membership filter: bit filter_bit(h) is set for every entry hash h in the table (and
+  // maybe for hashes since removed).  A clear bit means no entry can match.
+  const uint64_t* filter;
+  uint32_t filter_mask;                   // bits - 1 (a power of two)
 };
+
+// The filter bit of hash h: rotated so that it does not reuse the bucket index bits first.
+#define VPF_FILTER_BIT(h, mask) ((((h) << 16) | ((h) >> 16)) & (mask))
 
 struct SnapshotView {
   const TableView* const* tables;

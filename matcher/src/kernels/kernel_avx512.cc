@@ -2,6 +2,10 @@
 // fields selected with two-table permutes from the four key registers).
 #include <immintrin.h>
 
+// GCC 12 reports "may be used uninitialized" inside its own avx512fintrin.h for intrinsics
+// built on _mm512_undefined_epi32() (rol, srli); the value is fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
 #include "kernel_body.h"
 
 namespace vpf::matcher::layout {

@@ -68,6 +68,16 @@ static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, c
     // Stage 1: hash every open packet (the ISA policy may do many at once), find the
     // segment, prefetch the bucket's bounds.
     MatchPolicy::hash_batch(keys, open, nopen, tb, hash);
+    // Drop the packets whose hash the table's filter rules out (most of them, usually).
+    uint32_t kept = 0;
+    for (uint32_t o = 0; o < nopen; ++o) {
+      const uint32_t bit = VPF_FILTER_BIT(hash[o], tb->filter_mask);
+      if (!((tb->filter[bit >> 6] >> (bit & 63)) & 1)) continue;
+      open[kept] = open[o];
+      hash[kept] = hash[o];
+      ++kept;
+    }
+    nopen = kept;
     for (uint32_t o = 0; o < nopen; ++o) {
       const uint32_t b = hash[o] & tb->bucket_mask;
       seg[o] = tb->segs[b >> kSegmentBits];
