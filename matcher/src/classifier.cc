@@ -16,26 +16,12 @@
 #include "classifier_layout.h"
 #include "epoch.h"
 #include "rule_compile.h"
+#include "table_hash.h"
 #include "vpf/matcher/parser.h"
 
 namespace vpf::matcher {
 
 using namespace layout;
-
-uint32_t layout::table_hash(const uint32_t* f, const TableView* t) {
-  uint32_t h = 0x811c9dc5u ^ t->nfields;
-  for (uint32_t j = 0; j < t->nfields; ++j) {
-    h ^= f[t->field[j]] & t->mask[j];
-    h *= 0x9e3779b1u;
-    h = std::rotl(h, 15);
-  }
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
 
 namespace {
 

@@ -88,9 +88,4 @@ void classify_sse42(const SnapshotView*, const PacketRef*, const PacketKey*, uin
 void classify_avx2(const SnapshotView*, const PacketRef*, const PacketKey*, uint32_t, Decision*);
 void classify_avx512(const SnapshotView*, const PacketRef*, const PacketKey*, uint32_t, Decision*);
 
-// The table hash.  Every kernel and the writer must compute the same value, so it is a
-// macro-free plain function defined once (classifier.cc) and a static copy in the kernel
-// body; both are checked equal by the tests.
-uint32_t table_hash(const uint32_t* fields, const TableView* t);
-
 }  // namespace vpf::matcher::layout

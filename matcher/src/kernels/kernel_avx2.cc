@@ -6,7 +6,7 @@
 namespace vpf::matcher::layout {
 namespace {
 struct Avx2Match {
-  // 8 packets per step; same arithmetic as kernel_hash.
+  // 8 packets per step; same arithmetic as table_hash().
   static inline void hash_batch(const PacketKey* keys, const uint8_t* open, uint32_t nopen, const TableView* tb,
                                 uint32_t* hash) {
     const int stride = int(sizeof(PacketKey) / 4);

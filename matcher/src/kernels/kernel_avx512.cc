@@ -11,7 +11,7 @@
 namespace vpf::matcher::layout {
 namespace {
 struct Avx512Match {
-  // 16 packets per step: gather each tuple field, mask, mix; same arithmetic as kernel_hash.
+  // 16 packets per step: gather each tuple field, mask, mix; same arithmetic as table_hash().
   static inline void hash_batch(const PacketKey* keys, const uint8_t* open, uint32_t nopen, const TableView* tb,
                                 uint32_t* hash) {
     const int stride = int(sizeof(PacketKey) / 4);

@@ -16,31 +16,16 @@
 #include <cstdint>
 
 #include "../classifier_layout.h"
+#include "../table_hash.h"
 
 namespace vpf::matcher::layout {
 namespace {
 
-static inline uint32_t kernel_rotl(uint32_t x, int r) { return (x << r) | (x >> (32 - r)); }
-
-static inline uint32_t kernel_hash(const uint32_t* f, const TableView* t) {
-  uint32_t h = 0x811c9dc5u ^ t->nfields;
-  for (uint32_t j = 0; j < t->nfields; ++j) {
-    h ^= f[t->field[j]] & t->mask[j];
-    h *= 0x9e3779b1u;
-    h = kernel_rotl(h, 15);
-  }
-  h ^= h >> 16;
-  h *= 0x85ebca6bu;
-  h ^= h >> 13;
-  h *= 0xc2b2ae35u;
-  h ^= h >> 16;
-  return h;
-}
-
-// The portable batch hash: hash[o] for packet open[o].
+// The portable batch hash: hash[o] for packet open[o].  The SIMD policies compute the
+// same function (table_hash.h) 8 or 16 packets at a time.
 static inline void hash_batch_scalar(const PacketKey* keys, const uint8_t* open, uint32_t nopen,
                                      const TableView* tb, uint32_t* hash) {
-  for (uint32_t o = 0; o < nopen; ++o) hash[o] = kernel_hash(keys[open[o]].f, tb);
+  for (uint32_t o = 0; o < nopen; ++o) hash[o] = table_hash(keys[open[o]].f, tb);
 }
 
 template <class MatchPolicy>
