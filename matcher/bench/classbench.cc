@@ -145,7 +145,10 @@ std::vector<Rule> generate_rules(const GenOptions& opt) {
     const int proto = pick(rng, {p.tcp, p.udp, p.icmp, p.any_proto});
     r.protocol = proto == 0 ? 6 : proto == 1 ? 17 : proto == 2 ? (opt.family == 4 ? 1 : 58) : 0;
     const int sl = (opt.family == 4 ? p.src4 : p.src6).draw(rng);
-    const int dl = (opt.family == 4 ? p.dst4 : p.dst6).draw(rng);
+    int dl = (opt.family == 4 ? p.dst4 : p.dst6).draw(rng);
+    // A rule wildcarding both addresses would shadow most of the set; policies put such
+    // rules last, if at all.  Give it a destination prefix instead.
+    if (sl == 0 && dl == 0) dl = opt.family == 4 ? 24 : 64;
     if (sl > 0) {
       r.local_mask = mask_of(opt.family, sl);
       r.local_ip = pool.draw(opt.family, rng);
@@ -172,8 +175,6 @@ std::vector<Rule> generate_rules(const GenOptions& opt) {
         default: break;
       }
     }
-    if (r.local_ip.is_zero() && r.local_mask.is_zero() && r.remote_ip.is_zero() && r.remote_mask.is_zero())
-      r.ip_family = uint8_t(opt.family);  // family-only rule
     out.push_back(r);
   }
   return out;

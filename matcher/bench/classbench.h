@@ -32,8 +32,9 @@ struct GenOptions {
 };
 
 // Filter rules (action drop), direction outgoing, local = source, remote = destination,
-// ids 0..count-1 in priority order (rule 0 decides first).  The last rule is not a
-// catch-all: unmatched headers exist.
+// ids 0..count-1 in priority order (rule 0 decides first).  No rule wildcards both
+// addresses (it would shadow the rules after it), and there is no catch-all: unmatched
+// headers exist.
 std::vector<matcher::Rule> generate_rules(const GenOptions& opt);
 
 struct Header {

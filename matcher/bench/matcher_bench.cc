@@ -24,6 +24,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 
 #include "classbench.h"
 #include "vpf/matcher/classifier.h"
@@ -47,15 +48,16 @@ struct RuleSetData {
   std::vector<const uint8_t*> l3;  // rte_acl input: the IPv4 header
 };
 
-RuleSetData& ruleset(size_t n) {
-  static std::map<size_t, std::unique_ptr<RuleSetData>> cache;
-  auto& slot = cache[n];
+RuleSetData& ruleset(size_t n, bench::Style style = bench::Style::Acl, int family = 4) {
+  static std::map<std::tuple<size_t, int, int>, std::unique_ptr<RuleSetData>> cache;
+  auto& slot = cache[{n, int(style), family}];
   if (!slot) {
     slot = std::make_unique<RuleSetData>();
     bench::GenOptions g;
-    g.style = bench::Style::Acl;
+    g.style = style;
+    g.family = family;
     g.count = n;
-    g.seed = 1000 + n;
+    g.seed = 1000 + n + 17 * size_t(style) + family;
     slot->rules = bench::generate_rules(g);
     for (const auto& h : bench::generate_trace(slot->rules, trace_len(), 77 + n))
       slot->frames.push_back(bench::header_frame(h));
@@ -71,19 +73,19 @@ std::map<std::string, double> g_ns_per_pkt;  // benchmark name -> ns per packet
 std::map<std::string, std::string> g_notes;
 
 struct OursCache {
-  std::map<size_t, std::unique_ptr<Classifier>> by_n;
-  Classifier& get(size_t n) {
-    auto& c = by_n[n];
+  std::map<std::tuple<size_t, int, int>, std::unique_ptr<Classifier>> by_n;
+  Classifier& get(size_t n, bench::Style style = bench::Style::Acl, int family = 4) {
+    auto& c = by_n[{n, int(style), family}];
     if (!c) {
       c = std::make_unique<Classifier>();
       const auto t0 = std::chrono::steady_clock::now();
-      c->apply({}, ruleset(n).rules);
+      c->apply({}, ruleset(n, style, family).rules);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       const auto s = c->stats();
       char buf[256];
       std::snprintf(buf, sizeof buf, "%u rules -> %u entries in %u tables, %.1f bytes/rule, load %.1f ms",
                     s.rules, s.entries, s.tables, double(s.memory_bytes) / s.rules, ms);
-      g_notes["ours_" + std::to_string(n)] = buf;
+      g_notes["ours_" + std::string(bench::style_name(style)) + (family == 6 ? "6_" : "_") + std::to_string(n)] = buf;
     }
     return *c;
   }
@@ -160,14 +162,15 @@ std::unique_ptr<AclCtx> build_acl(const std::vector<Rule>& rules, const std::str
 }
 
 // Freed explicitly before rte_eal_cleanup() (see main).
-std::map<size_t, std::unique_ptr<AclCtx>> g_acl_cache;
+std::map<std::pair<size_t, int>, std::unique_ptr<AclCtx>> g_acl_cache;
 
-AclCtx* acl_for(size_t n) {
+AclCtx* acl_for(size_t n, bench::Style style = bench::Style::Acl) {
   if (!g_eal_ok) return nullptr;
-  auto& c = g_acl_cache[n];
+  auto& c = g_acl_cache[{n, int(style)}];
   if (!c) {
-    c = build_acl(ruleset(n).rules, "vpfbench" + std::to_string(n));
-    if (c) g_notes["rte_acl_build_" + std::to_string(n)] = std::to_string(c->build_ms) + " ms";
+    const std::string tag = std::string(bench::style_name(style)) + "_" + std::to_string(n);
+    c = build_acl(ruleset(n, style).rules, "vpfbench_" + tag);
+    if (c) g_notes["rte_acl_build_" + tag] = std::to_string(c->build_ms) + " ms";
   }
   return c.get();
 }
@@ -186,11 +189,11 @@ const char* alg_name(enum rte_acl_classify_alg a) {
 }
 
 // Checks that ours and rte_acl decide every packet of the trace the same way.
-void cross_check(size_t n) {
-  AclCtx* a = acl_for(n);
+void cross_check(size_t n, bench::Style style = bench::Style::Acl) {
+  AclCtx* a = acl_for(n, style);
   if (!a) return;
-  auto& d = ruleset(n);
-  Classifier& c = g_ours.get(n);
+  auto& d = ruleset(n, style);
+  Classifier& c = g_ours.get(n, style);
   const size_t m = std::min<size_t>(d.refs.size(), 100000);
   std::vector<Decision> ours(32);
   uint32_t res[32];
@@ -203,7 +206,7 @@ void cross_check(size_t n) {
       bad += ours[k].rule_id != want;
     }
   }
-  g_notes["cross_check_" + std::to_string(n)] =
+  g_notes["cross_check_" + std::string(bench::style_name(style)) + "_" + std::to_string(n)] =
       std::to_string(bad) + " mismatches with rte_acl over " + std::to_string(m / 32 * 32) + " packets";
   if (bad) std::fprintf(stderr, "CROSS-CHECK FAILED: %zu mismatches at %zu rules\n", bad, n);
 }
@@ -221,8 +224,10 @@ void BM_Ours(benchmark::State& st, Isa isa) {
     return;
   }
   const size_t n = size_t(st.range(0));
-  auto& d = ruleset(n);
-  Classifier& c = g_ours.get(n);
+  const auto style = static_cast<bench::Style>(st.range(1));
+  const int family = int(st.range(2));
+  auto& d = ruleset(n, style, family);
+  Classifier& c = g_ours.get(n, style, family);
   c.set_isa(isa);
   Decision out[32];
   size_t i = 0;
@@ -241,12 +246,13 @@ void BM_Ours(benchmark::State& st, Isa isa) {
 
 void BM_RteAcl(benchmark::State& st, enum rte_acl_classify_alg alg) {
   const size_t n = size_t(st.range(0));
-  AclCtx* a = acl_for(n);
+  const auto style = static_cast<bench::Style>(st.range(1));
+  AclCtx* a = acl_for(n, style);
   if (!a) {
     st.SkipWithError("rte_acl unavailable (EAL init or build failed)");
     return;
   }
-  auto& d = ruleset(n);
+  auto& d = ruleset(n, style);
   uint32_t res[32];
   if (rte_acl_classify_alg(a->ctx, d.l3.data(), res, 32, 1, alg) != 0) {
     st.SkipWithError("classify method not supported here");
@@ -268,9 +274,11 @@ void BM_RteAcl(benchmark::State& st, enum rte_acl_classify_alg alg) {
 
 void BM_Linear(benchmark::State& st) {
   const size_t n = size_t(st.range(0));
-  auto& d = ruleset(n);
-  static std::map<size_t, std::unique_ptr<LinearClassifier>> cache;
-  auto& lin = cache[n];
+  const auto style = static_cast<bench::Style>(st.range(1));
+  const int family = int(st.range(2));
+  auto& d = ruleset(n, style, family);
+  static std::map<std::tuple<size_t, int, int>, std::unique_ptr<LinearClassifier>> cache;
+  auto& lin = cache[{n, int(style), family}];
   if (!lin) {
     lin = std::make_unique<LinearClassifier>();
     for (const auto& r : d.rules) lin->add(r);
@@ -532,15 +540,29 @@ int main(int argc, char** argv) {
   if (!g_eal_ok) std::fprintf(stderr, "warning: rte_eal_init failed; rte_acl comparisons skipped\n");
 
   const std::vector<int64_t> sizes = {1000, 10000, 100000};
+  const int64_t acl = int64_t(bench::Style::Acl);
   for (int64_t n : sizes) {
     for (Isa isa : {Isa::Scalar, Isa::Sse42, Isa::Avx2, Isa::Avx512})
       benchmark::RegisterBenchmark(("classify/ours_" + std::string(isa_name(isa))).c_str(),
-                                   [isa](benchmark::State& s) { BM_Ours(s, isa); })->Arg(n);
+                                   [isa](benchmark::State& s) { BM_Ours(s, isa); })->Args({n, acl, 4});
     for (auto alg : kAlgs)
       benchmark::RegisterBenchmark(("classify/rte_acl_" + std::string(alg_name(alg))).c_str(),
-                                   [alg](benchmark::State& s) { BM_RteAcl(s, alg); })->Arg(n);
-    benchmark::RegisterBenchmark("classify/linear", BM_Linear)->Arg(n);
+                                   [alg](benchmark::State& s) { BM_RteAcl(s, alg); })->Args({n, acl, 4});
+    benchmark::RegisterBenchmark("classify/linear", BM_Linear)->Args({n, acl, 4});
   }
+  // The other ClassBench styles at 10k (IPv4, against rte_acl), and IPv6 acl at 10k
+  // (against the linear scan: the rte_acl field layout here is IPv4's).
+  for (auto style : {bench::Style::Fw, bench::Style::Ipc}) {
+    const std::string name = bench::style_name(style);
+    benchmark::RegisterBenchmark(("classify_" + name + "/ours_avx512").c_str(),
+                                 [](benchmark::State& s) { BM_Ours(s, Isa::Avx512); })->Args({10000, int64_t(style), 4});
+    for (auto alg : {RTE_ACL_CLASSIFY_SSE, RTE_ACL_CLASSIFY_AVX2, RTE_ACL_CLASSIFY_AVX512X32})
+      benchmark::RegisterBenchmark(("classify_" + name + "/rte_acl_" + alg_name(alg)).c_str(),
+                                   [alg](benchmark::State& s) { BM_RteAcl(s, alg); })->Args({10000, int64_t(style), 4});
+  }
+  benchmark::RegisterBenchmark("classify_acl6/ours_avx512", [](benchmark::State& s) { BM_Ours(s, Isa::Avx512); })
+      ->Args({10000, acl, 6});
+  benchmark::RegisterBenchmark("classify_acl6/linear", BM_Linear)->Args({10000, acl, 6});
   benchmark::RegisterBenchmark("update/ours", BM_Update)->Arg(10000)->Iterations(1)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("update/rte_acl_rebuild", BM_RteAclRebuild)->Arg(10000)->Iterations(5)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("bpf/ours_classifier", BM_BpfOursClassifier);
@@ -555,6 +577,7 @@ int main(int argc, char** argv) {
     g_ours.get(size_t(n));
     cross_check(size_t(n));
   }
+  for (auto style : {bench::Style::Fw, bench::Style::Ipc}) cross_check(10000, style);
   bpfdata();
   Collector rep;
   benchmark::RunSpecifiedBenchmarks(&rep);
@@ -568,7 +591,8 @@ int main(int argc, char** argv) {
     std::string best_ours, best_acl;
     double to = 1e300, ta = 1e300;
     for (const auto& [k, v] : g_ns_per_pkt) {
-      if (k.size() < s.size() + 1 || k.compare(k.size() - s.size() - 1, std::string::npos, "/" + s) != 0) continue;
+      const std::string suffix = "/" + s + "/0/4";
+      if (k.size() < suffix.size() || k.compare(k.size() - suffix.size(), std::string::npos, suffix) != 0) continue;
       if (k.rfind("classify/ours_", 0) == 0 && v < to) to = v, best_ours = k;
       if (k.rfind("classify/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
     }
@@ -579,9 +603,18 @@ int main(int argc, char** argv) {
     ratio(std::string("classify_acl_") + tag + "_vs_rte_acl", best_ours, best_acl);
     for (Isa isa : supported_isas())
       ratio(std::string("classify_acl_") + tag + "_" + isa_name(isa) + "_vs_rte_acl",
-            "classify/ours_" + std::string(isa_name(isa)) + "/" + s, best_acl);
-    ratio(std::string("classify_acl_") + tag + "_vs_linear", best_ours, "classify/linear/" + s);
+            "classify/ours_" + std::string(isa_name(isa)) + "/" + s + "/0/4", best_acl);
+    ratio(std::string("classify_acl_") + tag + "_vs_linear", best_ours, "classify/linear/" + s + "/0/4");
   }
+  for (auto style : {bench::Style::Fw, bench::Style::Ipc}) {
+    const std::string name = bench::style_name(style), args = "/10000/" + std::to_string(int(style)) + "/4";
+    std::string best_acl;
+    double ta = 1e300;
+    for (const auto& [k, v] : g_ns_per_pkt)
+      if (k.rfind("classify_" + name + "/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
+    ratio("classify_" + name + "_10k_vs_rte_acl", "classify_" + name + "/ours_avx512" + args, best_acl);
+  }
+  ratio("classify_acl6_10k_vs_linear", "classify_acl6/ours_avx512/10000/0/6", "classify_acl6/linear/10000/0/6");
   ratio("update_add_p99_10k_vs_rte_acl_rebuild", "update_add_p99_10000", "rte_acl_rebuild_10000");
   ratio("update_del_p99_10k_vs_rte_acl_rebuild", "update_del_p99_10000", "rte_acl_rebuild_10000");
   ratio("bpf_one_expr_vs_rte_bpf", "bpf/ours_classifier", "bpf/rte_bpf_jit");
