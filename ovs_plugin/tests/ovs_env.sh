@@ -1,0 +1,35 @@
+# Source me with B set to an Open vSwitch build tree.  Helpers for a private OVS instance:
+# every path under one run directory, nothing in /etc, /var or /usr.
+export PATH="$B/vswitchd:$B/ovsdb:$B/utilities:$PATH"
+
+ovs_env() {
+  mkdir -p "$1"
+  export OVS_RUNDIR="$1" OVS_DBDIR="$1" OVS_LOGDIR="$1" OVS_PKGDATADIR="$1" OVS_SYSCONFDIR="$1"
+}
+
+# ovs_start RUNDIR [-- vswitchd args...]
+ovs_start() {
+  local run="$1"; shift
+  [ "${1:-}" = "--" ] && shift
+  ovs_env "$run"
+  ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema" || return 1
+  ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off \
+      --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null || return 1
+  ovs-vsctl --no-wait init || return 1
+  ovs-vswitchd --detach --no-chdir --pidfile --log-file -vconsole:off "$@" 2>/dev/null || return 1
+}
+
+# ovs_stop RUNDIR: stop both daemons and wait for them; SIGKILL after 10 s.
+ovs_stop() {
+  ovs_env "$1"
+  local d p
+  for d in ovs-vswitchd ovsdb-server; do
+    [ -f "$1/$d.pid" ] || continue
+    p=$(cat "$1/$d.pid")
+    kill -0 "$p" 2>/dev/null || continue
+    timeout 10 ovs-appctl -t "$d" exit >/dev/null 2>&1
+    for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+    kill -0 "$p" 2>/dev/null && kill -9 "$p"
+  done
+  return 0
+}
