@@ -2,16 +2,44 @@
 // load or a division by zero returns 0; shifts by 32 or more give 0; scratch memory starts
 // zeroed.
 //
-// Register use (System V): rdi = packet, esi = wire length, r9d = buffer length,
+// Register use (System V, after the prologue moves the arguments (ctx, pkt, wirelen,
+// buflen) into place): rdi = packet, esi = wire length, r9d = buffer length,
 // eax = A, ecx = X (so shifts can use cl), edx/r10/r11 = scratch.  M[] lives in the red
 // zone below rsp (the generated function is a leaf).
-#include <asmjit/x86.h>
+#include "vpf/matcher/bpf.h"
+
+#include <pcap/pcap.h>
 
 #include <mutex>
 
-#include "vpf/matcher/bpf.h"
+#ifdef VPF_HAVE_ASMJIT
+#include <asmjit/x86.h>
+#endif
 
 namespace vpf::matcher {
+
+#ifndef VPF_HAVE_ASMJIT
+
+namespace {
+// The executor of builds without asmjit: libpcap's interpreter on the program kept in ctx.
+uint32_t interpret(const void* ctx, const uint8_t* pkt, uint32_t wirelen, uint32_t buflen) {
+  return bpf_filter(static_cast<const bpf_insn*>(ctx), pkt, wirelen, buflen);
+}
+}  // namespace
+
+std::shared_ptr<const BpfJit> BpfJit::compile(const std::vector<bpf_insn>& prog) {
+  if (prog.empty()) throw BpfError("empty BPF program");
+  std::shared_ptr<BpfJit> jit(new BpfJit());
+  jit->prog_ = prog;
+  jit->fn_ = interpret;
+  jit->ctx_ = jit->prog_.data();
+  return jit;
+}
+
+BpfJit::~BpfJit() = default;
+
+#else
+
 namespace {
 
 using namespace asmjit;
@@ -40,7 +68,10 @@ class Emitter {
     for (size_t i = 0; i < n; ++i) labels_.push_back(a_.newLabel());
     reject_ = a_.newLabel();
 
-    a_.mov(x86::r9d, x86::edx);
+    // (ctx, pkt, wirelen, buflen) arrive in rdi, rsi, edx, ecx.
+    a_.mov(x86::r9d, x86::ecx);
+    a_.mov(x86::rdi, x86::rsi);
+    a_.mov(x86::esi, x86::edx);
     a_.xor_(x86::eax, x86::eax);
     a_.xor_(x86::ecx, x86::ecx);
     for (uint32_t i = 0; i < BPF_MEMWORDS; ++i) a_.mov(mem_cell(i), x86::eax);
@@ -275,5 +306,7 @@ BpfJit::~BpfJit() {
     runtime().release(fn_);
   }
 }
+
+#endif  // VPF_HAVE_ASMJIT
 
 }  // namespace vpf::matcher

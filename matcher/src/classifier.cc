@@ -204,6 +204,7 @@ struct DirectRule {
   Direction direction;
   uint32_t min_len, max_len;
   BpfJit::Fn fn;
+  const void* ctx;
 };
 
 // Up to this many enabled rules that test nothing but metadata, size and a BPF program are
@@ -472,7 +473,7 @@ struct Classifier::Impl {
   // ---- rules ----
 
   EntryPtr make_entry(const CompiledRule& c, const EntrySpec& spec, const std::vector<int>& slots,
-                      uint64_t rank, BpfJit::Fn fn) {
+                      uint64_t rank, const BpfJit* jit) {
     const size_t ntests = spec.tests.size() + (spec.required.empty() ? 0 : 1);
     const unsigned nblocks = ntests > size_t(kTestsPerBlock) ? 2 : 1;
     void* mem = ::operator new(entry_bytes(nblocks), std::align_val_t(64));
@@ -483,7 +484,8 @@ struct Classifier::Impl {
     e->kind = uint8_t(c.rule.kind);
     e->action = uint8_t(c.action);
     e->nblocks = uint8_t(nblocks);
-    e->bpf = fn;
+    e->bpf = jit ? jit->fn() : nullptr;
+    e->bpf_ctx = jit ? jit->ctx() : nullptr;
     EntryBlock* blk = const_cast<EntryBlock*>(e->blocks());
     for (unsigned b = 0; b < nblocks; ++b)
       for (int i = 0; i < kTestsPerBlock; ++i) {
@@ -528,13 +530,14 @@ struct Classifier::Impl {
     st.info.bpf_note = c.note;
     st.jit = c.jit;
     st.direct_jit = c.direct_jit;
-    st.direct_ok = r.enabled && c.direct_jit && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
+    // The direct path only pays with machine code (not with the interpreter).
+    st.direct_ok = r.enabled && c.direct_jit && c.direct_jit->jitted() && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
                    r.local_port.any() && r.remote_port.any();
     st.slots = slots;
     const int64_t seq = where == Placement::Head ? next_head-- : next_tail++;
     st.rank = make_rank(r, seq);
     for (const EntrySpec& spec : c.entries) {
-      EntryPtr e = make_entry(c, spec, slots, st.rank, c.jit ? c.jit->fn() : nullptr);
+      EntryPtr e = make_entry(c, spec, slots, st.rank, c.jit.get());
       const Fixed fx = fixed_bits(e.get());
       if (fx.contradictory) continue;  // can never match
       parsed_field_entries += tests_parsed_field(e.get());
@@ -587,7 +590,8 @@ struct Classifier::Impl {
         const Rule& r = st.info.rule;
         s->direct.push_back(DirectRule{st.rank, r.id, r.kind, effective_action(r), r.adapter, r.direction,
                                        r.min_size > 0 ? uint32_t(r.min_size) : 0,
-                                       r.max_size > 0 ? uint32_t(r.max_size) : ~0u, st.direct_jit->fn()});
+                                       r.max_size > 0 ? uint32_t(r.max_size) : ~0u, st.direct_jit->fn(),
+                                       st.direct_jit->ctx()});
       }
       std::sort(s->direct.begin(), s->direct.end(),
                 [](const DirectRule& a, const DirectRule& b) { return a.rank < b.rank; });
@@ -609,7 +613,7 @@ struct Classifier::Impl {
         if (r.adapter >= 0 && p.meta.adapter != uint32_t(r.adapter)) continue;
         if (r.direction != Direction::Any && p.meta.direction != r.direction) continue;
         if (p.len < r.min_len || p.len > r.max_len) continue;
-        if (r.fn(p.data, p.len, p.len) == 0) continue;
+        if (r.fn(r.ctx, p.data, p.len, p.len) == 0) continue;
         out[i] = Decision{r.rule_id, r.kind, r.action};
         break;
       }

@@ -42,7 +42,8 @@ struct alignas(64) Entry {
   uint8_t action;          // Action
   uint8_t nblocks;         // 1 or 2
   uint8_t reserved;
-  BpfJit::Fn bpf;          // non-null: the packet must also pass this program
+  BpfJit::Fn bpf;          // non-null: the packet must also pass this program...
+  const void* bpf_ctx;     // ...called as bpf(bpf_ctx, data, len, len)
   const EntryBlock* blocks() const { return reinterpret_cast<const EntryBlock*>(this + 1); }
 };
 

@@ -31,7 +31,9 @@ TEST(ClassBench, RulesAreValidAndTracesHitThem) {
         ASSERT_EQ(k.f[F_IP_VER], uint32_t(family));
         ASSERT_EQ(k.f[F_IP_PROTO], trace[i].proto);
         ASSERT_EQ(k.f[F_SRC_IP0], trace[i].src.w[0]);
-        if (trace[i].proto == 6 || trace[i].proto == 17) ASSERT_EQ(k.f[F_DST_PORT], trace[i].dport);
+        if (trace[i].proto == 6 || trace[i].proto == 17) {
+          ASSERT_EQ(k.f[F_DST_PORT], trace[i].dport);
+        }
         matched += c.classify_one(f.data(), uint32_t(f.size())).matched();
         if (i > 0 && trace[i].dst == trace[i - 1].dst && trace[i].sport == trace[i - 1].sport) ++repeats;
       }

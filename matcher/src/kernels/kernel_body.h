@@ -102,7 +102,7 @@ static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, c
         const EntryBlock* blk = reinterpret_cast<const EntryBlock*>(e + 1);
         bool ok = MatchPolicy::match(keys[i].f, blk);
         if (ok && e->nblocks > 1) ok = MatchPolicy::match(keys[i].f, blk + 1);
-        if (ok && e->bpf) ok = e->bpf(pkts[i].data, pkts[i].len, pkts[i].len) != 0;
+        if (ok && e->bpf) ok = e->bpf(e->bpf_ctx, pkts[i].data, pkts[i].len, pkts[i].len) != 0;
         if (ok) {
           best[i] = it.rank;
           win[i] = e;

@@ -16,11 +16,16 @@
 // prefilter made of the tests every accepting path shares.
 //
 // Execute: BpfJit compiles a program to x86-64 machine code with asmjit.  Its result is
-// the program's return value, computed exactly as libpcap's bpf_filter() computes it.
+// the program's return value, computed exactly as libpcap's bpf_filter() computes it.  A
+// build without asmjit (VPF_HAVE_ASMJIT undefined: the Open vSwitch plugin, since Debian
+// ships asmjit only as a non-PIC static archive) runs libpcap's interpreter instead,
+// behind the same interface; jitted() tells which.
 //
 // Thread-safety: compile_bpf() and BpfJit::compile() may be called from any thread (they
 // serialise internally).  A compiled BpfJit is immutable and may run on many threads.
 #pragma once
+
+#include <sys/types.h>  // pcap/bpf.h uses u_int and friends
 
 #include <pcap/bpf.h>
 
@@ -95,7 +100,8 @@ bool eval_lowering(const BpfLowering& low, const uint8_t* pkt, uint32_t len);
 // A program compiled to machine code.
 class BpfJit {
  public:
-  using Fn = uint32_t (*)(const uint8_t* pkt, uint32_t wirelen, uint32_t buflen);
+  // The executor's calling convention: ctx() is passed back as the first argument.
+  using Fn = uint32_t (*)(const void* ctx, const uint8_t* pkt, uint32_t wirelen, uint32_t buflen);
 
   // Throws BpfError if the program is invalid or code generation fails.
   static std::shared_ptr<const BpfJit> compile(const std::vector<bpf_insn>& prog);
@@ -104,15 +110,19 @@ class BpfJit {
   BpfJit& operator=(const BpfJit&) = delete;
 
   uint32_t run(const uint8_t* pkt, uint32_t wirelen, uint32_t buflen) const {
-    return fn_(pkt, wirelen, buflen);
+    return fn_(ctx_, pkt, wirelen, buflen);
   }
   Fn fn() const { return fn_; }
+  const void* ctx() const { return ctx_; }
+  bool jitted() const { return code_size_ > 0; }
   size_t code_size() const { return code_size_; }
 
  private:
   BpfJit() = default;
   Fn fn_ = nullptr;
+  const void* ctx_ = nullptr;
   size_t code_size_ = 0;
+  std::vector<bpf_insn> prog_;  // the interpreter's program (builds without asmjit)
 };
 
 // libpcap's interpreter, for reference and for benchmarks.

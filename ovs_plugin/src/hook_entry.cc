@@ -1,0 +1,93 @@
+// The plugin's entry point and the hook ABI glue (include/openvswitch/packet-hook.h of
+// the patched Open vSwitch).  The only exported symbol is ovs_packet_hook_init.
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+
+#include "plugin.h"
+
+namespace {
+
+using vpf::plugin::Plugin;
+using vpf::plugin::Port;
+
+std::unique_ptr<Plugin> g_plugin;
+const ovs_packet_hook_host* g_host;
+
+void* port_open(const char* name, const char* type) { return g_plugin->port_open(name, type); }
+void port_close(void* p) { g_plugin->port_close(static_cast<Port*>(p)); }
+void rx(void* p, int, ovs_packet_hook_batch* b) {
+  g_plugin->hook(static_cast<Port*>(p), vpf::matcher::Direction::Outgoing, b);
+}
+void tx(void* p, int, ovs_packet_hook_batch* b) {
+  g_plugin->hook(static_cast<Port*>(p), vpf::matcher::Direction::Incoming, b);
+}
+void fini() { g_plugin.reset(); }
+
+void reply(ovs_packet_hook_reply* r, bool ok, const std::string& text) {
+  g_host->command_reply(r, ok ? 1 : 0, text.c_str());
+}
+
+void cmd_show(int, const char*[], void*, ovs_packet_hook_reply* r) { reply(r, true, g_plugin->show()); }
+void cmd_rules_load(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
+  bool ok;
+  const std::string text = g_plugin->rules_load(argv[1], &ok);
+  reply(r, ok, text);
+}
+void cmd_adapter_set(int argc, const char* argv[], void*, ovs_packet_hook_reply* r) {
+  bool ok;
+  const std::string text = g_plugin->adapter_set(argv[1], argv[2], argc > 3 ? argv[3] : "", &ok);
+  reply(r, ok, text);
+}
+void cmd_policy(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
+  bool ok;
+  const std::string text = g_plugin->policy_set(argv[1], &ok);
+  reply(r, ok, text);
+}
+
+const ovs_packet_hook_ops kOps = {
+    .size = sizeof(ovs_packet_hook_ops),
+    .version = OVS_PACKET_HOOK_ABI_VERSION,
+    .port_open = port_open,
+    .port_close = port_close,
+    .rx = rx,
+    .tx = tx,
+    .fini = fini,
+};
+
+}  // namespace
+
+extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs_packet_hook_init(
+    const ovs_packet_hook_host* host, const char* args, char* err, size_t errlen) {
+  if (!host || host->size < sizeof(ovs_packet_hook_host) || host->version != OVS_PACKET_HOOK_ABI_VERSION) {
+    std::snprintf(err, errlen, "vportfilter: host ABI %u, this plugin needs ABI %d", host ? host->version : 0,
+                  OVS_PACKET_HOOK_ABI_VERSION);
+    return nullptr;
+  }
+  try {
+    g_host = host;
+    g_plugin = std::make_unique<Plugin>(host);
+    const std::string a = args ? args : "";
+    if (!a.empty()) {
+      // args: a rules file to start with.
+      bool ok;
+      const std::string text = g_plugin->rules_load(a, &ok);
+      if (!ok) {
+        std::snprintf(err, errlen, "vportfilter: %s", text.c_str());
+        g_plugin.reset();
+        return nullptr;
+      }
+    }
+    host->register_command("vportfilter/show", "", 0, 0, cmd_show, nullptr);
+    host->register_command("vportfilter/rules-load", "FILE", 1, 1, cmd_rules_load, nullptr);
+    host->register_command("vportfilter/adapter-set", "PORT ADAPTER-ID [VM-ID]", 2, 3, cmd_adapter_set, nullptr);
+    host->register_command("vportfilter/policy", "fail-open|fail-closed", 1, 1, cmd_policy, nullptr);
+    host->log(OVS_PACKET_HOOK_LOG_INFO, "vportfilter: started");
+    return &kOps;
+  } catch (const std::exception& e) {
+    std::snprintf(err, errlen, "vportfilter: %s", e.what());
+    g_plugin.reset();
+    return nullptr;
+  }
+}

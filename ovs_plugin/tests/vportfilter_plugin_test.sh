@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# The vportfilter plugin in the real, patched ovs-vswitchd (dummy datapath, private run
+# dir): rules from a file, a VM port made an adapter, drops in both directions observed on
+# the wire, the fail-open/fail-closed policy for captures without an agent, counters,
+# refused input that changes nothing, and a rule swap under traffic that loses nothing the
+# change does not touch.
+# usage: vportfilter_plugin_test.sh OVS_TREE vportfilter_ovs.so
+set -u
+B="$1" plugin="$2"
+source "$(dirname "$0")/ovs_env.sh"
+run=$(mktemp -d /tmp/vpf-ovs-plugin.XXXXXX)
+trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
+fails=0 passes=0
+check() { local n="$1"; shift; if "$@"; then passes=$((passes + 1)); else echo "FAIL: $n"; fails=$((fails + 1)); fi; }
+wait_for() { for _ in $(seq 50); do eval "$1" && return 0; sleep 0.1; done; return 1; }
+count() { tcpdump -nr "$1" 2>/dev/null | wc -l; }
+ports() { tcpdump -nr "$1" 2>/dev/null | sed -n 's/.* > [0-9.]*\.\([0-9]*\): .*/\1/p' | tr '\n' ' '; }
+
+cat > "$run/rules.json" <<'JSON'
+{"rules": [
+  {"kind": "passthrough", "id": 1, "bpf": "tcp port 22"},
+  {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop", "direction": "outgoing"},
+  {"kind": "filter", "id": 2, "protocol": "tcp", "remote_port": 443, "direction": "incoming", "action": "drop"},
+  {"kind": "filter", "id": 3, "bpf": "udp dst port 53", "action": "capture"}
+]}
+JSON
+# The same rules plus one that touches other traffic (UDP 9999).
+sed 's/^]}$/,{"kind": "filter", "id": 9, "bpf": "udp port 9999", "action": "drop"}]}/' "$run/rules.json" > "$run/rules2.json"
+
+ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
+ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
+  -- add-port br0 p1 -- set interface p1 type=dummy ofport_request=1 options:tx_pcap="$run/p1-tx.pcap" \
+  -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$run/p2-tx.pcap"
+ovs-ofctl add-flow br0 in_port=1,actions=output:2
+ovs-ofctl add-flow br0 in_port=2,actions=output:1
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="$run/rules.json"
+check "plugin started" wait_for 'grep -q "vportfilter: started" "$run/ovs-vswitchd.log"'
+check "adapter set" ovs-appctl vportfilter/adapter-set p1 0 7 >/dev/null
+
+mac="525400000002525400000001"; mac_r="525400000001525400000002"
+tcp() {  # tcp SPORT DPORT (hex, 4 digits) OUTGOING|INCOMING
+  local m=$mac src=0a000001 dst=0a000002
+  [ "$3" = in ] && m=$mac_r src=0a000002 dst=0a000001
+  # Ethernet | IPv4: 45 00 0028 0000 0000 40 06 0000 src dst | TCP: ports seq ack 5002 2000 0000 0000
+  echo "${m}0800""45000028""00000000""40060000""${src}${dst}""${1}${2}""00000001""00000000""5002200000000000"
+}
+udp() { echo "${mac}0800""4500001c""00000000""40110000""0a000001""0a000035""${1}${2}""00080000"; }
+# Outgoing, VM -> uplink: telnet dropped, http passes, ssh passes (passthrough), DNS is a
+# capture: fail-open passes it without an agent.
+for f in "$(tcp 9c40 0017 out)" "$(tcp 9c41 0050 out)" "$(tcp 9c42 0016 out)" "$(udp 9c43 0035)"; do
+  ovs-appctl netdev-dummy/receive p1 "$f" >/dev/null
+done
+check "outgoing: http, ssh and dns arrive, telnet does not" wait_for '[ "$(ports "$run/p2-tx.pcap")" = "80 22 53 " ]'
+# Incoming, uplink -> VM: replies from 443 dropped on the way to the VM, others pass.
+ovs-appctl netdev-dummy/receive p2 "$(tcp 01bb 9c44 in)" >/dev/null
+ovs-appctl netdev-dummy/receive p2 "$(tcp 0050 9c45 in)" >/dev/null
+check "incoming: only the reply from port 80 reaches the VM" wait_for '[ "$(ports "$run/p1-tx.pcap")" = "40005 " ]'
+
+# Fail-closed: a capture with no agent drops.
+check "policy set" ovs-appctl vportfilter/policy fail-closed >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(udp 9c46 0035)" >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(tcp 9c47 0050 out)" >/dev/null
+check "fail-closed drops the capture" wait_for '[ "$(ports "$run/p2-tx.pcap")" = "80 22 53 80 " ]'
+
+show=$(ovs-appctl vportfilter/show)
+check "show: rules" grep -q "rules: 4 " <<<"$show"
+check "show: adapter" grep -q "adapter 0: p1 (dummy, vm 7)" <<<"$show"
+check "show: outgoing counters" grep -q "outgoing: packets 6 bytes .* dropped 2 .* events_lost 2" <<<"$show"
+check "show: incoming counters" grep -q "incoming: packets 2 bytes .* dropped 1 " <<<"$show"
+
+# Refused input changes nothing.
+echo '[{"id": 1, "bpf": "tcp port eighty"}]' > "$run/bad.json"
+check "bad rules refused" bash -c "! ovs-appctl vportfilter/rules-load '$run/bad.json' 2>/dev/null"
+check "bad rules message" bash -c "ovs-appctl vportfilter/rules-load '$run/bad.json' 2>&1 | grep -q \"field 'bpf'\""
+check "bad adapter refused" bash -c "! ovs-appctl vportfilter/adapter-set p1 minus 2>/dev/null"
+check "bad policy refused" bash -c "! ovs-appctl vportfilter/policy maybe 2>/dev/null"
+ovs-appctl netdev-dummy/receive p1 "$(tcp 9c48 0017 out)" >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(tcp 9c49 0050 out)" >/dev/null
+check "old rules still in force" wait_for '[ "$(ports "$run/p2-tx.pcap")" = "80 22 53 80 80 " ]'
+
+# Rule swap under traffic: 400 http frames in 40 calls while the rules flip 40 times;
+# the change only touches UDP 9999, so all 400 must arrive.
+before=$(count "$run/p2-tx.pcap")
+http=$(tcp 9c50 0050 out)
+batch=$(for _ in $(seq 10); do printf '%s ' "$http"; done)
+for i in $(seq 40); do
+  ovs-appctl netdev-dummy/receive p1 $batch >/dev/null
+  if [ $((i % 2)) = 0 ]; then ovs-appctl vportfilter/rules-load "$run/rules2.json" >/dev/null
+  else ovs-appctl vportfilter/rules-load "$run/rules.json" >/dev/null; fi
+done
+check "400 frames through 40 rule swaps" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 400))" ]'
+
+check "switch alive" ovs-appctl -t ovs-vswitchd version
+check "no crash in the log" bash -c "! grep -qE 'EMER|assertion|Segmentation' '$run/ovs-vswitchd.log'"
+echo "$passes passed, $fails failed"
+[ "$fails" = 0 ]
