@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # scripts/bench.sh matcher   -- classifier, updates and BPF against rte_acl, rte_bpf, libpcap
+# scripts/bench.sh datapath  -- OVS-DPDK throughput with the plugin against without it
 # Builds, runs, keeps the full output in build/bench/, and ends with the "ratio" lines.
 source "$(dirname "$0")/lib.sh"
 cd "$VPF_ROOT"
@@ -15,8 +16,13 @@ case "$what" in
     "$VPF_BUILD/matcher/bench/matcher_bench" --benchmark_repetitions="$reps" \
         --benchmark_report_aggregates_only=true --benchmark_min_time=0.2 | tee "$log"
     ;;
+  datapath)
+    log="$VPF_BUILD/bench/datapath.txt"
+    vpf_log "datapath benchmark (OVS-DPDK, one PMD; full output in $log)"
+    bash "$VPF_ROOT/scripts/bench_datapath.sh" | tee "$log"
+    ;;
   *)
-    echo "usage: scripts/bench.sh matcher" >&2
+    echo "usage: scripts/bench.sh matcher|datapath" >&2
     exit 2
     ;;
 esac

@@ -17,7 +17,7 @@ PACKAGES=(
   # console
   qt6-base-dev qt6-charts-dev libgl-dev xvfb xauth x11-apps
   # traffic and inspection in the end-to-end tests and the demo
-  iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump tshark procps psmisc
+  iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump tshark procps psmisc bc
 )
 
 if [ "$(id -u)" -ne 0 ]; then

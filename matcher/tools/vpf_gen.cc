@@ -17,7 +17,8 @@ int usage() {
   std::fprintf(stderr,
                "usage: vpf-gen rules --style acl|fw|ipc --count N [--family 4|6] [--seed S] [--out FILE]\n"
                "       vpf-gen trace --rules FILE --count N [--seed S] --out FILE.pcap\n"
-               "       vpf-gen demo --out FILE.pcap\n");
+               "       vpf-gen demo --out FILE.pcap\n"
+               "       vpf-gen mix --count N [--len BYTES] [--drop-share PERCENT] --out FILE.pcap\n");
   return 2;
 }
 
@@ -61,12 +62,13 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage();
   const std::string cmd = argv[1];
   std::string style = "acl", out, rules_path;
-  size_t count = 1000;
-  int family = 4;
+  size_t count = 1000, len = 64;
+  int family = 4, drop_share = 0;
   uint64_t seed = 1;
   po::options_description opts;
   opts.add_options()("style", po::value(&style))("count", po::value(&count))("family", po::value(&family))(
-      "seed", po::value(&seed))("out", po::value(&out))("rules", po::value(&rules_path));
+      "seed", po::value(&seed))("out", po::value(&out))("rules", po::value(&rules_path))(
+      "len", po::value(&len))("drop-share", po::value(&drop_share));
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc - 1, argv + 1).options(opts).run(), vm);
@@ -99,6 +101,23 @@ int main(int argc, char** argv) {
       const auto rules = matcher::rules_from_file(rules_path);
       std::vector<std::vector<uint8_t>> frames;
       for (const auto& h : bench::generate_trace(rules, count, seed)) frames.push_back(bench::header_frame(h));
+      bench::write_pcap(out, frames);
+      return 0;
+    }
+    if (cmd == "mix") {
+      // Datapath replay traffic: half UDP, half TCP, 10.0.0.1 -> 10.0.0.2 port 5001, with
+      // drop_share percent of the frames from source port 9 (what a drop rule can pick).
+      if (out.empty() || drop_share < 0 || drop_share > 100 || len < 60) return usage();
+      std::vector<std::vector<uint8_t>> frames;
+      for (size_t i = 0; i < count; ++i) {
+        bench::Header h;
+        h.proto = i % 2 ? 6 : 17;
+        h.src = v4(10, 0, 0, 1);
+        h.dst = v4(10, 0, 0, 2);
+        h.sport = (i * 100 / count) < size_t(drop_share) ? 9 : uint16_t(10000 + i % 50000);
+        h.dport = 5001;
+        frames.push_back(bench::header_frame(h, len));
+      }
       bench::write_pcap(out, frames);
       return 0;
     }

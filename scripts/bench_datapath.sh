@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# The datapath benchmark: OVS-DPDK without hugepages, one PMD core, a pcap of 64-byte
+# frames replayed from memory (net_pcap, infinite_rx=1) into net_null; the same
+# ovs-vswitchd binary without the plugin and with it at 0, 1k and 10k rules that all pass,
+# and 1k rules plus one that drops 10%; with an in_port-only flow table ("simple") and
+# with L3/L4 flows ("emc").  Prints Mpps per configuration and ends with
+# "ratio datapath_<case>_<table>_vs_stock <with plugin / without>".
+# Run by scripts/bench.sh datapath (which builds first).  Needs root.
+source "$(dirname "$0")/lib.sh"
+B="$VPF_BUILD/ovs"
+plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
+gen="$VPF_BUILD/matcher/vpf-gen"
+secs="${VPF_DATAPATH_SECS:-5}"
+source "$VPF_ROOT/ovs_plugin/tests/ovs_env.sh"
+run=$(mktemp -d /tmp/vpf-bench-dp.XXXXXX)
+ns="vpfbench$$"
+prefix="vpfbench$$"
+cleanup() {
+  ovs_env "$run"
+  ovs-vsctl --timeout=10 del-br br0 >/dev/null 2>&1
+  ovs_stop "$run"
+  ip netns del "$ns" 2>/dev/null
+  rm -rf "/var/run/dpdk/$prefix" "$run"
+}
+trap cleanup EXIT
+
+"$gen" mix --count 1024 --len 64 --out "$run/mix.pcap"
+"$gen" mix --count 1000 --len 64 --drop-share 10 --out "$run/mix10.pcap"
+echo '{"rules": []}' > "$run/rules0.json"
+"$gen" rules --style acl --count 1000 --seed 5 --out "$run/rules1k.json"
+"$gen" rules --style acl --count 10000 --seed 6 --out "$run/rules10k.json"
+python3 - "$run/rules1k.json" "$run/rules1k-drop10.json" <<'PY'
+import json, sys
+rules = json.load(open(sys.argv[1]))["rules"]
+rules.insert(0, {"kind": "filter", "id": 1000000, "bpf": "src port 9", "action": "drop"})
+json.dump({"rules": rules}, open(sys.argv[2], "w"))
+PY
+
+ip netns add "$ns"
+ip -n "$ns" link set lo up
+ovs_env "$run"
+ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema"
+ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null
+ovs-vsctl --no-wait init
+ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
+  "other_config:dpdk-extra=--no-huge -m 1024 --no-pci --legacy-mem --no-shconf --no-telemetry --file-prefix=$prefix"
+ip netns exec "$ns" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
+[ "$(ovs-vsctl get Open_vSwitch . dpdk_initialized)" = true ] || { echo "DPDK did not initialise" >&2; exit 1; }
+
+# add_ports PCAP: (re)creates the bridge with pcap0 replaying PCAP into null0.
+add_ports() {
+  ovs-vsctl --timeout=20 --if-exists del-br br0
+  ovs-vsctl --timeout=20 add-br br0 -- set bridge br0 datapath_type=netdev fail-mode=secure \
+    -- add-port br0 pcap0 -- set interface pcap0 type=dpdk ofport_request=1 \
+         "options:dpdk-devargs=net_pcap0,rx_pcap=$1,infinite_rx=1" \
+    -- add-port br0 null0 -- set interface null0 type=dpdk ofport_request=2 "options:dpdk-devargs=net_null0,no-rx=1"
+}
+flows() {
+  ovs-ofctl del-flows br0
+  if [ "$1" = simple ]; then
+    ovs-ofctl add-flow br0 in_port=1,actions=output:2
+  else
+    ovs-ofctl add-flow br0 priority=10,udp,in_port=1,nw_dst=10.0.0.2,tp_dst=5001,actions=output:2
+    ovs-ofctl add-flow br0 priority=10,tcp,in_port=1,nw_dst=10.0.0.2,tp_dst=5001,actions=output:2
+  fi
+}
+# plugin none|RULES: loads the plugin with RULES on pcap0 (adapter 0), or unloads it.
+plugin() {
+  if [ "$1" = none ]; then
+    ovs-vsctl remove Open_vSwitch . other_config packet-hook-plugin
+  else
+    ovs-vsctl remove Open_vSwitch . other_config packet-hook-plugin
+    ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="$1" other_config:packet-hook-plugin="$plugin"
+    for _ in $(seq 100); do ovs-appctl vportfilter/show >/dev/null 2>&1 && break; sleep 0.1; done
+    ovs-appctl vportfilter/adapter-set pcap0 0 >/dev/null
+  fi
+}
+# measure NAME: Mpps the PMD received over $secs seconds
+declare -A mpps
+measure() {
+  sleep 1
+  ovs-appctl dpif-netdev/pmd-stats-clear >/dev/null
+  local s e pk
+  s=$(date +%s.%N)
+  sleep "$secs"
+  pk=$(ovs-appctl dpif-netdev/pmd-stats-show | awk '/pmd thread/{p=1} p&&/packets received/{print $3; exit}')
+  e=$(date +%s.%N)
+  mpps[$1]=$(echo "$pk / ($e - $s) / 1000000" | bc -l)
+  printf "%-28s %8.3f Mpps\n" "$1" "${mpps[$1]}"
+}
+
+add_ports "$run/mix.pcap"
+for table in simple emc; do
+  flows $table
+  plugin none;                  measure "stock_$table"
+  plugin "$run/rules0.json";    measure "plugin_0_rules_$table"
+  plugin "$run/rules1k.json";   measure "plugin_1k_rules_$table"
+  plugin "$run/rules10k.json";  measure "plugin_10k_rules_$table"
+  dropped=$(ovs-appctl vportfilter/show | sed -n 's/.*outgoing: .* dropped \([0-9]*\) .*/\1/p')
+  echo "  (10k rules: $dropped packets dropped by rules: all pass)"
+done
+add_ports "$run/mix10.pcap"
+for table in simple emc; do
+  flows $table
+  plugin none;                        measure "stock_drop10_$table"
+  plugin "$run/rules1k-drop10.json";  measure "plugin_1k_drop10_$table"
+  ovs-appctl vportfilter/show | grep outgoing | sed 's/^/  /'
+done
+plugin none
+
+echo
+for table in simple emc; do
+  for c in 0 1k 10k; do
+    printf "ratio datapath_%s_rules_%s_vs_stock %.3f\n" $c $table "$(echo "${mpps[plugin_${c}_rules_$table]} / ${mpps[stock_$table]}" | bc -l)"
+  done
+  printf "ratio datapath_1k_rules_drop10_%s_vs_stock %.3f\n" $table "$(echo "${mpps[plugin_1k_drop10_$table]} / ${mpps[stock_drop10_$table]}" | bc -l)"
+done
