@@ -8,8 +8,6 @@ B="$1"
 source "$(dirname "$0")/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-smoke.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
-fails=0 passes=0
-check() { local n="$1"; shift; if "$@"; then passes=$((passes + 1)); else echo "FAIL: $n"; fails=$((fails + 1)); fi; }
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
 ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
@@ -26,5 +24,4 @@ check "3 frames out of p2" test "$(count "$run/p2-tx.pcap")" = 3
 check "nothing out of p1" test "$(count "$run/p1-tx.pcap")" = 0
 check "malformed injection refused" bash -c '! ovs-appctl netdev-dummy/receive p1 zz-not-hex >/dev/null 2>&1'
 check "switch still running" ovs-appctl -t ovs-vswitchd version
-echo "$passes passed, $fails failed"
-[ "$fails" = 0 ]
+finish

@@ -10,9 +10,6 @@ B="$1" plugin="$2"
 source "$(dirname "$0")/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-plugin.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
-fails=0 passes=0
-check() { local n="$1"; shift; if "$@"; then passes=$((passes + 1)); else echo "FAIL: $n"; fails=$((fails + 1)); fi; }
-wait_for() { for _ in $(seq 50); do eval "$1" && return 0; sleep 0.1; done; return 1; }
 count() { tcpdump -nr "$1" 2>/dev/null | wc -l; }
 ports() { tcpdump -nr "$1" 2>/dev/null | sed -n 's/.* > [0-9.]*\.\([0-9]*\): .*/\1/p' | tr '\n' ' '; }
 
@@ -92,5 +89,4 @@ check "400 frames through 40 rule swaps" wait_for '[ "$(count "$run/p2-tx.pcap")
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 check "no crash in the log" bash -c "! grep -qE 'EMER|assertion|Segmentation' '$run/ovs-vswitchd.log'"
-echo "$passes passed, $fails failed"
-[ "$fails" = 0 ]
+finish
