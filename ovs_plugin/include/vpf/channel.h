@@ -1,0 +1,184 @@
+// vportfilter: the channel between the Open vSwitch plugin and the agent.
+//
+// The data path of the channel is shared memory: one region (a memfd the plugin creates
+// and passes to the agent over the control socket) holding a RegionHeader and a number of
+// rings.  Each ring has exactly one producer and one consumer, in different processes:
+//
+//   plugin -> agent   one event ring per datapath thread (notify copies, captured packets)
+//   agent  -> plugin  one command ring (verdicts for captured packets, injections)
+//
+// A ring is a byte buffer of variable-length records.  The producer writes a record and
+// then publishes it by advancing `head` (release); the consumer reads records up to
+// `head` (acquire) and frees them by advancing `tail` (release).  A record that does not
+// fit before the end of the buffer is preceded by a padding record that fills it.  A full
+// ring never blocks: the record is refused and counted in `dropped`.
+//
+// Trust.  The two sides do not trust each other's memory: everything in the region may be
+// changed at any time by the other process.  The reader therefore checks every record's
+// size and type against the ring's geometry before touching it and treats a bad record as
+// a broken channel (Ring::Status::Corrupt); attach() checks the region's header against
+// the mapped size.  No value read from the region is used as an index or a length without
+// such a check.
+//
+// Byte order and layout: host order, fixed-size fields, every struct starts with its size
+// (records: their total size) and the region and each ring carry kVersion.  Any layout
+// change increments kVersion.
+//
+// Thread-safety: Ring::push() from the ring's single producer thread, Ring::pop() from its
+// single consumer thread; the two may run concurrently.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <string>
+
+namespace vpf::channel {
+
+inline constexpr uint32_t kMagic = 0x43465056;  // "VPFC"
+inline constexpr uint32_t kVersion = 1;
+
+enum RecordType : uint16_t {
+  kPad = 0,       // fills the end of the buffer; skipped
+  kNotify = 1,    // PacketEvent: an asynchronous copy
+  kCapture = 2,   // PacketEvent: a held packet waiting for a verdict
+  kVerdict = 3,   // Verdict: what to do with a held packet
+  kInject = 4,    // Inject: a packet to send toward the switch or the VM
+};
+
+struct RecordHeader {
+  uint32_t size;  // total bytes of the record, header included, a multiple of 8
+  uint16_t type;  // RecordType
+  uint16_t flags;
+};
+static_assert(sizeof(RecordHeader) == 8);
+
+// Notify and capture events.  `data` holds cap_len bytes of the frame (cap_len <=
+// orig_len: the adapter's snaplen).
+struct PacketEvent {
+  RecordHeader h;
+  uint32_t adapter;
+  uint8_t direction;   // 0 outgoing (from the VM), 1 incoming (to the VM)
+  uint8_t rule_kind;   // matcher::RuleKind of the deciding rule
+  uint16_t reserved;
+  uint32_t rule_id;
+  uint32_t orig_len;
+  uint32_t cap_len;
+  uint32_t reserved2;
+  uint64_t timestamp_ns;  // CLOCK_REALTIME when the datapath saw the packet
+  uint64_t capture_id;    // kCapture: names the held packet in the verdict; 0 for kNotify
+  uint64_t deadline_ns;   // kCapture: CLOCK_MONOTONIC time after which the expiry policy applies
+  // uint8_t data[cap_len] follows
+};
+static_assert(sizeof(PacketEvent) == 56);
+
+enum class VerdictAction : uint8_t { Drop = 1, Send = 2, SendModified = 3 };
+
+struct Verdict {
+  RecordHeader h;
+  uint64_t capture_id;
+  uint8_t action;      // VerdictAction
+  uint8_t reserved[3];
+  uint32_t len;        // SendModified: bytes of the replacement frame that follow
+  // uint8_t data[len] follows
+};
+static_assert(sizeof(Verdict) == 24);
+
+struct Inject {
+  RecordHeader h;
+  uint32_t adapter;
+  uint8_t direction;   // 0: into the switch as if sent by the VM; 1: to the VM
+  uint8_t reserved[3];
+  uint32_t num_times;  // the frame is injected this many times (>= 1)
+  uint32_t len;
+  // uint8_t data[len] follows
+};
+static_assert(sizeof(Inject) == 24);
+
+// One ring's header.  Positions count bytes since the ring was made and only grow; the
+// offset in the buffer is position & (capacity - 1).
+struct alignas(64) RingHeader {
+  uint32_t size;        // sizeof(RingHeader)
+  uint32_t version;     // kVersion
+  uint64_t capacity;    // bytes in the buffer: a power of two, >= 4096
+  alignas(64) std::atomic<uint64_t> head;     // written by the producer only
+  alignas(64) std::atomic<uint64_t> tail;     // written by the consumer only
+  alignas(64) std::atomic<uint64_t> dropped;  // records the producer refused (ring full)
+  std::atomic<uint64_t> pushed;               // records the producer wrote
+};
+static_assert(std::atomic<uint64_t>::is_always_lock_free, "rings need address-free atomics");
+
+struct RegionHeader {
+  uint32_t magic;       // kMagic
+  uint32_t version;     // kVersion
+  uint32_t size;        // sizeof(RegionHeader)
+  uint32_t ring_count;
+  uint64_t ring_capacity;  // every ring's buffer size
+  uint64_t total_size;     // bytes of the whole region
+};
+
+// Bytes a region of `rings` rings of `capacity` bytes needs.
+size_t region_size(uint32_t rings, uint64_t capacity);
+
+// A view of one ring inside a mapped region.  Cheap to copy.
+class Ring {
+ public:
+  enum class Status { Ok, Empty, Corrupt };
+
+  Ring() = default;
+  Ring(RingHeader* hdr, uint8_t* buf, uint64_t capacity) : hdr_(hdr), buf_(buf), cap_(capacity) {}
+
+  // Writes one record of `type` whose body (after the RecordHeader) is `fixed` (fixed_len
+  // bytes, which must start with the RecordHeader's space: the record's own struct) then
+  // `data` (data_len bytes).  Returns false, counting a drop, if the ring lacks room or the
+  // record is larger than half the ring.
+  bool push(uint16_t type, const void* fixed, uint32_t fixed_len, const void* data, uint32_t data_len);
+
+  // Reads the next record: on Ok, *rec points at it (valid until release() or the next
+  // peek(), which frees it), *len is its total size.  Padding is skipped.  Corrupt if the
+  // producer wrote something impossible; the ring is then unusable.
+  Status peek(const RecordHeader** rec, uint32_t* len);
+  void release();  // frees the record last returned by peek()
+
+  uint64_t dropped() const { return hdr_->dropped.load(std::memory_order_relaxed); }
+  uint64_t pushed() const { return hdr_->pushed.load(std::memory_order_relaxed); }
+  uint64_t used() const;  // bytes written and not yet freed (may be stale)
+  uint64_t capacity() const { return cap_; }
+
+ private:
+  RingHeader* hdr_ = nullptr;
+  uint8_t* buf_ = nullptr;
+  uint64_t cap_ = 0;
+  uint64_t pending_ = 0;  // consumer: bytes to free on release()
+};
+
+// A mapped region (owning the mapping).
+class Region {
+ public:
+  // Creates an anonymous memfd of `rings` rings of `capacity` bytes (a power of two >=
+  // 4096), maps it and initialises it.  Throws std::runtime_error.
+  static Region create(uint32_t rings, uint64_t capacity);
+  // Maps `fd` (not taken over) and checks its header against the file's size.  Throws
+  // std::runtime_error naming what is wrong.
+  static Region attach(int fd);
+
+  Region() = default;
+  Region(Region&&) noexcept;
+  Region& operator=(Region&&) noexcept;
+  ~Region();
+
+  int fd() const { return fd_; }
+  uint32_t ring_count() const { return rings_; }
+  Ring ring(uint32_t i) const;
+
+ private:
+  void* base_ = nullptr;
+  size_t size_ = 0;
+  int fd_ = -1;
+  bool owns_fd_ = false;
+  uint32_t rings_ = 0;
+  uint64_t capacity_ = 0;
+};
+
+}  // namespace vpf::channel

@@ -1,0 +1,192 @@
+// The plugin <-> agent channel's shared-memory rings (see include/vpf/channel.h).
+#include "vpf/channel.h"
+
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <new>
+#include <stdexcept>
+
+namespace vpf::channel {
+namespace {
+
+constexpr uint64_t align8(uint64_t n) { return (n + 7) & ~uint64_t(7); }
+constexpr uint64_t kMinCapacity = 4096;
+constexpr uint64_t kMaxCapacity = uint64_t(1) << 30;
+
+size_t ring_stride(uint64_t capacity) { return sizeof(RingHeader) + size_t(capacity); }
+
+std::string errno_text(const char* what) { return std::string(what) + ": " + std::strerror(errno); }
+
+}  // namespace
+
+size_t region_size(uint32_t rings, uint64_t capacity) {
+  // The ring headers are 64-byte aligned: start the first after a 64-byte region header.
+  return 64 + size_t(rings) * ring_stride(capacity);
+}
+
+bool Ring::push(uint16_t type, const void* fixed, uint32_t fixed_len, const void* data, uint32_t data_len) {
+  const uint64_t total = align8(uint64_t(fixed_len) + data_len);
+  if (fixed_len < sizeof(RecordHeader) || total > cap_ / 2) {
+    hdr_->dropped.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  uint64_t head = hdr_->head.load(std::memory_order_relaxed);
+  const uint64_t tail = hdr_->tail.load(std::memory_order_acquire);
+  const uint64_t off = head & (cap_ - 1);
+  const uint64_t contiguous = cap_ - off;
+  const uint64_t need = total + (contiguous < total ? contiguous : 0);
+  if (head - tail + need > cap_) {
+    hdr_->dropped.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  if (contiguous < total) {
+    RecordHeader pad{uint32_t(contiguous), kPad, 0};
+    std::memcpy(buf_ + off, &pad, sizeof pad);
+    head += contiguous;
+  }
+  uint8_t* p = buf_ + (head & (cap_ - 1));
+  std::memcpy(p, fixed, fixed_len);
+  RecordHeader rh{uint32_t(total), type, 0};
+  std::memcpy(p, &rh, sizeof rh);
+  if (data_len) std::memcpy(p + fixed_len, data, data_len);
+  hdr_->pushed.fetch_add(1, std::memory_order_relaxed);
+  hdr_->head.store(head + total, std::memory_order_release);
+  return true;
+}
+
+Ring::Status Ring::peek(const RecordHeader** rec, uint32_t* len) {
+  release();  // the record of the previous peek(), if any
+  for (;;) {
+    const uint64_t tail = hdr_->tail.load(std::memory_order_relaxed);
+    const uint64_t head = hdr_->head.load(std::memory_order_acquire);
+    if (head == tail) return Status::Empty;
+    const uint64_t avail = head - tail;
+    const uint64_t off = tail & (cap_ - 1);
+    if (avail > cap_ || avail < sizeof(RecordHeader) || (off & 7)) return Status::Corrupt;
+    RecordHeader h;
+    std::memcpy(&h, buf_ + off, sizeof h);  // a copy: the other side may change it
+    if (h.size < sizeof(RecordHeader) || (h.size & 7) || h.size > avail || h.size > cap_ - off)
+      return Status::Corrupt;
+    if (h.type == kPad) {
+      hdr_->tail.store(tail + h.size, std::memory_order_release);
+      continue;
+    }
+    if (h.type > kInject) return Status::Corrupt;
+    *rec = reinterpret_cast<const RecordHeader*>(buf_ + off);
+    *len = h.size;
+    pending_ = h.size;
+    return Status::Ok;
+  }
+}
+
+void Ring::release() {
+  if (!pending_) return;
+  hdr_->tail.store(hdr_->tail.load(std::memory_order_relaxed) + pending_, std::memory_order_release);
+  pending_ = 0;
+}
+
+uint64_t Ring::used() const {
+  return hdr_->head.load(std::memory_order_acquire) - hdr_->tail.load(std::memory_order_acquire);
+}
+
+Region Region::create(uint32_t rings, uint64_t capacity) {
+  if (rings == 0 || rings > 1024) throw std::runtime_error("ring count must be 1..1024");
+  if (capacity < kMinCapacity || capacity > kMaxCapacity || (capacity & (capacity - 1)))
+    throw std::runtime_error("ring capacity must be a power of two from 4096 to 1 GiB");
+  Region r;
+  r.fd_ = memfd_create("vportfilter-channel", MFD_CLOEXEC);
+  if (r.fd_ < 0) throw std::runtime_error(errno_text("memfd_create"));
+  r.owns_fd_ = true;
+  r.size_ = region_size(rings, capacity);
+  if (ftruncate(r.fd_, off_t(r.size_)) != 0) throw std::runtime_error(errno_text("ftruncate"));
+  r.base_ = mmap(nullptr, r.size_, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd_, 0);
+  if (r.base_ == MAP_FAILED) {
+    r.base_ = nullptr;
+    throw std::runtime_error(errno_text("mmap"));
+  }
+  r.rings_ = rings;
+  r.capacity_ = capacity;
+  auto* rh = static_cast<RegionHeader*>(r.base_);
+  *rh = RegionHeader{kMagic, kVersion, sizeof(RegionHeader), rings, capacity, uint64_t(r.size_)};
+  for (uint32_t i = 0; i < rings; ++i) {
+    auto* h = new (static_cast<uint8_t*>(r.base_) + 64 + i * ring_stride(capacity)) RingHeader;
+    h->size = sizeof(RingHeader);
+    h->version = kVersion;
+    h->capacity = capacity;
+    h->head.store(0);
+    h->tail.store(0);
+    h->dropped.store(0);
+    h->pushed.store(0);
+  }
+  return r;
+}
+
+Region Region::attach(int fd) {
+  struct stat st;
+  if (fstat(fd, &st) != 0) throw std::runtime_error(errno_text("fstat"));
+  if (st.st_size < 64) throw std::runtime_error("channel region is smaller than its header");
+  Region r;
+  r.fd_ = fd;
+  r.size_ = size_t(st.st_size);
+  r.base_ = mmap(nullptr, r.size_, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (r.base_ == MAP_FAILED) {
+    r.base_ = nullptr;
+    throw std::runtime_error(errno_text("mmap"));
+  }
+  RegionHeader h;
+  std::memcpy(&h, r.base_, sizeof h);
+  if (h.magic != kMagic) throw std::runtime_error("not a vportfilter channel region (bad magic)");
+  if (h.version != kVersion || h.size != sizeof(RegionHeader))
+    throw std::runtime_error("channel version " + std::to_string(h.version) + ", this side speaks " +
+                             std::to_string(kVersion));
+  if (h.ring_count == 0 || h.ring_count > 1024 || h.ring_capacity < kMinCapacity || h.ring_capacity > kMaxCapacity ||
+      (h.ring_capacity & (h.ring_capacity - 1)))
+    throw std::runtime_error("channel region header has impossible ring geometry");
+  if (region_size(h.ring_count, h.ring_capacity) != r.size_ || h.total_size != r.size_)
+    throw std::runtime_error("channel region size does not match its header");
+  for (uint32_t i = 0; i < h.ring_count; ++i) {
+    const auto* rh = reinterpret_cast<const RingHeader*>(static_cast<uint8_t*>(r.base_) + 64 +
+                                                         i * ring_stride(h.ring_capacity));
+    if (rh->size != sizeof(RingHeader) || rh->version != kVersion || rh->capacity != h.ring_capacity)
+      throw std::runtime_error("channel ring " + std::to_string(i) + " has a bad header");
+  }
+  r.rings_ = h.ring_count;
+  r.capacity_ = h.ring_capacity;
+  return r;
+}
+
+Region::Region(Region&& o) noexcept { *this = std::move(o); }
+
+Region& Region::operator=(Region&& o) noexcept {
+  if (this != &o) {
+    this->~Region();
+    base_ = o.base_;
+    size_ = o.size_;
+    fd_ = o.fd_;
+    owns_fd_ = o.owns_fd_;
+    rings_ = o.rings_;
+    capacity_ = o.capacity_;
+    o.base_ = nullptr;
+    o.fd_ = -1;
+    o.owns_fd_ = false;
+  }
+  return *this;
+}
+
+Region::~Region() {
+  if (base_) munmap(base_, size_);
+  if (owns_fd_ && fd_ >= 0) close(fd_);
+  base_ = nullptr;
+  fd_ = -1;
+}
+
+Ring Region::ring(uint32_t i) const {
+  if (i >= rings_) throw std::out_of_range("no channel ring " + std::to_string(i));
+  auto* h = reinterpret_cast<RingHeader*>(static_cast<uint8_t*>(base_) + 64 + i * ring_stride(capacity_));
+  return Ring(h, reinterpret_cast<uint8_t*>(h + 1), capacity_);
+}
+
+}  // namespace vpf::channel
