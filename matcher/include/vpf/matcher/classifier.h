@@ -31,14 +31,23 @@
 // the first that passes.  Tuples are chosen as entries arrive: an entry goes to the most
 // specific table it fits; if none fits, or its hash bucket already holds
 // kCollisionLimit entries with the same hash, a new table is made from the entry's own
-// fixed bits, with address prefixes relaxed to byte boundaries so that similar rules share
-// a table (the idea of TupleMerge, Daly & Torng).  Tables are searched in order of the
-// best rank they hold, and a packet stops searching once its best match so far ranks
-// above every entry of the remaining tables.
+// fixed bits: for a table made because nothing fit, only its 3 most specific fields, with
+// address prefixes relaxed to byte boundaries and partial port/size ranges left out, so
+// that similar rules share a table (the idea of TupleMerge, Daly & Torng); for a split, up
+// to 8 fields as they are.  Fields that take few values (direction, IP version, parse
+// flags, BPF validity, ethertype, fragment bits) are never hashed.  Tables are searched in
+// order of the best rank they hold, and a packet stops searching once its best match so
+// far ranks above every entry of the remaining tables.  Each table also keeps a membership
+// filter (16 bits per bucket, one per entry hash) so that most probes end after one load.
 //
-// The per-packet test of an entry's 32 lanes is the ISA-specific kernel (isa.h): AVX-512,
-// AVX2, SSE4.2 and scalar kernels give identical results; the tests check every kernel the
-// CPU has against a linear reference.
+// Tiny rule sets: up to 4 enabled rules that test only metadata, size and a BPF program
+// (with JIT code) are evaluated directly, one program call each, instead of through the
+// tables.
+//
+// The ISA-specific kernels (isa.h) hash a table's tuple for 16 (AVX-512) or 8 (AVX2)
+// packets at once and test an entry's 16 lanes per instruction; AVX-512, AVX2, SSE4.2 and
+// scalar kernels give identical results, and the tests check every kernel the CPU has
+// against a linear reference.
 //
 // Invariants
 // ==========
