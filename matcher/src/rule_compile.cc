@@ -134,7 +134,13 @@ CompiledRule compile_rule(const Rule& r, BpfMode mode) {
   } catch (const BpfError& e) {
     throw RuleError(r, "bpf", e.what());
   }
-  BpfLowering low = lower_bpf(prog);
+  // Only Lower tries the full lowering; the fallback modes need at most the prefilter,
+  // which a lowering with no path budget computes by itself.
+  BpfLoweringLimits prefilter_only;
+  prefilter_only.max_paths = 0;
+  BpfLowering low;
+  if (mode == BpfMode::Lower) low = lower_bpf(prog);
+  else if (mode == BpfMode::JitWithPrefilter) low = lower_bpf(prog, prefilter_only);
   if (mode == BpfMode::Lower && low.lowered) {
     for (const auto& v : variants) {
       for (const auto& c : low.conjunctions) {
@@ -158,12 +164,7 @@ CompiledRule compile_rule(const Rule& r, BpfMode mode) {
   out.lowered = false;
   out.note = mode == BpfMode::Lower ? low.why_not : "dynamic slots exhausted";
   out.jit = out.direct_jit;
-  if (low.lowered) {
-    // Lowered but too large: compute the prefilter instead.
-    BpfLoweringLimits none;
-    none.max_paths = 0;
-    low = lower_bpf(prog, none);
-  }
+  if (low.lowered) low = lower_bpf(prog, prefilter_only);  // lowered but too large
   for (const auto& v : variants) {
     EntrySpec spec;
     spec.tests = v;

@@ -1,8 +1,7 @@
 // vportfilter's packet-hook plugin: see plugin.h.
 #include "plugin.h"
 
-#include <cstdio>
-#include <cstring>
+#include <cstdlib>
 #include <sstream>
 
 #include "vpf/matcher/rules_json.h"
