@@ -1,7 +1,10 @@
 // The plugin <-> agent channel's shared-memory rings (see include/vpf/channel.h).
 #include "vpf/channel.h"
 
+#include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -93,15 +96,18 @@ uint64_t Ring::used() const {
 }
 
 Region Region::create(uint32_t rings, uint64_t capacity) {
-  if (rings == 0 || rings > 1024) throw std::runtime_error("ring count must be 1..1024");
+  if (rings < 2 || rings > 1024) throw std::runtime_error("ring count must be 2..1024 (events + commands)");
   if (capacity < kMinCapacity || capacity > kMaxCapacity || (capacity & (capacity - 1)))
     throw std::runtime_error("ring capacity must be a power of two from 4096 to 1 GiB");
   Region r;
-  r.fd_ = memfd_create("vportfilter-channel", MFD_CLOEXEC);
+  r.fd_ = memfd_create("vportfilter-channel", MFD_CLOEXEC | MFD_ALLOW_SEALING);
   if (r.fd_ < 0) throw std::runtime_error(errno_text("memfd_create"));
   r.owns_fd_ = true;
   r.size_ = region_size(rings, capacity);
   if (ftruncate(r.fd_, off_t(r.size_)) != 0) throw std::runtime_error(errno_text("ftruncate"));
+  // The other side must not be able to shrink the file under our mapping (SIGBUS).
+  if (fcntl(r.fd_, F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0)
+    throw std::runtime_error(errno_text("sealing the channel memfd"));
   r.base_ = mmap(nullptr, r.size_, PROT_READ | PROT_WRITE, MAP_SHARED, r.fd_, 0);
   if (r.base_ == MAP_FAILED) {
     r.base_ = nullptr;
@@ -110,7 +116,7 @@ Region Region::create(uint32_t rings, uint64_t capacity) {
   r.rings_ = rings;
   r.capacity_ = capacity;
   auto* rh = static_cast<RegionHeader*>(r.base_);
-  *rh = RegionHeader{kMagic, kVersion, sizeof(RegionHeader), rings, capacity, uint64_t(r.size_)};
+  new (rh) RegionHeader{kMagic, kVersion, sizeof(RegionHeader), rings, capacity, uint64_t(r.size_), {0}, {0}};
   for (uint32_t i = 0; i < rings; ++i) {
     auto* h = new (static_cast<uint8_t*>(r.base_) + 64 + i * ring_stride(capacity)) RingHeader;
     h->size = sizeof(RingHeader);
@@ -136,13 +142,16 @@ Region Region::attach(int fd) {
     r.base_ = nullptr;
     throw std::runtime_error(errno_text("mmap"));
   }
-  RegionHeader h;
+  struct {
+    uint32_t magic, version, size, ring_count;
+    uint64_t ring_capacity, total_size;
+  } h;  // the plain fields of RegionHeader, copied: the other side may change them
   std::memcpy(&h, r.base_, sizeof h);
   if (h.magic != kMagic) throw std::runtime_error("not a vportfilter channel region (bad magic)");
   if (h.version != kVersion || h.size != sizeof(RegionHeader))
     throw std::runtime_error("channel version " + std::to_string(h.version) + ", this side speaks " +
                              std::to_string(kVersion));
-  if (h.ring_count == 0 || h.ring_count > 1024 || h.ring_capacity < kMinCapacity || h.ring_capacity > kMaxCapacity ||
+  if (h.ring_count < 2 || h.ring_count > 1024 || h.ring_capacity < kMinCapacity || h.ring_capacity > kMaxCapacity ||
       (h.ring_capacity & (h.ring_capacity - 1)))
     throw std::runtime_error("channel region header has impossible ring geometry");
   if (region_size(h.ring_count, h.ring_capacity) != r.size_ || h.total_size != r.size_)
@@ -187,6 +196,90 @@ Ring Region::ring(uint32_t i) const {
   if (i >= rings_) throw std::out_of_range("no channel ring " + std::to_string(i));
   auto* h = reinterpret_cast<RingHeader*>(static_cast<uint8_t*>(base_) + 64 + i * ring_stride(capacity_));
   return Ring(h, reinterpret_cast<uint8_t*>(h + 1), capacity_);
+}
+
+void Region::drain(uint32_t i) const {
+  RingHeader* h = ring(i).header();
+  h->tail.store(h->head.load(std::memory_order_acquire), std::memory_order_release);
+}
+
+void Region::reset(uint32_t i) const {
+  RingHeader* h = ring(i).header();
+  h->head.store(0, std::memory_order_relaxed);
+  h->tail.store(0, std::memory_order_release);
+}
+
+void wake_consumer(std::atomic<uint32_t>& waiting, int efd) {
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (waiting.load(std::memory_order_relaxed) && waiting.exchange(0)) {
+    const uint64_t one = 1;
+    [[maybe_unused]] ssize_t n = write(efd, &one, sizeof one);
+  }
+}
+
+bool send_with_fds(int sock, const void* buf, size_t len, const int* fds, int nfds) {
+  iovec iov{const_cast<void*>(buf), len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 8)];
+  if (nfds > 8) {
+    errno = EINVAL;
+    return false;
+  }
+  if (nfds > 0) {
+    msg.msg_control = control;
+    msg.msg_controllen = CMSG_SPACE(sizeof(int) * size_t(nfds));
+    cmsghdr* c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(int) * size_t(nfds));
+    std::memcpy(CMSG_DATA(c), fds, sizeof(int) * size_t(nfds));
+  }
+  size_t done = 0;
+  while (done < len) {
+    iov.iov_base = static_cast<char*>(const_cast<void*>(buf)) + done;
+    iov.iov_len = len - done;
+    const ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      if (errno == EAGAIN) {  // a non-blocking socket with a full buffer: wait a little
+        usleep(100);
+        continue;
+      }
+      return false;
+    }
+    done += size_t(n);
+    msg.msg_control = nullptr;  // the descriptors went with the first bytes
+    msg.msg_controllen = 0;
+  }
+  return true;
+}
+
+long recv_with_fds(int sock, void* buf, size_t len, int* fds, int max_fds, int* nfds) {
+  iovec iov{buf, len};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 16)];
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  *nfds = 0;
+  ssize_t n;
+  do n = recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  while (n < 0 && errno == EINTR);
+  if (n < 0) return -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+    const int count = int((c->cmsg_len - CMSG_LEN(0)) / sizeof(int));
+    for (int k = 0; k < count; ++k) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c) + sizeof(int) * size_t(k), sizeof fd);
+      if (*nfds < max_fds) fds[(*nfds)++] = fd;
+      else close(fd);
+    }
+  }
+  return long(n);
 }
 
 }  // namespace vpf::channel

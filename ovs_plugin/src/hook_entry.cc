@@ -1,18 +1,29 @@
 // The plugin's entry point and the hook ABI glue (include/openvswitch/packet-hook.h of
 // the patched Open vSwitch).  The only exported symbol is ovs_packet_hook_init.
+//
+// Arguments (other_config:packet-hook-args), space-separated key=value words:
+//   rules=FILE      rules to start with (docs/rules.md); a bare word is taken as FILE
+//   control=PATH    the agent's control socket; default $OVS_RUNDIR/vportfilter.sock
+//                   (/var/run/openvswitch without OVS_RUNDIR); "none": no agent
+//   policy=fail-open|fail-closed
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <sstream>
 #include <string>
 
+#include "control.h"
 #include "plugin.h"
 
 namespace {
 
+using vpf::plugin::ControlServer;
 using vpf::plugin::Plugin;
 using vpf::plugin::Port;
 
 std::unique_ptr<Plugin> g_plugin;
+std::unique_ptr<ControlServer> g_control;
 const ovs_packet_hook_host* g_host;
 
 void* port_open(const char* name, const char* type) { return g_plugin->port_open(name, type); }
@@ -23,13 +34,21 @@ void rx(void* p, int, ovs_packet_hook_batch* b) {
 void tx(void* p, int, ovs_packet_hook_batch* b) {
   g_plugin->hook(static_cast<Port*>(p), vpf::matcher::Direction::Incoming, b);
 }
-void fini() { g_plugin.reset(); }
+void fini() {
+  g_control.reset();  // first: its thread uses the plugin
+  g_plugin.reset();
+}
 
 void reply(ovs_packet_hook_reply* r, bool ok, const std::string& text) {
   g_host->command_reply(r, ok ? 1 : 0, text.c_str());
 }
 
-void cmd_show(int, const char*[], void*, ovs_packet_hook_reply* r) { reply(r, true, g_plugin->show()); }
+void cmd_show(int, const char*[], void*, ovs_packet_hook_reply* r) {
+  std::string text = g_plugin->show();
+  if (g_control) text += "control socket: " + g_control->path() + "\n";
+  reply(r, true, text);
+}
+void cmd_stats(int, const char*[], void*, ovs_packet_hook_reply* r) { reply(r, true, g_plugin->stats().dump(2)); }
 void cmd_rules_load(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
   bool ok;
   const std::string text = g_plugin->rules_load(argv[1], &ok);
@@ -56,6 +75,30 @@ const ovs_packet_hook_ops kOps = {
     .fini = fini,
 };
 
+struct Args {
+  std::string rules, control, policy;
+};
+
+Args parse_args(const char* text) {
+  Args a;
+  const char* rundir = std::getenv("OVS_RUNDIR");
+  a.control = std::string(rundir && *rundir ? rundir : "/var/run/openvswitch") + "/vportfilter.sock";
+  std::istringstream in(text ? text : "");
+  for (std::string w; in >> w;) {
+    const auto eq = w.find('=');
+    if (eq == std::string::npos) {
+      a.rules = w;
+      continue;
+    }
+    const std::string k = w.substr(0, eq), v = w.substr(eq + 1);
+    if (k == "rules") a.rules = v;
+    else if (k == "control") a.control = v;
+    else if (k == "policy") a.policy = v;
+    else throw std::invalid_argument("unknown argument '" + k + "' (rules=, control=, policy=)");
+  }
+  return a;
+}
+
 }  // namespace
 
 extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs_packet_hook_init(
@@ -67,26 +110,25 @@ extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs
   }
   try {
     g_host = host;
+    const Args a = parse_args(args);
     g_plugin = std::make_unique<Plugin>(host);
-    const std::string a = args ? args : "";
-    if (!a.empty()) {
-      // args: a rules file to start with.
-      bool ok;
-      const std::string text = g_plugin->rules_load(a, &ok);
-      if (!ok) {
-        std::snprintf(err, errlen, "vportfilter: %s", text.c_str());
-        g_plugin.reset();
-        return nullptr;
-      }
-    }
+    bool ok = true;
+    std::string text;
+    if (!a.rules.empty()) text = g_plugin->rules_load(a.rules, &ok);
+    if (ok && !a.policy.empty()) text = g_plugin->policy_set(a.policy, &ok);
+    if (!ok) throw std::runtime_error(text);
+    if (a.control != "none") g_control = std::make_unique<ControlServer>(*g_plugin, a.control);
     host->register_command("vportfilter/show", "", 0, 0, cmd_show, nullptr);
+    host->register_command("vportfilter/stats", "", 0, 0, cmd_stats, nullptr);
     host->register_command("vportfilter/rules-load", "FILE", 1, 1, cmd_rules_load, nullptr);
     host->register_command("vportfilter/adapter-set", "PORT ADAPTER-ID [VM-ID]", 2, 3, cmd_adapter_set, nullptr);
     host->register_command("vportfilter/policy", "fail-open|fail-closed", 1, 1, cmd_policy, nullptr);
-    host->log(OVS_PACKET_HOOK_LOG_INFO, "vportfilter: started");
+    host->log(OVS_PACKET_HOOK_LOG_INFO,
+              ("vportfilter: started" + (g_control ? ", control socket " + g_control->path() : std::string())).c_str());
     return &kOps;
   } catch (const std::exception& e) {
     std::snprintf(err, errlen, "vportfilter: %s", e.what());
+    g_control.reset();
     g_plugin.reset();
     return nullptr;
   }

@@ -1,40 +1,104 @@
 // vportfilter's packet-hook plugin: see plugin.h.
 #include "plugin.h"
 
+#include <sys/eventfd.h>
+#include <unistd.h>
+
 #include <cstdlib>
+#include <ctime>
 #include <sstream>
+#include <stdexcept>
 
 #include "vpf/matcher/rules_json.h"
 
 namespace vpf::plugin {
 
+using channel::Inject;
+using channel::PacketEvent;
+using channel::RecordHeader;
+using channel::Verdict;
+using channel::VerdictAction;
 using matcher::Action;
 using matcher::Decision;
 using matcher::Direction;
 using matcher::PacketRef;
+using matcher::RuleKind;
+using nlohmann::json;
 
 namespace {
 
 std::atomic<uint64_t> g_generation{0};
 
-// The reader index of this thread for the plugin instance of generation tls_gen.
+// The slot of this thread for the plugin instance of generation tls_gen.
 thread_local uint64_t tls_gen = 0;
-thread_local int tls_reader = -1;
+thread_local int tls_slot = -1;
+
+
+json counters_json(const DirCounters& c) {
+  return {{"packets", c.packets.load()},
+          {"bytes", c.bytes.load()},
+          {"filter_packets", c.filter_packets.load()},
+          {"filter_bytes", c.filter_bytes.load()},
+          {"dropped", c.dropped.load()},
+          {"dropped_bytes", c.dropped_bytes.load()},
+          {"events", c.events.load()},
+          {"events_lost", c.events_lost.load()}};
+}
 
 }  // namespace
 
-Plugin::Plugin(const ovs_packet_hook_host* host) : host_(host), generation_(++g_generation) {}
+uint64_t mono_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
 
-Plugin::~Plugin() = default;
+uint64_t real_ns() {
+  timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
+}
 
-void Plugin::classify(const PacketRef* refs, uint32_t n, Decision* out) {
+Plugin::Plugin(const ovs_packet_hook_host* host)
+    : host_(host),
+      generation_(++g_generation),
+      region_(channel::Region::create(kEventRings + 1, kRingBytes)) {
+  for (uint32_t i = 0; i < kEventRings; ++i) {
+    rings_[i].ring = region_.ring(i);
+    rings_[i].holds = std::make_unique<HoldTable>(i);
+  }
+  events_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  commands_efd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+  if (events_efd_ < 0 || commands_efd_ < 0) throw std::runtime_error("eventfd failed");
+}
+
+Plugin::~Plugin() {
+  // Held packets still belong to us: free them.
+  for (auto& r : rings_)
+    r.holds->claim_expired(UINT64_MAX, [&](HoldSlot& s) {
+      host_->packet_free(s.packet);
+      r.holds->release(&s);
+    });
+  if (events_efd_ >= 0) close(events_efd_);
+  if (commands_efd_ >= 0) close(commands_efd_);
+}
+
+// ---------------------------------------------------------------------------------------
+// Datapath.
+
+int Plugin::thread_slot() {
   if (tls_gen != generation_) {
     tls_gen = generation_;
-    tls_reader = next_reader_.fetch_add(1);
-    if (tls_reader < kMaxThreads) readers_[size_t(tls_reader)].emplace(classifier_.reader());
+    tls_slot = next_slot_.fetch_add(1);
+    if (tls_slot > kMaxThreads) tls_slot = kMaxThreads;
+    if (tls_slot < kMaxThreads) readers_[size_t(tls_slot)].emplace(classifier_.reader());
   }
-  if (tls_reader < kMaxThreads) {
-    readers_[size_t(tls_reader)]->classify(refs, n, out);
+  return tls_slot;
+}
+
+void Plugin::classify(int slot, const PacketRef* refs, uint32_t n, Decision* out) {
+  if (slot < kMaxThreads) {
+    readers_[size_t(slot)]->classify(refs, n, out);
     return;
   }
   std::lock_guard lock(overflow_mu_);
@@ -42,19 +106,17 @@ void Plugin::classify(const PacketRef* refs, uint32_t n, Decision* out) {
   readers_[kMaxThreads]->classify(refs, n, out);
 }
 
-Port* Plugin::port_open(const char* name, const char* type) {
-  auto p = std::make_unique<Port>();
-  p->name = name;
-  p->type = type;
-  Port* raw = p.get();
-  std::lock_guard lock(ports_mu_);
-  ports_.push_back(std::move(p));
-  return raw;
-}
-
-void Plugin::port_close(Port* port) {
-  std::lock_guard lock(ports_mu_);
-  std::erase_if(ports_, [&](const std::unique_ptr<Port>& p) { return p.get() == port; });
+RuleHits& Plugin::hits(int slot) {
+  RuleHits* h = hits_[size_t(slot)].load(std::memory_order_acquire);
+  if (h) return *h;
+  std::lock_guard lock(hits_mu_);  // once per thread
+  h = hits_[size_t(slot)].load(std::memory_order_relaxed);
+  if (!h) {
+    hits_owned_.push_back(std::make_unique<RuleHits>());
+    h = hits_owned_.back().get();
+    hits_[size_t(slot)].store(h, std::memory_order_release);
+  }
+  return *h;
 }
 
 void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
@@ -64,30 +126,96 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   PacketRef refs[matcher::kMaxBatch];
   Decision out[matcher::kMaxBatch];
   const matcher::PacketMeta meta{uint32_t(adapter), dir, port->vm.load(std::memory_order_relaxed)};
-  uint64_t bytes = 0, dropped = 0, dropped_bytes = 0, lost = 0;
+  uint64_t bytes = 0, fpackets = 0, fbytes = 0, dropped = 0, dropped_bytes = 0, events = 0, lost = 0;
+  bool captured = false;
   for (uint32_t i = 0; i < n; ++i) {
     refs[i].data = host_->packet_data(b->packets[i]);
     refs[i].len = host_->packet_size(b->packets[i]);
     refs[i].meta = meta;
     bytes += refs[i].len;
   }
-  classify(refs, n, out);
+  const int slot = thread_slot();
+  classify(slot, refs, n, out);
+
   const bool closed = policy_.load(std::memory_order_relaxed) == Policy::FailClosed;
+  const bool stat_mode = mode_.load(std::memory_order_relaxed) == Mode::Stat;
+  const bool events_on = !stat_mode && attached_.load(std::memory_order_acquire);
+  EventRing* er = nullptr;  // taken on the first event of the batch
+  bool er_locked = false, er_unavailable = false;
+  uint64_t now_real = 0, deadline = 0;
+  auto take_ring = [&]() -> EventRing* {
+    if (er || er_unavailable) return er;
+    const uint32_t r = slot < int(kEventRings) - 1 ? uint32_t(slot) : kEventRings - 1;
+    EventRing* cand = &rings_[r];
+    if (r == kEventRings - 1) {
+      if (cand->busy.test_and_set(std::memory_order_acquire)) {  // shared ring busy: never wait
+        er_unavailable = true;
+        return nullptr;
+      }
+      er_locked = true;
+    }
+    er = cand;
+    now_real = real_ns();
+    const uint64_t t = hold_timeout_ns_.load(std::memory_order_relaxed);
+    deadline = t ? mono_ns() + t : UINT64_MAX;
+    return er;
+  };
+  const uint32_t snap = port->snaplen.load(std::memory_order_relaxed);
+  const uint32_t snaplen = snap ? snap : kDefaultSnaplen;
+  RuleHits& rh = hits(slot);
+
   for (uint32_t i = 0; i < n; ++i) {
+    const Decision& d = out[i];
+    if (!d.matched()) continue;
+    rh.add(RuleHits::key(d.kind, d.rule_id), 1);
+    if (d.kind != RuleKind::Passthrough) {
+      ++fpackets;
+      fbytes += refs[i].len;
+    }
     bool drop = false;
-    switch (out[i].action) {
-      case Action::Drop:
-        drop = true;
-        break;
-      case Action::Capture:  // no agent attached yet: the policy decides
+    if (d.action == Action::Drop) {
+      drop = true;
+    } else if (d.action == Action::Capture || d.action == Action::Notify) {
+      if (stat_mode) {
+        // counted above; the packet passes
+      } else if (!events_on) {
         ++lost;
         drop = closed;
-        break;
-      case Action::Notify:
-        ++lost;
-        break;
-      case Action::Pass:
-        break;
+      } else if (EventRing* ring = take_ring()) {
+        PacketEvent e{};
+        e.adapter = uint32_t(adapter);
+        e.direction = uint8_t(dir);
+        e.rule_kind = uint8_t(d.kind);
+        e.rule_id = d.rule_id;
+        e.orig_len = refs[i].len;
+        e.timestamp_ns = now_real;
+        if (d.action == Action::Notify) {
+          e.cap_len = refs[i].len < snaplen ? refs[i].len : snaplen;
+          if (ring->ring.push(channel::kNotify, &e, sizeof e, refs[i].data, e.cap_len)) ++events;
+          else ++lost;  // the copy is lost; the packet passes
+        } else {
+          e.cap_len = refs[i].len;
+          e.deadline_ns = deadline;
+          HoldSlot* hs = ring->holds->hold(b->packets[i], port, dir, refs[i].len, deadline, &e.capture_id);
+          if (!hs) {
+            cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
+            ++lost;
+            drop = closed;
+          } else if (ring->ring.push(channel::kCapture, &e, sizeof e, refs[i].data, e.cap_len)) {
+            b->verdicts[i] = OVS_PACKET_TAKEN;
+            ++events;
+            captured = true;
+          } else if (ring->holds->unhold(hs)) {
+            ++lost;
+            drop = closed;
+          } else {
+            b->verdicts[i] = OVS_PACKET_TAKEN;  // already expired by the control thread
+          }
+        }
+      } else {
+        ++lost;  // the shared ring was busy
+        drop = closed && d.action == Action::Capture;
+      }
     }
     if (drop) {
       b->verdicts[i] = OVS_PACKET_DROP;
@@ -95,33 +223,378 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
       dropped_bytes += refs[i].len;
     }
   }
+  if (er_locked) er->busy.clear(std::memory_order_release);
+  if (events) channel::wake_consumer(region_.header()->agent_waiting, events_efd_);
+  // A new hold has a deadline the sleeping control thread does not know about.
+  if (captured) channel::wake_consumer(region_.header()->plugin_waiting, commands_efd_);
+
   DirCounters& c = dir == Direction::Outgoing ? port->out : port->in;
   c.packets.fetch_add(n, std::memory_order_relaxed);
   c.bytes.fetch_add(bytes, std::memory_order_relaxed);
+  if (fpackets) {
+    c.filter_packets.fetch_add(fpackets, std::memory_order_relaxed);
+    c.filter_bytes.fetch_add(fbytes, std::memory_order_relaxed);
+  }
   if (dropped) {
     c.dropped.fetch_add(dropped, std::memory_order_relaxed);
     c.dropped_bytes.fetch_add(dropped_bytes, std::memory_order_relaxed);
   }
+  if (events) c.events.fetch_add(events, std::memory_order_relaxed);
   if (lost) c.events_lost.fetch_add(lost, std::memory_order_relaxed);
 }
+
+// ---------------------------------------------------------------------------------------
+// Ports.
+
+void Plugin::apply_mapping(Port& p, const Mapping& m) {
+  p.vm.store(m.vm);
+  p.snaplen.store(m.snaplen);
+  p.adapter.store(m.adapter);
+}
+
+Port* Plugin::port_open(const char* name, const char* type) {
+  std::lock_guard lock(ports_mu_);
+  Port* p = nullptr;
+  for (const auto& q : ports_)
+    if (!q->open.load() && q->name == name) p = q.get();
+  if (p) {
+    p->type = type;  // no datapath thread reads a closed port's type
+    p->open.store(true);
+  } else {
+    ports_.push_back(std::make_unique<Port>());
+    p = ports_.back().get();
+    p->name = name;
+    p->type = type;
+  }
+  const auto it = mappings_.find(name);
+  if (it != mappings_.end()) apply_mapping(*p, it->second);
+  return p;
+}
+
+void Plugin::port_close(Port* port) {
+  std::lock_guard lock(ports_mu_);
+  port->open.store(false);
+}
+
+Port* Plugin::port_of_adapter(uint32_t adapter) {
+  std::lock_guard lock(ports_mu_);
+  for (const auto& p : ports_)
+    if (p->open.load() && p->adapter.load() == int32_t(adapter)) return p.get();
+  return nullptr;
+}
+
+// ---------------------------------------------------------------------------------------
+// Channel consumer side (control thread).
+
+void Plugin::count_drop(Port& p, Direction dir, uint32_t len) {
+  DirCounters& c = dir == Direction::Outgoing ? p.out : p.in;
+  c.dropped.fetch_add(1, std::memory_order_relaxed);
+  c.dropped_bytes.fetch_add(len, std::memory_order_relaxed);
+}
+
+void Plugin::finish_hold(HoldSlot& s, VerdictAction action, const uint8_t* data, uint32_t len) {
+  ovs_packet* pkt = s.packet;
+  Port& port = *s.port;
+  const Direction dir = s.direction;
+  const uint32_t orig_len = s.len;
+  if (action == VerdictAction::SendModified) {
+    ovs_packet* repl = host_->packet_replace(pkt, data, len);
+    if (!repl) {  // length out of range: the packet is unchanged; refuse the verdict
+      cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+      action = expiry_action();
+    } else {
+      pkt = repl;
+    }
+  }
+  if (action == VerdictAction::Drop) {
+    host_->packet_free(pkt);
+    count_drop(port, dir, orig_len);
+    return;
+  }
+  // Send: back where it was going.  Outgoing packets enter the switch as if received
+  // from the port; incoming ones go out of the port to the VM.
+  const int err = host_->inject(port.name.c_str(), dir == Direction::Outgoing ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX,
+                                pkt);
+  if (err) {
+    cc_.inject_errors.fetch_add(1, std::memory_order_relaxed);
+    count_drop(port, dir, orig_len);
+  }
+}
+
+void Plugin::do_inject(const Inject& rec, const uint8_t* data) {
+  Port* port = port_of_adapter(rec.adapter);
+  if (!port || rec.len < 14 || rec.len > 65535 || rec.num_times == 0 || rec.direction > 1) {
+    cc_.inject_errors.fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  const uint32_t times = rec.num_times < kMaxInjectTimes ? rec.num_times : kMaxInjectTimes;
+  for (uint32_t k = 0; k < times; ++k) {
+    ovs_packet* p = host_->packet_new(data, rec.len);
+    if (!p) break;
+    const int err = host_->inject(port->name.c_str(), rec.direction == 0 ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX, p);
+    (err ? cc_.inject_errors : cc_.injected).fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+bool Plugin::process_commands() {
+  channel::Ring cmd = region_.command_ring();
+  const RecordHeader* rec;
+  uint32_t len;
+  for (int budget = 0; budget < 4096; ++budget) {
+    const auto st = cmd.peek(&rec, &len);
+    if (st == channel::Ring::Status::Empty) break;
+    if (st == channel::Ring::Status::Corrupt) return false;
+    // Copy the fixed part out of the shared memory before checking it.
+    if (rec->type == channel::kVerdict && len >= sizeof(Verdict)) {
+      Verdict v;
+      std::memcpy(&v, rec, sizeof v);
+      if (v.len > len - sizeof(Verdict) || v.action < uint8_t(VerdictAction::Drop) ||
+          v.action > uint8_t(VerdictAction::SendModified)) {
+        cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      const uint32_t r = HoldTable::ring_of(v.capture_id);
+      HoldSlot* s = r < kEventRings ? rings_[r].holds->claim(v.capture_id) : nullptr;
+      if (!s) {
+        cc_.stale_verdicts.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      // The replacement is copied by packet_replace before the record is freed.
+      finish_hold(*s, VerdictAction(v.action), reinterpret_cast<const uint8_t*>(rec) + sizeof(Verdict), v.len);
+      rings_[r].holds->release(s);
+      cc_.verdicts.fetch_add(1, std::memory_order_relaxed);
+    } else if (rec->type == channel::kInject && len >= sizeof(Inject)) {
+      Inject in;
+      std::memcpy(&in, rec, sizeof in);
+      if (in.len > len - sizeof(Inject)) {
+        cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+        continue;
+      }
+      do_inject(in, reinterpret_cast<const uint8_t*>(rec) + sizeof(Inject));
+    } else {
+      cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+    }
+  }
+  cmd.release();
+  return true;
+}
+
+uint64_t Plugin::expire_holds() {
+  const uint64_t now = mono_ns();
+  const VerdictAction act = expiry_action();
+  const bool detached = !attached();
+  for (auto& r : rings_) {
+    r.holds->claim_expired(detached ? UINT64_MAX : now, [&](HoldSlot& s) {
+      finish_hold(s, act, nullptr, 0);
+      r.holds->release(&s);
+      (detached ? cc_.released_on_detach : cc_.expired).fetch_add(1, std::memory_order_relaxed);
+    });
+  }
+  uint32_t held = 0;
+  for (auto& r : rings_) held += r.holds->held();
+  if (!held) return UINT64_MAX;
+  // Held packets remain: look again soon (deadlines are not sorted; 1 ms granularity).
+  return 1000000;
+}
+
+// ---------------------------------------------------------------------------------------
+// Agent requests (control thread).
+
+json Plugin::attach(int pid, int uid) {
+  // Forget what a previous agent left: events of the past, commands half written.
+  for (uint32_t i = 0; i < kEventRings; ++i) region_.drain(i);
+  region_.reset(kEventRings);
+  region_.header()->agent_waiting.store(0);
+  agent_pid_ = pid;
+  attached_.store(true, std::memory_order_release);
+  (void)uid;
+  return {{"channel_version", channel::kVersion},
+          {"event_rings", kEventRings},
+          {"ring_bytes", kRingBytes},
+          {"hold_slots", HoldTable::kSlots * kEventRings},
+          {"ports", ports()}};
+}
+
+void Plugin::detach() {
+  attached_.store(false, std::memory_order_release);
+  agent_pid_ = 0;
+  expire_holds();  // every held packet gets the expiry action now
+}
+
+json Plugin::set_rules(const json& params) {
+  if (!params.is_object() || !params.contains("rules"))
+    throw std::invalid_argument("set_rules needs {\"rules\": [...]}");
+  const auto rules = matcher::rules_from_json(params["rules"]);  // RuleError names the rule
+  std::lock_guard lock(rules_mu_);
+  std::vector<matcher::RuleRef> old;
+  for (const auto& info : classifier_.rules()) old.push_back({info.rule.kind, info.rule.id});
+  classifier_.apply(old, rules);  // one snapshot: all or nothing
+  return {{"rules", rules.size()}};
+}
+
+json Plugin::set_adapters(const json& params) {
+  if (!params.is_object() || !params.contains("adapters") || !params["adapters"].is_array())
+    throw std::invalid_argument("set_adapters needs {\"adapters\": [{\"port\": NAME, \"adapter\": ID}, ...]}");
+  std::map<std::string, Mapping> next;
+  std::map<int32_t, std::string> ids;
+  for (const auto& a : params["adapters"]) {
+    if (!a.is_object() || !a.contains("port") || !a["port"].is_string() || !a.contains("adapter") ||
+        !a["adapter"].is_number_integer())
+      throw std::invalid_argument("adapter entry needs a string 'port' and an integer 'adapter': " + a.dump());
+    Mapping m;
+    const auto id = a["adapter"].get<int64_t>();
+    if (id < 0 || id > 0x7fffffff) throw std::invalid_argument("adapter id out of range: " + a.dump());
+    m.adapter = int32_t(id);
+    const std::string port = a["port"].get<std::string>();
+    if (auto [it, fresh] = ids.emplace(m.adapter, port); !fresh)
+      throw std::invalid_argument("adapter id " + std::to_string(id) + " given to both " + it->second + " and " + port);
+    if (a.contains("vm")) {
+      if (!a["vm"].is_number_unsigned() || a["vm"].get<uint64_t>() > 0xffffffffu)
+        throw std::invalid_argument("'vm' must be a 32-bit unsigned integer: " + a.dump());
+      m.vm = a["vm"].get<uint32_t>();
+    }
+    if (a.contains("snaplen")) {
+      if (!a["snaplen"].is_number_unsigned() || a["snaplen"].get<uint64_t>() > kDefaultSnaplen)
+        throw std::invalid_argument("'snaplen' must be 0..262144: " + a.dump());
+      m.snaplen = a["snaplen"].get<uint32_t>();
+    }
+    if (!next.emplace(port, m).second) throw std::invalid_argument("port listed twice: " + port);
+  }
+  std::lock_guard lock(ports_mu_);
+  mappings_ = std::move(next);
+  size_t mapped = 0;
+  for (const auto& p : ports_) {
+    const auto it = mappings_.find(p->name);
+    apply_mapping(*p, it != mappings_.end() ? it->second : Mapping{});
+    mapped += it != mappings_.end() && p->open.load();
+  }
+  return {{"adapters", mappings_.size()}, {"present", mapped}};
+}
+
+json Plugin::set_config(const json& params) {
+  if (!params.is_object()) throw std::invalid_argument("set_config needs an object");
+  // Check everything first: a bad key changes nothing.
+  std::optional<Policy> policy;
+  std::optional<Mode> mode;
+  std::optional<uint64_t> timeout;
+  std::optional<bool> deny;
+  for (const auto& [k, v] : params.items()) {
+    if (k == "policy" && v.is_string() && (v == "fail-open" || v == "fail-closed"))
+      policy = v == "fail-open" ? Policy::FailOpen : Policy::FailClosed;
+    else if (k == "mode" && v.is_string() && (v == "filter" || v == "stat"))
+      mode = v == "filter" ? Mode::Filter : Mode::Stat;
+    else if (k == "hold_timeout_ms" && v.is_number_unsigned() && v.get<uint64_t>() <= 86400000)
+      timeout = v.get<uint64_t>() * 1000000;
+    else if (k == "deny_expired" && v.is_boolean())
+      deny = v.get<bool>();
+    else
+      throw std::invalid_argument("bad setting '" + k + "': " + v.dump() +
+                                  " (policy fail-open|fail-closed, mode filter|stat, hold_timeout_ms 0..86400000, "
+                                  "deny_expired true|false)");
+  }
+  if (policy) policy_ = *policy;
+  if (mode) mode_ = *mode;
+  if (timeout) hold_timeout_ns_ = *timeout;
+  if (deny) deny_expired_ = *deny;
+  return {{"policy", policy_.load() == Policy::FailOpen ? "fail-open" : "fail-closed"},
+          {"mode", mode_.load() == Mode::Filter ? "filter" : "stat"},
+          {"hold_timeout_ms", hold_timeout_ns_.load() / 1000000},
+          {"deny_expired", deny_expired_.load()}};
+}
+
+json Plugin::ports() const {
+  json a = json::array();
+  std::lock_guard lock(ports_mu_);
+  for (const auto& p : ports_)
+    if (p->open.load()) a.push_back({{"port", p->name}, {"type", p->type}, {"adapter", p->adapter.load()}});
+  return a;
+}
+
+json Plugin::stats() const {
+  json adapters = json::array();
+  {
+    std::lock_guard lock(ports_mu_);
+    for (const auto& p : ports_) {
+      if (p->adapter.load() < 0) continue;
+      adapters.push_back({{"adapter", p->adapter.load()},
+                          {"port", p->name},
+                          {"type", p->type},
+                          {"vm", p->vm.load()},
+                          {"present", p->open.load()},
+                          {"outgoing", counters_json(p->out)},
+                          {"incoming", counters_json(p->in)}});
+    }
+  }
+  std::map<uint64_t, uint64_t> sums;
+  uint64_t unaccounted = 0;
+  for (const auto& h : hits_) {
+    const RuleHits* t = h.load(std::memory_order_acquire);
+    if (t) t->sum_into(sums, &unaccounted);
+  }
+  json rules = json::array();
+  for (const auto& [k, v] : sums)
+    rules.push_back({{"kind", matcher::to_string(RuleKind((k >> 32) - 1))}, {"id", uint32_t(k)}, {"hits", v}});
+  json rings = json::array();
+  for (uint32_t i = 0; i <= kEventRings; ++i) {
+    const channel::Ring r = region_.ring(i);
+    rings.push_back({{"ring", i},
+                     {"role", i < kEventRings ? "events" : "commands"},
+                     {"used", r.used()},
+                     {"capacity", r.capacity()},
+                     {"pushed", r.pushed()},
+                     {"dropped", r.dropped()}});
+  }
+  uint32_t held = 0;
+  for (const auto& r : rings_) held += r.holds->held();
+  return {{"adapters", adapters},
+          {"rules", rules},
+          {"hits_unaccounted", unaccounted},
+          {"rings", rings},
+          {"held", held},
+          {"channel",
+           {{"verdicts", cc_.verdicts.load()},
+            {"stale_verdicts", cc_.stale_verdicts.load()},
+            {"bad_records", cc_.bad_records.load()},
+            {"expired", cc_.expired.load()},
+            {"released_on_detach", cc_.released_on_detach.load()},
+            {"injected", cc_.injected.load()},
+            {"inject_errors", cc_.inject_errors.load()},
+            {"hold_full", cc_.hold_full.load()},
+            {"plugin_errors", cc_.plugin_errors.load()}}}};
+}
+
+// ---------------------------------------------------------------------------------------
+// ovs-appctl commands (main thread).
 
 std::string Plugin::show() const {
   std::ostringstream o;
   const auto s = classifier_.stats();
   o << "rules: " << s.rules << " (" << s.entries << " entries in " << s.tables << " tables, kernel "
     << matcher::isa_name(classifier_.isa()) << ")\n";
-  o << "policy without agent: " << (policy_.load() == Policy::FailOpen ? "fail-open" : "fail-closed") << "\n";
-  o << "agent: not attached\n";
-  std::lock_guard lock(ports_mu_);
-  for (const auto& p : ports_) {
-    const int32_t a = p->adapter.load();
-    if (a < 0) continue;
-    o << "adapter " << a << ": " << p->name << " (" << p->type << ", vm " << p->vm.load() << ")\n";
-    for (auto [name, c] : {std::pair{"outgoing", &p->out}, std::pair{"incoming", &p->in}})
-      o << "  " << name << ": packets " << c->packets.load() << " bytes " << c->bytes.load() << " dropped "
-        << c->dropped.load() << " dropped_bytes " << c->dropped_bytes.load() << " events_lost "
-        << c->events_lost.load() << "\n";
+  o << "mode: " << (mode_.load() == Mode::Filter ? "filter" : "stat")
+    << ", policy without agent: " << (policy_.load() == Policy::FailOpen ? "fail-open" : "fail-closed")
+    << ", hold timeout: " << hold_timeout_ns_.load() / 1000000 << " ms, expired: "
+    << (deny_expired_.load() ? "drop" : "send") << "\n";
+  if (attached()) o << "agent: attached (pid " << agent_pid_.load() << ")\n";
+  else o << "agent: not attached\n";
+  const json st = stats();
+  for (const auto& a : st["adapters"]) {
+    o << "adapter " << a["adapter"].get<int>() << ": " << a["port"].get<std::string>() << " ("
+      << a["type"].get<std::string>() << ", vm " << a["vm"] << (a["present"].get<bool>() ? "" : ", gone") << ")\n";
+    for (const char* d : {"outgoing", "incoming"}) {
+      const auto& c = a[d];
+      o << "  " << d << ": packets " << c["packets"] << " bytes " << c["bytes"] << " filter_packets "
+        << c["filter_packets"] << " dropped " << c["dropped"] << " dropped_bytes " << c["dropped_bytes"]
+        << " events " << c["events"] << " events_lost " << c["events_lost"] << "\n";
+    }
   }
+  o << "rule hits:";
+  for (const auto& r : st["rules"]) o << " " << r["kind"].get<std::string>() << ":" << r["id"] << "=" << r["hits"];
+  o << "\nrings:";
+  for (const auto& r : st["rings"])
+    o << " " << r["ring"] << "(" << r["role"].get<std::string>() << " used " << r["used"] << "/" << r["capacity"]
+      << " pushed " << r["pushed"] << " dropped " << r["dropped"] << ")";
+  o << "\nheld: " << st["held"] << "\nchannel: " << st["channel"].dump() << "\n";
   return o.str();
 }
 
@@ -129,6 +602,7 @@ std::string Plugin::rules_load(const std::string& path, bool* ok) {
   *ok = false;
   try {
     const auto rules = matcher::rules_from_file(path);
+    std::lock_guard lock(rules_mu_);
     std::vector<matcher::RuleRef> old;
     for (const auto& info : classifier_.rules()) old.push_back({info.rule.kind, info.rule.id});
     classifier_.apply(old, rules);  // one snapshot: all or nothing
@@ -151,9 +625,11 @@ std::string Plugin::adapter_set(const std::string& port, const std::string& id, 
   }
   std::lock_guard lock(ports_mu_);
   for (const auto& p : ports_) {
-    if (p->name != port) continue;
-    p->vm.store(uint32_t(v));
-    p->adapter.store(int32_t(a));
+    if (p->name != port || !p->open.load()) continue;
+    Mapping m{int32_t(a), uint32_t(v), p->snaplen.load()};
+    apply_mapping(*p, m);
+    if (a >= 0) mappings_[port] = m;
+    else mappings_.erase(port);
     *ok = true;
     return "";
   }

@@ -1,22 +1,36 @@
 // vportfilter's packet-hook plugin for Open vSwitch: the matcher at every VM port.
 //
 // Ports.  Every netdev is opened; a port is a VM port ("adapter") once it is given an
-// adapter id (today with `ovs-appctl vportfilter/adapter-set PORT ID [VM]`; the agent
-// will do it through its channel).  Packets of other ports pass untouched.
+// adapter id, by the agent (the channel's set_adapters, by port name, also for ports that
+// appear later) or by `ovs-appctl vportfilter/adapter-set`.  Packets of other ports pass
+// untouched.  Port objects live as long as the plugin (a port that goes away is marked
+// closed and reused if a netdev of the same name comes back), so a held packet's port
+// never dangles.
 //
 // Directions are the VM's: a batch OVS receives from the port is the VM's outgoing
 // traffic; a batch OVS sends to the port is incoming.
 //
 // Rules.  One matcher Classifier holds every rule; rules name their adapter (or -1).  The
-// writer is the main thread (commands); PMD and main threads classify concurrently, each
-// with its own Classifier::Reader, without locks.
+// writer is the control thread or the main thread (under rules_mu_); datapath threads
+// classify concurrently, each with its own Classifier::Reader, without locks.
 //
-// Actions.  Drop drops; pass and passthrough pass.  Capture and notify need the agent;
-// while none is attached, capture follows the policy (fail-open: pass, the default;
-// fail-closed: drop) and notify passes the packet; both are counted as events lost.
+// Actions.  Drop drops; pass and passthrough pass.  With an agent attached and the mode
+// "filter": notify writes a copy (cut to the adapter's snaplen) to the thread's event ring
+// and passes the packet; capture holds the packet (HoldTable), writes it whole to the
+// ring and lets the agent's verdict decide (send, drop, send modified), or the expiry
+// action once the hold timeout passes.  A full ring loses the notify copy (counted) and
+// sends a capture to the policy.  Without an agent, capture and notify packets follow the
+// policy: fail-open passes them, fail-closed drops them.  Mode "stat": no events at all,
+// capture and notify pass; counters only.
 //
-// Thread-safety: rx()/tx() may run concurrently on any threads; counters are relaxed
-// atomics; adapter ids are atomics written by the main thread.
+// Counters per adapter and direction: all packets and bytes; those matched by a filter
+// rule ("filter-specific"); drops (by rules, verdicts, expiry and policy); events written
+// and lost.  Per rule: hits (RuleHits).
+//
+// Threads.  hook() runs on datapath threads (PMD, main), concurrently; it never blocks
+// and never allocates after a thread's first call.  Commands run on the main thread;
+// the channel's consumer side (verdicts, injections, expiry, attach/detach) on the
+// control thread (control.h).  Lock order: rules_mu_ before ports_mu_.
 #pragma once
 
 #include <openvswitch/packet-hook.h>
@@ -24,66 +38,160 @@
 #include <array>
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "holds.h"
+#include "rule_hits.h"
+#include "vpf/channel.h"
 #include "vpf/matcher/classifier.h"
 
 namespace vpf::plugin {
 
 struct DirCounters {
-  std::atomic<uint64_t> packets{0}, bytes{0}, dropped{0}, dropped_bytes{0};
-  std::atomic<uint64_t> events_lost{0};  // capture/notify with no agent attached
+  std::atomic<uint64_t> packets{0}, bytes{0};                // every packet of the adapter
+  std::atomic<uint64_t> filter_packets{0}, filter_bytes{0};  // matched a filter rule
+  std::atomic<uint64_t> dropped{0}, dropped_bytes{0};
+  std::atomic<uint64_t> events{0};       // notify copies and captures written
+  std::atomic<uint64_t> events_lost{0};  // no agent, full ring or no hold slot
 };
 
 struct Port {
   std::string name;
   std::string type;
+  std::atomic<bool> open{true};
   std::atomic<int32_t> adapter{-1};  // -1: not a VM port
   std::atomic<uint32_t> vm{0};
+  std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: 262144
   DirCounters out;  // from the VM (OVS receives)
   DirCounters in;   // to the VM (OVS sends)
 };
 
 enum class Policy { FailOpen, FailClosed };
+enum class Mode { Filter, Stat };
+
+// What the agent asked for a port (by name).
+struct Mapping {
+  int32_t adapter = -1;
+  uint32_t vm = 0;
+  uint32_t snaplen = 0;
+};
+
+// Plugin-wide counters of the channel.
+struct ChannelCounters {
+  std::atomic<uint64_t> verdicts{0}, stale_verdicts{0}, bad_records{0};
+  std::atomic<uint64_t> expired{0}, released_on_detach{0};
+  std::atomic<uint64_t> injected{0}, inject_errors{0};
+  std::atomic<uint64_t> hold_full{0};
+  std::atomic<uint64_t> plugin_errors{0};
+};
 
 class Plugin {
  public:
+  static constexpr uint32_t kEventRings = 8;
+  static constexpr uint64_t kRingBytes = uint64_t(1) << 21;
+  static constexpr uint32_t kDefaultSnaplen = 262144;
+  static constexpr uint32_t kMaxInjectTimes = 1000;
+
   explicit Plugin(const ovs_packet_hook_host* host);
   ~Plugin();
 
-  // Hook ABI.
+  // ---- Hook ABI (datapath and main threads) ----
   Port* port_open(const char* name, const char* type);
   void port_close(Port* port);
   void hook(Port* port, matcher::Direction dir, ovs_packet_hook_batch* batch);
 
-  // Commands (main thread).  Each returns a reply text and sets *ok.
+  // ---- Commands (main thread).  Each returns a reply text and sets *ok. ----
   std::string show() const;
   std::string rules_load(const std::string& path, bool* ok);
   std::string adapter_set(const std::string& port, const std::string& id, const std::string& vm, bool* ok);
   std::string policy_set(const std::string& name, bool* ok);
 
+  // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
+  nlohmann::json attach(int pid, int uid);  // the agent said hello: start events
+  void detach();                             // the agent is gone: release held packets
+  bool attached() const { return attached_.load(std::memory_order_relaxed); }
+  nlohmann::json set_rules(const nlohmann::json& params);
+  nlohmann::json set_adapters(const nlohmann::json& params);
+  nlohmann::json set_config(const nlohmann::json& params);
+  nlohmann::json stats() const;
+  nlohmann::json ports() const;
+
+  // Consumer side of the command ring: verdicts and injections.  Returns false if the
+  // ring is corrupt (the agent must be detached).
+  bool process_commands();
+  // Finishes held packets whose deadline passed.  Returns the nanoseconds until the
+  // next deadline (UINT64_MAX: none).
+  uint64_t expire_holds();
+
+  void log(int level, const std::string& msg) const {
+    host_->log(ovs_packet_hook_log_level(level), msg.c_str());
+  }
+  const channel::Region& region() const { return region_; }
+  int events_fd() const { return events_efd_; }
+  int commands_fd() const { return commands_efd_; }
   matcher::Classifier& classifier() { return classifier_; }
+  const ChannelCounters& channel_counters() const { return cc_; }
 
  private:
-  void classify(const matcher::PacketRef* refs, uint32_t n, matcher::Decision* out);
+  struct EventRing {
+    channel::Ring ring;
+    std::unique_ptr<HoldTable> holds;
+    std::atomic_flag busy = ATOMIC_FLAG_INIT;  // only the shared (last) ring uses it
+  };
+
+  int thread_slot();
+  void classify(int slot, const matcher::PacketRef* refs, uint32_t n, matcher::Decision* out);
+  RuleHits& hits(int slot);
+  void apply_mapping(Port& p, const Mapping& m);
+  void finish_hold(HoldSlot& s, channel::VerdictAction action, const uint8_t* data, uint32_t len);
+  void count_drop(Port& p, matcher::Direction dir, uint32_t len);
+  void do_inject(const channel::Inject& rec, const uint8_t* data);
+  Port* port_of_adapter(uint32_t adapter);
+  channel::VerdictAction expiry_action() const {
+    return deny_expired_.load() ? channel::VerdictAction::Drop : channel::VerdictAction::Send;
+  }
 
   const ovs_packet_hook_host* host_;
+  std::mutex rules_mu_;  // one rule writer at a time
   matcher::Classifier classifier_;
   std::atomic<Policy> policy_{Policy::FailOpen};
-  mutable std::mutex ports_mu_;  // guards ports_ (the list, not the counters)
-  std::vector<std::unique_ptr<Port>> ports_;
+  std::atomic<Mode> mode_{Mode::Filter};
+  std::atomic<uint64_t> hold_timeout_ns_{0};  // 0: none
+  std::atomic<bool> deny_expired_{true};
+  std::atomic<bool> attached_{false};
+  std::atomic<int> agent_pid_{0};
 
-  // One reader per thread that calls the hook (main, PMD and handler threads); threads
-  // beyond kMaxThreads share one more reader under a mutex.
+  mutable std::mutex ports_mu_;  // guards ports_ and mappings_ (not the counters)
+  std::vector<std::unique_ptr<Port>> ports_;
+  std::map<std::string, Mapping> mappings_;
+
+  // One reader (and hit table) per thread that calls the hook (main, PMD and handler
+  // threads); threads beyond kMaxThreads share one more under a mutex.
   static constexpr int kMaxThreads = 100;
   std::array<std::optional<matcher::Classifier::Reader>, kMaxThreads + 1> readers_;
+  std::array<std::atomic<RuleHits*>, kMaxThreads + 1> hits_{};
+  std::vector<std::unique_ptr<RuleHits>> hits_owned_;
+  std::mutex hits_mu_;
   std::mutex overflow_mu_;
-  std::atomic<int> next_reader_{0};
+  std::atomic<int> next_slot_{0};
   const uint64_t generation_;
+
+  channel::Region region_;
+  std::array<EventRing, kEventRings> rings_;
+  int events_efd_ = -1;
+  int commands_efd_ = -1;
+  ChannelCounters cc_;
 };
+
+// Monotonic and real-time clocks in nanoseconds.
+uint64_t mono_ns();
+uint64_t real_ns();
 
 }  // namespace vpf::plugin

@@ -1,7 +1,10 @@
 // The channel's rings: records round trip, wrap, refuse when full, survive a concurrent
 // producer, and a reader facing a corrupt or hostile region never reads out of bounds.
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <random>
@@ -74,7 +77,7 @@ TEST(Channel, RoundTripWrapAndFull) {
 }
 
 TEST(Channel, ConcurrentProducerAndConsumerAcrossMappings) {
-  Region a = Region::create(1, 1 << 16);
+  Region a = Region::create(2, 1 << 16);
   Region b = Region::attach(a.fd());  // a second mapping, as the other process has
   Ring prod = a.ring(0), cons = b.ring(0);
   constexpr uint64_t kCount = 100000;
@@ -106,10 +109,10 @@ TEST(Channel, ConcurrentProducerAndConsumerAcrossMappings) {
 }
 
 TEST(Channel, CorruptRecordsAreDetectedNotFollowed) {
-  Region reg = Region::create(1, 4096);
+  Region reg = Region::create(2, 4096);
   Ring r = reg.ring(0);
   ASSERT_TRUE(push_event(r, 1, payload(1, 10)));
-  auto* base = static_cast<uint8_t*>(mmap(nullptr, region_size(1, 4096), PROT_READ | PROT_WRITE, MAP_SHARED, reg.fd(), 0));
+  auto* base = static_cast<uint8_t*>(mmap(nullptr, region_size(2, 4096), PROT_READ | PROT_WRITE, MAP_SHARED, reg.fd(), 0));
   ASSERT_NE(base, MAP_FAILED);
   auto* hdr = reinterpret_cast<RingHeader*>(base + 64);
   auto* first = reinterpret_cast<RecordHeader*>(hdr + 1);
@@ -129,7 +132,7 @@ TEST(Channel, CorruptRecordsAreDetectedNotFollowed) {
   EXPECT_EQ(r.peek(&rec, &len), Ring::Status::Corrupt);
   hdr->head.store(head);
   EXPECT_EQ(r.peek(&rec, &len), Ring::Status::Ok);
-  munmap(base, region_size(1, 4096));
+  munmap(base, region_size(2, 4096));
 }
 
 TEST(Channel, AttachRefusesBadRegions) {
@@ -164,5 +167,47 @@ TEST(Channel, AttachRefusesBadRegions) {
   EXPECT_NO_THROW(Region::attach(fd));
   close(fd);
   EXPECT_THROW(Region::create(0, 4096), std::runtime_error);
-  EXPECT_THROW(Region::create(1, 5000), std::runtime_error);
+  EXPECT_THROW(Region::create(1, 4096), std::runtime_error);  // no command ring
+  EXPECT_THROW(Region::create(2, 5000), std::runtime_error);
+}
+
+TEST(Channel, RegionCannotBeResizedByTheOtherSide) {
+  Region reg = Region::create(2, 4096);
+  EXPECT_NE(ftruncate(reg.fd(), 64), 0);  // would SIGBUS the plugin's mapping
+  EXPECT_NE(ftruncate(reg.fd(), off_t(region_size(2, 4096)) * 2), 0);
+  EXPECT_EQ(reg.event_rings(), 1u);
+  EXPECT_EQ(reg.command_ring().header(), reg.ring(1).header());
+}
+
+TEST(Channel, DescriptorsTravelOverTheSocket) {
+  int sv[2];
+  ASSERT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Region reg = Region::create(2, 4096);
+  const int efd = eventfd(0, EFD_CLOEXEC);
+  const int fds[2] = {reg.fd(), efd};
+  const std::string msg = "{\"id\":1}\n";
+  ASSERT_TRUE(send_with_fds(sv[0], msg.data(), msg.size(), fds, 2));
+  char buf[64];
+  int got[4], n = 0;
+  const long len = recv_with_fds(sv[1], buf, sizeof buf, got, 4, &n);
+  ASSERT_EQ(len, long(msg.size()));
+  ASSERT_EQ(n, 2);
+  Region other = Region::attach(got[0]);  // the same memory, seen through the passed fd
+  Ring r0 = reg.ring(0);
+  ASSERT_TRUE(push_event(r0, 9, payload(9, 5)));
+  EXPECT_EQ(other.ring(0).pushed(), 1u);
+  // wake_consumer writes the eventfd only while the consumer says it sleeps.
+  std::atomic<uint32_t>& waiting = reg.header()->agent_waiting;
+  wake_consumer(waiting, got[1]);
+  uint64_t v = 0;
+  fcntl(efd, F_SETFL, O_NONBLOCK);
+  EXPECT_LT(read(efd, &v, sizeof v), 0);
+  prepare_sleep(other.header()->agent_waiting);
+  wake_consumer(waiting, got[1]);
+  EXPECT_EQ(read(efd, &v, sizeof v), ssize_t(sizeof v));
+  EXPECT_EQ(waiting.load(), 0u);
+  for (int i = 0; i < n; ++i) close(got[i]);
+  close(efd);
+  close(sv[0]);
+  close(sv[1]);
 }

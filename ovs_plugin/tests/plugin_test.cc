@@ -3,14 +3,24 @@
 #include <gtest/gtest.h>
 #include <openvswitch/packet-hook.h>
 
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <mutex>
+#include <thread>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "frames.h"
+#include "vpf/channel_client.h"
 
 extern "C" const ovs_packet_hook_ops* ovs_packet_hook_init(const ovs_packet_hook_host*, const char*, char*, size_t);
 
@@ -32,6 +42,14 @@ std::map<std::string, Command> g_commands;
 std::string g_reply;
 bool g_reply_ok;
 std::vector<std::string> g_log;
+struct Injection {
+  std::string port;
+  ovs_packet_hook_dir dir;
+  std::vector<uint8_t> bytes;
+};
+std::mutex g_inject_mu;
+std::vector<Injection> g_injected;
+std::atomic<int> g_freed{0};
 
 ovs_packet_hook_host make_host() {
   ovs_packet_hook_host h{};
@@ -50,8 +68,15 @@ ovs_packet_hook_host make_host() {
     auto* b = static_cast<const uint8_t*>(d);
     return reinterpret_cast<ovs_packet*>(new FakePacket{std::vector<uint8_t>(b, b + len)});
   };
-  h.packet_free = [](ovs_packet* p) { delete fp(p); };
-  h.inject = [](const char*, ovs_packet_hook_dir, ovs_packet* p) {
+  h.packet_free = [](ovs_packet* p) {
+    ++g_freed;
+    delete fp(p);
+  };
+  h.inject = [](const char* port, ovs_packet_hook_dir dir, ovs_packet* p) {
+    {
+      std::lock_guard lock(g_inject_mu);
+      g_injected.push_back({port, dir, fp(p)->bytes});
+    }
     delete fp(p);
     return 0;
   };
@@ -131,7 +156,7 @@ TEST(Plugin, RefusesAWrongHostAndABadStartingRuleFile) {
 
 TEST(Plugin, VerdictsCountersAndCommands) {
   char err[256] = "";
-  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "", err, sizeof err);
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
   ASSERT_NE(ops, nullptr) << err;
   ASSERT_EQ(ops->version, uint32_t(OVS_PACKET_HOOK_ABI_VERSION));
   void* vm1 = ops->port_open("vm1-eth0", "system");
@@ -162,9 +187,9 @@ TEST(Plugin, VerdictsCountersAndCommands) {
   // A port that is not an adapter is never touched.
   EXPECT_EQ(run(ops, uplink, true, {tcp(23), udp(53)}), (std::vector<int>{P, P}));
 
-  // Fail-closed: captures without an agent are dropped.
+  // Fail-closed: captures and notifies without an agent are dropped.
   ASSERT_TRUE(command({"vportfilter/policy", "fail-closed"})) << g_reply;
-  EXPECT_EQ(run(ops, vm1, true, {udp(53), icmp()}), (std::vector<int>{D, P}));
+  EXPECT_EQ(run(ops, vm1, true, {udp(53), icmp()}), (std::vector<int>{D, D}));
 
   // Bad packets: empty, truncated, garbage; never a crash, never a wrong drop.
   std::vector<uint8_t> cut = tcp(23);
@@ -176,7 +201,9 @@ TEST(Plugin, VerdictsCountersAndCommands) {
   EXPECT_NE(g_reply.find("rules: 7"), std::string::npos) << g_reply;
   EXPECT_NE(g_reply.find("adapter 0: vm1-eth0 (system, vm 7)"), std::string::npos) << g_reply;
   EXPECT_NE(g_reply.find("outgoing: packets 11 bytes"), std::string::npos) << g_reply;
-  EXPECT_NE(g_reply.find("dropped 3"), std::string::npos) << g_reply;
+  EXPECT_NE(g_reply.find("dropped 4"), std::string::npos) << g_reply;
+  EXPECT_NE(g_reply.find("events_lost 4"), std::string::npos) << g_reply;  // 2 capture, 2 notify
+  EXPECT_NE(g_reply.find("filter:2=2 filter:3=2"), std::string::npos) << g_reply;  // DNS and ICMP twice each
   EXPECT_NE(g_reply.find("incoming: packets 2"), std::string::npos) << g_reply;
   EXPECT_EQ(g_reply.find("uplink"), std::string::npos) << "ports that are not adapters are not listed";
 
@@ -202,4 +229,241 @@ TEST(Plugin, VerdictsCountersAndCommands) {
   ops->port_close(vm1);
   ops->port_close(uplink);
   ops->fini();
+}
+
+namespace {
+
+using vpf::channel::ChannelClient;
+using vpf::channel::PacketEvent;
+using vpf::channel::RpcError;
+using vpf::channel::VerdictAction;
+using nlohmann::json;
+
+// Runs a batch whose packets are heap-allocated like the switch's: packets the plugin
+// took stay alive (it owns them now); the others are freed here.
+std::vector<int> run_owned(const ovs_packet_hook_ops* ops, void* port, bool rx,
+                           const std::vector<std::vector<uint8_t>>& frames) {
+  std::vector<ovs_packet*> ptrs;
+  for (const auto& f : frames) ptrs.push_back(reinterpret_cast<ovs_packet*>(new FakePacket{f}));
+  std::vector<uint8_t> verdicts(frames.size(), OVS_PACKET_PASS);
+  ovs_packet_hook_batch b{sizeof b, OVS_PACKET_HOOK_ABI_VERSION, uint32_t(frames.size()), ptrs.data(), verdicts.data()};
+  (rx ? ops->rx : ops->tx)(port, 0, &b);
+  for (size_t i = 0; i < ptrs.size(); ++i)
+    if (verdicts[i] != OVS_PACKET_TAKEN) delete fp(ptrs[i]);
+  return std::vector<int>(verdicts.begin(), verdicts.end());
+}
+
+// One request line on a fresh connection; the reply line (or "" at EOF).
+std::string raw_exchange(const std::string& path, const std::string& lines) {
+  const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  if (connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return "connect failed";
+  if (!lines.empty()) [[maybe_unused]] auto n = write(fd, lines.data(), lines.size());
+  shutdown(fd, SHUT_WR);
+  std::string out;
+  char buf[4096];
+  for (ssize_t n; (n = read(fd, buf, sizeof buf)) > 0;) out.append(buf, size_t(n));
+  close(fd);
+  return out;
+}
+
+template <class Pred>
+bool eventually(Pred p) {
+  for (int i = 0; i < 400; ++i) {
+    if (p()) return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return false;
+}
+
+size_t injected_count() {
+  std::lock_guard lock(g_inject_mu);
+  return g_injected.size();
+}
+
+std::vector<PacketEvent> events_of(ChannelClient& c, std::vector<std::vector<uint8_t>>* data = nullptr) {
+  std::vector<PacketEvent> out;
+  c.poll_events([&](const PacketEvent& e, const uint8_t* d) {
+    out.push_back(e);
+    if (data) data->emplace_back(d, d + e.cap_len);
+  });
+  return out;
+}
+
+}  // namespace
+
+TEST(PluginChannel, AgentDrivesRulesEventsVerdictsAndInjection) {
+  const std::string sock = ::testing::TempDir() + "vpf-ctl-" + std::to_string(getpid()) + ".sock";
+  const std::string rules = write_file("ch-rules.json", R"([
+    {"kind": "filter", "id": 10, "bpf": "udp dst port 53", "action": "capture"},
+    {"kind": "filter", "id": 11, "bpf": "icmp", "action": "notify"},
+    {"kind": "filter", "id": 12, "bpf": "tcp dst port 23", "action": "drop"}])");
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops =
+      ovs_packet_hook_init(&kHost, ("rules=" + rules + " control=" + sock).c_str(), err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  g_injected.clear();
+
+  // Before hello nothing is served; malformed input gets an error and changes nothing.
+  EXPECT_NE(raw_exchange(sock, "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"stats\"}\n").find("say hello first"),
+            std::string::npos);
+  EXPECT_NE(raw_exchange(sock, "{not json\n").find("-32700"), std::string::npos);
+  EXPECT_NE(raw_exchange(sock, "[1,2]\n").find("-32600"), std::string::npos);
+  EXPECT_NE(raw_exchange(sock, R"({"id":1,"method":"hello","params":{"version":999}})" "\n").find("channel version"),
+            std::string::npos);
+
+  // A non-root peer is refused with a reason (needs root to switch user in the child).
+  if (geteuid() == 0) {
+    int pfd[2];
+    ASSERT_EQ(pipe(pfd), 0);
+    const pid_t pid = fork();
+    if (pid == 0) {
+      if (setgid(65534) != 0 || setuid(65534) != 0) _exit(3);
+      const std::string r = raw_exchange(sock, "");
+      [[maybe_unused]] auto n = write(pfd[1], r.data(), r.size());
+      _exit(0);
+    }
+    close(pfd[1]);
+    std::string reply;
+    char buf[512];
+    for (ssize_t n; (n = read(pfd[0], buf, sizeof buf)) > 0;) reply.append(buf, size_t(n));
+    close(pfd[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    EXPECT_NE(reply.find("uid 65534 is not root"), std::string::npos) << reply;
+  }
+
+  auto agent = std::make_unique<ChannelClient>(sock);
+  EXPECT_EQ(agent->hello()["event_rings"], 8);
+  EXPECT_THROW(ChannelClient second(sock), RpcError);  // one agent at a time
+
+  // Requests with bad parameters are refused whole.
+  EXPECT_THROW(agent->call("set_adapters", {{"adapters", {{{"port", "vm1-eth0"}}}}}), RpcError);
+  EXPECT_THROW(agent->call("set_adapters", {{"adapters", {{{"port", "a"}, {"adapter", 1}}, {{"port", "b"}, {"adapter", 1}}}}}),
+               RpcError);
+  EXPECT_THROW(agent->call("set_config", {{"policy", "fail-open"}, {"mode", "sometimes"}}), RpcError);
+  try {
+    agent->call("set_rules", {{"rules", {{{"id", 1}, {"bpf", "udp port nonsense"}}}}});
+    ADD_FAILURE() << "bad rule accepted";
+  } catch (const RpcError& e) {
+    EXPECT_NE(std::string(e.what()).find("nonsense"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(agent->call("no_such_method"), RpcError);
+  EXPECT_EQ(agent->call("set_config", json::object())["policy"], "fail-open") << "a refused config changed nothing";
+
+  // Adapters by name (one that does not exist yet is kept for later); snaplen 20.
+  auto r = agent->call("set_adapters", {{"adapters", {{{"port", "vm1-eth0"}, {"adapter", 3}, {"vm", 9}, {"snaplen", 20}},
+                                                      {{"port", "vm2-eth0"}, {"adapter", 4}}}}});
+  EXPECT_EQ(r["present"], 1);
+  void* vm2 = ops->port_open("vm2-eth0", "system");
+  EXPECT_EQ(run_owned(ops, vm2, true, {tcp(23)}), (std::vector<int>{D})) << "late port got its adapter";
+
+  // Capture and notify: the capture is taken, the notify copy is cut to the snaplen.
+  EXPECT_EQ(run_owned(ops, vm1, true, {udp(53), icmp(), tcp(80)}), (std::vector<int>{OVS_PACKET_TAKEN, P, P}));
+  ASSERT_TRUE(agent->wait_events(1000));
+  std::vector<std::vector<uint8_t>> data;
+  auto ev = events_of(*agent, &data);
+  ASSERT_EQ(ev.size(), 2u);
+  std::sort(ev.begin(), ev.end(), [](auto& a, auto& b) { return a.rule_id < b.rule_id; });
+  EXPECT_EQ(ev[0].rule_id, 10u);
+  EXPECT_EQ(ev[0].h.type, vpf::channel::kCapture);
+  EXPECT_EQ(ev[0].adapter, 3u);
+  EXPECT_EQ(ev[0].direction, 0);
+  EXPECT_EQ(ev[0].cap_len, ev[0].orig_len) << "a capture carries the whole frame";
+  EXPECT_NE(ev[0].capture_id, 0u);
+  EXPECT_EQ(ev[1].rule_id, 11u);
+  EXPECT_EQ(ev[1].h.type, vpf::channel::kNotify);
+  EXPECT_EQ(ev[1].cap_len, 20u);
+  EXPECT_GT(ev[1].orig_len, 20u);
+  EXPECT_GT(ev[1].timestamp_ns, 1700000000ull * 1000000000ull);
+
+  // SEND_MODIFIED with a larger frame: injected as received from the port.
+  std::vector<uint8_t> bigger = udp(53);
+  bigger.resize(bigger.size() + 300, 0xab);
+  ASSERT_TRUE(agent->verdict(ev[0].capture_id, VerdictAction::SendModified, bigger));
+  ASSERT_TRUE(eventually([] { return injected_count() == 1; }));
+  EXPECT_EQ(g_injected[0].port, "vm1-eth0");
+  EXPECT_EQ(g_injected[0].dir, OVS_PACKET_HOOK_RX);
+  EXPECT_EQ(g_injected[0].bytes, bigger);
+  // The same id again is stale.
+  ASSERT_TRUE(agent->verdict(ev[0].capture_id, VerdictAction::Send));
+
+  // DROP: freed, counted as dropped.  An incoming capture sent back goes out (TX).
+  const int freed0 = g_freed;
+  run_owned(ops, vm1, true, {udp(53)});
+  auto from_dns = FrameBuilder().eth(kMacA, kMacB).ethertype(0x0800).ipv4(ip4(10, 0, 0, 53), ip4(10, 0, 0, 1), 17)
+                      .udp(5353, 53).build();
+  EXPECT_EQ(run_owned(ops, vm1, false, {from_dns}), (std::vector<int>{OVS_PACKET_TAKEN}));
+  ASSERT_TRUE(agent->wait_events(1000));
+  ev = events_of(*agent);
+  ASSERT_EQ(ev.size(), 2u);
+  for (const auto& e : ev) ASSERT_TRUE(agent->verdict(e.capture_id, e.direction == 0 ? VerdictAction::Drop : VerdictAction::Send));
+  ASSERT_TRUE(eventually([&] { return g_freed == freed0 + 1 && injected_count() == 2; }));
+  EXPECT_EQ(g_injected[1].dir, OVS_PACKET_HOOK_TX);
+  EXPECT_EQ(g_injected[1].bytes, from_dns);
+
+  // Injection records: three copies toward the VM; a bad adapter is counted, not sent.
+  ASSERT_TRUE(agent->inject(3, 1, 3, icmp()));
+  ASSERT_TRUE(agent->inject(99, 0, 1, icmp()));
+  ASSERT_TRUE(eventually([] { return injected_count() == 5; }));
+
+  // Expiry: with a 50 ms timeout and deny_expired off, an unanswered capture is sent.
+  agent->call("set_config", {{"hold_timeout_ms", 50}, {"deny_expired", false}});
+  run_owned(ops, vm1, true, {udp(53)});
+  ASSERT_TRUE(eventually([] { return injected_count() == 6; }));
+  events_of(*agent);
+
+  auto st = agent->call("stats");
+  EXPECT_EQ(st["channel"]["verdicts"], 3);
+  EXPECT_EQ(st["channel"]["stale_verdicts"], 1);
+  EXPECT_EQ(st["channel"]["expired"], 1);
+  EXPECT_EQ(st["channel"]["injected"], 3);
+  EXPECT_EQ(st["channel"]["inject_errors"], 1);
+  json a3;
+  for (const auto& a : st["adapters"])
+    if (a["adapter"] == 3) a3 = a;
+  ASSERT_TRUE(a3.is_object()) << st.dump();
+  EXPECT_EQ(a3["outgoing"]["packets"], 5);
+  EXPECT_EQ(a3["outgoing"]["filter_packets"], 4);  // 3 DNS + 1 ICMP; http matched nothing
+  EXPECT_EQ(a3["outgoing"]["dropped"], 1);         // the DROP verdict
+  EXPECT_EQ(a3["outgoing"]["events"], 4);
+
+  // Statistics mode: no events, captures pass.
+  agent->call("set_config", {{"mode", "stat"}});
+  EXPECT_EQ(run_owned(ops, vm1, true, {udp(53), icmp()}), (std::vector<int>{P, P}));
+  EXPECT_EQ(events_of(*agent).size(), 0u);
+  agent->call("set_config", {{"mode", "filter"}, {"hold_timeout_ms", 0}, {"deny_expired", true}});
+
+  // The agent dies holding a capture: the packet gets the expiry action (drop), nothing
+  // stays held, and the next agent starts with clean rings.
+  const int freed1 = g_freed;
+  EXPECT_EQ(run_owned(ops, vm1, true, {udp(53)}), (std::vector<int>{OVS_PACKET_TAKEN}));
+  agent.reset();
+  ASSERT_TRUE(eventually([&] { return g_freed == freed1 + 1; }));
+  ASSERT_TRUE(command({"vportfilter/stats"}));
+  EXPECT_EQ(json::parse(g_reply)["held"], 0);
+  EXPECT_EQ(json::parse(g_reply)["channel"]["released_on_detach"], 1);
+  EXPECT_EQ(run_owned(ops, vm1, true, {udp(53)}), (std::vector<int>{P})) << "no agent: fail-open";
+  agent = std::make_unique<ChannelClient>(sock);
+  EXPECT_EQ(events_of(*agent).size(), 0u);
+
+  // A verdict record that lies about its length is counted and skipped.
+  {
+    vpf::channel::Verdict v{};
+    v.capture_id = 1;
+    v.action = 3;
+    v.len = 5000;
+    vpf::channel::Ring cmd = agent->region().command_ring();
+    ASSERT_TRUE(cmd.push(vpf::channel::kVerdict, &v, sizeof v, nullptr, 0));
+    ASSERT_TRUE(agent->inject(3, 1, 1, icmp()));  // wakes the plugin
+    ASSERT_TRUE(eventually([&] { return agent->call("stats")["channel"]["bad_records"] == 1; }));
+  }
+  agent.reset();
+  ops->port_close(vm1);
+  ops->port_close(vm2);
+  ops->fini();
+  EXPECT_NE(access(sock.c_str(), F_OK), 0) << "the socket file is removed at unload";
 }

@@ -20,6 +20,24 @@
 // the mapped size.  No value read from the region is used as an index or a length without
 // such a check.
 //
+// Roles of the rings: rings 0 .. ring_count-2 carry events (plugin -> agent), one per
+// datapath thread (threads beyond that share the last event ring under a try-lock: a
+// busy lock counts as a drop, never a wait); ring ring_count-1 carries commands (agent ->
+// plugin).
+//
+// Wake-ups.  Consumers poll while there is work and then sleep on an eventfd: the
+// consumer sets its `*_waiting` flag in the RegionHeader, issues a full fence, looks at
+// its rings once more and only then blocks; a producer publishes a record, issues a full
+// fence and, if the flag is set, clears it and writes the eventfd.  So a producer makes a
+// system call only when the consumer is asleep.  Both eventfds travel with the region.
+//
+// Control socket.  The agent connects to the plugin's unix stream socket (the path is the
+// plugin's `control=` argument; see docs/channel.md).  The plugin checks the peer's
+// credentials (SO_PEERCRED: uid 0 only).  Messages are JSON-RPC 2.0 objects, one per line
+// (at most kMaxControlMessage bytes).  The reply to "hello" carries three descriptors
+// (SCM_RIGHTS): the region's memfd (sealed against resizing), the events eventfd and the
+// commands eventfd, in that order.
+//
 // Byte order and layout: host order, fixed-size fields, every struct starts with its size
 // (records: their total size) and the region and each ring carry kVersion.  Any layout
 // change increments kVersion.
@@ -37,7 +55,8 @@
 namespace vpf::channel {
 
 inline constexpr uint32_t kMagic = 0x43465056;  // "VPFC"
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
+inline constexpr size_t kMaxControlMessage = size_t(64) << 20;  // one JSON line
 
 enum RecordType : uint16_t {
   kPad = 0,       // fills the end of the buffer; skipped
@@ -113,10 +132,13 @@ struct RegionHeader {
   uint32_t magic;       // kMagic
   uint32_t version;     // kVersion
   uint32_t size;        // sizeof(RegionHeader)
-  uint32_t ring_count;
+  uint32_t ring_count;  // event rings + 1 command ring
   uint64_t ring_capacity;  // every ring's buffer size
   uint64_t total_size;     // bytes of the whole region
+  std::atomic<uint32_t> agent_waiting;   // the agent sleeps on the events eventfd
+  std::atomic<uint32_t> plugin_waiting;  // the plugin sleeps on the commands eventfd
 };
+static_assert(sizeof(RegionHeader) <= 64);
 
 // Bytes a region of `rings` rings of `capacity` bytes needs.
 size_t region_size(uint32_t rings, uint64_t capacity);
@@ -145,6 +167,8 @@ class Ring {
   uint64_t pushed() const { return hdr_->pushed.load(std::memory_order_relaxed); }
   uint64_t used() const;  // bytes written and not yet freed (may be stale)
   uint64_t capacity() const { return cap_; }
+  bool empty() const { return used() == 0; }
+  RingHeader* header() const { return hdr_; }
 
  private:
   RingHeader* hdr_ = nullptr;
@@ -170,7 +194,14 @@ class Region {
 
   int fd() const { return fd_; }
   uint32_t ring_count() const { return rings_; }
+  uint32_t event_rings() const { return rings_ - 1; }
   Ring ring(uint32_t i) const;
+  Ring command_ring() const { return ring(rings_ - 1); }
+  RegionHeader* header() const { return static_cast<RegionHeader*>(base_); }
+  // Consumer side of the ring `i`: forgets every record (tail = head).
+  void drain(uint32_t i) const;
+  // Resets ring `i` to empty (head = tail = 0).  Only while it has no producer.
+  void reset(uint32_t i) const;
 
  private:
   void* base_ = nullptr;
@@ -180,5 +211,24 @@ class Region {
   uint32_t rings_ = 0;
   uint64_t capacity_ = 0;
 };
+
+// Wakes the consumer sleeping on `efd` if `waiting` says it sleeps (producer side, after
+// publishing records).
+void wake_consumer(std::atomic<uint32_t>& waiting, int efd);
+
+// Consumer side: announces sleep.  Returns true if the caller may block on its eventfd
+// (after checking its rings once more: call has_work, then block only if it is false).
+inline void prepare_sleep(std::atomic<uint32_t>& waiting) {
+  waiting.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+}
+
+// Sends `len` bytes of `buf` and `nfds` descriptors in one sendmsg (SCM_RIGHTS).  Returns
+// false with errno set on failure.
+bool send_with_fds(int sock, const void* buf, size_t len, const int* fds, int nfds);
+// One recvmsg: up to `len` bytes into `buf`, and up to `max_fds` descriptors into `fds`
+// (*nfds set; descriptors beyond max_fds are closed).  Returns bytes read, 0 at end of
+// stream, -1 with errno set.
+long recv_with_fds(int sock, void* buf, size_t len, int* fds, int max_fds, int* nfds);
 
 }  // namespace vpf::channel
