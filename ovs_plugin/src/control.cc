@@ -86,6 +86,7 @@ void ControlServer::drop_agent(const char* why) {
   agent_fd_ = -1;
   inbuf_.clear();
   if (agent_hello_) {
+    plugin_.process_commands();  // verdicts written before the agent left still count
     plugin_.detach();
     plugin_.log(OVS_PACKET_HOOK_LOG_INFO, std::string("vportfilter: agent detached: ") + why);
   }
