@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Real traffic through the plugin: two network namespaces as VMs on veth (AF_PACKET) ports
-# of a datapath_type=netdev bridge, the switch in a namespace of its own.  Ping and TCP
-# pass; a rule drops new TCP connections to one port (the VM's connect times out) and,
-# later, pings toward one VM; counters follow.  Everything the test creates is removed,
+# Real traffic through the plugin: network namespaces as VMs on a datapath_type=netdev
+# bridge, the switch in a namespace of its own; two VMs on veth (AF_PACKET) ports, one on
+# a tap port, one on an AF_XDP port.  Ping and TCP pass and every port type's hook counts
+# both directions; a rule drops new TCP connections to one port (the VM's connect times
+# out) and, later, pings toward one VM; counters follow.  Everything the test creates is removed,
 # also on failure.  Exit 77 (skipped) without root or network namespaces.
 # usage: netns_plugin_test.sh OVS_TREE vportfilter_ovs.so
 set -u
@@ -13,11 +14,11 @@ if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
 fi
 source "$(dirname "$0")/ovs_env.sh"
 tag="vpf$$"
-sw="$tag-sw" vm1="$tag-vm1" vm2="$tag-vm2"
+sw="$tag-sw" vm1="$tag-vm1" vm2="$tag-vm2" vm3="$tag-vm3" vm4="$tag-vm4"
 run=$(mktemp -d /tmp/vpf-netns.XXXXXX)
 cleanup() {
   ovs_stop "$run"
-  for ns in "$vm1" "$vm2" "$sw"; do ip netns del "$ns" 2>/dev/null; done
+  for ns in "$vm1" "$vm2" "$vm3" "$vm4" "$sw"; do ip netns del "$ns" 2>/dev/null; done
   rm -rf "$run"
 }
 trap cleanup EXIT
@@ -54,6 +55,30 @@ sleep 0.3
 ip netns exec "$vm1" timeout 10 nc -n -N 10.77.0.2 5001 < "$run/blob"
 wait
 check "TCP transfer intact" cmp -s "$run/blob" "$run/got"
+
+# A tap port (OVS makes the device; it moves into the VM's namespace) and an AF_XDP port.
+ip netns add "$vm3"; ip netns add "$vm4"
+ovs-vsctl add-port br0 "t3-$tag" -- set interface "t3-$tag" type=tap
+ip -n "$sw" link set "t3-$tag" netns "$vm3"
+ip -n "$vm3" addr add 10.77.0.3/24 dev "t3-$tag"
+ip -n "$vm3" link set "t3-$tag" up
+ip link add "v4-$tag" type veth peer name "o4-$tag"
+ip link set "v4-$tag" netns "$vm4"
+ip link set "o4-$tag" netns "$sw"
+ip netns exec "$vm4" ethtool -K "v4-$tag" tx off txvlan off >/dev/null
+ip -n "$vm4" addr add 10.77.0.4/24 dev "v4-$tag"
+ip -n "$vm4" link set "v4-$tag" up
+ip -n "$sw" link set "o4-$tag" up
+ovs-vsctl add-port br0 "o4-$tag" -- set interface "o4-$tag" type=afxdp
+check "adapter 2: tap" ovs-appctl vportfilter/adapter-set "t3-$tag" 2 3 >/dev/null
+check "adapter 3: afxdp" ovs-appctl vportfilter/adapter-set "o4-$tag" 3 4 >/dev/null
+check "ping to the tap VM" ip netns exec "$vm1" ping -c 3 -i 0.2 -W 2 10.77.0.3 >/dev/null
+check "ping to the AF_XDP VM" ip netns exec "$vm1" ping -c 3 -i 0.2 -W 2 10.77.0.4 >/dev/null
+show=$(ovs-appctl vportfilter/show)
+for a in 2 3; do
+  check "adapter $a counted both directions" bash -c "grep -A2 'adapter $a:' <<<'$show' | grep -c 'packets [1-9]' | grep -qx 2"
+done
+ovs-vsctl del-port br0 "o4-$tag"  # frees the core its PMD thread spins on
 
 cat > "$run/rules.json" <<'JSON'
 [{"kind": "filter", "id": 1, "bpf": "tcp dst port 5002 and tcp[tcpflags] & tcp-syn != 0", "action": "drop",
