@@ -28,8 +28,9 @@ ChannelClient::ChannelClient(const std::string& path) {
   try {
     const json req = {{"jsonrpc", "2.0"}, {"id", 0}, {"method", "hello"}, {"params", {{"version", kVersion}}}};
     const std::string line = req.dump() + "\n";
-    if (!send_with_fds(sock_, line.data(), line.size(), nullptr, 0))
-      throw std::runtime_error(std::string("send: ") + std::strerror(errno));
+    // A refused connection may be closed before the hello is sent: read its reason anyway.
+    const bool sent = send_with_fds(sock_, line.data(), line.size(), nullptr, 0);
+    const std::string send_error = sent ? "" : std::strerror(errno);
     // The reply carries the descriptors with its first bytes.
     int fds[3] = {-1, -1, -1}, nfds = 0;
     char buf[65536];
@@ -40,7 +41,9 @@ ChannelClient::ChannelClient(const std::string& path) {
         if (nfds < 3) fds[nfds++] = got[i];
         else close(got[i]);
       }
-      if (r <= 0) throw std::runtime_error("the plugin closed the control socket");
+      if (r <= 0)
+        throw std::runtime_error("the plugin closed the control socket" +
+                                 (send_error.empty() ? std::string() : " (send: " + send_error + ")"));
       inbuf_.append(buf, size_t(r));
     }
     const json reply = json::parse(read_line());
