@@ -12,6 +12,7 @@
 // connection ends (server gone, protocol error); pending replies get an error.
 #pragma once
 
+#include <utility>  // before Asio: its awaitable.hpp uses std::exchange without it
 #include <boost/asio.hpp>
 #include <array>
 #include <deque>

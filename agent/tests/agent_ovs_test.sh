@@ -1,0 +1,102 @@
+#!/usr/bin/env bash
+# vpf-agent against a real ovsdb-server and the patched ovs-vswitchd with the plugin
+# (dummy datapath, private run dir): the vportfilter database created and added, VM ports
+# become adapters with stable ids (not internal or patch ports), rules added through the
+# API and through the database reach the datapath, bad requests and bad rows change
+# nothing, a non-root client is refused, statistics, and an agent restart keeps ids and
+# rules while forwarding goes on.
+# usage: agent_ovs_test.sh OVS_TREE vportfilter_ovs.so vpf-agent
+set -u
+B="$1" plugin="$2" agent="$3"
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../../ovs_plugin/tests/ovs_env.sh"
+run=$(mktemp -d /tmp/vpf-agent.XXXXXX)
+chmod 755 "$run"
+apid=
+trap '[ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
+S="$run/agent.sock"
+rpc() { python3 "$here/rpc.py" "$S" "$@"; }
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+start_agent() {
+  "$agent" --socket "$S" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
+  apid=$!
+  wait_for '[ -S "$S" ] && rpc status >/dev/null 2>&1'
+}
+F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000
+frame() { echo "${F}${1}000000"; }
+markers() { tcpdump -nr "$1" -xx 2>/dev/null | awk '/0x0020:/ {print substr($7, 1, 2)}' | tr '\n' ' '; }
+
+ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \
+  other_config:packet-hook-args="control=$run/vportfilter.sock"
+ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
+  -- add-port br0 p1 -- set interface p1 type=dummy ofport_request=1 options:tx_pcap="$run/p1-tx.pcap" \
+       external_ids:iface-id=vm1-if external_ids:vm-name=web1 external_ids:attached-mac=52:54:00:00:00:01 \
+       external_ids:vm-id=7 \
+  -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$run/p2-tx.pcap" \
+  -- add-port br0 int0 -- set interface int0 type=internal \
+  -- add-port br0 patch0 -- set interface patch0 type=patch options:peer=patch1
+ovs-ofctl add-flow br0 in_port=1,actions=output:2
+check "plugin up" wait_for '[ -S "$run/vportfilter.sock" ]'
+
+start_agent
+check "agent up" rpc status || { echo "--- agent log:"; cat "$run/agent.log"; exit 1; }
+check "vportfilter database created and added" bash -c "ovsdb-client list-dbs unix:$run/db.sock | grep -qx vportfilter"
+check "plugin attached" wait_for 'rpc status | grep -q "\"plugin_attached\": true"'
+ads=$(rpc list_adapters)
+check "two adapters (not internal, not patch)" [ "$(field 'len(d)' <<<"$ads")" = 2 ]
+check "ids 0 and 1" [ "$(field 'sorted(a["id"] for a in d)' <<<"$ads")" = "[0, 1]" ]
+check "p1: friendly name, MAC, VM, key" [ "$(field '[(a["friendly_name"],a["mac"],a["vm"],a["key"]) for a in d if a["name"]=="p1"][0]' <<<"$ads")" = "('web1', '52-54-00-00-00-01', 7, 'vm1-if')" ]
+id1=$(field '[a["id"] for a in d if a["name"]=="p1"][0]' <<<"$ads")
+id2=$(field '[a["id"] for a in d if a["name"]=="p2"][0]' <<<"$ads")
+check "plugin knows both adapters" wait_for 'ovs-appctl vportfilter/show | grep -q "adapter $id2: p2" && ovs-appctl vportfilter/show | grep -q "adapter $id1: p1"'
+
+# Rules through the API: acknowledged after commit, in the datapath right after.
+check "add rule" rpc add_rule '{"rule": {"kind": "filter", "id": 1, "bpf": "udp and udp[8] == 0xd1", "action": "drop"}}'
+check "rule in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 1 "'
+for m in d1 00; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "dropped on the wire" wait_for '[ "$(markers "$run/p2-tx.pcap")" = "00 " ]'
+# Bad requests: errors that name the problem, nothing changes.
+out=$(rpc add_rule '{"rule": {"kind": "filter", "id": 2, "bpf": "udp[", "action": "drop"}}')
+check "bad BPF refused with libpcap's message" grep -q "syntax error" <<<"$out"
+out=$(rpc add_rule '{"rule": {"kind": "filter", "id": 1, "action": "drop"}}')
+check "duplicate id refused" grep -q "exists already" <<<"$out"
+out=$(rpc add_rule '{"rule": {"kind": "filter", "id": 3, "action": "explode"}}')
+check "bad action refused" grep -q "action" <<<"$out"
+check "malformed JSON" bash -c "python3 '$here/rpc.py' '$S' --raw '{nope' | grep -q -- -32700"
+check "unknown method" bash -c "python3 '$here/rpc.py' '$S' reboot | grep -q -- -32601"
+check "delete of a missing rule" bash -c "python3 '$here/rpc.py' '$S' delete_rule '{\"kind\":\"filter\",\"id\":99}' | grep -q 'no such rule'"
+check "still one rule" [ "$(rpc list_rules | field 'len(d)')" = 1 ]
+check "non-root client refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' status | grep -q 'not root'"
+
+# Rules through the database (any client, any host): they apply too; a bad row is
+# reported and skipped, the rest stays in force.
+ovsdb-client transact unix:$run/db.sock '["vportfilter", {"op": "insert", "table": "Rule", "row": {"instance": "default", "kind": "filter", "rule_id": 5, "position": 10, "spec": "{\"bpf\": \"udp and udp[8] == 0xd5\", \"action\": \"drop\"}"}}]' >/dev/null
+check "database rule in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 2 "'
+ovsdb-client transact unix:$run/db.sock '["vportfilter", {"op": "insert", "table": "Rule", "row": {"instance": "default", "kind": "filter", "rule_id": 6, "position": 11, "spec": "{\"bpf\": \"udp[\"}"}}]' >/dev/null
+check "bad row reported" wait_for 'grep -q "rule row filter 6 ignored" "$run/agent.log"'
+check "good rules stay" ovs-appctl vportfilter/show | grep -q "^rules: 2 "
+for m in d5 01; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "database rule drops" wait_for '[ "$(markers "$run/p2-tx.pcap")" = "00 01 " ]'
+
+st=$(rpc get_statistics)
+check "statistics: p1 sent 4, dropped 2 outbound" [ "$(field "[(a['total']['packets_sent'], a['total']['packets_dropped_outbound']) for a in d['adapters'] if a['adapter_id']==$id1][0]" <<<"$st")" = "(4, 2)" ]
+
+# Agent killed: forwarding and rules go on; a restart keeps ids and rules.
+kill -9 $apid; wait $apid 2>/dev/null; apid=
+for m in d1 02; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "forwarding and rules without the agent" wait_for '[ "$(markers "$run/p2-tx.pcap")" = "00 01 02 " ]'
+start_agent
+check "agent back" rpc status
+check "ids kept across the restart" [ "$(rpc list_adapters | field 'sorted((a["name"], a["id"]) for a in d)')" = "[('p1', $id1), ('p2', $id2)]" ]
+ovs-vsctl del-port br0 p2
+check "adapter removal seen" wait_for 'grep -q "adapter removed: p2" "$run/agent.log"'
+ovs-vsctl add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$run/p2b-tx.pcap"
+check "p2 keeps its id when re-created" wait_for '[ "$(rpc list_adapters | field "[a[\"id\"] for a in d if a[\"name\"]==\"p2\"]")" = "[$id2]" ]'
+check "rules unchanged" [ "$(rpc list_rules | field 'len(d)')" = 3 ]
+check "plugin reattached" wait_for 'rpc status | grep -q "\"plugin_attached\": true"'
+check "delete all" rpc delete_all_rules
+check "no rules in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 0 "'
+check "switch alive" ovs-appctl -t ovs-vswitchd version
+[ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
+finish
