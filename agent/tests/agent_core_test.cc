@@ -1,0 +1,91 @@
+// The agent's pieces that need no server: the OVSDB stream splitter (also on hostile
+// input), the adapter model built from Open_vSwitch rows, id allocation.
+#include <gtest/gtest.h>
+
+#include "adapters.h"
+#include "ovsdb_client.h"
+
+using namespace vpf::agent;
+using nlohmann::json;
+
+TEST(JsonSplitter, SplitsTextsAcrossChunksStringsAndEscapes) {
+  const std::string stream = R"({"a":"}{\"]"} [1,[2]]  {"b":{"c":"\\"}})" "\n";
+  for (size_t chunk : {size_t(1), size_t(3), size_t(7), stream.size()}) {
+    JsonSplitter s;
+    std::vector<std::string> got;
+    for (size_t i = 0; i < stream.size(); i += chunk)
+      s.feed(stream.data() + i, std::min(chunk, stream.size() - i), [&](std::string&& t) { got.push_back(t); });
+    ASSERT_EQ(got.size(), 3u) << chunk;
+    EXPECT_EQ(json::parse(got[0])["a"], "}{\"]");
+    EXPECT_EQ(json::parse(got[1]), json::parse("[1,[2]]"));
+    EXPECT_EQ(json::parse(got[2])["b"]["c"], "\\");
+  }
+}
+
+TEST(JsonSplitter, RefusesGarbageAndOversizedTexts) {
+  JsonSplitter s;
+  auto ignore = [](std::string&&) {};
+  EXPECT_THROW(s.feed("x", 1, ignore), std::runtime_error);
+  JsonSplitter small(16);
+  const std::string big = "{\"k\":\"" + std::string(100, 'v') + "\"}";
+  EXPECT_THROW(small.feed(big.data(), big.size(), ignore), std::runtime_error);
+}
+
+namespace {
+
+// As ovsdb-server sends them (RFC 7047 notation for sets, maps and uuids).
+OvsView sample() {
+  OvsView v;
+  v.apply(json::parse(R"({
+    "Bridge": {
+      "b1": {"new": {"name": "br0", "datapath_type": "netdev",
+                     "ports": ["set", [["uuid", "p1"], ["uuid", "p2"], ["uuid", "p3"], ["uuid", "p4"]]]}},
+      "b2": {"new": {"name": "brk", "datapath_type": "", "ports": ["uuid", "p5"]}}},
+    "Port": {
+      "p1": {"new": {"name": "vm1", "interfaces": ["uuid", "i1"]}},
+      "p2": {"new": {"name": "int", "interfaces": ["uuid", "i2"]}},
+      "p3": {"new": {"name": "tun", "interfaces": ["uuid", "i3"]}},
+      "p4": {"new": {"name": "vhu", "interfaces": ["uuid", "i4"]}},
+      "p5": {"new": {"name": "kern", "interfaces": ["uuid", "i5"]}}},
+    "Interface": {
+      "i1": {"new": {"name": "vm1", "type": "", "mac_in_use": "aa:bb:cc:dd:ee:0f",
+                     "external_ids": ["map", [["iface-id", "port-uuid-1"], ["vm-name", "web"], ["vm-id", "12"]]]}},
+      "i2": {"new": {"name": "int", "type": "internal"}},
+      "i3": {"new": {"name": "tun", "type": "geneve"}},
+      "i4": {"new": {"name": "vhu", "type": "dpdkvhostuserclient", "external_ids": ["map", [["vm-id", "not-a-number"]]]}},
+      "i5": {"new": {"name": "kern", "type": ""}}}})"));
+  return v;
+}
+
+}  // namespace
+
+TEST(Adapters, VmPortsOfTheUserspaceDatapathOnly) {
+  const auto a = vm_ports(sample(), default_vm_types());
+  ASSERT_EQ(a.size(), 2u);  // not internal, not a tunnel, not on the kernel datapath's bridge
+  const Adapter& vm1 = a.at("port-uuid-1");
+  EXPECT_EQ(vm1.name, "vm1");
+  EXPECT_EQ(vm1.friendly_name, "web");
+  EXPECT_EQ(vm1.mac, "AA-BB-CC-DD-EE-0F");
+  EXPECT_EQ(vm1.vm, 12u);
+  EXPECT_EQ(vm1.to_json()["type"], "system");
+  const Adapter& vhu = a.at("vhu");  // no iface-id: keyed by name
+  EXPECT_EQ(vhu.vm, 0u) << "a vm-id that is not a number is ignored";
+  EXPECT_EQ(vhu.friendly_name, "vhu");
+  // Configurable: only vhost-user ports.
+  EXPECT_EQ(vm_ports(sample(), {"dpdkvhostuserclient"}).size(), 1u);
+}
+
+TEST(Adapters, UpdatesRemoveRowsAndMalformedUpdatesAreIgnored) {
+  OvsView v = sample();
+  v.apply({{"Interface", {{"i4", json::object()}}}});  // deleted
+  v.apply(json::array({1, 2}));                       // not an update: ignored
+  v.apply({{"Interface", {{"i9", 5}}}});              // malformed row change: ignored
+  EXPECT_EQ(vm_ports(v, default_vm_types()).size(), 1u);
+}
+
+TEST(Adapters, SmallestFreeId) {
+  EXPECT_EQ(smallest_free_id({}), 0);
+  EXPECT_EQ(smallest_free_id({0, 1, 3}), 2);
+  EXPECT_EQ(smallest_free_id({1, 2}), 0);
+  EXPECT_EQ(smallest_free_id({0, 1, 2}), 3);
+}
