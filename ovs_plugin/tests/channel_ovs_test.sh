@@ -19,10 +19,7 @@ lengths() { tcpdump -nr "$1" -e 2>/dev/null | sed -n 's/.* length \([0-9]*\): .*
 stat() { ovs-appctl vportfilter/stats | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
-ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
-  -- add-port br0 p1 -- set interface p1 type=dummy ofport_request=1 options:tx_pcap="$run/p1-tx.pcap" \
-  -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$run/p2-tx.pcap"
-ovs-ofctl add-flow br0 in_port=1,actions=output:2
+dummy_bridge "$run"
 ovs-ofctl add-flow br0 in_port=2,actions=output:1
 cat > "$run/rules.json" <<'JSON'
 [{"kind": "filter", "id": 1, "adapter": 0, "bpf": "udp and udp[8] >= 0xc1 and udp[8] <= 0xc4", "action": "capture"},

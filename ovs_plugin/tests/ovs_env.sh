@@ -49,3 +49,12 @@ finish() {
   echo "$passes passed, $fails failed"
   [ "$fails" = 0 ]
 }
+
+# dummy_bridge RUNDIR: br0 on the dummy datapath with ports p1 and p2 (dp ports 1 and 2),
+# each recording what the switch sends on it in RUNDIR/pN-tx.pcap, and the flow p1 -> p2.
+dummy_bridge() {
+  ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
+    -- add-port br0 p1 -- set interface p1 type=dummy ofport_request=1 options:tx_pcap="$1/p1-tx.pcap" \
+    -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$1/p2-tx.pcap" &&
+  ovs-ofctl add-flow br0 in_port=1,actions=output:2
+}

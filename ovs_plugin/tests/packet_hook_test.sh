@@ -11,10 +11,7 @@ run=$(mktemp -d /tmp/vpf-ovs-hook.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
-ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
-  -- add-port br0 p1 -- set interface p1 type=dummy ofport_request=1 options:tx_pcap="$run/p1-tx.pcap" \
-  -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$run/p2-tx.pcap"
-ovs-ofctl add-flow br0 in_port=1,actions=output:2
+dummy_bridge "$run"
 
 # Ethernet + IPv4 + UDP: the payload's first byte (offset 42) is the test plugin's marker.
 F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000

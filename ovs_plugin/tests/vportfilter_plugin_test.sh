@@ -25,10 +25,7 @@ JSON
 sed 's/^]}$/,{"kind": "filter", "id": 9, "bpf": "udp port 9999", "action": "drop"}]}/' "$run/rules.json" > "$run/rules2.json"
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
-ovs-vsctl add-br br0 -- set bridge br0 datapath_type=dummy fail-mode=secure \
-  -- add-port br0 p1 -- set interface p1 type=dummy ofport_request=1 options:tx_pcap="$run/p1-tx.pcap" \
-  -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$run/p2-tx.pcap"
-ovs-ofctl add-flow br0 in_port=1,actions=output:2
+dummy_bridge "$run"
 ovs-ofctl add-flow br0 in_port=2,actions=output:1
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="$run/rules.json"
 check "plugin started" wait_for 'grep -q "vportfilter: started" "$run/ovs-vswitchd.log"'
