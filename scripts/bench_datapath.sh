@@ -36,16 +36,7 @@ rules.insert(0, {"kind": "filter", "id": 1000000, "bpf": "src port 9", "action":
 json.dump({"rules": rules}, open(sys.argv[2], "w"))
 PY
 
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ovs_env "$run"
-ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema"
-ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null
-ovs-vsctl --no-wait init
-ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
-  "other_config:dpdk-extra=--no-huge -m 1024 --no-pci --legacy-mem --no-shconf --no-telemetry --file-prefix=$prefix"
-ip netns exec "$ns" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
-[ "$(ovs-vsctl get Open_vSwitch . dpdk_initialized)" = true ] || { echo "DPDK did not initialise" >&2; exit 1; }
+ovs_start_dpdk "$run" "$ns" "$prefix" 1024 || { echo "DPDK did not initialise" >&2; exit 1; }
 
 # add_ports PCAP: (re)creates the bridge with pcap0 replaying PCAP into null0.
 add_ports() {

@@ -31,17 +31,8 @@ stat() { ovs-appctl vportfilter/stats | python3 -c "import json,sys; d=json.load
 cat > "$run/rules.json" <<'JSON'
 [{"kind": "filter", "id": 1, "bpf": "src port 9", "action": "drop", "adapter": 1, "direction": "incoming"}]
 JSON
-ip netns add "$ns"
-ip -n "$ns" link set lo up
-ovs_env "$run"
-ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema"
-ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null
-ovs-vsctl --no-wait init
-ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
-  "other_config:dpdk-extra=--no-huge -m 512 --no-pci --legacy-mem --no-shconf --no-telemetry --file-prefix=$prefix" \
+check "DPDK initialised" ovs_start_dpdk "$run" "$ns" "$prefix" 512 \
   other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="rules=$run/rules.json control=$run/vpf.sock"
-ip netns exec "$ns" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
-check "DPDK initialised" [ "$(ovs-vsctl get Open_vSwitch . dpdk_initialized)" = true ]
 check "plugin started" wait_for 'grep -q "vportfilter: started" "$run/ovs-vswitchd.log"'
 ovs-vsctl --timeout=20 add-br br0 -- set bridge br0 datapath_type=netdev fail-mode=secure \
   -- add-port br0 null0 -- set interface null0 type=dpdk ofport_request=2 "options:dpdk-devargs=net_null0,no-rx=1"

@@ -58,3 +58,20 @@ dummy_bridge() {
     -- add-port br0 p2 -- set interface p2 type=dummy ofport_request=2 options:tx_pcap="$1/p2-tx.pcap" &&
   ovs-ofctl add-flow br0 in_port=1,actions=output:2
 }
+
+# ovs_start_dpdk RUNDIR NETNS PREFIX MEM_MB [other_config:KEY=VALUE...]: ovsdb-server, then
+# ovs-vswitchd in network namespace NETNS (created here) with DPDK and no hugepages
+# (OVS.md: --legacy-mem keeps OVS from adding --in-memory), one PMD on core 1, EAL files
+# under /var/run/dpdk/PREFIX.  Returns non-zero unless DPDK initialised.
+ovs_start_dpdk() {
+  local run="$1" ns="$2" prefix="$3" mem="$4"; shift 4
+  ip netns add "$ns" && ip -n "$ns" link set lo up || return 1
+  ovs_env "$run"
+  ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema" || return 1
+  ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null || return 1
+  ovs-vsctl --no-wait init
+  ovs-vsctl --no-wait set Open_vSwitch . other_config:dpdk-init=true other_config:pmd-cpu-mask=0x2 \
+    "other_config:dpdk-extra=--no-huge -m $mem --no-pci --legacy-mem --no-shconf --no-telemetry --file-prefix=$prefix" "$@"
+  ip netns exec "$ns" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
+  [ "$(ovs-vsctl get Open_vSwitch . dpdk_initialized)" = true ]
+}
