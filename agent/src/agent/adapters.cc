@@ -20,17 +20,7 @@ void OvsView::apply(const json& updates) {
   if (!updates.is_object()) return;
   for (const auto& [table, rows] : updates.items()) {
     auto* t = table == "Bridge" ? &bridges : table == "Port" ? &ports : table == "Interface" ? &interfaces : nullptr;
-    if (!t || !rows.is_object()) continue;
-    for (const auto& [uuid, change] : rows.items()) {
-      if (!change.is_object()) continue;
-      if (change.contains("new") && change["new"].is_object()) {
-        json& row = (*t)[uuid];
-        if (!row.is_object()) row = json::object();
-        for (const auto& [col, val] : change["new"].items()) row[col] = val;  // monitor sends changed columns
-      } else {
-        t->erase(uuid);
-      }
-    }
+    if (t) ovsdb_apply_rows(*t, rows);
   }
 }
 

@@ -174,19 +174,29 @@ void Agent::assign_ids() {
 void Agent::on_policy_update(const json& updates) {
   for (const auto& [table, rows] : updates.items()) {
     auto* t = table == "Adapter" ? &adapter_rows_ : table == "Instance" ? &instance_rows_ : table == "Rule" ? &rule_rows_ : nullptr;
-    if (!t || !rows.is_object()) continue;
-    for (const auto& [uuid, change] : rows.items()) {
-      if (change.contains("new") && change["new"].is_object()) {
-        json& row = (*t)[uuid];
-        if (!row.is_object()) row = json::object();
-        for (const auto& [c, v] : change["new"].items()) row[c] = v;
-      } else {
-        t->erase(uuid);
-      }
-    }
+    if (t) ovsdb_apply_rows(*t, rows);
   }
   assign_ids();
   push_rules();
+}
+
+json Agent::instance_rules(const std::string& instance, const std::string& kind) const {
+  std::vector<const json*> rows;
+  for (const auto& [u, row] : rule_rows_)
+    if (str(row, "instance") == instance && (kind.empty() || str(row, "kind") == kind)) rows.push_back(&row);
+  std::sort(rows.begin(), rows.end(), [](const json* a, const json* b) {
+    return std::make_tuple(str(*a, "kind"), num(*a, "position"), num(*a, "rule_id")) <
+           std::make_tuple(str(*b, "kind"), num(*b, "position"), num(*b, "rule_id"));
+  });
+  json out = json::array();
+  for (const json* row : rows) {
+    json spec = json::parse(str(*row, "spec"), nullptr, false);
+    if (!spec.is_object()) spec = json::object();
+    spec["kind"] = str(*row, "kind");
+    spec["id"] = num(*row, "rule_id");
+    out.push_back(std::move(spec));
+  }
+  return out;
 }
 
 // ---- the plugin ----
@@ -207,7 +217,7 @@ void Agent::try_plugin() {
     try {
       plugin_ = std::make_unique<channel::ChannelClient>(opts_.plugin_socket);
       log("attached to the plugin at " + opts_.plugin_socket);
-      last_rules_pushed_ = nullptr;
+      last_rules_pushed_ = last_adapters_pushed_ = nullptr;
       push_adapters();
       push_rules();
     } catch (const std::exception& e) {
@@ -221,12 +231,13 @@ void Agent::try_plugin() {
 }
 
 void Agent::push_adapters() {
-  if (!plugin_) return;
   json list = json::array();
   for (const auto& [key, a] : adapters_)
     if (a.id >= 0) list.push_back({{"port", a.name}, {"adapter", a.id}, {"vm", a.vm}});
+  if (!plugin_ || list == last_adapters_pushed_) return;
   try {
     plugin_->call("set_adapters", {{"adapters", list}});
+    last_adapters_pushed_ = list;
   } catch (const std::exception& e) {
     log(std::string("set_adapters: ") + e.what());
     plugin_.reset();
@@ -235,19 +246,8 @@ void Agent::push_adapters() {
 
 void Agent::push_rules() {
   // The default instance's rules in their order (kind, then position).
-  std::vector<const json*> rows;
-  for (const auto& [u, row] : rule_rows_)
-    if (str(row, "instance") == kDefaultInstance) rows.push_back(&row);
-  std::sort(rows.begin(), rows.end(), [](const json* a, const json* b) {
-    return std::make_tuple(str(*a, "kind"), num(*a, "position"), num(*a, "rule_id")) <
-           std::make_tuple(str(*b, "kind"), num(*b, "position"), num(*b, "rule_id"));
-  });
   json rules = json::array();
-  for (const json* row : rows) {
-    json spec = json::parse(str(*row, "spec"), nullptr, false);
-    if (!spec.is_object()) spec = json::object();
-    spec["kind"] = str(*row, "kind");
-    spec["id"] = num(*row, "rule_id");
+  for (auto& spec : instance_rules(kDefaultInstance, "")) {
     // A row written by another client may be wrong: report it, skip it (checked once per
     // distinct text).
     const std::string text = spec.dump();
@@ -259,7 +259,7 @@ void Agent::push_rules() {
         if (!r.bpf.empty()) matcher::compile_bpf(r.bpf);
       } catch (const std::exception& e) {
         err = e.what();
-        log("rule row " + str(*row, "kind") + " " + std::to_string(num(*row, "rule_id")) + " ignored: " + err);
+        log("rule row " + spec["kind"].get<std::string>() + " " + spec["id"].dump() + " ignored: " + err);
       }
       it = checked_.emplace(text, err).first;
     }
@@ -500,22 +500,8 @@ void Agent::delete_rules(const json& params, const Reply& reply) {
 
 json Agent::list_rules(const json& params) const {
   const std::string inst = instance_of(params);
-  std::vector<const json*> rows;
-  for (const auto& [u, row] : rule_rows_)
-    if (str(row, "instance") == inst && (!params.contains("kind") || params["kind"] == str(row, "kind")))
-      rows.push_back(&row);
-  std::sort(rows.begin(), rows.end(), [](const json* a, const json* b) {
-    return std::make_tuple(str(*a, "kind"), num(*a, "position")) < std::make_tuple(str(*b, "kind"), num(*b, "position"));
-  });
-  json out = json::array();
-  for (const json* row : rows) {
-    json spec = json::parse(str(*row, "spec"), nullptr, false);
-    if (!spec.is_object()) spec = json::object();
-    spec["kind"] = str(*row, "kind");
-    spec["id"] = num(*row, "rule_id");
-    out.push_back(spec);
-  }
-  return out;
+  if (params.contains("kind") && !params["kind"].is_string()) return json::array();  // no kind matches
+  return instance_rules(inst, params.value("kind", std::string()));
 }
 
 json Agent::statistics() {

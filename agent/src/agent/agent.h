@@ -68,6 +68,8 @@ class Agent {
   void add_rule(const nlohmann::json& params, const Reply& reply);
   void delete_rules(const nlohmann::json& params, const Reply& reply);
   nlohmann::json list_rules(const nlohmann::json& params) const;
+  // The rules of `instance` (of `kind`, or all) in evaluation order, as rule objects.
+  nlohmann::json instance_rules(const std::string& instance, const std::string& kind) const;
   nlohmann::json statistics();
   std::string instance_of(const nlohmann::json& params) const;
 
@@ -81,7 +83,7 @@ class Agent {
   std::unique_ptr<channel::ChannelClient> plugin_;
   boost::asio::steady_timer plugin_timer_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
-  nlohmann::json last_rules_pushed_;
+  nlohmann::json last_rules_pushed_, last_adapters_pushed_;  // what the plugin has
   std::map<std::string, std::string> checked_;  // rule text -> error ("" = valid)
 };
 

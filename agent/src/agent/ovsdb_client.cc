@@ -205,4 +205,18 @@ json ovsdb_make_map(const std::map<std::string, std::string>& m) {
 
 json ovsdb_make_set(const std::vector<json>& v) { return {"set", v}; }
 
+void ovsdb_apply_rows(std::map<std::string, json>& rows, const json& changes) {
+  if (!changes.is_object()) return;
+  for (const auto& [uuid, change] : changes.items()) {
+    if (!change.is_object()) continue;
+    if (change.contains("new") && change["new"].is_object()) {
+      json& row = rows[uuid];
+      if (!row.is_object()) row = json::object();
+      for (const auto& [col, val] : change["new"].items()) row[col] = val;  // only changed columns come
+    } else {
+      rows.erase(uuid);
+    }
+  }
+}
+
 }  // namespace vpf::agent

@@ -91,4 +91,9 @@ std::map<std::string, std::string> ovsdb_map(const nlohmann::json& v);     // ["
 nlohmann::json ovsdb_make_map(const std::map<std::string, std::string>& m);
 nlohmann::json ovsdb_make_set(const std::vector<nlohmann::json>& v);
 
+// Applies one table's part of a monitor update ({uuid: {"old":..., "new":...}}) to `rows`
+// (uuid -> row): "new" merges the changed columns, no "new" deletes; malformed entries are
+// ignored.
+void ovsdb_apply_rows(std::map<std::string, nlohmann::json>& rows, const nlohmann::json& changes);
+
 }  // namespace vpf::agent
