@@ -115,6 +115,7 @@ void ControlServer::accept_one() {
   timeval tv{1, 0};
   setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   agent_fd_ = fd;
+  agent_pid_ = cred.pid;
   agent_hello_ = false;
   inbuf_.clear();
 }
@@ -137,10 +138,7 @@ json ControlServer::dispatch(const json& req, bool* hello) {
         return error_reply(id, kRefused,
                            "channel version " + params["version"].dump() + " is not this plugin's " +
                                std::to_string(channel::kVersion));
-      ucred cred{};
-      socklen_t len = sizeof cred;
-      getsockopt(agent_fd_, SOL_SOCKET, SO_PEERCRED, &cred, &len);
-      result = plugin_.attach(cred.pid, int(cred.uid));
+      result = plugin_.attach(agent_pid_);
       *hello = true;
     } else if (m == "set_rules") {
       result = plugin_.set_rules(params);

@@ -46,6 +46,7 @@ class ControlServer {
   int listen_fd_ = -1;
   int stop_fd_ = -1;
   int agent_fd_ = -1;
+  int agent_pid_ = 0;  // from the credentials read at accept
   bool agent_hello_ = false;
   std::string inbuf_;
   std::thread thread_;

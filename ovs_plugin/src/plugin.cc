@@ -45,6 +45,21 @@ json counters_json(const DirCounters& c) {
           {"events_lost", c.events_lost.load()}};
 }
 
+const char* policy_name(Policy p) { return p == Policy::FailOpen ? "fail-open" : "fail-closed"; }
+const char* mode_name(Mode m) { return m == Mode::Filter ? "filter" : "stat"; }
+
+std::optional<Policy> parse_policy(const std::string& s) {
+  if (s == "fail-open") return Policy::FailOpen;
+  if (s == "fail-closed") return Policy::FailClosed;
+  return std::nullopt;
+}
+
+std::optional<Mode> parse_mode(const std::string& s) {
+  if (s == "filter") return Mode::Filter;
+  if (s == "stat") return Mode::Stat;
+  return std::nullopt;
+}
+
 }  // namespace
 
 uint64_t mono_ns() {
@@ -400,14 +415,13 @@ uint64_t Plugin::expire_holds() {
 // ---------------------------------------------------------------------------------------
 // Agent requests (control thread).
 
-json Plugin::attach(int pid, int uid) {
+json Plugin::attach(int pid) {
   // Forget what a previous agent left: events of the past, commands half written.
   for (uint32_t i = 0; i < kEventRings; ++i) region_.drain(i);
   region_.reset(kEventRings);
   region_.header()->agent_waiting.store(0);
   agent_pid_ = pid;
   attached_.store(true, std::memory_order_release);
-  (void)uid;
   return {{"channel_version", channel::kVersion},
           {"event_rings", kEventRings},
           {"ring_bytes", kRingBytes},
@@ -421,14 +435,18 @@ void Plugin::detach() {
   expire_holds();  // every held packet gets the expiry action now
 }
 
-json Plugin::set_rules(const json& params) {
-  if (!params.is_object() || !params.contains("rules"))
-    throw std::invalid_argument("set_rules needs {\"rules\": [...]}");
-  const auto rules = matcher::rules_from_json(params["rules"]);  // RuleError names the rule
+void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
   std::lock_guard lock(rules_mu_);
   std::vector<matcher::RuleRef> old;
   for (const auto& info : classifier_.rules()) old.push_back({info.rule.kind, info.rule.id});
   classifier_.apply(old, rules);  // one snapshot: all or nothing
+}
+
+json Plugin::set_rules(const json& params) {
+  if (!params.is_object() || !params.contains("rules"))
+    throw std::invalid_argument("set_rules needs {\"rules\": [...]}");
+  const auto rules = matcher::rules_from_json(params["rules"]);  // RuleError names the rule
+  replace_rules(rules);
   return {{"rules", rules.size()}};
 }
 
@@ -479,10 +497,10 @@ json Plugin::set_config(const json& params) {
   std::optional<uint64_t> timeout;
   std::optional<bool> deny;
   for (const auto& [k, v] : params.items()) {
-    if (k == "policy" && v.is_string() && (v == "fail-open" || v == "fail-closed"))
-      policy = v == "fail-open" ? Policy::FailOpen : Policy::FailClosed;
-    else if (k == "mode" && v.is_string() && (v == "filter" || v == "stat"))
-      mode = v == "filter" ? Mode::Filter : Mode::Stat;
+    if (k == "policy" && v.is_string() && parse_policy(v))
+      policy = parse_policy(v);
+    else if (k == "mode" && v.is_string() && parse_mode(v))
+      mode = parse_mode(v);
     else if (k == "hold_timeout_ms" && v.is_number_unsigned() && v.get<uint64_t>() <= 86400000)
       timeout = v.get<uint64_t>() * 1000000;
     else if (k == "deny_expired" && v.is_boolean())
@@ -496,8 +514,8 @@ json Plugin::set_config(const json& params) {
   if (mode) mode_ = *mode;
   if (timeout) hold_timeout_ns_ = *timeout;
   if (deny) deny_expired_ = *deny;
-  return {{"policy", policy_.load() == Policy::FailOpen ? "fail-open" : "fail-closed"},
-          {"mode", mode_.load() == Mode::Filter ? "filter" : "stat"},
+  return {{"policy", policy_name(policy_.load())},
+          {"mode", mode_name(mode_.load())},
           {"hold_timeout_ms", hold_timeout_ns_.load() / 1000000},
           {"deny_expired", deny_expired_.load()}};
 }
@@ -571,8 +589,7 @@ std::string Plugin::show() const {
   const auto s = classifier_.stats();
   o << "rules: " << s.rules << " (" << s.entries << " entries in " << s.tables << " tables, kernel "
     << matcher::isa_name(classifier_.isa()) << ")\n";
-  o << "mode: " << (mode_.load() == Mode::Filter ? "filter" : "stat")
-    << ", policy without agent: " << (policy_.load() == Policy::FailOpen ? "fail-open" : "fail-closed")
+  o << "mode: " << mode_name(mode_.load()) << ", policy without agent: " << policy_name(policy_.load())
     << ", hold timeout: " << hold_timeout_ns_.load() / 1000000 << " ms, expired: "
     << (deny_expired_.load() ? "drop" : "send") << "\n";
   if (attached()) o << "agent: attached (pid " << agent_pid_.load() << ")\n";
@@ -602,10 +619,7 @@ std::string Plugin::rules_load(const std::string& path, bool* ok) {
   *ok = false;
   try {
     const auto rules = matcher::rules_from_file(path);
-    std::lock_guard lock(rules_mu_);
-    std::vector<matcher::RuleRef> old;
-    for (const auto& info : classifier_.rules()) old.push_back({info.rule.kind, info.rule.id});
-    classifier_.apply(old, rules);  // one snapshot: all or nothing
+    replace_rules(rules);
     *ok = true;
     return "loaded " + std::to_string(rules.size()) + " rules from " + path;
   } catch (const std::exception& e) {
@@ -637,13 +651,10 @@ std::string Plugin::adapter_set(const std::string& port, const std::string& id, 
 }
 
 std::string Plugin::policy_set(const std::string& name, bool* ok) {
-  *ok = true;
-  if (name == "fail-open") policy_ = Policy::FailOpen;
-  else if (name == "fail-closed") policy_ = Policy::FailClosed;
-  else {
-    *ok = false;
-    return "'" + name + "' is not fail-open or fail-closed";
-  }
+  const auto p = parse_policy(name);
+  *ok = bool(p);
+  if (!p) return "'" + name + "' is not fail-open or fail-closed";
+  policy_ = *p;
   return "";
 }
 

@@ -114,7 +114,7 @@ class Plugin {
   std::string policy_set(const std::string& name, bool* ok);
 
   // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
-  nlohmann::json attach(int pid, int uid);  // the agent said hello: start events
+  nlohmann::json attach(int pid);  // the agent said hello: start events
   void detach();                             // the agent is gone: release held packets
   bool attached() const { return attached_.load(std::memory_order_relaxed); }
   nlohmann::json set_rules(const nlohmann::json& params);
@@ -146,6 +146,7 @@ class Plugin {
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // only the shared (last) ring uses it
   };
 
+  void replace_rules(const std::vector<matcher::Rule>& rules);  // all or nothing
   int thread_slot();
   void classify(int slot, const matcher::PacketRef* refs, uint32_t n, matcher::Decision* out);
   RuleHits& hits(int slot);
