@@ -32,30 +32,17 @@ ChannelClient::ChannelClient(const std::string& path) {
     const bool sent = send_with_fds(sock_, line.data(), line.size(), nullptr, 0);
     const std::string send_error = sent ? "" : std::strerror(errno);
     // The reply carries the descriptors with its first bytes.
-    int fds[3] = {-1, -1, -1}, nfds = 0;
-    char buf[65536];
-    while (inbuf_.find('\n') == std::string::npos) {
-      int got[4], n = 0;
-      const long r = recv_with_fds(sock_, buf, sizeof buf, got, 4, &n);
-      for (int i = 0; i < n; ++i) {
-        if (nfds < 3) fds[nfds++] = got[i];
-        else close(got[i]);
-      }
-      if (r <= 0)
-        throw std::runtime_error("the plugin closed the control socket" +
-                                 (send_error.empty() ? std::string() : " (send: " + send_error + ")"));
-      inbuf_.append(buf, size_t(r));
+    std::vector<int> fds;
+    const json reply = read_reply(&fds, send_error);
+    try {
+      if (fds.size() != 3)
+        throw std::runtime_error("the plugin's hello reply carried " + std::to_string(fds.size()) +
+                                 " descriptors, not 3");
+      region_ = Region::attach(fds[0]);
+    } catch (...) {
+      for (int fd : fds) close(fd);
+      throw;
     }
-    const json reply = json::parse(read_line());
-    if (reply.contains("error")) {
-      for (int i = 0; i < nfds; ++i) close(fds[i]);
-      throw RpcError(reply["error"].value("code", 0), reply["error"].value("message", std::string("error")));
-    }
-    if (nfds != 3) {
-      for (int i = 0; i < nfds; ++i) close(fds[i]);
-      throw std::runtime_error("the plugin's hello reply carried " + std::to_string(nfds) + " descriptors, not 3");
-    }
-    region_ = Region::attach(fds[0]);
     close(fds[0]);  // the mapping stays
     events_efd_ = fds[1];
     commands_efd_ = fds[2];
@@ -73,11 +60,30 @@ ChannelClient::~ChannelClient() {
   if (commands_efd_ >= 0) close(commands_efd_);
 }
 
-std::string ChannelClient::read_line() {
+json ChannelClient::read_reply(std::vector<int>* fds, const std::string& send_error) {
+  char buf[65536];
+  while (inbuf_.find('\n') == std::string::npos) {
+    int got[4], n = 0;
+    const long r = recv_with_fds(sock_, buf, sizeof buf, got, 4, &n);
+    for (int i = 0; i < n; ++i) {
+      if (fds && fds->size() < 3) fds->push_back(got[i]);
+      else close(got[i]);
+    }
+    if (r <= 0)
+      throw std::runtime_error("the plugin closed the control socket" +
+                               (send_error.empty() ? std::string() : " (send: " + send_error + ")"));
+    inbuf_.append(buf, size_t(r));
+    if (inbuf_.size() > kMaxControlMessage) throw std::runtime_error("reply too long");
+  }
   const auto nl = inbuf_.find('\n');
-  std::string line = inbuf_.substr(0, nl);
+  const json reply = json::parse(inbuf_.substr(0, nl));
   inbuf_.erase(0, nl + 1);
-  return line;
+  if (reply.contains("error")) {
+    if (fds)
+      for (int fd : *fds) close(fd);
+    throw RpcError(reply["error"].value("code", 0), reply["error"].value("message", std::string("error")));
+  }
+  return reply;
 }
 
 json ChannelClient::call(const std::string& method, const json& params) {
@@ -86,18 +92,7 @@ json ChannelClient::call(const std::string& method, const json& params) {
   const std::string line = req.dump() + "\n";
   if (!send_with_fds(sock_, line.data(), line.size(), nullptr, 0))
     throw std::runtime_error(std::string("control socket: ") + std::strerror(errno));
-  char buf[65536];
-  while (inbuf_.find('\n') == std::string::npos) {
-    int fds[4], n = 0;
-    const long r = recv_with_fds(sock_, buf, sizeof buf, fds, 4, &n);
-    for (int i = 0; i < n; ++i) close(fds[i]);
-    if (r <= 0) throw std::runtime_error("the plugin closed the control socket");
-    inbuf_.append(buf, size_t(r));
-    if (inbuf_.size() > kMaxControlMessage) throw std::runtime_error("reply too long");
-  }
-  const json reply = json::parse(read_line());
-  if (reply.contains("error"))
-    throw RpcError(reply["error"].value("code", 0), reply["error"].value("message", std::string("error")));
+  const json reply = read_reply(nullptr, "");
   if (!reply.contains("id") || reply["id"] != id) throw std::runtime_error("reply to another request");
   return reply["result"];
 }

@@ -20,6 +20,7 @@
 #include <span>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -66,7 +67,9 @@ class ChannelClient {
 
  private:
   bool push_command(uint16_t type, const void* fixed, uint32_t fixed_len, std::span<const uint8_t> data);
-  std::string read_line();
+  // Reads one reply line; descriptors that come with it go to *fds (at most 3; closed when
+  // fds is null or the reply is an error).  Throws RpcError for an error reply.
+  nlohmann::json read_reply(std::vector<int>* fds, const std::string& send_error);
 
   int sock_ = -1;
   int events_efd_ = -1;
