@@ -24,7 +24,7 @@ start_agent() {
 }
 F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000
 frame() { echo "${F}${1}000000"; }
-markers() { tcpdump -nr "$1" -xx 2>/dev/null | awk '/0x0020:/ {print substr($7, 1, 2)}' | tr '\n' ' '; }
+markers() { pcap_markers "$1" | joined; }
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \

@@ -14,8 +14,7 @@ trap 'kill $(jobs -p) 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
 sock="$run/vpf.sock"
 T() { "$tool" "$sock" "$@"; }
 # marker bytes (byte 42: first UDP payload byte) of the frames a port sent, sorted
-markers() { tcpdump -nr "$1" -xx 2>/dev/null | awk '/0x0020:/ {print substr($7, 1, 2)}' | sort | tr '\n' ' '; }
-lengths() { tcpdump -nr "$1" -e 2>/dev/null | sed -n 's/.* length \([0-9]*\): .*/\1/p' | sort -n | tr '\n' ' '; }
+markers() { pcap_markers "$1" | sort | joined; }
 stat() { ovs-appctl vportfilter/stats | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
@@ -52,7 +51,7 @@ for m in c1 c2 c3 c4 a1 d1 00; do ovs-appctl netdev-dummy/receive p1 "$(frame $m
 check "client saw 4 captures and 1 notify" wait $srv
 check "verdicts on the wire: send, modified, larger; notify passes; drops gone" \
   wait_for '[ "$(markers "$run/p2-tx.pcap")" = "00 a1 c1 c4 ee " ]'
-check "the larger replacement went out whole" bash -c "[ \"\$(tcpdump -nr $run/p2-tx.pcap -e 2>/dev/null | sed -n 's/.* length \([0-9]*\): .*/\1/p' | sort -n | tail -1)\" = 246 ]"
+check "the larger replacement went out whole" [ "$(pcap_lengths "$run/p2-tx.pcap" | sort -n | tail -1)" = 246 ]
 check "notify copy cut to the snaplen" grep -q "notify adapter=0 dir=0 rule=filter:2 len=46 cap=30" "$run/events1.txt"
 check "capture carries the whole frame" grep -q "capture adapter=0 dir=0 rule=filter:1 len=46 cap=46 marker=c3" "$run/events1.txt"
 

@@ -75,3 +75,9 @@ ovs_start_dpdk() {
   ip netns exec "$ns" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
   [ "$(ovs-vsctl get Open_vSwitch . dpdk_initialized)" = true ]
 }
+
+# pcap_markers FILE / pcap_lengths FILE: per frame of a capture, one per line, the byte at
+# offset 42 (the first UDP payload byte of the tests' frames) / the frame's length.
+pcap_markers() { tcpdump -nr "$1" -xx 2>/dev/null | awk '/0x0020:/ {print substr($7, 1, 2)}'; }
+pcap_lengths() { tcpdump -nr "$1" -e 2>/dev/null | sed -n 's/.* length \([0-9]*\): .*/\1/p'; }
+joined() { tr '\n' ' '; }

@@ -17,8 +17,8 @@ dummy_bridge "$run"
 F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000
 send() { ovs-appctl netdev-dummy/receive p1 "${F}${1}000000" >/dev/null; }
 # markers MARKER... : the marker byte of every frame p2 has sent, in order
-markers() { tcpdump -nr "$run/p2-tx.pcap" -xx 2>/dev/null | awk '/0x0020:/ {print substr($7, 1, 2)}' | tr '\n' ' '; }
-lengths() { tcpdump -nr "$run/p2-tx.pcap" -e 2>/dev/null | sed -n 's/.*length \([0-9]*\): .*/\1/p' | tr '\n' ' '; }
+markers() { pcap_markers "$run/p2-tx.pcap" | joined; }
+lengths() { pcap_lengths "$run/p2-tx.pcap" | joined; }
 log_has() { grep -q -- "$1" "$run/ovs-vswitchd.log"; }
 
 # 1. A plugin that cannot be loaded: logged, forwarding goes on.
