@@ -74,7 +74,7 @@ check "non-root client refused" bash -c "setpriv --reuid=65534 --regid=65534 --c
 ovsdb-client transact unix:$run/db.sock '["vportfilter", {"op": "insert", "table": "Rule", "row": {"instance": "default", "kind": "filter", "rule_id": 5, "position": 10, "spec": "{\"bpf\": \"udp and udp[8] == 0xd5\", \"action\": \"drop\"}"}}]' >/dev/null
 check "database rule in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 2 "'
 ovsdb-client transact unix:$run/db.sock '["vportfilter", {"op": "insert", "table": "Rule", "row": {"instance": "default", "kind": "filter", "rule_id": 6, "position": 11, "spec": "{\"bpf\": \"udp[\"}"}}]' >/dev/null
-check "bad row reported" wait_for 'grep -q "rule row filter 6 ignored" "$run/agent.log"'
+check "bad row reported" wait_for 'grep -q "rule row filter 6 of instance default ignored" "$run/agent.log"'
 check "good rules stay" ovs-appctl vportfilter/show | grep -q "^rules: 2 "
 for m in d5 01; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
 check "database rule drops" wait_for '[ "$(markers "$run/p2-tx.pcap")" = "00 01 " ]'
@@ -99,4 +99,5 @@ check "delete all" rpc delete_all_rules
 check "no rules in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 0 "'
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
+grep -q "terminate called\|Assertion" "$run/agent.log" && { echo "FAIL: the agent crashed:"; grep -B2 -A2 "terminate called\|Assertion" "$run/agent.log"; fails=$((fails+1)); }
 finish

@@ -10,10 +10,36 @@ namespace vpf::agent {
 
 using nlohmann::json;
 
+namespace {
+int64_t setting(const std::map<std::string, std::string>& s, const char* name, int64_t def) {
+  const auto it = s.find(name);
+  if (it == s.end()) return def;
+  char* end = nullptr;
+  const long long v = std::strtoll(it->second.c_str(), &end, 10);
+  return end && *end == 0 && !it->second.empty() ? v : def;
+}
+}  // namespace
+
+uint32_t Adapter::max_packet_bytes() const {
+  const int64_t v = setting(settings, "max_packet_bytes", kDefaultMaxPacketBytes);
+  return v <= 0 || v > kDefaultMaxPacketBytes ? kDefaultMaxPacketBytes : uint32_t(v);
+}
+
 json Adapter::to_json() const {
+  const auto cs = settings.find("collect_statistics");
   return {{"id", id},     {"key", key}, {"name", name},      {"type", type.empty() ? "system" : type},
           {"description", description}, {"friendly_name", friendly_name},
-          {"mac", mac},   {"vm", vm},   {"bridge", bridge}};
+          {"mac", mac},   {"vm", vm},   {"bridge", bridge},
+          // The seed's adapter properties.  interface_type is IANA's ifType: every VM port
+          // carries Ethernet frames (ethernetCsmacd, 6).
+          {"interface_type", 6},
+          {"max_packet_bytes", max_packet_bytes()},
+          {"collect_statistics", cs == settings.end() || cs->second != "false"},
+          {"buffer_size", setting(settings, "buffer_size", 1024)},
+          {"packet_timeout", setting(settings, "packet_timeout", 1000)},
+          {"promiscuous_mode", false},
+          {"wifi_monitor_mode", false},
+          {"wifi_monitor_mode_supported", false}};
 }
 
 void OvsView::apply(const json& updates) {

@@ -31,6 +31,11 @@ struct Adapter {
   std::string mac;            // attached-mac or mac_in_use, hyphen-separated
   uint32_t vm = 0;            // external_ids:vm-id (a number), 0 = unknown
   std::string bridge;
+  // Per-adapter settings kept in the Adapter table (max_packet_bytes, collect_statistics,
+  // buffer_size, packet_timeout), as text.
+  std::map<std::string, std::string> settings;
+  static constexpr int64_t kDefaultMaxPacketBytes = 262144;
+  uint32_t max_packet_bytes() const;  // the snaplen of events
   nlohmann::json to_json() const;
 };
 

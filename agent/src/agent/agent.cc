@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
+#include <fstream>
 #include <iostream>
 
 #include "vpf/matcher/bpf.h"
@@ -30,6 +31,30 @@ constexpr int kErrInvalidParameter = 87;
 constexpr int kErrNotFound = 1168;
 constexpr int kErrAlreadyExists = 183;
 constexpr int kErrNotReady = 21;
+constexpr int kErrFileNotFound = 2;
+constexpr int kErrNotSupported = 50;
+constexpr int kErrPrivilegeNotHeld = 1314;
+constexpr int kErrConnectionActive = 1230;
+constexpr int kErrImplementationLimit = 1292;
+
+// The version get_driver_version reports: four 16-bit words, as the seed packs them.
+constexpr uint64_t kVersionWords = (uint64_t(0) << 48) | (uint64_t(1) << 32) | (uint64_t(0) << 16) | 0;
+// Settings an instance keeps in its row (config method), with their seed names.
+const std::map<std::string, std::string> kInstanceSettings = {
+    {"denyexpiredrequests", "deny_expired"},
+    {"forceapppermissioncheck", "force_app_permission_check"},
+    {"loggingenabled", "logging"},
+};
+bool truthy(const std::string& v) {
+  std::string l;
+  for (char c : v) l += char(std::tolower(static_cast<unsigned char>(c)));
+  return l == "true" || l == "1" || l == "yes";
+}
+bool boolean_text(const std::string& v) {
+  std::string l;
+  for (char c : v) l += char(std::tolower(static_cast<unsigned char>(c)));
+  return l == "true" || l == "1" || l == "yes" || l == "false" || l == "0" || l == "no";
+}
 
 void log(const std::string& msg) {
   char ts[32];
@@ -51,6 +76,7 @@ int64_t num(const json& row, const char* col) {
 Agent::Agent(asio::io_context& io, Options opts) : io_(io), opts_(std::move(opts)), plugin_timer_(io) {}
 
 Agent::~Agent() {
+  detach_plugin("");
   if (acceptor_) ::unlink(opts_.socket.c_str());
 }
 
@@ -65,7 +91,7 @@ void Agent::start() {
     connect_ovsdb();
   }
   policy_db_->monitor(kDb, "policy",
-                      {{"Adapter", {{"columns", {"key", "adapter_id", "name"}}}},
+                      {{"Adapter", {{"columns", {"key", "adapter_id", "name", "settings"}}}},
                        {"Instance", {{"columns", {"guid", "altitude", "settings", "allowed_controllers"}}}},
                        {"Rule", {{"columns", {"instance", "kind", "rule_id", "position", "spec"}}}}},
                       [this](const json& u) { on_policy_update(u); });
@@ -104,7 +130,21 @@ void Agent::connect_ovsdb() {
 
 bool Agent::ensure_policy_db() {
   const json dbs = policy_db_->call_sync("list_dbs", json::array());
-  if (std::find(dbs.begin(), dbs.end(), json(kDb)) != dbs.end()) return false;
+  if (std::find(dbs.begin(), dbs.end(), json(kDb)) != dbs.end()) {
+    // An older schema is converted in place (ovsdb-server keeps the rows).
+    std::ifstream f(opts_.schema);
+    const json want = json::parse(f, nullptr, false);
+    const json have = policy_db_->call_sync("get_schema", json::array({kDb}));
+    if (want.is_object() && have.value("version", "") != want.value("version", "")) {
+      const std::string server = opts_.policy_db.empty() ? opts_.ovsdb : opts_.policy_db;
+      const std::string cmd = "ovsdb-client convert '" + server + "' '" + opts_.schema + "'";
+      if (std::system(cmd.c_str()) != 0) throw std::runtime_error("could not convert the vportfilter database: " + cmd);
+      log("converted the vportfilter database from schema " + have.value("version", "?") + " to " +
+          want.value("version", "?"));
+      return true;
+    }
+    return false;
+  }
   if (policy_db_ != ovs_db_)
     throw std::runtime_error("the server at " + opts_.policy_db + " has no vportfilter database");
   // Local server: create the file (if missing) and add it to the running server.
@@ -166,7 +206,28 @@ void Agent::assign_ids() {
       }
     });
   }
+  for (auto& [key, a] : adapters_) {
+    a.settings.clear();
+    for (const auto& [u, row] : adapter_rows_)
+      if (str(row, "key") == key) a.settings = ovsdb_map(row.value("settings", json()));
+  }
   push_adapters();
+  announce_adapters();
+}
+
+void Agent::announce_adapters() {
+  std::map<int32_t, std::string> now;
+  for (const auto& [key, a] : adapters_)
+    if (a.id >= 0) now[a.id] = key;
+  auto tell = [&](const char* method, int32_t id) {
+    for (const auto& s : sessions_)
+      if (s->adapter_events) s->send_json({{"jsonrpc", "2.0"}, {"method", method}, {"params", {{"adapter_id", id}}}});
+  };
+  for (const auto& [id, key] : announced_)
+    if (!now.count(id) || now[id] != key) tell("adapter_removed", id);
+  for (const auto& [id, key] : now)
+    if (!announced_.count(id) || announced_[id] != key) tell("adapter_added", id);
+  announced_ = std::move(now);
 }
 
 // ---- vportfilter database: rules, instances, ids ----
@@ -178,15 +239,21 @@ void Agent::on_policy_update(const json& updates) {
   }
   assign_ids();
   push_rules();
+  push_config();
 }
 
 json Agent::instance_rules(const std::string& instance, const std::string& kind) const {
   std::vector<const json*> rows;
   for (const auto& [u, row] : rule_rows_)
     if (str(row, "instance") == instance && (kind.empty() || str(row, "kind") == kind)) rows.push_back(&row);
-  std::sort(rows.begin(), rows.end(), [](const json* a, const json* b) {
-    return std::make_tuple(str(*a, "kind"), num(*a, "position"), num(*a, "rule_id")) <
-           std::make_tuple(str(*b, "kind"), num(*b, "position"), num(*b, "rule_id"));
+  auto prio = [](const json* r) {
+    const json spec = json::parse(str(*r, "spec"), nullptr, false);
+    return spec.is_object() && spec.contains("priority") && spec["priority"].is_number_integer()
+               ? -spec["priority"].get<int64_t>() : int64_t(0);
+  };
+  std::sort(rows.begin(), rows.end(), [&](const json* a, const json* b) {
+    return std::make_tuple(str(*a, "kind"), prio(a), num(*a, "position"), num(*a, "rule_id")) <
+           std::make_tuple(str(*b, "kind"), prio(b), num(*b, "position"), num(*b, "rule_id"));
   });
   json out = json::array();
   for (const json* row : rows) {
@@ -199,6 +266,94 @@ json Agent::instance_rules(const std::string& instance, const std::string& kind)
   return out;
 }
 
+// ---- instances ----
+
+std::map<std::string, Agent::Instance> Agent::instances() const {
+  std::map<std::string, Instance> out;
+  out[kDefaultInstance].guid = kDefaultInstance;
+  for (const auto& [u, row] : instance_rows_) {
+    Instance i;
+    i.guid = str(row, "guid");
+    i.exists = true;
+    i.altitude = num(row, "altitude");
+    i.settings = ovsdb_map(row.value("settings", json()));
+    auto flag = [&](const char* k, bool def) { return i.settings.count(k) ? truthy(i.settings[k]) : def; };
+    i.active = flag("active", true);
+    i.deny_expired = flag("deny_expired", false);
+    i.force_check = flag("force_app_permission_check", false);
+    i.logging = flag("logging", false);
+    for (const auto& c : ovsdb_set(row.value("allowed_controllers", json())))
+      if (c.is_string()) i.allowed.insert(c.get<std::string>());
+    out[i.guid] = std::move(i);
+  }
+  return out;
+}
+
+Agent::Instance Agent::instance(const std::string& guid) const {
+  auto all = instances();
+  const auto it = all.find(guid);
+  if (it != all.end()) return it->second;
+  Instance none;
+  none.guid = guid;
+  return none;
+}
+
+void Agent::check_access(const Session& s, const std::string& guid) const {
+  if (s.peer().uid == 0) return;
+  const Instance i = instance(guid);
+  if (i.force_check)
+    throw ApiError(-32001, kErrPrivilegeNotHeld,
+                   "permission denied: instance '" + guid + "' requires root (ForceAppPermissionCheck)");
+  if (!i.allowed.count(s.peer().exe))
+    throw ApiError(-32001, kErrPrivilegeNotHeld,
+                   "permission denied: " + s.peer().exe + " is not an allowed controller of instance '" + guid + "'");
+}
+
+Session* Agent::owner_of(const std::string& guid) {
+  for (const auto& s : sessions_)
+    if (!s->closed() && s->owned_instance == guid) return s.get();
+  return nullptr;
+}
+
+// Writes `changes` (settings key -> text, or "altitude"/"allowed_controllers") into the
+// instance's row, creating the row when missing; replies after the commit.
+void Agent::set_instance(const std::string& guid, const json& changes, const Reply& reply) {
+  const Instance cur = instance(guid);
+  std::map<std::string, std::string> settings = cur.settings;
+  json row = json::object();
+  for (const auto& [k, v] : changes.items()) {
+    if (k == "altitude") row["altitude"] = v;
+    else if (k == "allowed_controllers") row["allowed_controllers"] = ovsdb_make_set(v.get<std::vector<json>>());
+    else settings[k] = v.get<std::string>();
+  }
+  row["settings"] = ovsdb_make_map(settings);
+  json op;
+  if (cur.exists) {
+    op = {{"op", "update"}, {"table", "Instance"}, {"where", json::array({json::array({"guid", "==", guid})})}, {"row", row}};
+  } else {
+    row["guid"] = guid;
+    if (!row.contains("altitude")) row["altitude"] = 0;
+    op = {{"op", "insert"}, {"table", "Instance"}, {"row", row}};
+  }
+  policy_db_->transact(kDb, json::array({op}), [reply](const json&, const json& error) {
+    if (!error.is_null()) {
+      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
+      return reply(nullptr, &e);
+    }
+    reply({{"ok", true}}, nullptr);
+  });
+}
+
+uint32_t Agent::internal_id(const std::string& instance, matcher::RuleKind kind, uint32_t rule_id) {
+  const auto key = std::make_tuple(instance, int(kind), rule_id);
+  auto it = internal_ids_.find(key);
+  if (it == internal_ids_.end()) {
+    it = internal_ids_.emplace(key, next_internal_id_++).first;
+    origins_[it->second] = RuleOrigin{instance, kind, rule_id};
+  }
+  return it->second;
+}
+
 // ---- the plugin ----
 
 void Agent::try_plugin() {
@@ -207,63 +362,128 @@ void Agent::try_plugin() {
     pollfd p{plugin_->socket_fd(), POLLIN, 0};
     if (::poll(&p, 1, 0) > 0 && (p.revents & (POLLIN | POLLHUP | POLLERR))) {
       char c;
-      if (::recv(plugin_->socket_fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) {
-        log("the plugin went away");
-        plugin_.reset();
-      }
+      if (::recv(plugin_->socket_fd(), &c, 1, MSG_PEEK | MSG_DONTWAIT) <= 0) detach_plugin("the plugin went away");
     }
   }
-  if (!plugin_ && ::access(opts_.plugin_socket.c_str(), F_OK) == 0) {
-    try {
-      plugin_ = std::make_unique<channel::ChannelClient>(opts_.plugin_socket);
-      log("attached to the plugin at " + opts_.plugin_socket);
-      last_rules_pushed_ = last_adapters_pushed_ = nullptr;
-      push_adapters();
-      push_rules();
-    } catch (const std::exception& e) {
-      log(std::string("cannot attach to the plugin: ") + e.what());
-    }
-  }
+  if (!plugin_ && ::access(opts_.plugin_socket.c_str(), F_OK) == 0) attach_plugin();
   plugin_timer_.expires_after(std::chrono::seconds(1));
   plugin_timer_.async_wait([this](const boost::system::error_code& ec) {
     if (!ec) try_plugin();
   });
 }
 
+void Agent::attach_plugin() {
+  try {
+    plugin_ = std::make_shared<channel::ChannelClient>(opts_.plugin_socket);
+  } catch (const std::exception& e) {
+    log(std::string("cannot attach to the plugin: ") + e.what());
+    return;
+  }
+  log("attached to the plugin at " + opts_.plugin_socket);
+  last_rules_pushed_ = last_adapters_pushed_ = last_config_pushed_ = nullptr;
+  push_adapters();
+  push_rules();
+  push_config();
+  if (!plugin_) return;
+  // The pump: reads the event rings, posts batches to the io thread.
+  auto stop = std::make_shared<std::atomic<bool>>(false);
+  pump_stop_ = stop;
+  pump_ = std::thread([this, client = plugin_, stop] {
+    std::vector<std::string> batch;
+    while (!stop->load()) {
+      try {
+        client->poll_events(
+            [&](const channel::PacketEvent& ev, const uint8_t* data) {
+              std::string raw(sizeof ev + ev.cap_len, '\0');
+              std::memcpy(raw.data(), &ev, sizeof ev);
+              std::memcpy(raw.data() + sizeof ev, data, ev.cap_len);
+              batch.push_back(std::move(raw));
+            },
+            512);
+      } catch (const std::exception& e) {
+        asio::post(io_, [this, why = std::string(e.what())] { detach_plugin("the event channel broke: " + why); });
+        return;
+      }
+      if (batch.empty()) {
+        client->wait_events(50);
+        continue;
+      }
+      asio::post(io_, [this, b = std::move(batch)]() mutable { route(std::move(b)); });
+      batch.clear();
+    }
+  });
+}
+
+void Agent::detach_plugin(const std::string& why) {
+  if (pump_.joinable()) {
+    pump_stop_->store(true);
+    pump_.join();
+  }
+  if (!plugin_) return;
+  if (!why.empty()) log(why);
+  plugin_.reset();
+  // The plugin decides its held packets itself when the agent goes; forget ours.
+  for (const auto& s : sessions_) {
+    s->pending.clear();
+    s->expiry_timer.cancel();
+  }
+}
+
 void Agent::push_adapters() {
   json list = json::array();
   for (const auto& [key, a] : adapters_)
-    if (a.id >= 0) list.push_back({{"port", a.name}, {"adapter", a.id}, {"vm", a.vm}});
+    if (a.id >= 0) list.push_back({{"port", a.name}, {"adapter", a.id}, {"vm", a.vm}, {"snaplen", a.max_packet_bytes()}});
   if (!plugin_ || list == last_adapters_pushed_) return;
   try {
     plugin_->call("set_adapters", {{"adapters", list}});
     last_adapters_pushed_ = list;
+  } catch (const channel::RpcError& e) {
+    log(std::string("the plugin refused the adapters: ") + e.what());
   } catch (const std::exception& e) {
-    log(std::string("set_adapters: ") + e.what());
-    plugin_.reset();
+    detach_plugin(std::string("set_adapters: ") + e.what());
   }
 }
 
 void Agent::push_rules() {
-  // The default instance's rules in their order (kind, then position).
+  // Active instances by altitude (higher first, then by name); in each, its rules in
+  // evaluation order.  Rule ids become the plugin's own (unique across instances); the
+  // order is carried by the list itself, so priorities are folded into it.
+  std::vector<const Instance*> order;
+  const auto all = instances();
+  for (const auto& [g, i] : all)
+    if (i.active) order.push_back(&i);
+  std::stable_sort(order.begin(), order.end(), [](const Instance* a, const Instance* b) { return a->altitude > b->altitude; });
   json rules = json::array();
-  for (auto& spec : instance_rules(kDefaultInstance, "")) {
-    // A row written by another client may be wrong: report it, skip it (checked once per
-    // distinct text).
-    const std::string text = spec.dump();
-    auto it = checked_.find(text);
-    if (it == checked_.end()) {
-      std::string err;
-      try {
-        const matcher::Rule r = matcher::rule_from_json(spec);
-        if (!r.bpf.empty()) matcher::compile_bpf(r.bpf);
-      } catch (const std::exception& e) {
-        err = e.what();
-        log("rule row " + spec["kind"].get<std::string>() + " " + spec["id"].dump() + " ignored: " + err);
+  for (const Instance* inst : order) {
+    const Session* owner = owner_of(inst->guid);
+    for (auto& spec : instance_rules(inst->guid, "")) {
+      // A row written by another client may be wrong: report it, skip it (checked once per
+      // distinct text).
+      const std::string text = spec.dump();
+      auto it = checked_.find(text);
+      matcher::Rule r;
+      if (it == checked_.end()) {
+        std::string err;
+        try {
+          r = matcher::rule_from_json(spec);
+          if (!r.bpf.empty()) matcher::compile_bpf(r.bpf);
+        } catch (const std::exception& e) {
+          err = e.what();
+          log("rule row " + spec["kind"].get<std::string>() + " " + spec["id"].dump() + " of instance " + inst->guid +
+              " ignored: " + err);
+        }
+        it = checked_.emplace(text, err).first;
       }
-      it = checked_.emplace(text, err).first;
+      if (!it->second.empty()) continue;
+      r = matcher::rule_from_json(spec);
+      // An instance whose client runs in statistics mode reports no packets.
+      if (owner && owner->stat_mode && r.kind == matcher::RuleKind::Filter &&
+          (r.action == matcher::Action::Capture || r.action == matcher::Action::Notify))
+        continue;
+      spec["id"] = internal_id(inst->guid, r.kind, r.id);
+      spec.erase("priority");
+      rules.push_back(spec);
     }
-    if (it->second.empty()) rules.push_back(spec);
   }
   if (!plugin_ || rules == last_rules_pushed_) return;
   try {
@@ -272,95 +492,182 @@ void Agent::push_rules() {
   } catch (const channel::RpcError& e) {
     log(std::string("the plugin refused the rule set: ") + e.what());
   } catch (const std::exception& e) {
-    log(std::string("set_rules: ") + e.what());
-    plugin_.reset();
+    detach_plugin(std::string("set_rules: ") + e.what());
   }
+}
+
+void Agent::push_config() {
+  // The agent enforces each client's event timeout itself; the plugin's hold timeout is
+  // the backstop (the longest timeout plus a margin, 60 s while a client asked for none).
+  uint64_t hold = 0;
+  bool any = false;
+  for (const auto& s : sessions_)
+    if (!s->owned_instance.empty()) {
+      any = true;
+      hold = std::max<uint64_t>(hold, s->timeout_ms == 0 ? 60000 : s->timeout_ms + 1000);
+    }
+  const json cfg = {{"hold_timeout_ms", any ? hold : 5000}, {"deny_expired", instance(kDefaultInstance).deny_expired}};
+  if (!plugin_ || cfg == last_config_pushed_) return;
+  try {
+    plugin_->call("set_config", cfg);
+    last_config_pushed_ = cfg;
+  } catch (const channel::RpcError& e) {
+    log(std::string("the plugin refused the configuration: ") + e.what());
+  } catch (const std::exception& e) {
+    detach_plugin(std::string("set_config: ") + e.what());
+  }
+}
+
+// ---- events ----
+
+namespace {
+
+// Where the IP header starts in an Ethernet frame (after up to two VLAN tags), 0 if the
+// frame carries no IP.
+uint32_t ip_offset(const uint8_t* d, uint32_t len) {
+  uint32_t off = 12;
+  for (int tags = 0; tags < 3; ++tags) {
+    if (len < off + 2) return 0;
+    const uint16_t type = uint16_t(d[off] << 8 | d[off + 1]);
+    if (type == 0x8100 || type == 0x88a8) {
+      off += 4;
+      continue;
+    }
+    return (type == 0x0800 || type == 0x86dd) && len > off + 2 ? off + 2 : 0;
+  }
+  return 0;
+}
+
+std::string event_frame(const protocol::EventFrame& e, const uint8_t* data) {
+  protocol::FrameHeader h{protocol::kFrameMagic, uint16_t(protocol::kVersion), protocol::kEventFrame,
+                          uint32_t(sizeof e + e.data_size), 0};
+  std::string f(sizeof h + sizeof e + e.data_size, '\0');
+  std::memcpy(f.data(), &h, sizeof h);
+  std::memcpy(f.data() + sizeof h, &e, sizeof e);
+  std::memcpy(f.data() + sizeof h + sizeof e, data, e.data_size);
+  return f;
+}
+
+}  // namespace
+
+void Agent::route(std::vector<std::string> batch) {
+  for (const std::string& raw : batch) {
+    ++events_received_;
+    channel::PacketEvent ev;
+    std::memcpy(&ev, raw.data(), sizeof ev);
+    const uint8_t* data = reinterpret_cast<const uint8_t*>(raw.data()) + sizeof ev;
+    const bool capture = ev.h.type == channel::kCapture;
+    const auto origin = origins_.find(ev.rule_id);
+    if (origin == origins_.end()) {  // cannot happen while ids are never reused; be safe
+      ++events_unrouted_;
+      if (capture) expire(ev.capture_id, false);
+      continue;
+    }
+    const RuleOrigin& o = origin->second;
+    protocol::EventFrame e{};
+    e.event_id = capture ? ev.capture_id : 0;
+    e.timestamp_ns = ev.timestamp_ns;
+    e.adapter = ev.adapter;
+    e.direction = ev.direction;
+    e.type = capture ? protocol::kCapture : protocol::kNotify;
+    e.packet_type = protocol::kDltEthernet;
+    e.rule_id = o.rule_id;
+    e.rule_kind = uint8_t(o.kind);
+    e.packet_size = ev.orig_len;
+    e.data_size = ev.cap_len;
+    e.ip_offset = ip_offset(data, ev.cap_len);
+    e.ip_size = e.ip_offset ? ev.cap_len - e.ip_offset : 0;
+    Session* owner = owner_of(o.instance);
+    if (owner && owner->stat_mode) owner = nullptr;
+    bool taken = owner && owner->send_event(event_frame(e, data));
+    if (capture) {
+      if (taken) {
+        const auto deadline = owner->timeout_ms ? Session::Clock::now() + std::chrono::milliseconds(owner->timeout_ms)
+                                                : Session::Clock::time_point::max();
+        owner->pending[ev.capture_id] = deadline;
+        if (owner->timeout_ms && owner->pending.size() == 1) arm_expiry(*owner);
+      } else {
+        expire(ev.capture_id, instance(o.instance).deny_expired);
+      }
+    } else if (!taken) {
+      ++events_unrouted_;
+    }
+    bool monitored = false;
+    for (const auto& s : sessions_) {
+      if (s->closed() || s->monitor.empty() || (s->monitor != "*" && s->monitor != o.instance)) continue;
+      if (!monitored) e.flags = protocol::kMonitorCopy, monitored = true;
+      s->send_event(event_frame(e, data));
+    }
+  }
+}
+
+void Agent::expire(uint64_t capture_id, bool deny) {
+  ++expired_by_agent_;
+  if (!plugin_ || !plugin_->verdict(capture_id, deny ? channel::VerdictAction::Drop : channel::VerdictAction::Send))
+    ++verdicts_lost_;
+}
+
+void Agent::arm_expiry(Session& s) {
+  if (s.pending.empty() || s.closed()) return;
+  auto earliest = Session::Clock::time_point::max();
+  for (const auto& [id, t] : s.pending) earliest = std::min(earliest, t);
+  if (earliest == Session::Clock::time_point::max()) return;
+  s.expiry_timer.expires_at(earliest);
+  s.expiry_timer.async_wait([this, w = std::weak_ptr<Session>(s.shared_from_this())](const boost::system::error_code& ec) {
+    if (auto p = w.lock(); p && !ec) expire_due(p);
+  });
+}
+
+void Agent::expire_due(const std::shared_ptr<Session>& s) {
+  const auto now = Session::Clock::now();
+  const bool deny = instance(s->owned_instance).deny_expired;
+  for (auto it = s->pending.begin(); it != s->pending.end();) {
+    if (it->second <= now) {
+      expire(it->first, deny);
+      it = s->pending.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  arm_expiry(*s);
+}
+
+void Agent::on_verdict(Session& s, const protocol::VerdictFrame& v, std::span<const uint8_t> data) {
+  auto fail = [&](const std::string& why) {
+    ++bad_verdicts_;
+    s.send_json({{"jsonrpc", "2.0"}, {"method", "verdict_refused"},
+                 {"params", {{"event_id", v.event_id}, {"message", why}, {"seed_error", kErrInvalidParameter}}}});
+  };
+  const auto it = s.pending.find(v.event_id);
+  if (it == s.pending.end())
+    return fail("verdict for event " + std::to_string(v.event_id) + ": not a captured packet waiting for this client "
+                "(already decided, expired, or never sent here)");
+  if (v.action < protocol::kDrop || v.action > protocol::kSendModified)
+    return fail("verdict action " + std::to_string(v.action) + " is not DROP (1), SEND (2) or SEND_MODIFIED (3)");
+  if (v.action == protocol::kSendModified && (data.size() < 14 || data.size() > protocol::kMaxPacket))
+    return fail("a modified packet must have 14.." + std::to_string(protocol::kMaxPacket) + " bytes, not " +
+                std::to_string(data.size()));
+  if (v.action != protocol::kSendModified && !data.empty()) return fail("only SEND_MODIFIED carries data");
+  s.pending.erase(it);
+  if (!plugin_ || !plugin_->verdict(v.event_id, channel::VerdictAction(v.action), data)) ++verdicts_lost_;
 }
 
 // ---- clients ----
 
-bool Agent::authorized(int uid, const std::string& exe) const {
-  if (uid == 0) return true;
-  for (const auto& [u, row] : instance_rows_)
-    for (const auto& c : ovsdb_set(row.value("allowed_controllers", json())))
-      if (c.is_string() && c.get<std::string>() == exe) return true;
+bool Agent::authorized(const Peer& p) const {
+  if (p.uid == 0) return true;
+  for (const auto& [g, i] : instances())
+    if (i.allowed.count(p.exe)) return true;
   return false;
 }
 
 namespace {
-
-struct Session : std::enable_shared_from_this<Session> {
-  Session(local::socket s, Agent& a) : sock(std::move(s)), agent(a) {}
-  local::socket sock;
-  Agent& agent;
-  asio::streambuf buf;
-  std::deque<std::string> out;
-  bool writing = false;
-
-  void write(const json& msg) {
-    out.push_back(msg.dump() + "\n");
-    if (!writing) flush();
-  }
-  void flush() {
-    if (out.empty()) {
-      writing = false;
-      return;
-    }
-    writing = true;
-    auto self = shared_from_this();
-    auto data = std::make_shared<std::string>(std::move(out.front()));
-    out.pop_front();
-    asio::async_write(sock, asio::buffer(*data), [self, data](const boost::system::error_code& ec, size_t) {
-      if (ec) return;
-      self->flush();
-    });
-  }
-  void read() {
-    auto self = shared_from_this();
-    asio::async_read_until(sock, buf, '\n', [self](const boost::system::error_code& ec, size_t n) {
-      if (ec) {
-        if (ec == asio::error::not_found) {  // a line longer than the limit
-          self->write({{"jsonrpc", "2.0"}, {"id", nullptr},
-                       {"error", {{"code", -32600}, {"message", "request longer than 16 MiB"}}}});
-        }
-        return;
-      }
-      std::string line(asio::buffers_begin(self->buf.data()), asio::buffers_begin(self->buf.data()) + long(n));
-      self->buf.consume(n);
-      self->dispatch(line);
-      self->read();
-    });
-  }
-  void dispatch(const std::string& line) {
-    const json req = json::parse(line, nullptr, false);
-    auto error = [&](const json& id, int code, int seed, const std::string& msg) {
-      write({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}, {"data", {{"seed_error", seed}}}}}});
-    };
-    if (req.is_discarded()) return error(nullptr, -32700, kErrInvalidParameter, "malformed JSON");
-    if (!req.is_object() || !req.contains("method") || !req["method"].is_string())
-      return error(req.is_object() ? req.value("id", json(nullptr)) : json(nullptr), -32600, kErrInvalidParameter,
-                   "not a JSON-RPC request (an object with a string 'method')");
-    const json id = req.value("id", json(nullptr));
-    const json params = req.contains("params") ? req["params"] : json::object();
-    auto self = shared_from_this();
-    agent.handle(req["method"].get<std::string>(), params.is_object() ? params : json::object(),
-                 [self, id](const json& result, const ApiError* e) {
-                   if (e)
-                     self->write({{"jsonrpc", "2.0"}, {"id", id},
-                                  {"error", {{"code", e->code}, {"message", e->what()}, {"data", {{"seed_error", e->seed}}}}}});
-                   else
-                     self->write({{"jsonrpc", "2.0"}, {"id", id}, {"result", result}});
-                 });
-  }
-};
-
 std::string exe_of(int pid) {
   char buf[4096];
   const std::string link = "/proc/" + std::to_string(pid) + "/exe";
   const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
   return n > 0 ? std::string(buf, size_t(n)) : "";
 }
-
 }  // namespace
 
 void Agent::accept() {
@@ -369,19 +676,39 @@ void Agent::accept() {
     ucred cred{};
     socklen_t len = sizeof cred;
     ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len);
-    const std::string exe = exe_of(cred.pid);
-    auto session = std::make_shared<Session>(std::move(s), *this);
-    if (!authorized(int(cred.uid), exe)) {
-      const std::string why = "permission denied: uid " + std::to_string(cred.uid) + " (" + (exe.empty() ? "?" : exe) +
-                              ") is not root and not an allowed controller";
+    Peer peer{int(cred.pid), int(cred.uid), exe_of(cred.pid)};
+    auto session = std::make_shared<Session>(std::move(s), *this, peer);
+    if (!authorized(peer)) {
+      const std::string why = "permission denied: uid " + std::to_string(cred.uid) + " (" +
+                              (peer.exe.empty() ? "?" : peer.exe) + ") is not root and not an allowed controller";
       log("client refused: " + why);
-      session->write({{"jsonrpc", "2.0"}, {"id", nullptr},
-                      {"error", {{"code", -32001}, {"message", why}, {"data", {{"seed_error", 1314}}}}}});
-      // The session ends when the write completes (it holds the last reference).
+      session->refuse({{"code", -32001}, {"message", why}, {"data", {{"seed_error", kErrPrivilegeNotHeld}}}});
     } else {
-      session->read();
+      sessions_.insert(session);
+      session->start();
     }
     accept();
+  });
+}
+
+void Agent::on_session_closed(Session& s) {
+  const bool owned = !s.owned_instance.empty();
+  if (owned) {
+    const bool deny = instance(s.owned_instance).deny_expired;
+    for (const auto& [id, t] : s.pending) expire(id, deny);
+    if (!s.pending.empty())
+      log("client pid " + std::to_string(s.peer().pid) + " went away holding " + std::to_string(s.pending.size()) +
+          " captured packets: " + (deny ? "dropped" : "sent on") + " (DenyExpiredRequests)");
+    s.pending.clear();
+    s.owned_instance.clear();
+  }
+  // Erase after this call returns: the session may be running one of its own handlers.
+  asio::post(io_, [this, p = s.shared_from_this(), owned] {
+    sessions_.erase(p);
+    if (owned) {
+      push_rules();
+      push_config();
+    }
   });
 }
 
@@ -392,7 +719,37 @@ std::string Agent::instance_of(const json& params) const {
   return params["instance"].get<std::string>();
 }
 
-void Agent::handle(const std::string& method, const json& params, Reply reply) {
+namespace {
+
+std::vector<uint8_t> hex_bytes(const json& params, const char* name) {
+  if (!params.contains(name) || !params[name].is_string())
+    throw ApiError(-32602, kErrInvalidParameter, std::string("'") + name + "' must be the frame in hex");
+  const std::string& h = params[name].get_ref<const std::string&>();
+  if (h.size() % 2) throw ApiError(-32602, kErrInvalidParameter, std::string("'") + name + "': odd number of hex digits");
+  std::vector<uint8_t> out(h.size() / 2);
+  for (size_t i = 0; i < out.size(); ++i) {
+    auto nib = [&](char c) -> int {
+      if (c >= '0' && c <= '9') return c - '0';
+      if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+      if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+      throw ApiError(-32602, kErrInvalidParameter, std::string("'") + name + "': '" + c + "' is not a hex digit");
+    };
+    out[i] = uint8_t(nib(h[2 * i]) << 4 | nib(h[2 * i + 1]));
+  }
+  return out;
+}
+
+int64_t int_param(const json& params, const char* name, int64_t def, int64_t lo, int64_t hi) {
+  if (!params.contains(name)) return def;
+  if (!params[name].is_number_integer() || params[name].get<int64_t>() < lo || params[name].get<int64_t>() > hi)
+    throw ApiError(-32602, kErrInvalidParameter,
+                   std::string("'") + name + "' must be an integer in " + std::to_string(lo) + ".." + std::to_string(hi));
+  return params[name].get<int64_t>();
+}
+
+}  // namespace
+
+void Agent::handle(Session& s, const std::string& method, const json& params, Reply reply) {
   try {
     if (method == "list_adapters") {
       json out = json::array();
@@ -401,6 +758,9 @@ void Agent::handle(const std::string& method, const json& params, Reply reply) {
       std::sort(out.begin(), out.end(), [](const json& a, const json& b) { return a["id"] < b["id"]; });
       return reply(out, nullptr);
     }
+    if (method == "add_rule" || method == "delete_rule" || method == "delete_all_rules" || method == "config" ||
+        method == "start_filter")
+      check_access(s, instance_of(params));
     if (method == "add_rule") return add_rule(params, reply);
     if (method == "delete_rule" || method == "delete_all_rules") return delete_rules(params, reply);
     if (method == "list_rules") return reply(list_rules(params), nullptr);
@@ -415,12 +775,48 @@ void Agent::handle(const std::string& method, const json& params, Reply reply) {
         return reply({{"ok", false}, {"error", e.what()}}, nullptr);
       }
     }
-    if (method == "status")
+    if (method == "start_filter") return start_filter(s, params, reply);
+    if (method == "stop_filter") return stop_filter(s, reply);
+    if (method == "subscribe") {
+      const std::string what = params.value("instance", std::string("*"));
+      if (params.contains("instance") && !params["instance"].is_string())
+        throw ApiError(-32602, kErrInvalidParameter, "'instance' must be a name or \"*\"");
+      if (params.contains("packets") && !params["packets"].is_boolean())
+        throw ApiError(-32602, kErrInvalidParameter, "'packets' must be true or false");
+      if (params.contains("adapters") && !params["adapters"].is_boolean())
+        throw ApiError(-32602, kErrInvalidParameter, "'adapters' must be true or false");
+      s.monitor = params.value("packets", true) ? what : "";
+      s.adapter_events = params.value("adapters", s.adapter_events);
+      return reply({{"ok", true}}, nullptr);
+    }
+    if (method == "send_packet") return inject(params, 0, reply);
+    if (method == "insert_incoming_packet") return inject(params, 1, reply);
+    if (method == "set_adapter") return set_adapter(params, reply);
+    if (method == "config") return config(s, params, reply);
+    if (method == "install") return install(s, params, reply);
+    if (method == "uninstall") return uninstall(s, params, reply);
+    if (method == "get_driver_status") return reply(driver_status(params), nullptr);
+    if (method == "get_driver_version")
+      return reply({{"version", kVersionWords}, {"text", "0.1.0.0"}, {"protocol_version", protocol::kVersion}},
+                   nullptr);
+    if (method == "status") {
+      json inst = json::array();
+      for (const auto& [g, i] : instances()) {
+        const Session* o = owner_of(g);
+        inst.push_back({{"guid", g}, {"altitude", i.altitude}, {"active", i.active}, {"installed", i.exists},
+                        {"client_pid", o ? json(o->peer().pid) : json(nullptr)}});
+      }
       return reply({{"plugin_attached", bool(plugin_)},
                     {"adapters", adapters_.size()},
                     {"rules", rule_rows_.size()},
-                    {"protocol_version", 1}},
+                    {"instances", inst},
+                    {"clients", sessions_.size()},
+                    {"events", {{"received", events_received_}, {"unrouted", events_unrouted_},
+                                {"expired_by_agent", expired_by_agent_}, {"verdicts_lost", verdicts_lost_},
+                                {"bad_verdicts", bad_verdicts_}}},
+                    {"protocol_version", protocol::kVersion}},
                    nullptr);
+    }
     throw ApiError(-32601, 1, "unknown method '" + method + "'");
   } catch (const ApiError& e) {
     reply(nullptr, &e);
@@ -428,6 +824,176 @@ void Agent::handle(const std::string& method, const json& params, Reply reply) {
     const ApiError err(-32603, kErrInvalidParameter, e.what());
     reply(nullptr, &err);
   }
+}
+
+void Agent::start_filter(Session& s, const json& params, const Reply& reply) {
+  const std::string inst = instance_of(params);
+  const Instance i = instance(inst);
+  if (!i.exists && inst != kDefaultInstance)
+    throw ApiError(-32000, kErrFileNotFound, "instance '" + inst + "' is not installed");
+  const int64_t timeout = int_param(params, "timeout_ms", 0, 0, 86400000);
+  if (timeout != 0 && timeout < 3000)
+    throw ApiError(-32602, kErrImplementationLimit, "timeout must be 0 or at least 3000 ms, not " + std::to_string(timeout));
+  const std::string mode = params.value("mode", std::string("capture"));
+  if (mode != "capture" && mode != "stat") throw ApiError(-32602, kErrInvalidParameter, "'mode' must be capture or stat");
+  if (!s.owned_instance.empty())
+    throw ApiError(-32000, kErrConnectionActive, "this client has started instance '" + s.owned_instance + "' already");
+  if (const Session* o = owner_of(inst))
+    throw ApiError(-32000, kErrConnectionActive,
+                   "instance '" + inst + "' is started by another client (pid " + std::to_string(o->peer().pid) + ")");
+  s.owned_instance = inst;
+  s.timeout_ms = uint32_t(timeout);
+  s.stat_mode = mode == "stat";
+  s.adapter_events = true;
+  push_config();
+  if (!i.active) return set_instance(inst, {{"active", "true"}}, reply);  // the monitor pushes the rules
+  push_rules();
+  reply({{"ok", true}}, nullptr);
+}
+
+void Agent::stop_filter(Session& s, const Reply& reply) {
+  if (s.owned_instance.empty()) return reply({{"ok", true}, {"was_started", false}}, nullptr);
+  const std::string inst = s.owned_instance;
+  const bool deny = instance(inst).deny_expired;
+  for (const auto& [id, t] : s.pending) expire(id, deny);
+  s.pending.clear();
+  s.expiry_timer.cancel();
+  s.owned_instance.clear();
+  s.stat_mode = false;
+  push_config();
+  // The seed's stop_filter detaches the filter: the instance's rules leave the datapath.
+  set_instance(inst, {{"active", "false"}}, reply);
+}
+
+void Agent::inject(const json& params, uint8_t direction, const Reply& reply) {
+  const int64_t adapter = int_param(params, "adapter", -1, 0, INT32_MAX);
+  if (adapter < 0) throw ApiError(-32602, kErrInvalidParameter, "'adapter' (an adapter id) is required");
+  bool known = false;
+  for (const auto& [k, a] : adapters_) known |= a.id == adapter;
+  if (!known) throw ApiError(-32602, kErrNotFound, "no adapter " + std::to_string(adapter));
+  const std::vector<uint8_t> frame = hex_bytes(params, "data");
+  if (frame.size() < 14 || frame.size() > protocol::kMaxPacket)
+    throw ApiError(-32602, kErrInvalidParameter,
+                   "a frame has 14.." + std::to_string(protocol::kMaxPacket) + " bytes, not " + std::to_string(frame.size()));
+  const int64_t times = int_param(params, "num_times", 1, 1, 1000000);
+  if (!plugin_) throw ApiError(-32000, kErrNotReady, "the plugin is not attached");
+  if (!plugin_->inject(uint32_t(adapter), direction, uint32_t(times), frame))
+    throw ApiError(-32000, kErrNotReady, "the plugin's command ring is full; try again");
+  reply({{"ok", true}}, nullptr);
+}
+
+void Agent::set_adapter(const json& params, const Reply& reply) {
+  const int64_t id = int_param(params, "adapter", -1, 0, INT32_MAX);
+  std::string key;
+  for (const auto& [k, a] : adapters_)
+    if (a.id == id && id >= 0) key = k;
+  if (key.empty()) throw ApiError(-32602, kErrNotFound, "no adapter " + std::to_string(id));
+  std::map<std::string, std::string> settings = adapters_[key].settings;
+  for (const auto& [k, v] : params.items()) {
+    if (k == "adapter") continue;
+    if (k == "max_packet_bytes" || k == "buffer_size" || k == "packet_timeout") {
+      const int64_t hi = k == "max_packet_bytes" ? Adapter::kDefaultMaxPacketBytes : INT32_MAX;
+      settings[k] = std::to_string(int_param(params, k.c_str(), 0, 0, hi));
+    } else if (k == "collect_statistics") {
+      if (!v.is_boolean()) throw ApiError(-32602, kErrInvalidParameter, "'collect_statistics' must be true or false");
+      settings[k] = v.get<bool>() ? "true" : "false";
+    } else if (k == "promiscuous_mode" || k == "wifi_monitor_mode") {
+      if (v == false) continue;
+      throw ApiError(-32602, kErrNotSupported,
+                     k == "promiscuous_mode"
+                         ? "promiscuous mode is not supported: the filter already sees every frame of the VM's port"
+                         : "WiFi monitor mode is not supported: VM ports are not WiFi adapters");
+    } else {
+      throw ApiError(-32602, kErrInvalidParameter,
+                     "unknown adapter property '" + k +
+                         "' (max_packet_bytes, collect_statistics, buffer_size, packet_timeout)");
+    }
+  }
+  policy_db_->transact(kDb,
+                       json::array({{{"op", "update"}, {"table", "Adapter"},
+                                     {"where", json::array({json::array({"key", "==", key})})},
+                                     {"row", {{"settings", ovsdb_make_map(settings)}}}}}),
+                       [reply](const json&, const json& error) {
+                         if (!error.is_null()) {
+                           const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
+                           return reply(nullptr, &e);
+                         }
+                         reply({{"ok", true}}, nullptr);
+                       });
+}
+
+void Agent::config(Session& s, const json& params, const Reply& reply) {
+  const std::string inst = instance_of(params);
+  if (!params.contains("name") || !params["name"].is_string())
+    throw ApiError(-32602, kErrInvalidParameter, "config needs 'name'");
+  std::string lname;
+  for (char c : params["name"].get<std::string>()) lname += char(std::tolower(static_cast<unsigned char>(c)));
+  const auto it = kInstanceSettings.find(lname);
+  if (it == kInstanceSettings.end())
+    throw ApiError(-32602, kErrInvalidParameter,
+                   "unknown setting '" + params["name"].get<std::string>() +
+                       "' (the agent keeps DenyExpiredRequests, ForceAppPermissionCheck, LoggingEnabled)");
+  const Instance i = instance(inst);
+  if (!params.contains("value")) {
+    const auto v = i.settings.find(it->second);
+    return reply({{"value", v != i.settings.end() && truthy(v->second) ? "True" : "False"}}, nullptr);
+  }
+  if (!params["value"].is_string() || !boolean_text(params["value"].get<std::string>()))
+    throw ApiError(-32602, kErrInvalidParameter,
+                   "value of " + params["name"].get<std::string>() + " must be True, False, 1, 0, Yes or No");
+  if (s.peer().uid != 0)
+    throw ApiError(-32001, kErrPrivilegeNotHeld, "changing " + params["name"].get<std::string>() + " needs root");
+  set_instance(inst, {{it->second, truthy(params["value"].get<std::string>()) ? "true" : "false"}}, reply);
+}
+
+void Agent::install(Session& s, const json& params, const Reply& reply) {
+  if (s.peer().uid != 0) throw ApiError(-32001, kErrPrivilegeNotHeld, "install needs root");
+  if (!params.contains("guid") || !params["guid"].is_string() || params["guid"].get<std::string>().empty())
+    throw ApiError(-32602, kErrInvalidParameter, "install needs 'guid' (the product GUID)");
+  const std::string guid = params["guid"];
+  json changes = {{"altitude", int_param(params, "altitude", 0, INT32_MIN, INT32_MAX)}};
+  if (params.contains("allowed_controllers")) {
+    if (!params["allowed_controllers"].is_array())
+      throw ApiError(-32602, kErrInvalidParameter, "'allowed_controllers' must be a list of executable paths");
+    for (const auto& c : params["allowed_controllers"])
+      if (!c.is_string() || c.get<std::string>().empty() || c.get<std::string>()[0] != '/')
+        throw ApiError(-32602, kErrInvalidParameter, "allowed controller " + c.dump() + " is not an absolute path");
+    changes["allowed_controllers"] = params["allowed_controllers"];
+  }
+  if (params.contains("force_app_permission_check")) {
+    if (!params["force_app_permission_check"].is_boolean())
+      throw ApiError(-32602, kErrInvalidParameter, "'force_app_permission_check' must be true or false");
+    changes["force_app_permission_check"] = params["force_app_permission_check"].get<bool>() ? "true" : "false";
+  }
+  // A new instance is installed but not started (its rules wait for start_filter).
+  if (!instance(guid).exists) changes["active"] = "false";
+  set_instance(guid, changes, reply);
+}
+
+void Agent::uninstall(Session& s, const json& params, const Reply& reply) {
+  if (s.peer().uid != 0) throw ApiError(-32001, kErrPrivilegeNotHeld, "uninstall needs root");
+  if (!params.contains("guid") || !params["guid"].is_string())
+    throw ApiError(-32602, kErrInvalidParameter, "uninstall needs 'guid'");
+  const std::string guid = params["guid"];
+  if (!instance(guid).exists && guid != kDefaultInstance)
+    throw ApiError(-32602, kErrFileNotFound, "instance '" + guid + "' is not installed");
+  const json ops = json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", json::array({json::array({"instance", "==", guid})})}},
+                                {{"op", "delete"}, {"table", "Instance"}, {"where", json::array({json::array({"guid", "==", guid})})}}});
+  policy_db_->transact(kDb, ops, [reply](const json& result, const json& error) {
+    if (!error.is_null()) {
+      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
+      return reply(nullptr, &e);
+    }
+    reply({{"ok", true}, {"rules_deleted", result[0].value("count", 0)}}, nullptr);
+  });
+}
+
+json Agent::driver_status(const json& params) const {
+  const std::string guid = instance_of(params.contains("guid") ? json{{"instance", params["guid"]}} : params);
+  const Instance i = instance(guid);
+  // The seed's MODULE_STATUS_*: 0 not present, 1 stopped, 4 running.
+  const int st = !i.exists && guid != kDefaultInstance ? 0 : plugin_ && i.active ? 4 : 1;
+  return {{"status", st}, {"plugin_attached", bool(plugin_)}, {"active", i.active}};
 }
 
 void Agent::add_rule(const json& params, const Reply& reply) {
@@ -513,7 +1079,11 @@ json Agent::statistics() {
     const json& out = a["outgoing"];
     // The seed's names, from the adapter's (the VM's NIC's) point of view: it receives
     // what OVS sends to it (incoming) and sends what OVS receives from it (outgoing).
+    bool collect = true;
+    for (const auto& [k, ad] : adapters_)
+      if (ad.id == a["adapter"].get<int64_t>()) collect = ad.to_json()["collect_statistics"].get<bool>();
     adapters.push_back({{"adapter_id", a["adapter"]},
+                        {"collect_statistics", collect},
                         {"total",
                          {{"packets_received", in["packets"]}, {"bytes_received", in["bytes"]},
                           {"packets_sent", out["packets"]}, {"bytes_sent", out["bytes"]},
@@ -526,7 +1096,17 @@ json Agent::statistics() {
                           {"packets_dropped_outbound", out["dropped"]}, {"bytes_dropped_outbound", out["dropped_bytes"]}}},
                         {"events_lost", in["events_lost"].get<uint64_t>() + out["events_lost"].get<uint64_t>()}});
   }
-  return {{"adapters", adapters}, {"rules", st["rules"]}, {"time_ns", uint64_t(std::time(nullptr)) * 1000000000ull}};
+  // Per-rule hits, named as each instance knows its rules.
+  json rules = json::array();
+  for (const auto& r : st["rules"]) {
+    const auto o = origins_.find(r["id"].get<uint32_t>());
+    if (o == origins_.end()) continue;
+    rules.push_back({{"instance", o->second.instance}, {"kind", matcher::to_string(o->second.kind)},
+                     {"id", o->second.rule_id}, {"hits", r["hits"]}});
+  }
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return {{"adapters", adapters}, {"rules", rules}, {"time_ns", uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec)}};
 }
 
 }  // namespace vpf::agent

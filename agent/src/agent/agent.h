@@ -8,7 +8,14 @@
 // what the plugin needs and pushes it; the plugin is (re)attached whenever its control
 // socket is there; (3) stop() closes everything.
 //
-// Threads: everything runs on the io_context's single thread.
+// Events: while the plugin is attached a pump thread reads its event rings and posts
+// batches to the io_context; there they are routed to the client that started the
+// deciding rule's instance (captures: with a deadline; the expiry verdict when the client
+// cannot take them) and copied to monitors.  Verdicts from clients go straight to the
+// plugin's command ring.
+//
+// Threads: everything runs on the io_context's single thread, except the pump, which
+// touches nothing but its ChannelClient's event rings and asio::post.
 #pragma once
 
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange without it
@@ -20,9 +27,18 @@
 
 #include <nlohmann/json.hpp>
 
+#include <atomic>
+#include <span>
+#include <thread>
+#include <tuple>
+#include <vector>
+
 #include "adapters.h"
 #include "ovsdb_client.h"
+#include "session.h"
 #include "vpf/channel_client.h"
+#include "vpf/matcher/rule.h"
+#include "vpf/protocol.h"
 
 namespace vpf::agent {
 
@@ -51,11 +67,56 @@ class Agent {
   // Client API (the JSON-RPC methods of docs/protocol.md).  `reply` is called once, maybe
   // later (after a transaction commits); it receives a result or throws nothing.
   using Reply = std::function<void(const nlohmann::json& result, const ApiError* error)>;
-  void handle(const std::string& method, const nlohmann::json& params, Reply reply);
+  void handle(Session& s, const std::string& method, const nlohmann::json& params, Reply reply);
+  void on_verdict(Session& s, const protocol::VerdictFrame& v, std::span<const uint8_t> data);
+  void on_session_closed(Session& s);
 
-  bool authorized(int uid, const std::string& exe) const;
+  // May this peer connect at all (root, or an allowed controller of some instance)?
+  bool authorized(const Peer& p) const;
 
  private:
+  // An instance (the seed's product GUID) as the Instance table and defaults make it.
+  struct Instance {
+    std::string guid;
+    int64_t altitude = 0;
+    bool exists = false;  // has a row ("default" works without one)
+    bool active = true;   // its rules are in force (settings:active, default true)
+    bool deny_expired = false;
+    bool force_check = false;
+    bool logging = false;
+    std::set<std::string> allowed;
+    std::map<std::string, std::string> settings;
+  };
+  struct RuleOrigin {
+    std::string instance;
+    matcher::RuleKind kind;
+    uint32_t rule_id;
+  };
+  std::map<std::string, Instance> instances() const;
+  Instance instance(const std::string& guid) const;
+  // Throws ApiError unless the peer may act on `guid` (root; an allowed controller unless
+  // the instance forces the permission check).
+  void check_access(const Session& s, const std::string& guid) const;
+  Session* owner_of(const std::string& guid);
+  void set_instance(const std::string& guid, const nlohmann::json& changes, const Reply& reply);
+  void start_filter(Session& s, const nlohmann::json& params, const Reply& reply);
+  void stop_filter(Session& s, const Reply& reply);
+  void inject(const nlohmann::json& params, uint8_t direction, const Reply& reply);
+  void set_adapter(const nlohmann::json& params, const Reply& reply);
+  void config(Session& s, const nlohmann::json& params, const Reply& reply);
+  void install(Session& s, const nlohmann::json& params, const Reply& reply);
+  void uninstall(Session& s, const nlohmann::json& params, const Reply& reply);
+  nlohmann::json driver_status(const nlohmann::json& params) const;
+  void announce_adapters();
+  void push_config();
+  void attach_plugin();
+  void detach_plugin(const std::string& why);
+  void route(std::vector<std::string> batch);
+  void expire(uint64_t capture_id, bool deny);
+  void expire_due(const std::shared_ptr<Session>& s);
+  void arm_expiry(Session& s);
+  uint32_t internal_id(const std::string& instance, matcher::RuleKind kind, uint32_t rule_id);
+
   void connect_ovsdb();
   bool ensure_policy_db();  // true if it had to be created
   void on_ovs_update(const nlohmann::json& updates);
@@ -80,7 +141,17 @@ class Agent {
   std::map<std::string, Adapter> adapters_;        // by key; id -1 until assigned
   std::map<std::string, nlohmann::json> adapter_rows_, instance_rows_, rule_rows_;  // uuid -> row
   std::set<std::string> assigning_;                // keys with an insert in flight
-  std::unique_ptr<channel::ChannelClient> plugin_;
+  std::shared_ptr<channel::ChannelClient> plugin_;
+  std::thread pump_;
+  std::shared_ptr<std::atomic<bool>> pump_stop_;
+  std::set<std::shared_ptr<Session>> sessions_;
+  std::map<uint32_t, RuleOrigin> origins_;  // the plugin's rule id -> the instance's
+  std::map<std::tuple<std::string, int, uint32_t>, uint32_t> internal_ids_;
+  uint32_t next_internal_id_ = 1;
+  std::map<int32_t, std::string> announced_;  // adapter id -> key, as told to clients
+  nlohmann::json last_config_pushed_;
+  uint64_t events_received_ = 0, events_unrouted_ = 0, expired_by_agent_ = 0, verdicts_lost_ = 0,
+           bad_verdicts_ = 0;
   boost::asio::steady_timer plugin_timer_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
   nlohmann::json last_rules_pushed_, last_adapters_pushed_;  // what the plugin has

@@ -1,0 +1,167 @@
+// vpf-agent: see session.h.
+#include "session.h"
+
+#include <cstring>
+
+#include "agent.h"
+#include "vpf/protocol.h"
+
+namespace vpf::agent {
+
+using nlohmann::json;
+namespace asio = boost::asio;
+namespace proto = vpf::protocol;
+
+Session::Session(asio::local::stream_protocol::socket s, Agent& agent, Peer peer)
+    : expiry_timer(s.get_executor()), sock_(std::move(s)), agent_(agent), peer_(std::move(peer)) {}
+
+void Session::start() { read(); }
+
+void Session::refuse(const json& error) {
+  send_json({{"jsonrpc", "2.0"}, {"id", nullptr}, {"error", error}});
+  close_after_write_ = true;
+}
+
+void Session::send_json(const json& msg) {
+  if (closed_) return;
+  out_.push_back(msg.dump() + "\n");
+  out_is_event_.push_back(false);
+  if (!writing_) flush();
+}
+
+bool Session::send_event(std::string frame) {
+  if (closed_ || queued_event_bytes_ + frame.size() > kMaxQueuedEventBytes) {
+    ++events_dropped;
+    return false;
+  }
+  queued_event_bytes_ += frame.size();
+  out_.push_back(std::move(frame));
+  out_is_event_.push_back(true);
+  ++events_sent;
+  if (!writing_) flush();
+  return true;
+}
+
+void Session::flush() {
+  if (out_.empty() || closed_) {
+    writing_ = false;
+    if (close_after_write_) close();
+    return;
+  }
+  writing_ = true;
+  // Gather what is queued into one write (fewer system calls for bursts of events).
+  auto data = std::make_shared<std::string>();
+  while (!out_.empty() && data->size() < 256 * 1024) {
+    if (out_is_event_.front()) queued_event_bytes_ -= out_.front().size();
+    data->append(out_.front());
+    out_.pop_front();
+    out_is_event_.pop_front();
+  }
+  auto self = shared_from_this();
+  asio::async_write(sock_, asio::buffer(*data), [self, data](const boost::system::error_code& ec, size_t) {
+    if (ec) return self->close();
+    self->flush();
+  });
+}
+
+void Session::close() {
+  if (closed_) return;
+  closed_ = true;
+  boost::system::error_code ec;
+  sock_.shutdown(asio::socket_base::shutdown_both, ec);
+  sock_.close(ec);
+  expiry_timer.cancel();
+  out_.clear();
+  out_is_event_.clear();
+  agent_.on_session_closed(*this);
+}
+
+void Session::protocol_error(const std::string& why) {
+  send_json({{"jsonrpc", "2.0"}, {"id", nullptr},
+             {"error", {{"code", -32600}, {"message", why}, {"data", {{"seed_error", 87}}}}}});
+  close_after_write_ = true;
+  in_.clear();
+}
+
+void Session::read() {
+  auto self = shared_from_this();
+  sock_.async_read_some(asio::buffer(rbuf_), [self](const boost::system::error_code& ec, size_t n) {
+    if (ec) return self->close();  // EOF or error: the client is gone
+    self->in_.append(self->rbuf_, n);
+    self->parse();
+    if (!self->closed_ && !self->close_after_write_) self->read();
+  });
+}
+
+void Session::parse() {
+  size_t pos = 0;
+  while (pos < in_.size() && !closed_ && !close_after_write_) {
+    const char c = in_[pos];
+    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+      ++pos;
+      continue;
+    }
+    if (c == 'V') {  // a binary frame
+      if (in_.size() - pos < sizeof(proto::FrameHeader)) break;
+      proto::FrameHeader h;
+      std::memcpy(&h, in_.data() + pos, sizeof h);
+      if (h.magic != proto::kFrameMagic) return protocol_error("bad frame: wrong magic");
+      if (h.version != proto::kVersion)
+        return protocol_error("bad frame: version " + std::to_string(h.version) + ", this agent speaks " +
+                              std::to_string(proto::kVersion));
+      if (h.type != proto::kVerdictFrame)
+        return protocol_error("bad frame: type " + std::to_string(h.type) + " is not a verdict (2)");
+      if (h.length > proto::kMaxFrameBody)
+        return protocol_error("bad frame: " + std::to_string(h.length) + " bytes is more than the limit of " +
+                              std::to_string(proto::kMaxFrameBody));
+      if (in_.size() - pos < sizeof h + h.length) break;
+      const char* body = in_.data() + pos + sizeof h;
+      proto::VerdictFrame v;
+      if (h.length < sizeof v) return protocol_error("bad verdict frame: shorter than its fixed part");
+      std::memcpy(&v, body, sizeof v);
+      if (sizeof v + v.data_size != h.length)
+        return protocol_error("bad verdict frame: data_size " + std::to_string(v.data_size) +
+                              " disagrees with the frame length " + std::to_string(h.length));
+      agent_.on_verdict(*this, v, std::span(reinterpret_cast<const uint8_t*>(body + sizeof v), v.data_size));
+      pos += sizeof h + h.length;
+      continue;
+    }
+    const size_t nl = in_.find('\n', pos);
+    if (nl == std::string::npos) {
+      if (in_.size() - pos > kMaxLine) return protocol_error("request longer than 16 MiB");
+      break;
+    }
+    const std::string line = in_.substr(pos, nl - pos);
+    pos = nl + 1;
+    const json req = json::parse(line, nullptr, false);
+    auto error = [&](const json& id, int code, const std::string& msg) {
+      send_json({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}, {"data", {{"seed_error", 87}}}}}});
+    };
+    if (req.is_discarded()) {
+      error(nullptr, -32700, "malformed JSON");
+      continue;
+    }
+    if (!req.is_object() || !req.contains("method") || !req["method"].is_string()) {
+      error(req.is_object() ? req.value("id", json(nullptr)) : json(nullptr), -32600,
+            "not a JSON-RPC request (an object with a string 'method')");
+      continue;
+    }
+    if (req.contains("params") && !req["params"].is_object()) {
+      error(req.value("id", json(nullptr)), -32602, "'params' must be an object");
+      continue;
+    }
+    const json id = req.value("id", json(nullptr));
+    auto self = shared_from_this();
+    agent_.handle(*this, req["method"].get<std::string>(), req.value("params", json::object()),
+                  [self, id](const json& result, const ApiError* e) {
+                    if (e)
+                      self->send_json({{"jsonrpc", "2.0"}, {"id", id},
+                                       {"error", {{"code", e->code}, {"message", e->what()}, {"data", {{"seed_error", e->seed}}}}}});
+                    else
+                      self->send_json({{"jsonrpc", "2.0"}, {"id", id}, {"result", result}});
+                  });
+  }
+  in_.erase(0, pos);
+}
+
+}  // namespace vpf::agent

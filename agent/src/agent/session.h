@@ -1,0 +1,84 @@
+// vpf-agent: one client connection (docs/protocol.md).
+//
+// A Session reads JSON-RPC lines and binary frames from its socket, hands requests to the
+// Agent and writes replies, notifications and event frames back.  What the client may
+// receive is bounded: event frames beyond `kMaxQueuedEventBytes` not yet written are
+// refused (counted in events_dropped; the Agent then gives a refused capture its expiry
+// verdict), so a slow or hung client costs memory up to that bound and never stalls the
+// datapath.  Replies to requests are always queued (a client that never reads them stops
+// sending requests it can get answers to).
+//
+// Threads: the io_context's single thread only.
+#pragma once
+
+#include <utility>  // before Asio: its awaitable.hpp uses std::exchange without it
+#include <boost/asio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+namespace vpf::agent {
+
+class Agent;
+
+struct Peer {
+  int pid = 0;
+  int uid = -1;
+  std::string exe;
+};
+
+class Session : public std::enable_shared_from_this<Session> {
+ public:
+  using Clock = std::chrono::steady_clock;
+  static constexpr size_t kMaxLine = size_t(16) << 20;
+  static constexpr size_t kMaxQueuedEventBytes = size_t(8) << 20;
+
+  Session(boost::asio::local::stream_protocol::socket s, Agent& agent, Peer peer);
+  void start();
+  // Writes one error line and closes (a refused peer).
+  void refuse(const nlohmann::json& error);
+
+  void send_json(const nlohmann::json& msg);
+  // Queues an event frame (header + body + data already laid out); false if the client's
+  // queue is full (counted).
+  bool send_event(std::string frame);
+  void close();
+
+  const Peer& peer() const { return peer_; }
+  bool closed() const { return closed_; }
+
+  // --- subscription state, kept by the Agent ---
+  std::string owned_instance;       // the instance whose filter this client started ("" none)
+  bool stat_mode = false;           // started in operation mode stat
+  uint32_t timeout_ms = 0;          // start_filter's event timeout (0 = none)
+  std::string monitor;              // "" none, "*" every instance, or one instance
+  bool adapter_events = false;      // receives adapter_added / adapter_removed
+  // Captured packets sent to this client and not yet decided, by event id -> deadline.
+  std::map<uint64_t, Clock::time_point> pending;
+  uint64_t events_sent = 0, events_dropped = 0;
+  boost::asio::steady_timer expiry_timer;
+
+ private:
+  void read();
+  void parse();
+  void flush();
+  void protocol_error(const std::string& why);  // error line, then close
+
+  boost::asio::local::stream_protocol::socket sock_;
+  Agent& agent_;
+  Peer peer_;
+  std::string in_;
+  char rbuf_[65536];
+  std::deque<std::string> out_;
+  size_t queued_event_bytes_ = 0;
+  std::deque<bool> out_is_event_;
+  bool writing_ = false, closed_ = false, close_after_write_ = false;
+};
+
+}  // namespace vpf::agent
