@@ -335,7 +335,7 @@ void Agent::set_instance(const std::string& guid, const json& changes, const Rep
     if (!row.contains("altitude")) row["altitude"] = 0;
     op = {{"op", "insert"}, {"table", "Instance"}, {"row", row}};
   }
-  policy_db_->transact(kDb, json::array({op}), [reply](const json&, const json& error) {
+  commit(json::array({op}), [reply](const json&, const json& error) {
     if (!error.is_null()) {
       const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
       return reply(nullptr, &e);
@@ -352,6 +352,16 @@ uint32_t Agent::internal_id(const std::string& instance, matcher::RuleKind kind,
     origins_[it->second] = RuleOrigin{instance, kind, rule_id};
   }
   return it->second;
+}
+
+void Agent::commit(json ops, OvsdbClient::Reply done) {
+  // The reply to a transaction reaches us before the monitor update it causes; an echo
+  // sent after the reply is answered after that update.  So when `done` runs, this
+  // agent's view (list_rules, status, ...) already shows the change.
+  policy_db_->transact(kDb, std::move(ops), [this, done](const json& result, const json& error) {
+    if (!error.is_null()) return done(result, error);
+    policy_db_->request("echo", json::array(), [done, result](const json&, const json&) { done(result, json()); });
+  });
 }
 
 // ---- the plugin ----
@@ -909,8 +919,7 @@ void Agent::set_adapter(const json& params, const Reply& reply) {
                          "' (max_packet_bytes, collect_statistics, buffer_size, packet_timeout)");
     }
   }
-  policy_db_->transact(kDb,
-                       json::array({{{"op", "update"}, {"table", "Adapter"},
+  commit(json::array({{{"op", "update"}, {"table", "Adapter"},
                                      {"where", json::array({json::array({"key", "==", key})})},
                                      {"row", {{"settings", ovsdb_make_map(settings)}}}}}),
                        [reply](const json&, const json& error) {
@@ -979,7 +988,7 @@ void Agent::uninstall(Session& s, const json& params, const Reply& reply) {
     throw ApiError(-32602, kErrFileNotFound, "instance '" + guid + "' is not installed");
   const json ops = json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", json::array({json::array({"instance", "==", guid})})}},
                                 {{"op", "delete"}, {"table", "Instance"}, {"where", json::array({json::array({"guid", "==", guid})})}}});
-  policy_db_->transact(kDb, ops, [reply](const json& result, const json& error) {
+  commit(ops, [reply](const json& result, const json& error) {
     if (!error.is_null()) {
       const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
       return reply(nullptr, &e);
@@ -1025,7 +1034,7 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   spec.erase("id");
   const json row = {{"instance", inst}, {"kind", kind}, {"rule_id", rule.id},
                     {"position", !any ? 0 : at == "head" ? lo - 1 : hi + 1}, {"spec", spec.dump()}};
-  policy_db_->transact(kDb, json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),
+  commit(json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),
                        [reply](const json& result, const json& error) {
                          if (!error.is_null()) {
                            const ApiError e(-32000, kErrAlreadyExists, "the database refused the rule: " + error.dump());
@@ -1049,7 +1058,7 @@ void Agent::delete_rules(const json& params, const Reply& reply) {
   }
   const bool one = params.contains("id");
   if (one && !params.contains("kind")) throw ApiError(-32602, kErrInvalidParameter, "delete_rule needs 'kind' and 'id'");
-  policy_db_->transact(kDb, json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", where}}}),
+  commit(json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", where}}}),
                        [reply, one](const json& result, const json& error) {
                          if (!error.is_null()) {
                            const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());

@@ -107,6 +107,9 @@ class Agent {
   void install(Session& s, const nlohmann::json& params, const Reply& reply);
   void uninstall(Session& s, const nlohmann::json& params, const Reply& reply);
   nlohmann::json driver_status(const nlohmann::json& params) const;
+  // A transaction of the vportfilter database for a client: `done` runs after the commit
+  // and after this agent's monitor has seen it.
+  void commit(nlohmann::json ops, OvsdbClient::Reply done);
   void announce_adapters();
   void push_config();
   void attach_plugin();

@@ -1,0 +1,1041 @@
+// vportfilter client library: see vpf/netfilter.h.
+#include "vpf/netfilter.h"
+
+#include <arpa/inet.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <future>
+#include <map>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "vpf/protocol.h"
+
+namespace vpf {
+
+using nlohmann::json;
+namespace proto = vpf::protocol;
+
+namespace {
+
+std::string default_socket() {
+  if (const char* s = std::getenv("VPF_AGENT_SOCKET"); s && *s) return s;
+  if (const char* r = std::getenv("OVS_RUNDIR"); r && *r) return std::string(r) + "/vpf-agent.sock";
+  return "/var/run/openvswitch/vpf-agent.sock";
+}
+
+std::string to_hex(std::span<const uint8_t> d) {
+  static const char* x = "0123456789abcdef";
+  std::string s(d.size() * 2, '0');
+  for (size_t i = 0; i < d.size(); ++i) s[2 * i] = x[d[i] >> 4], s[2 * i + 1] = x[d[i] & 15];
+  return s;
+}
+
+std::string lower(std::string s) {
+  for (char& c : s) c = char(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+bool parse_bool(const std::string& name, const std::string& v) {
+  const std::string l = lower(v);
+  if (l == "true" || l == "1" || l == "yes") return true;
+  if (l == "false" || l == "0" || l == "no") return false;
+  throw NetFilterError(kErrorInvalidParameter, name + ": '" + v + "' is not True, False, 1, 0, Yes or No");
+}
+
+// ---- the connection to the agent ----
+
+class Conn {
+ public:
+  using EventFn = std::function<void(const proto::EventFrame&, std::vector<uint8_t>)>;
+  using NoteFn = std::function<void(const json&)>;
+
+  Conn(const std::string& path, EventFn ev, NoteFn note) : on_event_(std::move(ev)), on_note_(std::move(note)) {
+    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    if (path.size() >= sizeof a.sun_path) throw NetFilterError(kErrorInvalidParameter, "socket path too long: " + path);
+    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      const std::string why = std::strerror(errno);
+      if (fd_ >= 0) ::close(fd_);
+      throw NetFilterError(kErrorFileNotFound, "cannot reach vpf-agent at " + path + ": " + why);
+    }
+    reader_ = std::thread([this] { read_loop(); });
+  }
+  ~Conn() {
+    ::shutdown(fd_, SHUT_RDWR);
+    if (reader_.joinable()) reader_.join();
+    ::close(fd_);
+  }
+
+  json call(const std::string& method, const json& params, int timeout_ms = 15000) {
+    std::future<json> f;
+    uint64_t id;
+    {
+      std::lock_guard l(mu_);
+      if (closed_) throw NetFilterError(kErrorNotReady, "the connection to vpf-agent is closed: " + close_reason_);
+      id = next_id_++;
+      f = calls_[id].get_future();
+    }
+    write(json{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}}.dump() + "\n");
+    if (f.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
+      std::lock_guard l(mu_);
+      calls_.erase(id);
+      throw NetFilterError(kErrorNotReady, method + ": no answer from vpf-agent within " + std::to_string(timeout_ms) + " ms");
+    }
+    const json r = f.get();
+    if (r.contains("error")) {
+      const json& e = r["error"];
+      int code = kErrorInvalidParameter;
+      if (e.contains("data") && e["data"].is_object() && e["data"].contains("seed_error")) code = e["data"]["seed_error"];
+      throw NetFilterError(code, method + ": " + e.value("message", std::string("error")));
+    }
+    return r.value("result", json());
+  }
+
+  void verdict(uint64_t id, uint8_t action, std::span<const uint8_t> data) {
+    proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kVerdictFrame,
+                         uint32_t(sizeof(proto::VerdictFrame) + data.size()), 0};
+    proto::VerdictFrame v{id, action, {}, uint32_t(data.size())};
+    std::string f(sizeof h + sizeof v + data.size(), '\0');
+    std::memcpy(f.data(), &h, sizeof h);
+    std::memcpy(f.data() + sizeof h, &v, sizeof v);
+    if (!data.empty()) std::memcpy(f.data() + sizeof h + sizeof v, data.data(), data.size());
+    write(f);
+  }
+
+  bool closed() const {
+    std::lock_guard l(mu_);
+    return closed_;
+  }
+
+ private:
+  void write(const std::string& s) {
+    std::lock_guard l(wmu_);
+    size_t off = 0;
+    while (off < s.size()) {
+      const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+      if (n <= 0) {
+        if (n < 0 && errno == EINTR) continue;
+        throw NetFilterError(kErrorNotReady, std::string("cannot write to vpf-agent: ") + std::strerror(errno));
+      }
+      off += size_t(n);
+    }
+  }
+
+  void read_loop() {
+    std::string in;
+    char buf[65536];
+    std::string why = "vpf-agent closed the connection";
+    for (;;) {
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      in.append(buf, size_t(n));
+      size_t pos = 0;
+      bool bad = false;
+      while (pos < in.size()) {
+        if (in[pos] == '\n' || in[pos] == ' ') {
+          ++pos;
+          continue;
+        }
+        if (in[pos] == 'V') {
+          if (in.size() - pos < sizeof(proto::FrameHeader)) break;
+          proto::FrameHeader h;
+          std::memcpy(&h, in.data() + pos, sizeof h);
+          if (h.magic != proto::kFrameMagic || h.type != proto::kEventFrame || h.length < sizeof(proto::EventFrame) ||
+              h.length > proto::kMaxFrameBody) {
+            why = "vpf-agent sent a malformed frame";
+            bad = true;
+            break;
+          }
+          if (in.size() - pos < sizeof h + h.length) break;
+          proto::EventFrame e;
+          std::memcpy(&e, in.data() + pos + sizeof h, sizeof e);
+          if (sizeof e + e.data_size != h.length) {
+            why = "vpf-agent sent an event whose size disagrees with its frame";
+            bad = true;
+            break;
+          }
+          const auto* p = reinterpret_cast<const uint8_t*>(in.data() + pos + sizeof h + sizeof e);
+          on_event_(e, std::vector<uint8_t>(p, p + e.data_size));
+          pos += sizeof h + h.length;
+          continue;
+        }
+        const size_t nl = in.find('\n', pos);
+        if (nl == std::string::npos) break;
+        const json m = json::parse(in.begin() + long(pos), in.begin() + long(nl), nullptr, false);
+        pos = nl + 1;
+        if (!m.is_object()) continue;
+        if (m.contains("method")) {
+          on_note_(m);
+        } else if (m.contains("id") && m["id"].is_number_unsigned()) {
+          std::lock_guard l(mu_);
+          const auto it = calls_.find(m["id"].get<uint64_t>());
+          if (it != calls_.end()) {
+            it->second.set_value(m);
+            calls_.erase(it);
+          }
+        } else if (m.contains("error")) {  // an error for no request: the agent refuses us
+          why = m["error"].value("message", std::string("refused"));
+          std::lock_guard l(mu_);
+          for (auto& [id, p] : calls_) p.set_value(m);
+          calls_.clear();
+        }
+      }
+      in.erase(0, pos);
+      if (bad) break;
+    }
+    std::lock_guard l(mu_);
+    closed_ = true;
+    close_reason_ = why;
+    for (auto& [id, p] : calls_)
+      p.set_value(json{{"error", {{"code", -32000}, {"message", why}, {"data", {{"seed_error", kErrorNotReady}}}}}});
+    calls_.clear();
+  }
+
+  int fd_ = -1;
+  EventFn on_event_;
+  NoteFn on_note_;
+  std::thread reader_;
+  mutable std::mutex mu_;
+  std::mutex wmu_;
+  std::map<uint64_t, std::promise<json>> calls_;
+  uint64_t next_id_ = 1;
+  bool closed_ = false;
+  std::string close_reason_;
+};
+
+// ---- the worker pool that fires events ----
+
+class Pool {
+ public:
+  Pool(NetFilter& nf, size_t min, size_t max, size_t stack) : nf_(nf), max_(std::max(min, max)), stack_(stack) {
+    for (size_t i = 0; i < std::max<size_t>(min, 1); ++i) spawn();
+  }
+  ~Pool() {
+    {
+      std::lock_guard l(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (pthread_t t : threads_) pthread_join(t, nullptr);
+  }
+  void post(std::function<void()> fn) {
+    std::unique_lock l(mu_);
+    q_.push_back(std::move(fn));
+    if (idle_ == 0 && threads_.size() < max_) {
+      l.unlock();
+      spawn();
+      return;
+    }
+    l.unlock();
+    cv_.notify_one();
+  }
+  // Waits until every posted task has run.
+  void drain() {
+    std::unique_lock l(mu_);
+    done_cv_.wait(l, [&] { return q_.empty() && busy_ == 0; });
+  }
+
+ private:
+  void spawn() {
+    pthread_attr_t a;
+    pthread_attr_init(&a);
+    if (stack_) pthread_attr_setstacksize(&a, std::max<size_t>(stack_, PTHREAD_STACK_MIN));
+    pthread_t t;
+    if (pthread_create(&t, &a, &Pool::main, this) == 0) {
+      std::lock_guard l(mu_);
+      threads_.push_back(t);
+    }
+    pthread_attr_destroy(&a);
+  }
+  static void* main(void* arg) {
+    auto* p = static_cast<Pool*>(arg);
+    if (p->nf_.on_worker_thread_creation) {
+      WorkerThreadCreationEventParams e;
+      try {
+        p->nf_.on_worker_thread_creation(e);
+      } catch (...) {
+      }
+    }
+    p->run();
+    if (p->nf_.on_worker_thread_termination) {
+      WorkerThreadTerminationEventParams e;
+      try {
+        p->nf_.on_worker_thread_termination(e);
+      } catch (...) {  // errors here are ignored, as documented
+      }
+    }
+    return nullptr;
+  }
+  void run() {
+    std::unique_lock l(mu_);
+    for (;;) {
+      ++idle_;
+      cv_.wait(l, [&] { return stop_ || !q_.empty(); });
+      --idle_;
+      if (q_.empty()) return;  // stopping
+      auto fn = std::move(q_.front());
+      q_.pop_front();
+      ++busy_;
+      l.unlock();
+      fn();
+      l.lock();
+      --busy_;
+      if (q_.empty() && busy_ == 0) done_cv_.notify_all();
+    }
+  }
+
+  NetFilter& nf_;
+  size_t max_, stack_;
+  std::mutex mu_;
+  std::condition_variable cv_, done_cv_;
+  std::deque<std::function<void()>> q_;
+  std::vector<pthread_t> threads_;
+  size_t idle_ = 0, busy_ = 0;
+  bool stop_ = false;
+};
+
+}  // namespace
+
+struct NetFilter::Impl {
+  NetFilter& nf;
+  std::string socket;
+  std::unique_ptr<Conn> conn;
+  std::unique_ptr<Pool> pool;
+  std::mutex pool_mu;  // guards `pool` against the reader posting while start/stop swap it
+  std::string guid;
+  bool initialized = false;
+  std::atomic<bool> active{false};
+  OperationMode mode = OperationMode::Capture;
+  int serialize = 0;
+  int64_t tag = 0;
+  std::vector<Adapter> adapters;
+  std::vector<FilterRule> filter_rules, passthrough_rules;
+  // Local settings.
+  size_t initial_send_buffer = 262144;
+  size_t min_workers = 0, max_workers = 0, stack_size = 0;
+  bool deny_expired = false;
+  std::map<int, std::vector<std::pair<std::vector<uint8_t>, int>>> send_buffers;  // adapter -> frames, times
+  std::mutex send_mu;
+  std::thread stats_thread;
+  std::mutex stats_mu;
+  std::condition_variable stats_cv;
+  bool stats_stop = false;
+
+  explicit Impl(NetFilter& n, std::string s) : nf(n), socket(s.empty() ? default_socket() : std::move(s)) {}
+
+  void need_init() const {
+    if (!initialized) throw NetFilterError(kErrorNotReady, "call initialize(product_guid) first");
+  }
+  void need_inactive(const char* what) const {
+    if (active) throw NetFilterError(kErrorConnectionActive, std::string(what) + " cannot change while the filter is active");
+  }
+  // A short-lived connection for the installation methods (no initialize needed).
+  json call_once(const std::string& method, const json& params) {
+    if (conn && !conn->closed()) return conn->call(method, params);
+    Conn c(socket, [](const proto::EventFrame&, std::vector<uint8_t>) {}, [](const json&) {});
+    return c.call(method, params);
+  }
+
+  void fire_error(int code, const std::string& what) {
+    if (!nf.on_error) return;
+    ErrorEventParams e{code, what};
+    try {
+      nf.on_error(e);
+    } catch (...) {
+    }
+  }
+
+  void dispatch(std::function<void()> fn) {
+    std::lock_guard l(pool_mu);
+    if (pool) pool->post(std::move(fn));
+  }
+
+  void on_note(const json& m) {
+    const std::string method = m["method"].is_string() ? m["method"].get<std::string>() : "";
+    const json p = m.value("params", json::object());
+    if (method == "adapter_added" || method == "adapter_removed") {
+      const int id = p.value("adapter_id", -1);
+      auto& handler = method == "adapter_added" ? nf.on_adapter_added : nf.on_adapter_removed;
+      if (!handler) return;
+      dispatch([this, id, &handler] {
+        AdapterEventParams e{id};
+        try {
+          handler(e);
+        } catch (const std::exception& ex) {
+          fire_error(kErrorInvalidParameter, std::string("adapter event handler: ") + ex.what());
+        }
+      });
+    } else if (method == "verdict_refused") {
+      dispatch([this, p] { fire_error(p.value("seed_error", kErrorInvalidParameter), p.value("message", std::string())); });
+    }
+  }
+
+  void on_event(const proto::EventFrame& f, std::vector<uint8_t> data) {
+    dispatch([this, f, d = std::move(data)]() mutable { fire_packet(f, std::move(d)); });
+  }
+
+  void fire_packet(const proto::EventFrame& f, std::vector<uint8_t> data) {
+    const auto ts = std::chrono::system_clock::time_point(std::chrono::milliseconds(f.timestamp_ns / 1000000));
+    const int64_t sub_ns = int64_t(f.timestamp_ns % 1000000);
+    if (f.type == proto::kNotify || (f.flags & proto::kMonitorCopy)) {
+      if (!nf.on_notify_packet) return;
+      NotifyPacketEventParams e{int(f.adapter), ts, sub_ns, f.packet_type, f.direction, int(f.packet_size),
+                                std::span<const uint8_t>(data), int(f.ip_offset), int(f.ip_size), f.rule_id};
+      try {
+        nf.on_notify_packet(e);
+      } catch (const std::exception& ex) {
+        fire_error(kErrorInvalidParameter, std::string("on_notify_packet: ") + ex.what());
+      }
+      return;
+    }
+    // A captured packet: the handler decides; every path ends in one verdict.
+    uint8_t action = deny_expired ? kPacketActionDrop : kPacketActionSend;
+    std::vector<uint8_t> buf = data;
+    int data_size = int(data.size());
+    if (nf.on_packet) {
+      for (int round = 0; round < 8; ++round) {
+        PacketEventParams e{int(f.adapter), ts, sub_ns, f.packet_type, f.direction, int(f.packet_size),
+                            std::span<uint8_t>(buf), data_size, int(f.ip_offset), int(f.ip_size), f.rule_id};
+        try {
+          nf.on_packet(e);
+        } catch (const std::exception& ex) {
+          fire_error(kErrorInvalidParameter, std::string("on_packet: ") + ex.what() +
+                                                 (deny_expired ? " (packet dropped)" : " (packet sent on)"));
+          break;
+        }
+        if (e.result_code == kErrorInsufficientBuffer && e.data_size > int(buf.size()) &&
+            e.data_size <= int(proto::kMaxPacket)) {
+          // Fire again with a buffer of the size asked for, holding the original packet.
+          std::vector<uint8_t> bigger(size_t(e.data_size), 0);
+          std::copy(data.begin(), data.end(), bigger.begin());
+          buf = std::move(bigger);
+          data_size = int(data.size());
+          continue;
+        }
+        if (e.result_code != 0) {
+          fire_error(e.result_code, "on_packet reported error " + std::to_string(e.result_code));
+        }
+        if (e.action == kPacketActionDrop || e.action == kPacketActionSend) {
+          action = uint8_t(e.action);
+        } else if (e.action == kPacketActionSendModified) {
+          if (e.data_size < 14 || e.data_size > int(buf.size())) {
+            fire_error(kErrorInvalidParameter, "on_packet: SEND_MODIFIED with data_size " + std::to_string(e.data_size) +
+                                                   " outside 14.." + std::to_string(buf.size()));
+            break;
+          }
+          action = kPacketActionSendModified;
+          data_size = e.data_size;
+        } else {
+          fire_error(kErrorInvalidParameter, "on_packet: action " + std::to_string(e.action) + " is not DROP, SEND or SEND_MODIFIED");
+        }
+        break;
+      }
+    }
+    try {
+      if (conn)
+        conn->verdict(f.event_id, action,
+                      action == kPacketActionSendModified ? std::span<const uint8_t>(buf.data(), size_t(data_size))
+                                                          : std::span<const uint8_t>());
+    } catch (const NetFilterError& ex) {
+      fire_error(ex.code(), ex.what());
+    }
+  }
+
+  void refresh_rules() {
+    const json all = conn->call("list_rules", {{"instance", guid}});
+    std::vector<FilterRule> f, p;
+    for (const auto& r : all) {
+      FilterRule x;
+      x.rule_id = r.value("id", 0u);
+      x.adapter_id = r.value("adapter", -1);
+      const std::string dir = r.value("direction", std::string("any"));
+      x.direction = dir == "outgoing" ? kDirectionOutgoing : dir == "incoming" ? kDirectionIncoming : kDirectionAny;
+      x.min_packet_size = r.value("min_size", -1);
+      x.max_packet_size = r.value("max_size", -1);
+      x.bpf_rule = r.value("bpf", std::string());
+      const std::string act = r.value("action", std::string("drop"));
+      x.action = act == "capture" ? kRuleActionCapture : act == "notify" ? kRuleActionNotify : kRuleActionDrop;
+      const std::string kind = r.value("kind", std::string());
+      if (kind == "filter") f.push_back(x);
+      else if (kind == "passthrough") p.push_back(x);
+    }
+    filter_rules = std::move(f);
+    passthrough_rules = std::move(p);
+  }
+
+  bool add_rule(const json& rule) {
+    need_init();
+    conn->call("add_rule", {{"instance", guid}, {"rule", rule}});
+    refresh_rules();
+    return true;
+  }
+
+  bool delete_rules(const json& params) {
+    need_init();
+    json p = params;
+    p["instance"] = guid;
+    bool ok = true;
+    try {
+      conn->call(p.contains("id") ? "delete_rule" : "delete_all_rules", p);
+    } catch (const NetFilterError& e) {
+      if (e.code() != kErrorNotFound) throw;
+      ok = false;
+    }
+    refresh_rules();
+    return ok;
+  }
+
+  void statistics(int adapter_id, bool filter_too) {
+    const json st = conn->call("get_statistics", json::object());
+    const auto now = std::chrono::system_clock::now();
+    for (const auto& a : st["adapters"]) {
+      const int id = a["adapter_id"];
+      if (adapter_id != -1 && id != adapter_id) continue;
+      if (mode == OperationMode::Stat && active && adapter_id == -1 && !a.value("collect_statistics", true)) continue;
+      for (const char* which : {"total", "filter"}) {
+        const bool fs = std::string(which) == "filter";
+        if (fs && !filter_too) continue;
+        const json& c = a[which];
+        StatisticsEventParams e{id, fs, now,
+                                c["packets_received"], c["bytes_received"], c["packets_sent"], c["bytes_sent"],
+                                c["packets_dropped_inbound"], c["bytes_dropped_inbound"],
+                                c["packets_dropped_outbound"], c["bytes_dropped_outbound"]};
+        if (!nf.on_statistics) continue;
+        dispatch([this, e]() mutable {
+          try {
+            nf.on_statistics(e);
+          } catch (const std::exception& ex) {
+            fire_error(kErrorInvalidParameter, std::string("on_statistics: ") + ex.what());
+          }
+        });
+      }
+    }
+  }
+
+  void set_adapter(int i, const char* prop, const json& value) {
+    need_init();
+    if (i < 0 || i >= int(adapters.size()))
+      throw NetFilterError(kErrorInvalidParameter, "adapter index " + std::to_string(i) + " out of range (call list_adapters)");
+    need_inactive(prop);
+    conn->call("set_adapter", {{"adapter", adapters[size_t(i)].id}, {prop, value}});
+  }
+  const Adapter& adapter(int i) const {
+    if (i < 0 || i >= int(adapters.size()))
+      throw NetFilterError(kErrorInvalidParameter, "adapter index " + std::to_string(i) + " out of range");
+    return adapters[size_t(i)];
+  }
+  static const FilterRule& rule(const std::vector<FilterRule>& v, int i) {
+    if (i < 0 || i >= int(v.size())) throw NetFilterError(kErrorInvalidParameter, "rule index " + std::to_string(i) + " out of range");
+    return v[size_t(i)];
+  }
+};
+
+namespace {
+
+void check_guid(const std::string& g) {
+  static const std::regex re("\\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\\}");
+  if (!std::regex_match(g, re))
+    throw NetFilterError(kErrorInvalidParameter,
+                         "product GUID '" + g + "' is not in registry format ({XXXXXXXX-XXXX-XXXX-XXXX-XXXXXXXXXXXX})");
+}
+
+json rule_json(const char* kind, uint32_t id, int adapter, int direction, int min, int max, const std::string& bpf) {
+  if (direction < 0 || direction > 2)
+    throw NetFilterError(kErrorInvalidParameter, "direction " + std::to_string(direction) + " is not 0 (outgoing), 1 (incoming) or 2 (any)");
+  json r = {{"kind", kind}, {"id", id}, {"adapter", adapter}, {"direction", direction}, {"min_size", min}, {"max_size", max}};
+  if (!bpf.empty()) r["bpf"] = bpf;
+  return r;
+}
+
+}  // namespace
+
+NetFilter::NetFilter(std::string socket) : d_(std::make_unique<Impl>(*this, std::move(socket))) {}
+
+NetFilter::~NetFilter() {
+  try {
+    if (d_->active) stop_filter();
+  } catch (...) {
+  }
+  d_->conn.reset();
+  std::lock_guard l(d_->pool_mu);
+  d_->pool.reset();
+}
+
+// ---- properties ----
+bool NetFilter::active() const { return d_->active; }
+int NetFilter::adapter_count() const { return int(d_->adapters.size()); }
+int NetFilter::adapter_buffer_size(int i) const { return d_->adapter(i).buffer_size; }
+void NetFilter::set_adapter_buffer_size(int i, int kb) {
+  d_->set_adapter(i, "buffer_size", kb);
+  d_->adapters[size_t(i)].buffer_size = kb;
+}
+bool NetFilter::adapter_collect_statistics(int i) const { return d_->adapter(i).collect_statistics; }
+void NetFilter::set_adapter_collect_statistics(int i, bool on) {
+  d_->set_adapter(i, "collect_statistics", on);
+  d_->adapters[size_t(i)].collect_statistics = on;
+}
+std::string NetFilter::adapter_description(int i) const { return d_->adapter(i).description; }
+std::string NetFilter::adapter_friendly_name(int i) const { return d_->adapter(i).friendly_name; }
+int NetFilter::adapter_id(int i) const { return d_->adapter(i).id; }
+int NetFilter::adapter_interface_type(int i) const { return d_->adapter(i).interface_type; }
+std::string NetFilter::adapter_mac_address(int i) const { return d_->adapter(i).mac_address; }
+int NetFilter::adapter_max_packet_bytes(int i) const { return d_->adapter(i).max_packet_bytes; }
+void NetFilter::set_adapter_max_packet_bytes(int i, int bytes) {
+  if (bytes < 0) throw NetFilterError(kErrorInvalidParameter, "max_packet_bytes must be 0..262144");
+  d_->set_adapter(i, "max_packet_bytes", bytes);
+  d_->adapters[size_t(i)].max_packet_bytes = bytes ? bytes : 262144;
+}
+std::string NetFilter::adapter_name(int i) const { return d_->adapter(i).name; }
+int NetFilter::adapter_packet_timeout(int i) const { return d_->adapter(i).packet_timeout; }
+void NetFilter::set_adapter_packet_timeout(int i, int ms) {
+  d_->set_adapter(i, "packet_timeout", ms);
+  d_->adapters[size_t(i)].packet_timeout = ms;
+}
+bool NetFilter::adapter_promiscuous_mode(int i) const { return d_->adapter(i).promiscuous_mode; }
+void NetFilter::set_adapter_promiscuous_mode(int i, bool on) { d_->set_adapter(i, "promiscuous_mode", on); }
+bool NetFilter::adapter_wi_fi_monitor_mode(int i) const { return d_->adapter(i).wifi_monitor_mode; }
+void NetFilter::set_adapter_wi_fi_monitor_mode(int i, bool on) { d_->set_adapter(i, "wifi_monitor_mode", on); }
+bool NetFilter::adapter_wi_fi_monitor_mode_supported(int i) const { return d_->adapter(i).wifi_monitor_mode_supported; }
+const std::vector<Adapter>& NetFilter::adapters() const { return d_->adapters; }
+
+int NetFilter::altitude() const {
+  d_->need_init();
+  const json st = d_->conn->call("status", json::object());
+  for (const auto& i : st["instances"])
+    if (i["guid"] == d_->guid) return int(i.value("altitude", 0));
+  return 0;
+}
+void NetFilter::set_altitude(int altitude) {
+  d_->need_init();
+  d_->need_inactive("altitude");
+  d_->conn->call("install", {{"guid", d_->guid}, {"altitude", altitude}});
+}
+
+int NetFilter::filter_rule_count() const { return int(d_->filter_rules.size()); }
+int NetFilter::filter_rule_action(int i) const { return Impl::rule(d_->filter_rules, i).action; }
+int NetFilter::filter_rule_adapter_id(int i) const { return Impl::rule(d_->filter_rules, i).adapter_id; }
+std::string NetFilter::filter_rule_bpf_rule(int i) const { return Impl::rule(d_->filter_rules, i).bpf_rule; }
+int NetFilter::filter_rule_direction(int i) const { return Impl::rule(d_->filter_rules, i).direction; }
+int NetFilter::filter_rule_max_packet_size(int i) const { return Impl::rule(d_->filter_rules, i).max_packet_size; }
+int NetFilter::filter_rule_min_packet_size(int i) const { return Impl::rule(d_->filter_rules, i).min_packet_size; }
+uint32_t NetFilter::filter_rule_rule_id(int i) const { return Impl::rule(d_->filter_rules, i).rule_id; }
+int NetFilter::passthrough_rule_count() const { return int(d_->passthrough_rules.size()); }
+int NetFilter::passthrough_rule_adapter_id(int i) const { return Impl::rule(d_->passthrough_rules, i).adapter_id; }
+std::string NetFilter::passthrough_rule_bpf_rule(int i) const { return Impl::rule(d_->passthrough_rules, i).bpf_rule; }
+int NetFilter::passthrough_rule_direction(int i) const { return Impl::rule(d_->passthrough_rules, i).direction; }
+int NetFilter::passthrough_rule_max_packet_size(int i) const { return Impl::rule(d_->passthrough_rules, i).max_packet_size; }
+int NetFilter::passthrough_rule_min_packet_size(int i) const { return Impl::rule(d_->passthrough_rules, i).min_packet_size; }
+uint32_t NetFilter::passthrough_rule_rule_id(int i) const { return Impl::rule(d_->passthrough_rules, i).rule_id; }
+const std::vector<FilterRule>& NetFilter::filter_rules() const { return d_->filter_rules; }
+const std::vector<FilterRule>& NetFilter::passthrough_rules() const { return d_->passthrough_rules; }
+
+OperationMode NetFilter::operation_mode() const { return d_->mode; }
+void NetFilter::set_operation_mode(OperationMode m) {
+  if (m != OperationMode::Capture && m != OperationMode::Stat)
+    throw NetFilterError(kErrorInvalidParameter, "operation mode must be Capture (0) or Stat (1)");
+  d_->need_inactive("operation_mode");
+  d_->mode = m;
+}
+int NetFilter::serialize_events() const { return d_->serialize; }
+void NetFilter::set_serialize_events(int v) {
+  if (v != 0 && v != 1) throw NetFilterError(kErrorInvalidParameter, "serialize_events must be 0 or 1");
+  d_->need_inactive("serialize_events");
+  d_->serialize = v;
+}
+int64_t NetFilter::tag() const { return d_->tag; }
+void NetFilter::set_tag(int64_t v) { d_->tag = v; }
+
+// ---- methods ----
+
+bool NetFilter::add_filter_rule(uint32_t rule_id, int adapter_id, int direction, int min_packet_size,
+                                int max_packet_size, const std::string& bpf_rule, int action) {
+  if (action < kRuleActionDrop || action > kRuleActionNotify)
+    throw NetFilterError(kErrorInvalidParameter, "action " + std::to_string(action) + " is not DROP (1), CAPTURE (2) or NOTIFY (3)");
+  json r = rule_json("filter", rule_id, adapter_id, direction, min_packet_size, max_packet_size, bpf_rule);
+  r["action"] = action;
+  return d_->add_rule(r);
+}
+
+bool NetFilter::add_passthrough_rule(uint32_t rule_id, int adapter_id, int direction, int min_packet_size,
+                                     int max_packet_size, const std::string& bpf_rule) {
+  return d_->add_rule(rule_json("passthrough", rule_id, adapter_id, direction, min_packet_size, max_packet_size, bpf_rule));
+}
+
+std::string NetFilter::config(const std::string& s) {
+  const size_t eq = s.find('=');
+  const std::string name = s.substr(0, eq);
+  const std::string l = lower(name);
+  const bool set = eq != std::string::npos;
+  const std::string value = set ? s.substr(eq + 1) : "";
+  auto number = [&](size_t& field, size_t max) -> std::string {
+    if (!set) return std::to_string(field);
+    char* end = nullptr;
+    const long long v = std::strtoll(value.c_str(), &end, 10);
+    if (value.empty() || *end || v < 0 || size_t(v) > max)
+      throw NetFilterError(kErrorInvalidParameter, name + ": '" + value + "' is not a number in 0.." + std::to_string(max));
+    field = size_t(v);
+    return "";
+  };
+  if (l == "initialsendbuffersize") return number(d_->initial_send_buffer, size_t(1) << 30);
+  if (l == "minworkerthreadcount" || l == "maxworkerthreadcount" || l == "workerinitialstacksize") {
+    if (set) d_->need_inactive(name.c_str());
+    size_t& f = l == "minworkerthreadcount" ? d_->min_workers : l == "maxworkerthreadcount" ? d_->max_workers : d_->stack_size;
+    return number(f, l == "workerinitialstacksize" ? size_t(1) << 30 : 4096);
+  }
+  if (l == "buildinfo") {
+    if (set) throw NetFilterError(kErrorInvalidParameter, "BuildInfo is read-only");
+    return std::string("vportfilter 0.1.0, protocol ") + std::to_string(proto::kVersion) + ", built " __DATE__;
+  }
+  if (l == "licenseinfo") {
+    if (set) throw NetFilterError(kErrorInvalidParameter, "LicenseInfo is read-only");
+    return "vportfilter: no license key needed";
+  }
+  if (l == "denyexpiredrequests" || l == "forceapppermissioncheck" || l == "loggingenabled") {
+    d_->need_init();
+    if (!set) return d_->conn->call("config", {{"instance", d_->guid}, {"name", name}})["value"];
+    parse_bool(name, value);
+    d_->conn->call("config", {{"instance", d_->guid}, {"name", name}, {"value", value}});
+    if (l == "denyexpiredrequests") d_->deny_expired = parse_bool(name, value);
+    return "";
+  }
+  throw NetFilterError(kErrorInvalidParameter,
+                       "unknown configuration setting '" + name +
+                           "' (DenyExpiredRequests, ForceAppPermissionCheck, InitialSendBufferSize, LoggingEnabled, "
+                           "MaxWorkerThreadCount, MinWorkerThreadCount, WorkerInitialStackSize, BuildInfo, LicenseInfo)");
+}
+
+bool NetFilter::delete_all_filter_rules() { return d_->delete_rules({{"kind", "filter"}}); }
+bool NetFilter::delete_all_passthrough_rules() { return d_->delete_rules({{"kind", "passthrough"}}); }
+bool NetFilter::delete_filter_rule(uint32_t id) { return d_->delete_rules({{"kind", "filter"}, {"id", id}}); }
+bool NetFilter::delete_passthrough_rule(uint32_t id) { return d_->delete_rules({{"kind", "passthrough"}, {"id", id}}); }
+
+void NetFilter::flush_send_buffer(int adapter_id) {
+  d_->need_init();
+  std::map<int, std::vector<std::pair<std::vector<uint8_t>, int>>> out;
+  {
+    std::lock_guard l(d_->send_mu);
+    if (adapter_id == -1) {
+      out.swap(d_->send_buffers);
+    } else if (auto it = d_->send_buffers.find(adapter_id); it != d_->send_buffers.end()) {
+      out[adapter_id] = std::move(it->second);
+      d_->send_buffers.erase(it);
+    }
+  }
+  for (const auto& [a, frames] : out)
+    for (const auto& [f, times] : frames)
+      d_->conn->call("send_packet", {{"adapter", a}, {"data", to_hex(f)}, {"num_times", times}});
+}
+
+int NetFilter::get_driver_status(const std::string& guid) {
+  check_guid(guid);
+  try {
+    return d_->call_once("get_driver_status", {{"guid", guid}})["status"];
+  } catch (const NetFilterError& e) {
+    if (e.code() == kErrorFileNotFound) return kModuleStatusNotPresent;  // no agent: nothing is there
+    throw;
+  }
+}
+
+int64_t NetFilter::get_driver_version(const std::string& guid) {
+  check_guid(guid);
+  if (get_driver_status(guid) == kModuleStatusNotPresent) return 0;
+  return d_->call_once("get_driver_version", json::object())["version"].get<int64_t>();
+}
+
+void NetFilter::get_statistics(int adapter_id) {
+  d_->need_init();
+  // Filter-specific figures only while filtering in statistics mode, as in the reference.
+  d_->statistics(adapter_id, d_->active && d_->mode == OperationMode::Stat);
+}
+
+void NetFilter::initialize(const std::string& guid) {
+  check_guid(guid);
+  if (d_->active) throw NetFilterError(kErrorConnectionActive, "initialize: the filter is active");
+  Impl* d = d_.get();
+  auto conn = std::make_unique<Conn>(
+      d->socket, [d](const proto::EventFrame& f, std::vector<uint8_t> data) { d->on_event(f, std::move(data)); },
+      [d](const json& m) { d->on_note(m); });
+  const json st = conn->call("status", json::object());
+  if (st.value("protocol_version", 0u) != proto::kVersion)
+    throw NetFilterError(kErrorInvalidKernelInfoVersion, "vpf-agent speaks protocol " + st["protocol_version"].dump() +
+                                                             ", this library " + std::to_string(proto::kVersion));
+  if (conn->call("get_driver_status", {{"guid", guid}})["status"] == kModuleStatusNotPresent)
+    throw NetFilterError(kErrorFileNotFound, "instance " + guid + " is not installed (call install first)");
+  d_->conn = std::move(conn);
+  d_->guid = guid;
+  d_->initialized = true;
+  d_->deny_expired = d_->conn->call("config", {{"instance", guid}, {"name", "DenyExpiredRequests"}})["value"] == "True";
+  d_->refresh_rules();
+  {
+    std::lock_guard l(d_->pool_mu);
+    if (!d_->pool) d_->pool = std::make_unique<Pool>(*this, 1, 1, d_->stack_size);  // adapter events until start
+  }
+  d_->conn->call("subscribe", {{"packets", false}, {"adapters", true}});
+}
+
+void NetFilter::insert_incoming_packet(int adapter_id, std::span<const uint8_t> data) {
+  d_->need_init();
+  d_->conn->call("insert_incoming_packet", {{"adapter", adapter_id}, {"data", to_hex(data)}});
+}
+
+bool NetFilter::install(const std::string& cab_file_name, const std::string& guid, int altitude, int flags,
+                        const std::string& allowed_controllers) {
+  check_guid(guid);
+  json allowed = json::array();
+  size_t pos = 0;
+  while (pos <= allowed_controllers.size()) {
+    const size_t nl = std::min(allowed_controllers.find('\n', pos), allowed_controllers.size());
+    if (nl > pos) allowed.push_back(allowed_controllers.substr(pos, nl - pos));
+    pos = nl + 1;
+  }
+  d_->call_once("install", {{"guid", guid}, {"altitude", altitude}, {"allowed_controllers", allowed},
+                            {"force_app_permission_check", (flags & kInstallForceAppPermissionCheck) != 0}});
+  if (!cab_file_name.empty()) {
+    // Registering the plugin with Open vSwitch (other_config:packet-hook-plugin).
+    if (::access(cab_file_name.c_str(), R_OK) != 0)
+      throw NetFilterError(kErrorFileNotFound, "plugin " + cab_file_name + ": " + std::strerror(errno));
+    const std::string cmd = "ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin='" + cab_file_name + "'";
+    if (std::system(cmd.c_str()) != 0) throw NetFilterError(kErrorNotReady, "could not register the plugin: " + cmd);
+  }
+  return false;
+}
+
+void NetFilter::list_adapters() {
+  d_->need_init();
+  std::vector<Adapter> out;
+  for (const auto& a : d_->conn->call("list_adapters", json::object())) {
+    Adapter x;
+    x.id = a["id"];
+    x.name = a.value("name", "");
+    x.description = a.value("description", "");
+    x.friendly_name = a.value("friendly_name", "");
+    x.mac_address = a.value("mac", "");
+    x.key = a.value("key", "");
+    x.ovs_type = a.value("type", "");
+    x.bridge = a.value("bridge", "");
+    x.vm = a.value("vm", 0u);
+    x.interface_type = a.value("interface_type", 6);
+    x.buffer_size = a.value("buffer_size", 1024);
+    x.max_packet_bytes = a.value("max_packet_bytes", 262144);
+    x.packet_timeout = a.value("packet_timeout", 1000);
+    x.collect_statistics = a.value("collect_statistics", true);
+    out.push_back(std::move(x));
+  }
+  d_->adapters = std::move(out);
+}
+
+int NetFilter::nt_status_to_win32_error(int) {
+  throw NetFilterError(kErrorNotSupported, "nt_status_to_win32_error: there are no NT status codes on Linux");
+}
+
+void NetFilter::send_packet(int adapter_id, std::span<const uint8_t> data, int num_times, bool buffer_only) {
+  d_->need_init();
+  if (num_times < 1) throw NetFilterError(kErrorInvalidParameter, "num_times must be at least 1");
+  if (data.size() < 14 || data.size() > proto::kMaxPacket)
+    throw NetFilterError(kErrorInvalidParameter, "a frame has 14.." + std::to_string(proto::kMaxPacket) + " bytes, not " +
+                                                     std::to_string(data.size()));
+  if (buffer_only) {
+    std::lock_guard l(d_->send_mu);
+    auto& b = d_->send_buffers[adapter_id];
+    if (b.empty()) b.reserve(std::max<size_t>(1, d_->initial_send_buffer / 1514));
+    b.emplace_back(std::vector<uint8_t>(data.begin(), data.end()), num_times);
+    return;
+  }
+  d_->conn->call("send_packet", {{"adapter", adapter_id}, {"data", to_hex(data)}, {"num_times", num_times}});
+}
+
+void NetFilter::shutdown_system(bool, bool) {
+  throw NetFilterError(kErrorNotSupported, "shutdown_system is not supported: vportfilter does not power hosts off");
+}
+
+void NetFilter::start_filter(int timeout_ms) {
+  d_->need_init();
+  if (d_->active) throw NetFilterError(kErrorConnectionActive, "the filter is active already");
+  if (timeout_ms != 0 && timeout_ms < 3000)
+    throw NetFilterError(kErrorImplementationLimit, "timeout must be 0 or at least 3000 ms, not " + std::to_string(timeout_ms));
+  {
+    const unsigned ncpu = std::max(1u, std::thread::hardware_concurrency());
+    size_t max = d_->max_workers ? d_->max_workers : 4 * ncpu;
+    size_t min = d_->min_workers ? std::min(d_->min_workers, max) : std::min<size_t>(std::max(ncpu, 4u), max);
+    if (d_->serialize) min = max = 1;
+    auto pool = std::make_unique<Pool>(*this, min, max, d_->stack_size);
+    std::unique_ptr<Pool> old;
+    {
+      std::lock_guard l(d_->pool_mu);
+      old = std::move(d_->pool);
+      d_->pool = std::move(pool);
+    }
+  }
+  d_->conn->call("start_filter", {{"instance", d_->guid}, {"timeout_ms", timeout_ms},
+                                  {"mode", d_->mode == OperationMode::Stat ? "stat" : "capture"}});
+  d_->active = true;
+  if (d_->mode == OperationMode::Stat) {
+    d_->stats_stop = false;
+    d_->stats_thread = std::thread([this] {
+      std::unique_lock l(d_->stats_mu);
+      while (!d_->stats_cv.wait_for(l, std::chrono::seconds(1), [&] { return d_->stats_stop; })) {
+        l.unlock();
+        try {
+          d_->statistics(-1, true);
+        } catch (const NetFilterError& e) {
+          d_->fire_error(e.code(), e.what());
+        }
+        l.lock();
+      }
+    });
+  }
+}
+
+void NetFilter::stop_filter() {
+  if (!d_->active) return;
+  if (d_->stats_thread.joinable()) {
+    {
+      std::lock_guard l(d_->stats_mu);
+      d_->stats_stop = true;
+    }
+    d_->stats_cv.notify_all();
+    d_->stats_thread.join();
+  }
+  // Every event already delivered runs to its verdict, then the agent detaches us.
+  {
+    std::lock_guard l(d_->pool_mu);
+    if (d_->pool) d_->pool->drain();
+  }
+  d_->active = false;
+  d_->conn->call("stop_filter", json::object());
+  std::unique_ptr<Pool> old;
+  {
+    std::lock_guard l(d_->pool_mu);
+    old = std::move(d_->pool);
+    d_->pool = std::make_unique<Pool>(*this, 1, 1, d_->stack_size);
+  }
+}
+
+bool NetFilter::toggle_process_protection(bool) {
+  throw NetFilterError(kErrorNotSupported,
+                       "toggle_process_protection is not supported: on Linux, protect the process with its service manager");
+}
+
+bool NetFilter::uninstall(const std::string&, const std::string& guid, int) {
+  check_guid(guid);
+  d_->call_once("uninstall", {{"guid", guid}});
+  return false;
+}
+
+// ---- NF_RULE ----
+
+namespace {
+
+std::string addr_text(unsigned short family, const unsigned char* a) {
+  char buf[INET6_ADDRSTRLEN];
+  return inet_ntop(family == AF_INET6 ? AF_INET6 : AF_INET, a, buf, sizeof buf) ? buf : "";
+}
+
+bool all_zero(const unsigned char* a, size_t n) {
+  return std::all_of(a, a + n, [](unsigned char c) { return c == 0; });
+}
+
+}  // namespace
+
+uint32_t NetFilter::nf_add_rule(const NfRule& r, bool to_head) {
+  d_->need_init();
+  if (r.direction > kNfDirectionBoth)
+    throw NetFilterError(kErrorInvalidParameter, "NF_RULE direction " + std::to_string(r.direction) + " is not NF_D_IN, NF_D_OUT or NF_D_BOTH");
+  if (r.ip_family != 0 && r.ip_family != AF_INET && r.ip_family != AF_INET6)
+    throw NetFilterError(kErrorInvalidParameter, "NF_RULE ip_family " + std::to_string(r.ip_family) + " is not AF_INET or AF_INET6");
+  uint32_t id = 1;
+  for (const auto& [i, x] : nf_rules()) id = std::max(id, i + 1);
+  json j = {{"kind", "connection"}, {"id", id}, {"flags", r.filtering_flag}};
+  if (r.protocol) j["protocol"] = r.protocol;
+  if (r.process_id) j["vm"] = r.process_id;
+  j["direction"] = r.direction == kNfDirectionIn ? "incoming" : r.direction == kNfDirectionOut ? "outgoing" : "any";
+  if (r.local_port) j["local_port"] = ntohs(r.local_port);
+  if (r.remote_port) j["remote_port"] = ntohs(r.remote_port);
+  if (r.ip_family) {
+    const size_t n = r.ip_family == AF_INET6 ? 16 : 4;
+    j["ip_family"] = r.ip_family == AF_INET6 ? 6 : 4;
+    if (!all_zero(r.local_ip, n)) {
+      j["local_ip"] = addr_text(r.ip_family, r.local_ip);
+      if (!all_zero(r.local_mask, n)) j["local_mask"] = addr_text(r.ip_family, r.local_mask);
+    }
+    if (!all_zero(r.remote_ip, n)) {
+      j["remote_ip"] = addr_text(r.ip_family, r.remote_ip);
+      if (!all_zero(r.remote_mask, n)) j["remote_mask"] = addr_text(r.ip_family, r.remote_mask);
+    }
+  }
+  d_->conn->call("add_rule", {{"instance", d_->guid}, {"rule", j}, {"at", to_head ? "head" : "tail"}});
+  return id;
+}
+
+bool NetFilter::nf_delete_rule(uint32_t id) { return d_->delete_rules({{"kind", "connection"}, {"id", id}}); }
+void NetFilter::nf_delete_rules() { d_->delete_rules({{"kind", "connection"}}); }
+
+std::vector<std::pair<uint32_t, NfRule>> NetFilter::nf_rules() {
+  d_->need_init();
+  std::vector<std::pair<uint32_t, NfRule>> out;
+  for (const auto& j : d_->conn->call("list_rules", {{"instance", d_->guid}, {"kind", "connection"}})) {
+    NfRule r;
+    if (j.contains("protocol") && j["protocol"].is_string()) {
+      static const std::map<std::string, int> names = {{"tcp", 6}, {"udp", 17}, {"icmp", 1}, {"icmp6", 58},
+                                                       {"sctp", 132}, {"udplite", 136}};
+      const auto it = names.find(j["protocol"].get<std::string>());
+      r.protocol = it != names.end() ? it->second : 0;
+    } else {
+      r.protocol = j.value("protocol", 0);
+    }
+    r.process_id = j.value("vm", 0ul);
+    const std::string dir = j.value("direction", std::string("any"));
+    r.direction = dir == "incoming" ? kNfDirectionIn : dir == "outgoing" ? kNfDirectionOut : kNfDirectionBoth;
+    auto port = [&](const char* k) -> unsigned short {
+      if (!j.contains(k)) return 0;
+      const json& p = j[k];
+      return htons(uint16_t(p.is_array() ? p[0].get<int>() : p.get<int>()));
+    };
+    r.local_port = port("local_port");
+    r.remote_port = port("remote_port");
+    const int fam = j.value("ip_family", 0);
+    r.ip_family = fam == 6 ? AF_INET6 : fam == 4 ? AF_INET : 0;
+    auto addr = [&](const char* k, unsigned char* dst) {
+      if (j.contains(k) && j[k].is_string()) inet_pton(r.ip_family == AF_INET6 ? AF_INET6 : AF_INET, j[k].get<std::string>().c_str(), dst);
+    };
+    // "local"/"remote" as address/prefix: the NF_RULE address and mask.
+    auto cidr = [&](const char* k, unsigned char* ip, unsigned char* mask) {
+      if (!j.contains(k) || !j[k].is_string()) return;
+      const std::string t = j[k];
+      const size_t slash = t.find('/');
+      const bool v6 = t.find(':') != std::string::npos;
+      if (!r.ip_family) r.ip_family = v6 ? AF_INET6 : AF_INET;
+      inet_pton(v6 ? AF_INET6 : AF_INET, t.substr(0, slash).c_str(), ip);
+      if (slash == std::string::npos) return;  // no mask: the exact address
+      const int bits = std::atoi(t.c_str() + slash + 1);
+      for (int b = 0; b < bits && b < 128; ++b) mask[b / 8] |= uint8_t(0x80 >> (b % 8));
+    };
+    cidr("local", r.local_ip, r.local_mask);
+    cidr("remote", r.remote_ip, r.remote_mask);
+    addr("local_ip", r.local_ip);
+    addr("local_mask", r.local_mask);
+    addr("remote_ip", r.remote_ip);
+    addr("remote_mask", r.remote_mask);
+    r.filtering_flag = j.value("flags", 0ul);
+    out.emplace_back(j.value("id", 0u), r);
+  }
+  return out;
+}
+
+}  // namespace vpf

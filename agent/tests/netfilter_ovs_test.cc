@@ -1,0 +1,629 @@
+// vpf::NetFilter against a real switch and agent (started by netfilter_ovs_test.sh):
+// ports p1 and p2 on a dummy-datapath bridge, flows p1 <-> p2, each port's transmitted
+// frames in $VPF_RUN/pN-tx.pcap.  Frames enter with `ovs-appctl netdev-dummy/receive`.
+// Each test works in its own instance (installed in SetUp, uninstalled in TearDown).
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "vpf/netfilter.h"
+#include "vpf/protocol.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using nlohmann::json;
+
+std::string run_dir() { return std::getenv("VPF_RUN") ? std::getenv("VPF_RUN") : ""; }
+
+constexpr const char* kFrame = "52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000";
+std::string frame_hex(uint8_t marker, size_t extra = 0) {
+  char m[3];
+  std::snprintf(m, sizeof m, "%02x", marker);
+  return std::string(kFrame) + m + "000000" + std::string(extra * 2, '0');
+}
+std::vector<uint8_t> bytes(const std::string& hex) {
+  std::vector<uint8_t> v(hex.size() / 2);
+  for (size_t i = 0; i < v.size(); ++i) v[i] = uint8_t(std::stoi(hex.substr(2 * i, 2), nullptr, 16));
+  return v;
+}
+void receive(const char* port, uint8_t marker) {
+  const std::string cmd = std::string("ovs-appctl netdev-dummy/receive ") + port + " " + frame_hex(marker) + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+// Frames a port transmitted: (marker byte at 42, length).
+std::vector<std::pair<uint8_t, size_t>> sent_on(const char* port) {
+  std::ifstream f(run_dir() + "/" + port + "-tx.pcap", std::ios::binary);
+  std::string d((std::istreambuf_iterator<char>(f)), {});
+  std::vector<std::pair<uint8_t, size_t>> out;
+  size_t pos = 24;
+  while (pos + 16 <= d.size()) {
+    uint32_t incl;
+    std::memcpy(&incl, d.data() + pos + 8, 4);
+    if (pos + 16 + incl > d.size()) break;
+    out.emplace_back(incl > 42 ? uint8_t(d[pos + 16 + 42]) : 0, incl);
+    pos += 16 + incl;
+  }
+  return out;
+}
+size_t count_marker(const char* port, uint8_t m) {
+  size_t n = 0;
+  for (const auto& [mk, len] : sent_on(port)) n += mk == m;
+  return n;
+}
+template <class F>
+bool eventually(F cond, std::chrono::milliseconds limit = 5000ms) {
+  const auto end = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < end) {
+    if (cond()) return true;
+    std::this_thread::sleep_for(20ms);
+  }
+  return cond();
+}
+
+int code_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const vpf::NetFilterError& e) {
+    return e.code();
+  }
+  return 0;
+}
+
+int adapter_of(vpf::NetFilter& nf, const std::string& name) {
+  nf.list_adapters();
+  for (const auto& a : nf.adapters())
+    if (a.name == name) return a.id;
+  return -1;
+}
+
+std::atomic<int> guid_counter{0};
+
+class NetFilterOvs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_FALSE(run_dir().empty()) << "run through netfilter_ovs_test.sh";
+    char g[64];
+    std::snprintf(g, sizeof g, "{00000000-0000-0000-0000-%012d}", ++guid_counter + 1000 * ::getpid() % 1000000);
+    guid = g;
+    vpf::NetFilter installer;
+    installer.install("", guid, 100, 0, "");
+  }
+  void TearDown() override {
+    vpf::NetFilter installer;
+    installer.uninstall("", guid, 0);
+  }
+  std::string guid;
+};
+
+TEST_F(NetFilterOvs, ErrorCodesBeforeInitializeAndForBadArguments) {
+  vpf::NetFilter nf;
+  EXPECT_EQ(code_of([&] { nf.start_filter(0); }), vpf::kErrorNotReady);
+  EXPECT_EQ(code_of([&] { nf.add_filter_rule(1, -1, 2, -1, -1, "", 1); }), vpf::kErrorNotReady);
+  EXPECT_EQ(code_of([&] { nf.list_adapters(); }), vpf::kErrorNotReady);
+  EXPECT_EQ(code_of([&] { nf.initialize("not-a-guid"); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.initialize("{11111111-2222-3333-4444-555555555555}"); }), vpf::kErrorFileNotFound);
+  EXPECT_EQ(nf.get_driver_status("{11111111-2222-3333-4444-555555555555}"), vpf::kModuleStatusNotPresent);
+  EXPECT_EQ(nf.get_driver_version("{11111111-2222-3333-4444-555555555555}"), 0);
+  EXPECT_EQ(nf.get_driver_status(guid), vpf::kModuleStatusStopped);
+  EXPECT_EQ(nf.get_driver_version(guid), int64_t(1) << 32);  // 0.1.0.0
+  EXPECT_EQ(code_of([&] { nf.toggle_process_protection(true); }), vpf::kErrorNotSupported);
+  EXPECT_EQ(code_of([&] { nf.shutdown_system(false, false); }), vpf::kErrorNotSupported);
+  EXPECT_EQ(code_of([&] { nf.nt_status_to_win32_error(5); }), vpf::kErrorNotSupported);
+  vpf::NetFilter nowhere("/nonexistent/agent.sock");
+  EXPECT_EQ(code_of([&] { nowhere.initialize(guid); }), vpf::kErrorFileNotFound);
+}
+
+TEST_F(NetFilterOvs, StartFilterTimeoutsAndStartingTwice) {
+  vpf::NetFilter nf, other;
+  nf.initialize(guid);
+  other.initialize(guid);
+  EXPECT_EQ(code_of([&] { nf.start_filter(100); }), vpf::kErrorImplementationLimit);
+  EXPECT_EQ(code_of([&] { nf.start_filter(2999); }), vpf::kErrorImplementationLimit);
+  EXPECT_FALSE(nf.active());
+  nf.start_filter(0);
+  EXPECT_TRUE(nf.active());
+  EXPECT_EQ(nf.get_driver_status(guid), vpf::kModuleStatusRunning);
+  EXPECT_EQ(code_of([&] { nf.start_filter(0); }), vpf::kErrorConnectionActive);
+  EXPECT_EQ(code_of([&] { other.start_filter(3000); }), vpf::kErrorConnectionActive);
+  EXPECT_EQ(code_of([&] { nf.set_serialize_events(1); }), vpf::kErrorConnectionActive);
+  nf.stop_filter();
+  EXPECT_FALSE(nf.active());
+  EXPECT_EQ(nf.get_driver_status(guid), vpf::kModuleStatusStopped);
+  other.start_filter(3000);
+  other.stop_filter();
+}
+
+TEST_F(NetFilterOvs, AdaptersAndTheirProperties) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  nf.list_adapters();
+  ASSERT_EQ(nf.adapter_count(), 2);
+  int i1 = nf.adapter_name(0) == "p1" ? 0 : 1;
+  EXPECT_EQ(nf.adapter_name(i1), "p1");
+  EXPECT_EQ(nf.adapter_friendly_name(i1), "web1");
+  EXPECT_EQ(nf.adapter_mac_address(i1), "52-54-00-00-00-01");
+  EXPECT_EQ(nf.adapter_interface_type(i1), 6);
+  EXPECT_EQ(nf.adapter_max_packet_bytes(i1), 262144);
+  EXPECT_TRUE(nf.adapter_collect_statistics(i1));
+  EXPECT_FALSE(nf.adapter_wi_fi_monitor_mode_supported(i1));
+  EXPECT_NE(nf.adapter_description(i1).find("p1"), std::string::npos);
+  EXPECT_EQ(code_of([&] { nf.set_adapter_promiscuous_mode(i1, true); }), vpf::kErrorNotSupported);
+  EXPECT_EQ(code_of([&] { nf.set_adapter_wi_fi_monitor_mode(i1, true); }), vpf::kErrorNotSupported);
+  EXPECT_EQ(code_of([&] { nf.adapter_name(7); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.set_adapter_max_packet_bytes(i1, 300000); }), vpf::kErrorInvalidParameter);
+  nf.set_adapter_packet_timeout(i1, 250);
+  nf.list_adapters();
+  i1 = nf.adapter_name(0) == "p1" ? 0 : 1;
+  EXPECT_EQ(nf.adapter_packet_timeout(i1), 250);
+  nf.set_adapter_packet_timeout(i1, 1000);
+}
+
+TEST_F(NetFilterOvs, RulesAreRefusedWholeAndListedInOrder) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  try {
+    nf.add_filter_rule(1, -1, vpf::kDirectionAny, -1, -1, "udp port", vpf::kRuleActionDrop);
+    FAIL() << "a bad BPF rule was accepted";
+  } catch (const vpf::NetFilterError& e) {
+    EXPECT_EQ(e.code(), vpf::kErrorInvalidParameter);
+    EXPECT_NE(std::string(e.what()).find("syntax error"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(code_of([&] { nf.add_filter_rule(1, -1, 7, -1, -1, "", 1); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.add_filter_rule(1, -1, 2, -1, -1, "", 9); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(nf.filter_rule_count(), 0);
+  EXPECT_TRUE(nf.add_filter_rule(5, -1, vpf::kDirectionOutgoing, 60, 1500, "tcp port 22", vpf::kRuleActionNotify));
+  EXPECT_TRUE(nf.add_filter_rule(3, 0, vpf::kDirectionIncoming, -1, -1, "", vpf::kRuleActionDrop));
+  EXPECT_TRUE(nf.add_passthrough_rule(1, -1, vpf::kDirectionAny, -1, -1, "icmp"));
+  EXPECT_EQ(code_of([&] { nf.add_filter_rule(5, -1, 2, -1, -1, "", 1); }), vpf::kErrorAlreadyExists);
+  ASSERT_EQ(nf.filter_rule_count(), 2);
+  EXPECT_EQ(nf.filter_rule_rule_id(0), 5u);
+  EXPECT_EQ(nf.filter_rule_action(0), vpf::kRuleActionNotify);
+  EXPECT_EQ(nf.filter_rule_direction(0), vpf::kDirectionOutgoing);
+  EXPECT_EQ(nf.filter_rule_min_packet_size(0), 60);
+  EXPECT_EQ(nf.filter_rule_max_packet_size(0), 1500);
+  EXPECT_EQ(nf.filter_rule_bpf_rule(0), "tcp port 22");
+  EXPECT_EQ(nf.filter_rule_adapter_id(1), 0);
+  ASSERT_EQ(nf.passthrough_rule_count(), 1);
+  EXPECT_EQ(nf.passthrough_rule_bpf_rule(0), "icmp");
+  EXPECT_FALSE(nf.delete_filter_rule(99));
+  EXPECT_TRUE(nf.delete_filter_rule(5));
+  EXPECT_EQ(nf.filter_rule_count(), 1);
+  EXPECT_TRUE(nf.delete_all_filter_rules());
+  EXPECT_TRUE(nf.delete_all_passthrough_rules());
+  EXPECT_EQ(nf.filter_rule_count() + nf.passthrough_rule_count(), 0);
+}
+
+TEST_F(NetFilterOvs, CaptureVerdictsTakeEffectOnTheWire) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  const int p1 = adapter_of(nf, "p1");
+  std::atomic<int> fired{0}, refired{0};
+  nf.on_packet = [&](vpf::PacketEventParams& e) {
+    ++fired;
+    const uint8_t m = e.buffer[42];
+    if (m == 0xc1) e.action = vpf::kPacketActionDrop;
+    if (m == 0xc2) e.action = vpf::kPacketActionSend;
+    if (m == 0xc3) {  // a larger replacement: ask for a bigger buffer first
+      const int want = e.data_size + 100;
+      if (int(e.buffer.size()) < want) {
+        e.data_size = want;
+        e.result_code = vpf::kErrorInsufficientBuffer;
+        return;
+      }
+      ++refired;
+      e.buffer[42] = 0xe3;
+      e.buffer[16] = 0, e.buffer[17] = uint8_t(32 + 100);  // IP total length
+      e.data_size = want;
+      e.action = vpf::kPacketActionSendModified;
+    }
+  };
+  ASSERT_TRUE(nf.add_filter_rule(1, p1, vpf::kDirectionOutgoing, -1, -1, "udp and (udp[8] & 0xf0) == 0xc0",
+                                 vpf::kRuleActionCapture));
+  nf.start_filter(0);
+  const size_t e3_before = count_marker("p2", 0xe3);
+  receive("p1", 0xc1);
+  receive("p1", 0xc2);
+  receive("p1", 0xc3);
+  receive("p1", 0x01);  // no rule: straight through
+  EXPECT_TRUE(eventually([] { return count_marker("p2", 0xc2) >= 1 && count_marker("p2", 0xe3) >= 1; }));
+  EXPECT_EQ(count_marker("p2", 0xc1), 0u);
+  EXPECT_EQ(fired.load(), 4);  // c1, c2, c3 twice
+  EXPECT_EQ(refired.load(), 1);
+  EXPECT_EQ(count_marker("p2", 0xe3), e3_before + 1);
+  for (const auto& [m, len] : sent_on("p2")) {
+    if (m == 0xe3) {
+      EXPECT_EQ(len, 46u + 100u);
+    }
+  }
+  nf.stop_filter();
+}
+
+TEST_F(NetFilterOvs, NotifyCopiesAreCutToTheAdaptersSnaplen) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  nf.list_adapters();
+  const int i1 = nf.adapter_name(0) == "p1" ? 0 : 1;
+  const int p1 = nf.adapter_id(i1);
+  nf.set_adapter_max_packet_bytes(i1, 30);
+  std::mutex mu;
+  std::vector<vpf::NotifyPacketEventParams> seen;
+  std::vector<std::vector<uint8_t>> data;
+  nf.on_notify_packet = [&](vpf::NotifyPacketEventParams& e) {
+    std::lock_guard l(mu);
+    seen.push_back(e);
+    data.emplace_back(e.data.begin(), e.data.end());
+  };
+  ASSERT_TRUE(nf.add_filter_rule(2, -1, vpf::kDirectionAny, -1, -1, "udp and udp[8] == 0xa7", vpf::kRuleActionNotify));
+  nf.start_filter(0);
+  const size_t before = count_marker("p2", 0xa7);
+  const auto t0 = std::chrono::system_clock::now();
+  receive("p1", 0xa7);
+  EXPECT_TRUE(eventually([&] {
+    std::lock_guard l(mu);
+    return !seen.empty();
+  }));
+  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0xa7) == before + 1; })) << "a notified packet passes";
+  std::lock_guard l(mu);
+  ASSERT_GE(seen.size(), 1u);
+  const auto& e = seen[0];
+  EXPECT_EQ(e.adapter_id, p1);
+  EXPECT_EQ(e.direction, vpf::kDirectionOutgoing);
+  EXPECT_EQ(e.packet_size, 46);
+  EXPECT_EQ(e.data.size(), 30u);
+  EXPECT_EQ(e.packet_type, vpf::kDltEn10mb);
+  EXPECT_EQ(e.ip_offset, 14);
+  EXPECT_EQ(e.ip_size, 16);
+  EXPECT_EQ(e.rule_id, 2u);
+  EXPECT_LT(std::chrono::abs(e.timestamp - t0), 5s);
+  EXPECT_EQ(data[0][12], 0x08);
+  nf.stop_filter();
+  nf.set_adapter_max_packet_bytes(i1, 0);
+}
+
+TEST_F(NetFilterOvs, StatisticsEqualTheTrafficSent) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  const int p1 = adapter_of(nf, "p1");
+  std::mutex mu;
+  std::vector<vpf::StatisticsEventParams> st;
+  nf.on_statistics = [&](vpf::StatisticsEventParams& e) {
+    std::lock_guard l(mu);
+    st.push_back(e);
+  };
+  auto snapshot = [&] {
+    {
+      std::lock_guard l(mu);
+      st.clear();
+    }
+    nf.get_statistics(p1);
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard l(mu);
+      return !st.empty();
+    }));
+    std::lock_guard l(mu);
+    return st.at(0);
+  };
+  const auto a = snapshot();
+  EXPECT_EQ(a.adapter_id, p1);
+  EXPECT_FALSE(a.filter_specific);
+  for (int i = 0; i < 5; ++i) receive("p1", 0x10);
+  const auto b = snapshot();
+  EXPECT_EQ(b.packets_sent - a.packets_sent, 5u);
+  EXPECT_EQ(b.bytes_sent - a.bytes_sent, 5u * 46);
+  EXPECT_EQ(b.packets_dropped_outbound, a.packets_dropped_outbound);
+}
+
+TEST_F(NetFilterOvs, SendInsertAndTheSendBuffer) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  const int p1 = adapter_of(nf, "p1"), p2 = adapter_of(nf, "p2");
+  const size_t b1 = count_marker("p2", 0x51), b2 = count_marker("p2", 0x52), b3 = count_marker("p2", 0x53);
+  nf.send_packet(p1, bytes(frame_hex(0x51)), 3, false);  // as if p1's VM sent it: the flow takes it to p2
+  nf.insert_incoming_packet(p2, bytes(frame_hex(0x52)));  // delivered to p2's VM
+  nf.send_packet(p1, bytes(frame_hex(0x53)), 2, true);    // buffered only
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(count_marker("p2", 0x53), b3);
+  nf.flush_send_buffer(-1);
+  EXPECT_TRUE(eventually([&] {
+    return count_marker("p2", 0x51) == b1 + 3 && count_marker("p2", 0x52) == b2 + 1 && count_marker("p2", 0x53) == b3 + 2;
+  }));
+  EXPECT_EQ(code_of([&] { nf.send_packet(p1, std::vector<uint8_t>(5, 0), 1, false); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.send_packet(p1, bytes(frame_hex(0x51)), 0, false); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.send_packet(4242, bytes(frame_hex(0x51)), 1, false); }), vpf::kErrorNotFound);
+}
+
+// A client killed while it holds a captured packet: the agent applies DenyExpiredRequests.
+void killed_while_holding(const std::string& guid, bool deny, uint8_t marker) {
+  int pipefd[2];
+  ASSERT_EQ(::pipe(pipefd), 0);
+  const pid_t child = ::fork();
+  if (child == 0) {
+    ::close(pipefd[0]);
+    vpf::NetFilter nf;
+    nf.initialize(guid);
+    nf.on_packet = [&](vpf::PacketEventParams&) {
+      char c = 'x';
+      (void)!::write(pipefd[1], &c, 1);
+      ::pause();  // never decides
+    };
+    nf.add_filter_rule(9, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == " + std::to_string(marker),
+                       vpf::kRuleActionCapture);
+    nf.start_filter(0);
+    char c = 'r';
+    (void)!::write(pipefd[1], &c, 1);
+    ::pause();
+    ::_exit(0);
+  }
+  ::close(pipefd[1]);
+  char c;
+  ASSERT_EQ(::read(pipefd[0], &c, 1), 1);
+  ASSERT_EQ(c, 'r');
+  const size_t before = count_marker("p2", marker);
+  receive("p1", marker);
+  ASSERT_EQ(::read(pipefd[0], &c, 1), 1);  // the handler holds it now
+  std::this_thread::sleep_for(100ms);
+  EXPECT_EQ(count_marker("p2", marker), before) << "held while the client decides";
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  ::close(pipefd[0]);
+  if (deny) {
+    std::this_thread::sleep_for(500ms);
+    EXPECT_EQ(count_marker("p2", marker), before) << "DenyExpiredRequests: dropped";
+  } else {
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", marker) == before + 1; })) << "sent on, not stuck";
+  }
+}
+
+TEST_F(NetFilterOvs, AClientKilledWhileHoldingLeavesNoPacketStuck) { killed_while_holding(guid, false, 0x61); }
+
+TEST_F(NetFilterOvs, AClientKilledWhileHoldingWithDenyExpiredDropsIt) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  EXPECT_EQ(nf.config("DenyExpiredRequests"), "False");
+  nf.config("DenyExpiredRequests=True");
+  EXPECT_EQ(nf.config("DenyExpiredRequests"), "True");
+  killed_while_holding(guid, true, 0x62);
+}
+
+TEST_F(NetFilterOvs, AHungHandlerExpiresAfterTheTimeout) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  std::promise<void> release;
+  auto released = release.get_future().share();
+  std::atomic<int> fired{0};
+  nf.on_packet = [&](vpf::PacketEventParams&) {
+    ++fired;
+    released.wait();
+  };
+  nf.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x71", vpf::kRuleActionCapture);
+  nf.start_filter(3000);
+  const size_t before = count_marker("p2", 0x71);
+  const auto t0 = std::chrono::steady_clock::now();
+  receive("p1", 0x71);
+  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x71) == before + 1; }, 6000ms));
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT_GE(waited, 2900ms);
+  EXPECT_EQ(fired.load(), 1);
+  release.set_value();
+  nf.stop_filter();
+}
+
+TEST_F(NetFilterOvs, HigherAltitudeDecidesFirst) {
+  const std::string low = guid;
+  char g[64];
+  std::snprintf(g, sizeof g, "{00000000-0000-0000-0001-%012d}", ::getpid() % 1000000);
+  const std::string high = g;
+  vpf::NetFilter installer;
+  installer.install("", high, 500, 0, "");
+  vpf::NetFilter a, b;
+  a.initialize(high);
+  b.initialize(low);
+  EXPECT_EQ(a.altitude(), 500);
+  EXPECT_EQ(b.altitude(), 100);
+  std::atomic<int> got_a{0}, got_b{0};
+  a.on_packet = [&](vpf::PacketEventParams&) { ++got_a; };
+  b.on_packet = [&](vpf::PacketEventParams&) { ++got_b; };
+  // Outgoing only: after the verdict the packet would meet the rules again on p2's way out.
+  a.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x81", vpf::kRuleActionCapture);
+  b.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x81", vpf::kRuleActionCapture);
+  b.start_filter(0);
+  a.start_filter(0);
+  receive("p1", 0x81);
+  EXPECT_TRUE(eventually([&] { return got_a == 1; }));
+  EXPECT_EQ(got_b.load(), 0);
+  a.stop_filter();
+  receive("p1", 0x81);
+  EXPECT_TRUE(eventually([&] { return got_b == 1; }));
+  EXPECT_EQ(got_a.load(), 1);
+  b.stop_filter();
+  installer.uninstall("", high, 0);
+}
+
+TEST_F(NetFilterOvs, StatisticsModeReportsCountersNotPackets) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  std::atomic<int> packets{0}, total{0}, filter{0};
+  nf.on_packet = [&](vpf::PacketEventParams&) { ++packets; };
+  nf.on_statistics = [&](vpf::StatisticsEventParams& e) { ++(e.filter_specific ? filter : total); };
+  nf.add_filter_rule(1, -1, vpf::kDirectionAny, -1, -1, "udp and udp[8] == 0x91", vpf::kRuleActionCapture);
+  nf.set_operation_mode(vpf::OperationMode::Stat);
+  nf.start_filter(0);
+  const size_t before = count_marker("p2", 0x91);
+  receive("p1", 0x91);
+  EXPECT_TRUE(eventually([&] { return total > 0 && filter > 0; }, 3000ms));
+  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == before + 1; }));
+  EXPECT_EQ(packets.load(), 0);
+  nf.stop_filter();
+}
+
+TEST_F(NetFilterOvs, ConfigSettingsAndWorkerThreads) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  EXPECT_EQ(code_of([&] { nf.config("NoSuchSetting=1"); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.config("MaxWorkerThreadCount=lots"); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.config("DenyExpiredRequests=maybe"); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.config("BuildInfo=x"); }), vpf::kErrorInvalidParameter);
+  EXPECT_NE(nf.config("BuildInfo").find("vportfilter"), std::string::npos);
+  nf.config("InitialSendBufferSize=65536");
+  EXPECT_EQ(nf.config("InitialSendBufferSize"), "65536");
+  nf.config("MinWorkerThreadCount=2");
+  nf.config("MaxWorkerThreadCount=3");
+  nf.config("WorkerInitialStackSize=262144");
+  std::atomic<int> created{0}, ended{0};
+  nf.on_worker_thread_creation = [&](vpf::WorkerThreadCreationEventParams&) { ++created; };
+  nf.on_worker_thread_termination = [&](vpf::WorkerThreadTerminationEventParams&) { ++ended; };
+  nf.start_filter(0);
+  EXPECT_EQ(created.load(), 2);
+  EXPECT_EQ(code_of([&] { nf.config("MaxWorkerThreadCount=8"); }), vpf::kErrorConnectionActive);
+  nf.stop_filter();
+  EXPECT_GE(ended.load(), 2);
+  // serialize_events: one thread fires every event.
+  nf.set_serialize_events(1);
+  std::mutex mu;
+  std::set<std::thread::id> threads;
+  std::atomic<int> n{0};
+  nf.on_notify_packet = [&](vpf::NotifyPacketEventParams&) {
+    std::lock_guard l(mu);
+    threads.insert(std::this_thread::get_id());
+    ++n;
+  };
+  nf.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x92", vpf::kRuleActionNotify);
+  nf.start_filter(0);
+  for (int i = 0; i < 10; ++i) receive("p1", 0x92);
+  EXPECT_TRUE(eventually([&] { return n == 10; }));
+  EXPECT_EQ(threads.size(), 1u);
+  nf.stop_filter();
+}
+
+TEST_F(NetFilterOvs, NfRuleShapedRules) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  vpf::NfRule r;
+  r.protocol = 17;
+  r.direction = vpf::kNfDirectionOut;
+  r.remote_port = htons(1280);  // the test frames: UDP 1024 -> 1280
+  r.ip_family = AF_INET;
+  const uint8_t net[4] = {10, 0, 0, 0}, mask[4] = {255, 255, 255, 0};
+  std::memcpy(r.remote_ip, net, 4);
+  std::memcpy(r.remote_mask, mask, 4);
+  r.filtering_flag = 1;  // NF_BLOCK
+  const uint32_t id = nf.nf_add_rule(r, true);
+  vpf::NfRule bad;
+  bad.filtering_flag = 8;  // NF_OFFLINE: needs connection tracking
+  EXPECT_EQ(code_of([&] { nf.nf_add_rule(bad, false); }), vpf::kErrorInvalidParameter);
+  bad.filtering_flag = 0;
+  bad.direction = 9;
+  EXPECT_EQ(code_of([&] { nf.nf_add_rule(bad, false); }), vpf::kErrorInvalidParameter);
+  const auto rules = nf.nf_rules();
+  ASSERT_EQ(rules.size(), 1u);
+  EXPECT_EQ(rules[0].first, id);
+  EXPECT_EQ(ntohs(rules[0].second.remote_port), 1280);
+  EXPECT_EQ(rules[0].second.remote_mask[2], 255);
+  nf.start_filter(0);
+  const size_t before = count_marker("p2", 0xb1);
+  receive("p1", 0xb1);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(count_marker("p2", 0xb1), before) << "blocked by the NF_RULE";
+  nf.nf_delete_rules();
+  EXPECT_TRUE(nf.nf_rules().empty());
+  receive("p1", 0xb1);
+  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0xb1) == before + 1; }));
+  nf.stop_filter();
+}
+
+TEST_F(NetFilterOvs, AdapterAddedAndRemovedEvents) {
+  vpf::NetFilter nf;
+  std::atomic<int> added{-1}, removed{-1};
+  nf.on_adapter_added = [&](vpf::AdapterEventParams& e) { added = e.adapter_id; };
+  nf.on_adapter_removed = [&](vpf::AdapterEventParams& e) { removed = e.adapter_id; };
+  nf.initialize(guid);
+  ASSERT_EQ(std::system("ovs-vsctl add-port br0 p9 -- set interface p9 type=dummy"), 0);
+  EXPECT_TRUE(eventually([&] { return added >= 0; }));
+  EXPECT_EQ(adapter_of(nf, "p9"), added.load());
+  ASSERT_EQ(std::system("ovs-vsctl del-port br0 p9"), 0);
+  EXPECT_TRUE(eventually([&] { return removed == added; }));
+}
+
+// The raw protocol: bad frames get an error and end the connection; nothing changes.
+int raw_connect() {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", std::getenv("VPF_AGENT_SOCKET"));
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) return -1;
+  timeval tv{5, 0};
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  return fd;
+}
+std::string read_all(int fd) {
+  std::string s;
+  char buf[4096];
+  for (;;) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    s.append(buf, size_t(n));
+  }
+  return s;
+}
+
+TEST(RawProtocol, BadFramesAreRefusedAndEndTheConnection) {
+  namespace p = vpf::protocol;
+  struct Case {
+    p::FrameHeader h;
+    const char* expect;
+  } cases[] = {
+      {{p::kFrameMagic, 9, p::kVerdictFrame, 16, 0}, "version 9"},
+      {{p::kFrameMagic, 1, p::kEventFrame, 48, 0}, "not a verdict"},
+      {{p::kFrameMagic, 1, p::kVerdictFrame, 100u << 20, 0}, "more than the limit"},
+      {{p::kFrameMagic, 1, p::kVerdictFrame, 4, 0}, "shorter than"},
+  };
+  for (const auto& c : cases) {
+    const int fd = raw_connect();
+    ASSERT_GE(fd, 0);
+    std::string msg(reinterpret_cast<const char*>(&c.h), sizeof c.h);
+    msg += std::string(c.h.length < 64 ? c.h.length : 64, '\0');
+    ::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
+    const std::string reply = read_all(fd);  // ends: the agent closed the connection
+    ::close(fd);
+    EXPECT_NE(reply.find(c.expect), std::string::npos) << reply;
+  }
+  // A verdict for an event this client never got: refused by a notification, the
+  // connection stays.
+  const int fd = raw_connect();
+  p::FrameHeader h{p::kFrameMagic, 1, p::kVerdictFrame, sizeof(p::VerdictFrame), 0};
+  p::VerdictFrame v{12345, p::kSend, {}, 0};
+  std::string msg(reinterpret_cast<const char*>(&h), sizeof h);
+  msg.append(reinterpret_cast<const char*>(&v), sizeof v);
+  msg += "{\"jsonrpc\":\"2.0\",\"id\":7,\"method\":\"status\"}\n";
+  ::send(fd, msg.data(), msg.size(), MSG_NOSIGNAL);
+  std::string got;
+  char buf[4096];
+  while (got.find("\"id\":7") == std::string::npos) {
+    const ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) break;
+    got.append(buf, size_t(n));
+  }
+  ::close(fd);
+  EXPECT_NE(got.find("verdict_refused"), std::string::npos) << got;
+  EXPECT_NE(got.find("\"id\":7"), std::string::npos) << got;
+}
+
+}  // namespace
