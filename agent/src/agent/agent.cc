@@ -769,9 +769,15 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
       return reply(out, nullptr);
     }
     if (method == "add_rule" || method == "delete_rule" || method == "delete_all_rules" || method == "config" ||
-        method == "start_filter")
+        method == "start_filter" || method == "import_rules" || method == "set_active")
       check_access(s, instance_of(params));
     if (method == "add_rule") return add_rule(params, reply);
+    if (method == "import_rules") return import_rules(params, reply);
+    if (method == "set_active") {
+      if (!params.contains("active") || !params["active"].is_boolean())
+        throw ApiError(-32602, kErrInvalidParameter, "set_active needs 'active': true or false");
+      return set_instance(instance_of(params), {{"active", params["active"].get<bool>() ? "true" : "false"}}, reply);
+    }
     if (method == "delete_rule" || method == "delete_all_rules") return delete_rules(params, reply);
     if (method == "list_rules") return reply(list_rules(params), nullptr);
     if (method == "get_statistics") return reply(statistics(), nullptr);
@@ -1042,6 +1048,51 @@ void Agent::add_rule(const json& params, const Reply& reply) {
                          }
                          reply({{"uuid", result[0]["uuid"][1]}}, nullptr);
                        });
+}
+
+void Agent::import_rules(const json& params, const Reply& reply) {
+  const std::string inst = instance_of(params);
+  if (!params.contains("rules")) throw ApiError(-32602, kErrInvalidParameter, "import_rules needs 'rules'");
+  std::vector<matcher::Rule> rules;
+  try {
+    rules = matcher::rules_from_json(params["rules"]);  // names the rule and the field
+    for (const auto& r : rules)
+      if (!r.bpf.empty()) matcher::compile_bpf(r.bpf);
+  } catch (const std::exception& e) {
+    throw ApiError(-32602, kErrInvalidParameter, e.what());
+  }
+  const bool replace = params.value("replace", false);
+  json ops = json::array();
+  int64_t next = 0;
+  if (replace) {
+    ops.push_back({{"op", "delete"}, {"table", "Rule"}, {"where", json::array({json::array({"instance", "==", inst})})}});
+  } else {
+    for (const auto& [u, row] : rule_rows_) {
+      if (str(row, "instance") != inst) continue;
+      next = std::max(next, num(row, "position") + 1);
+      for (const auto& r : rules)
+        if (matcher::to_string(r.kind) == str(row, "kind") && r.id == num(row, "rule_id"))
+          throw ApiError(-32602, kErrAlreadyExists,
+                         std::string(matcher::to_string(r.kind)) + " rule " + std::to_string(r.id) +
+                             " exists already (import with replace to start from an empty instance)");
+    }
+  }
+  for (const auto& r : rules) {
+    json spec = matcher::rule_to_json(r);
+    spec.erase("kind");
+    spec.erase("id");
+    ops.push_back({{"op", "insert"}, {"table", "Rule"},
+                   {"row", {{"instance", inst}, {"kind", matcher::to_string(r.kind)}, {"rule_id", r.id},
+                            {"position", next++}, {"spec", spec.dump()}}}});
+  }
+  const size_t n = rules.size();
+  commit(ops, [reply, n](const json&, const json& error) {
+    if (!error.is_null()) {
+      const ApiError e(-32000, kErrAlreadyExists, "the database refused the rules: " + error.dump());
+      return reply(nullptr, &e);
+    }
+    reply({{"imported", n}}, nullptr);
+  });
 }
 
 void Agent::delete_rules(const json& params, const Reply& reply) {

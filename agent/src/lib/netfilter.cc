@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vpf/agent_connection.h"
 #include "vpf/protocol.h"
 
 namespace vpf {
@@ -29,12 +30,6 @@ using nlohmann::json;
 namespace proto = vpf::protocol;
 
 namespace {
-
-std::string default_socket() {
-  if (const char* s = std::getenv("VPF_AGENT_SOCKET"); s && *s) return s;
-  if (const char* r = std::getenv("OVS_RUNDIR"); r && *r) return std::string(r) + "/vpf-agent.sock";
-  return "/var/run/openvswitch/vpf-agent.sock";
-}
 
 std::string to_hex(std::span<const uint8_t> d) {
   static const char* x = "0123456789abcdef";
@@ -54,170 +49,6 @@ bool parse_bool(const std::string& name, const std::string& v) {
   if (l == "false" || l == "0" || l == "no") return false;
   throw NetFilterError(kErrorInvalidParameter, name + ": '" + v + "' is not True, False, 1, 0, Yes or No");
 }
-
-// ---- the connection to the agent ----
-
-class Conn {
- public:
-  using EventFn = std::function<void(const proto::EventFrame&, std::vector<uint8_t>)>;
-  using NoteFn = std::function<void(const json&)>;
-
-  Conn(const std::string& path, EventFn ev, NoteFn note) : on_event_(std::move(ev)), on_note_(std::move(note)) {
-    fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    sockaddr_un a{};
-    a.sun_family = AF_UNIX;
-    if (path.size() >= sizeof a.sun_path) throw NetFilterError(kErrorInvalidParameter, "socket path too long: " + path);
-    std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
-    if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
-      const std::string why = std::strerror(errno);
-      if (fd_ >= 0) ::close(fd_);
-      throw NetFilterError(kErrorFileNotFound, "cannot reach vpf-agent at " + path + ": " + why);
-    }
-    reader_ = std::thread([this] { read_loop(); });
-  }
-  ~Conn() {
-    ::shutdown(fd_, SHUT_RDWR);
-    if (reader_.joinable()) reader_.join();
-    ::close(fd_);
-  }
-
-  json call(const std::string& method, const json& params, int timeout_ms = 15000) {
-    std::future<json> f;
-    uint64_t id;
-    {
-      std::lock_guard l(mu_);
-      if (closed_) throw NetFilterError(kErrorNotReady, "the connection to vpf-agent is closed: " + close_reason_);
-      id = next_id_++;
-      f = calls_[id].get_future();
-    }
-    write(json{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}}.dump() + "\n");
-    if (f.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
-      std::lock_guard l(mu_);
-      calls_.erase(id);
-      throw NetFilterError(kErrorNotReady, method + ": no answer from vpf-agent within " + std::to_string(timeout_ms) + " ms");
-    }
-    const json r = f.get();
-    if (r.contains("error")) {
-      const json& e = r["error"];
-      int code = kErrorInvalidParameter;
-      if (e.contains("data") && e["data"].is_object() && e["data"].contains("seed_error")) code = e["data"]["seed_error"];
-      throw NetFilterError(code, method + ": " + e.value("message", std::string("error")));
-    }
-    return r.value("result", json());
-  }
-
-  void verdict(uint64_t id, uint8_t action, std::span<const uint8_t> data) {
-    proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kVerdictFrame,
-                         uint32_t(sizeof(proto::VerdictFrame) + data.size()), 0};
-    proto::VerdictFrame v{id, action, {}, uint32_t(data.size())};
-    std::string f(sizeof h + sizeof v + data.size(), '\0');
-    std::memcpy(f.data(), &h, sizeof h);
-    std::memcpy(f.data() + sizeof h, &v, sizeof v);
-    if (!data.empty()) std::memcpy(f.data() + sizeof h + sizeof v, data.data(), data.size());
-    write(f);
-  }
-
-  bool closed() const {
-    std::lock_guard l(mu_);
-    return closed_;
-  }
-
- private:
-  void write(const std::string& s) {
-    std::lock_guard l(wmu_);
-    size_t off = 0;
-    while (off < s.size()) {
-      const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-      if (n <= 0) {
-        if (n < 0 && errno == EINTR) continue;
-        throw NetFilterError(kErrorNotReady, std::string("cannot write to vpf-agent: ") + std::strerror(errno));
-      }
-      off += size_t(n);
-    }
-  }
-
-  void read_loop() {
-    std::string in;
-    char buf[65536];
-    std::string why = "vpf-agent closed the connection";
-    for (;;) {
-      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      in.append(buf, size_t(n));
-      size_t pos = 0;
-      bool bad = false;
-      while (pos < in.size()) {
-        if (in[pos] == '\n' || in[pos] == ' ') {
-          ++pos;
-          continue;
-        }
-        if (in[pos] == 'V') {
-          if (in.size() - pos < sizeof(proto::FrameHeader)) break;
-          proto::FrameHeader h;
-          std::memcpy(&h, in.data() + pos, sizeof h);
-          if (h.magic != proto::kFrameMagic || h.type != proto::kEventFrame || h.length < sizeof(proto::EventFrame) ||
-              h.length > proto::kMaxFrameBody) {
-            why = "vpf-agent sent a malformed frame";
-            bad = true;
-            break;
-          }
-          if (in.size() - pos < sizeof h + h.length) break;
-          proto::EventFrame e;
-          std::memcpy(&e, in.data() + pos + sizeof h, sizeof e);
-          if (sizeof e + e.data_size != h.length) {
-            why = "vpf-agent sent an event whose size disagrees with its frame";
-            bad = true;
-            break;
-          }
-          const auto* p = reinterpret_cast<const uint8_t*>(in.data() + pos + sizeof h + sizeof e);
-          on_event_(e, std::vector<uint8_t>(p, p + e.data_size));
-          pos += sizeof h + h.length;
-          continue;
-        }
-        const size_t nl = in.find('\n', pos);
-        if (nl == std::string::npos) break;
-        const json m = json::parse(in.begin() + long(pos), in.begin() + long(nl), nullptr, false);
-        pos = nl + 1;
-        if (!m.is_object()) continue;
-        if (m.contains("method")) {
-          on_note_(m);
-        } else if (m.contains("id") && m["id"].is_number_unsigned()) {
-          std::lock_guard l(mu_);
-          const auto it = calls_.find(m["id"].get<uint64_t>());
-          if (it != calls_.end()) {
-            it->second.set_value(m);
-            calls_.erase(it);
-          }
-        } else if (m.contains("error")) {  // an error for no request: the agent refuses us
-          why = m["error"].value("message", std::string("refused"));
-          std::lock_guard l(mu_);
-          for (auto& [id, p] : calls_) p.set_value(m);
-          calls_.clear();
-        }
-      }
-      in.erase(0, pos);
-      if (bad) break;
-    }
-    std::lock_guard l(mu_);
-    closed_ = true;
-    close_reason_ = why;
-    for (auto& [id, p] : calls_)
-      p.set_value(json{{"error", {{"code", -32000}, {"message", why}, {"data", {{"seed_error", kErrorNotReady}}}}}});
-    calls_.clear();
-  }
-
-  int fd_ = -1;
-  EventFn on_event_;
-  NoteFn on_note_;
-  std::thread reader_;
-  mutable std::mutex mu_;
-  std::mutex wmu_;
-  std::map<uint64_t, std::promise<json>> calls_;
-  uint64_t next_id_ = 1;
-  bool closed_ = false;
-  std::string close_reason_;
-};
 
 // ---- the worker pool that fires events ----
 
@@ -315,7 +146,7 @@ class Pool {
 struct NetFilter::Impl {
   NetFilter& nf;
   std::string socket;
-  std::unique_ptr<Conn> conn;
+  std::unique_ptr<AgentConnection> conn;
   std::unique_ptr<Pool> pool;
   std::mutex pool_mu;  // guards `pool` against the reader posting while start/stop swap it
   std::string guid;
@@ -337,7 +168,7 @@ struct NetFilter::Impl {
   std::condition_variable stats_cv;
   bool stats_stop = false;
 
-  explicit Impl(NetFilter& n, std::string s) : nf(n), socket(s.empty() ? default_socket() : std::move(s)) {}
+  explicit Impl(NetFilter& n, std::string s) : nf(n), socket(s.empty() ? AgentConnection::default_socket() : std::move(s)) {}
 
   void need_init() const {
     if (!initialized) throw NetFilterError(kErrorNotReady, "call initialize(product_guid) first");
@@ -348,7 +179,7 @@ struct NetFilter::Impl {
   // A short-lived connection for the installation methods (no initialize needed).
   json call_once(const std::string& method, const json& params) {
     if (conn && !conn->closed()) return conn->call(method, params);
-    Conn c(socket, [](const proto::EventFrame&, std::vector<uint8_t>) {}, [](const json&) {});
+    AgentConnection c(socket);
     return c.call(method, params);
   }
 
@@ -768,7 +599,7 @@ void NetFilter::initialize(const std::string& guid) {
   check_guid(guid);
   if (d_->active) throw NetFilterError(kErrorConnectionActive, "initialize: the filter is active");
   Impl* d = d_.get();
-  auto conn = std::make_unique<Conn>(
+  auto conn = std::make_unique<AgentConnection>(
       d->socket, [d](const proto::EventFrame& f, std::vector<uint8_t> data) { d->on_event(f, std::move(data)); },
       [d](const json& m) { d->on_note(m); });
   const json st = conn->call("status", json::object());

@@ -20,5 +20,17 @@ struct Command {
 };
 
 int cmd_classify(const std::vector<std::string>& args);
+int cmd_adapters(const std::vector<std::string>& args);
+int cmd_rule(const std::vector<std::string>& args);
+int cmd_start(const std::vector<std::string>& args);
+int cmd_stop(const std::vector<std::string>& args);
+int cmd_stats(const std::vector<std::string>& args);
+int cmd_capture(const std::vector<std::string>& args);
+int cmd_notify(const std::vector<std::string>& args);
+int cmd_send(const std::vector<std::string>& args);
+int cmd_insert(const std::vector<std::string>& args);
+int cmd_install(const std::vector<std::string>& args);
+int cmd_uninstall(const std::vector<std::string>& args);
+int cmd_status(const std::vector<std::string>& args);
 
 }  // namespace vpfctl

@@ -1,0 +1,180 @@
+// vportfilter client library: see vpf/agent_connection.h.
+#include "vpf/agent_connection.h"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstring>
+
+namespace vpf {
+
+using nlohmann::json;
+namespace proto = vpf::protocol;
+
+std::string AgentConnection::default_socket() {
+  if (const char* s = std::getenv("VPF_AGENT_SOCKET"); s && *s) return s;
+  if (const char* r = std::getenv("OVS_RUNDIR"); r && *r) return std::string(r) + "/vpf-agent.sock";
+  return "/var/run/openvswitch/vpf-agent.sock";
+}
+
+AgentConnection::AgentConnection(const std::string& path, EventFn ev, NoteFn note)
+    : on_event_(std::move(ev)), on_note_(std::move(note)) {
+  fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  if (path.size() >= sizeof a.sun_path) throw NetFilterError(kErrorInvalidParameter, "socket path too long: " + path);
+  std::memcpy(a.sun_path, path.c_str(), path.size() + 1);
+  if (fd_ < 0 || ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+    const std::string why = std::strerror(errno);
+    if (fd_ >= 0) ::close(fd_);
+    throw NetFilterError(kErrorFileNotFound, "cannot reach vpf-agent at " + path + ": " + why);
+  }
+  reader_ = std::thread([this] { read_loop(); });
+}
+
+AgentConnection::~AgentConnection() {
+  ::shutdown(fd_, SHUT_RDWR);
+  if (reader_.joinable()) reader_.join();
+  ::close(fd_);
+}
+
+json AgentConnection::call(const std::string& method, const json& params, int timeout_ms) {
+  std::future<json> f;
+  uint64_t id;
+  {
+    std::lock_guard l(mu_);
+    if (closed_) throw NetFilterError(kErrorNotReady, "the connection to vpf-agent is closed: " + close_reason_);
+    id = next_id_++;
+    f = calls_[id].get_future();
+  }
+  try {
+    write(json{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}}.dump() + "\n");
+  } catch (const NetFilterError&) {
+    // The agent closed the connection (a refused client is told why first): the reader
+    // answers this call with the reason when it sees the end.
+    timeout_ms = std::min(timeout_ms, 2000);
+  }
+  if (f.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
+    std::lock_guard l(mu_);
+    calls_.erase(id);
+    throw NetFilterError(kErrorNotReady, method + ": no answer from vpf-agent within " + std::to_string(timeout_ms) + " ms");
+  }
+  const json r = f.get();
+  if (r.contains("error")) {
+    const json& e = r["error"];
+    int code = kErrorInvalidParameter;
+    if (e.contains("data") && e["data"].is_object() && e["data"].contains("seed_error")) code = e["data"]["seed_error"];
+    throw NetFilterError(code, method + ": " + e.value("message", std::string("error")));
+  }
+  return r.value("result", json());
+}
+
+void AgentConnection::verdict(uint64_t id, uint8_t action, std::span<const uint8_t> data) {
+  proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kVerdictFrame,
+                       uint32_t(sizeof(proto::VerdictFrame) + data.size()), 0};
+  proto::VerdictFrame v{id, action, {}, uint32_t(data.size())};
+  std::string f(sizeof h + sizeof v + data.size(), '\0');
+  std::memcpy(f.data(), &h, sizeof h);
+  std::memcpy(f.data() + sizeof h, &v, sizeof v);
+  if (!data.empty()) std::memcpy(f.data() + sizeof h + sizeof v, data.data(), data.size());
+  write(f);
+}
+
+bool AgentConnection::closed() const {
+  std::lock_guard l(mu_);
+  return closed_;
+}
+
+void AgentConnection::write(const std::string& s) {
+  std::lock_guard l(wmu_);
+  size_t off = 0;
+  while (off < s.size()) {
+    const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) {
+      if (n < 0 && errno == EINTR) continue;
+      throw NetFilterError(kErrorNotReady, std::string("cannot write to vpf-agent: ") + std::strerror(errno));
+    }
+    off += size_t(n);
+  }
+}
+
+void AgentConnection::read_loop() {
+  std::string in;
+  char buf[65536];
+  std::string why = "vpf-agent closed the connection";
+  for (;;) {
+    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) break;
+    in.append(buf, size_t(n));
+    size_t pos = 0;
+    bool bad = false;
+    while (pos < in.size()) {
+      if (in[pos] == '\n' || in[pos] == ' ') {
+        ++pos;
+        continue;
+      }
+      if (in[pos] == 'V') {
+        if (in.size() - pos < sizeof(proto::FrameHeader)) break;
+        proto::FrameHeader h;
+        std::memcpy(&h, in.data() + pos, sizeof h);
+        if (h.magic != proto::kFrameMagic || h.type != proto::kEventFrame || h.length < sizeof(proto::EventFrame) ||
+            h.length > proto::kMaxFrameBody) {
+          why = "vpf-agent sent a malformed frame";
+          bad = true;
+          break;
+        }
+        if (in.size() - pos < sizeof h + h.length) break;
+        proto::EventFrame e;
+        std::memcpy(&e, in.data() + pos + sizeof h, sizeof e);
+        if (sizeof e + e.data_size != h.length) {
+          why = "vpf-agent sent an event whose size disagrees with its frame";
+          bad = true;
+          break;
+        }
+        const auto* p = reinterpret_cast<const uint8_t*>(in.data() + pos + sizeof h + sizeof e);
+        if (on_event_) on_event_(e, std::vector<uint8_t>(p, p + e.data_size));
+        pos += sizeof h + h.length;
+        continue;
+      }
+      const size_t nl = in.find('\n', pos);
+      if (nl == std::string::npos) break;
+      const json m = json::parse(in.begin() + long(pos), in.begin() + long(nl), nullptr, false);
+      pos = nl + 1;
+      if (!m.is_object()) continue;
+      if (m.contains("method")) {
+        if (on_note_) on_note_(m);
+      } else if (m.contains("id") && m["id"].is_number_unsigned()) {
+        std::lock_guard l(mu_);
+        const auto it = calls_.find(m["id"].get<uint64_t>());
+        if (it != calls_.end()) {
+          it->second.set_value(m);
+          calls_.erase(it);
+        }
+      } else if (m.contains("error")) {  // an error for no request: the agent refuses us
+        why = m["error"].value("message", std::string("refused"));
+        std::lock_guard l(mu_);
+        for (auto& [id, p] : calls_) p.set_value(m);
+        calls_.clear();
+      }
+    }
+    in.erase(0, pos);
+    if (bad) break;
+  }
+  std::lock_guard l(mu_);
+  closed_ = true;
+  close_reason_ = why;
+  for (auto& [id, p] : calls_)
+    p.set_value(json{{"error", {{"code", -32000}, {"message", why}, {"data", {{"seed_error", kErrorNotReady}}}}}});
+  calls_.clear();
+}
+
+std::string AgentConnection::close_reason() const {
+  std::lock_guard l(mu_);
+  return close_reason_;
+}
+
+}  // namespace vpf

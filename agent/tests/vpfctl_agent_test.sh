@@ -1,0 +1,127 @@
+#!/usr/bin/env bash
+# vpfctl against a real ovsdb-server, the patched ovs-vswitchd with the plugin (dummy
+# datapath, ports p1 and p2, flows both ways, tx pcaps) and vpf-agent, in a private run
+# dir: every agent command, its exit codes and its errors.
+# usage: vpfctl_agent_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl
+set -u
+B="$1" plugin="$2" agent="$3" vpfctl="$4"
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../../ovs_plugin/tests/ovs_env.sh"
+run=$(mktemp -d /tmp/vpf-ctl.XXXXXX)
+chmod 755 "$run"
+apid= cpid=
+trap '[ -n "$cpid" ] && kill $cpid 2>/dev/null; [ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
+export VPF_AGENT_SOCKET="$run/agent.sock"
+F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000
+frame() { echo "${F}${1}000000"; }
+markers() { pcap_markers "$1" | joined; }
+rc() { "$@" >/dev/null 2>&1; echo $?; }
+
+ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="control=$run/vportfilter.sock"
+dummy_bridge "$run" || exit 1
+ovs-ofctl add-flow br0 in_port=2,actions=output:1
+wait_for '[ -S "$run/vportfilter.sock" ]' || { echo "FAIL: plugin"; exit 1; }
+check "agent unreachable: exit 1 and a message" bash -c "[ \$($vpfctl adapters 2>$run/err >/dev/null; echo \$?) = 1 ] && grep -q 'cannot reach vpf-agent' $run/err"
+"$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
+apid=$!
+check "agent up" wait_for '"$vpfctl" status 2>/dev/null | grep -q "plugin: attached"'
+
+for c in adapters rule start stop stats capture notify send insert install uninstall status classify; do
+  check "$c --help" [ "$(rc "$vpfctl" $c --help)" = 0 ]
+done
+check "rule add --help" bash -c "$vpfctl rule add --help | grep -q -- --bpf"
+check "unknown command: 2" [ "$(rc "$vpfctl" frobnicate)" = 2 ]
+check "unknown option: 2" [ "$(rc "$vpfctl" adapters --colour)" = 2 ]
+check "bad format: 2" [ "$(rc "$vpfctl" adapters --format yaml)" = 2 ]
+
+check "adapters table" bash -c "$vpfctl adapters | grep -q ' p1 '"
+check "adapters json" [ "$("$vpfctl" adapters --format json | wc -l)" = 2 ]
+p1=$("$vpfctl" adapters --format json | python3 -c 'import json,sys; print([json.loads(l)["id"] for l in sys.stdin if json.loads(l)["name"]=="p1"][0])')
+
+# Rules: added by the CLI, in force on the wire; bad ones refused whole with exit 3.
+check "rule add" "$vpfctl" rule add --id 1 --bpf "udp and udp[8] == 0xd1" --action drop
+for m in d1 01; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "CLI rule drops on the wire" wait_for '[ "$(markers "$run/p2-tx.pcap")" = "01 " ]'
+"$vpfctl" rule add --id 2 --bpf "udp[" 2>"$run/err"; r=$?
+check "bad BPF: exit 3" [ $r = 3 ]
+check "bad BPF: libpcap's message" grep -q "syntax error" "$run/err"
+check "duplicate id: exit 3" [ "$(rc "$vpfctl" rule add --id 1 --action drop)" = 3 ]
+check "bad direction: exit 3" [ "$(rc "$vpfctl" rule add --id 3 --direction sideways)" = 3 ]
+check "rule without id: exit 2" [ "$(rc "$vpfctl" rule add --action drop)" = 2 ]
+check "rule add --json" "$vpfctl" rule add --json '{"kind":"passthrough","id":1,"bpf":"icmp"}'
+check "connection rule with flag names" "$vpfctl" rule add --kind connection --id 5 --protocol udp --remote 10.9.0.0/16 --flags block
+check "rule list: 3" [ "$("$vpfctl" rule list --format json | wc -l)" = 3 ]
+check "rule list table" bash -c "$vpfctl rule list | grep -q 'udp\[8\] == 0xd1'"
+"$vpfctl" rule export -o "$run/rules.json"
+check "export is a rules file" "$vpfctl" classify --rules "$run/rules.json" --pcap "$run/p2-tx.pcap"
+echo '{"rules": [{"id": 7, "action": "drop"}, {"id": 8, "bpf": "tcp port eighty"}]}' >"$run/bad.json"
+"$vpfctl" rule import "$run/bad.json" 2>"$run/err"; r=$?
+check "bad import: exit 3" [ $r = 3 ]
+check "bad import names the rule" grep -q "rule #2" "$run/err"
+check "bad import changed nothing" [ "$("$vpfctl" rule list --format json | wc -l)" = 3 ]
+check "import existing ids: exit 3" [ "$(rc "$vpfctl" rule import "$run/rules.json")" = 3 ]
+check "import --replace" "$vpfctl" rule import --replace "$run/rules.json"
+check "round trip" [ "$("$vpfctl" rule list --format json | wc -l)" = 3 ]
+check "del of a missing rule: exit 3" [ "$(rc "$vpfctl" rule del --kind filter --id 99)" = 3 ]
+check "del" "$vpfctl" rule del --kind connection --id 5
+check "del --id without --kind: 2" [ "$(rc "$vpfctl" rule del --id 1)" = 2 ]
+
+# stop / start: the default instance's rules leave and return.
+check "stop" "$vpfctl" stop
+ovs-appctl netdev-dummy/receive p1 "$(frame d1)" >/dev/null
+check "stopped: passes" wait_for '[ "$(markers "$run/p2-tx.pcap")" = "01 d1 " ]'
+check "status shows stopped" bash -c "$vpfctl status | grep -q '^default .*stopped'"
+check "start" "$vpfctl" start
+ovs-appctl netdev-dummy/receive p1 "$(frame d1)" >/dev/null
+sleep 0.3
+check "started: dropped again" [ "$(markers "$run/p2-tx.pcap")" = "01 d1 " ]
+
+# stats
+before=$("$vpfctl" stats --format json | python3 -c "import json,sys; d=json.load(sys.stdin); print([a['total']['packets_sent'] for a in d['adapters'] if a['adapter_id']==$p1][0])")
+for m in 11 12 13; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+after=$("$vpfctl" stats --format json -i "$p1" | python3 -c "import json,sys; d=json.load(sys.stdin); print(d['adapters'][0]['total']['packets_sent'])")
+check "stats count what was sent" [ $((after - before)) = 3 ]
+check "stats --watch --count 2" [ "$("$vpfctl" stats --watch --count 2 --interval 0.1 | grep -c '^adapter')" = 2 ]
+check "stats table has rule hits" bash -c "$vpfctl stats | grep -q '^default .*filter .* 1 '"
+
+# capture and notify: packets the rules notify.
+check "notify rule" "$vpfctl" rule add --id 20 --bpf "udp and udp[8] == 0xa0" --action notify
+"$vpfctl" capture -w "$run/cap.pcap" -c 2 --duration 20 -i "$p1" --direction out "udp[9] == 0x55" 2>/dev/null &
+cpid=$!
+sleep 0.5
+for m in a0000000 a0550000 a0550000 a0000000; do ovs-appctl netdev-dummy/receive p1 "${F}${m}" >/dev/null; done
+wait $cpid; r=$?; cpid=
+check "capture exits after -c packets" [ $r = 0 ]
+check "capture file: 2 selected packets, read by tcpdump" [ "$(tcpdump -r "$run/cap.pcap" 2>/dev/null | wc -l)" = 2 ]
+check "capture -w - | tshark" bash -c "(sleep 0.5; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl capture -w - -c 1 --duration 20 | tshark -r - 2>/dev/null | grep -q UDP"
+check "pcapng read by tshark" bash -c "(sleep 0.5; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl capture --pcapng -w $run/cap.pcapng -c 1 --duration 20 2>/dev/null && capinfos -t $run/cap.pcapng | grep -q pcapng && [ \$(tshark -r $run/cap.pcapng 2>/dev/null | wc -l) = 1 ]"
+check "capture: bad expression is exit 2" [ "$(rc "$vpfctl" capture -w "$run/x.pcap" "udp port eighty")" = 2 ]
+out=$(bash -c "(sleep 0.5; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl notify -c 1 --duration 20 --format json 2>/dev/null")
+check "notify prints the event" python3 -c "import json,sys; e=json.loads(sys.argv[1]); assert e['rule']==20 and e['event']=='notify' and e['direction']=='out' and e['packet_size']==46" "$out"
+
+# send / insert
+check "send --hex x2" "$vpfctl" send -i "$p1" --hex "$(frame 61)" --times 2
+p2=$("$vpfctl" adapters --format json | python3 -c 'import json,sys; print([json.loads(l)["id"] for l in sys.stdin if json.loads(l)["name"]=="p2"][0])')
+check "insert --hex" "$vpfctl" insert -i "$p2" --hex "$(frame 62)"
+check "sent and inserted frames on the wire" wait_for '[ "$(pcap_markers "$run/p2-tx.pcap" | grep -c "^61$")" = 2 ] && pcap_markers "$run/p2-tx.pcap" | grep -q "^62$"'
+check "send --pcap" "$vpfctl" send -i "$p1" --pcap "$run/cap.pcap"
+check "bad hex: exit 3" [ "$(rc "$vpfctl" send -i "$p1" --hex 52zz)" = 3 ]
+check "short frame: exit 3" [ "$(rc "$vpfctl" send -i "$p1" --hex 5254)" = 3 ]
+check "unknown adapter: exit 3" [ "$(rc "$vpfctl" send -i 999 --hex "$(frame 61)")" = 3 ]
+check "neither hex nor pcap: exit 2" [ "$(rc "$vpfctl" send -i "$p1")" = 2 ]
+
+# install / uninstall / status
+G="{12345678-1234-1234-1234-123456789ABC}"
+check "install" "$vpfctl" install --guid "$G" --altitude 300 --allow /usr/bin/true
+check "status lists it, stopped" bash -c "$vpfctl status | grep -q '^$G *300 stopped'"
+check "rule in the instance" "$vpfctl" rule add --instance "$G" --id 1 --action drop --bpf "udp and udp[8] == 0xe1"
+check "uninstall" "$vpfctl" uninstall --guid "$G"
+check "gone with its rules" bash -c "! $vpfctl status | grep -q '$G' && [ \$($vpfctl rule list --instance '$G' --format json | wc -l) = 0 ]"
+check "uninstall of an unknown instance: exit 1" [ "$(rc "$vpfctl" uninstall --guid "$G")" = 1 ]
+check "non-root: refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups $vpfctl status 2>&1 | grep -q 'not root'"
+
+check "switch alive" ovs-appctl -t ovs-vswitchd version
+grep -q "terminate called\|Assertion" "$run/agent.log" && { echo "FAIL: the agent crashed"; fails=$((fails+1)); }
+[ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
+finish
