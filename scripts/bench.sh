@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # scripts/bench.sh matcher   -- classifier, updates and BPF against rte_acl, rte_bpf, libpcap
 # scripts/bench.sh datapath  -- OVS-DPDK throughput with the plugin against without it
+# scripts/bench.sh agent     -- rule add -> active, notify relay, capture round trip
 # Builds, runs, keeps the full output in build/bench/, and ends with the "ratio" lines.
 source "$(dirname "$0")/lib.sh"
 cd "$VPF_ROOT"
@@ -21,8 +22,13 @@ case "$what" in
     vpf_log "datapath benchmark (OVS-DPDK, one PMD; full output in $log)"
     bash "$VPF_ROOT/scripts/bench_datapath.sh" | tee "$log"
     ;;
+  agent)
+    log="$VPF_BUILD/bench/agent.txt"
+    vpf_log "agent benchmark (one NetFilter client; full output in $log)"
+    bash "$VPF_ROOT/scripts/bench_agent.sh" | tee "$log"
+    ;;
   *)
-    echo "usage: scripts/bench.sh matcher|datapath" >&2
+    echo "usage: scripts/bench.sh matcher|datapath|agent" >&2
     exit 2
     ;;
 esac

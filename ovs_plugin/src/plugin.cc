@@ -437,9 +437,16 @@ void Plugin::detach() {
 
 void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
   std::lock_guard lock(rules_mu_);
-  std::vector<matcher::RuleRef> old;
-  for (const auto& info : classifier_.rules()) old.push_back({info.rule.kind, info.rule.id});
-  classifier_.apply(old, rules);  // one snapshot: all or nothing
+  // Only what changed is recompiled: the rules that the old and the new list share at
+  // their start stay (so appending a rule compiles one rule, not the whole set); the rest
+  // of the old list is removed and the rest of the new one added, in one snapshot: all or
+  // nothing, in the new list's order.
+  const auto current = classifier_.rules();
+  size_t keep = 0;
+  while (keep < current.size() && keep < rules.size() && current[keep].rule == rules[keep]) ++keep;
+  std::vector<matcher::RuleRef> removes;
+  for (size_t i = keep; i < current.size(); ++i) removes.push_back({current[i].rule.kind, current[i].rule.id});
+  classifier_.apply(removes, std::vector<matcher::Rule>(rules.begin() + long(keep), rules.end()));
 }
 
 json Plugin::set_rules(const json& params) {

@@ -243,25 +243,29 @@ void Agent::on_policy_update(const json& updates) {
 }
 
 json Agent::instance_rules(const std::string& instance, const std::string& kind) const {
-  std::vector<const json*> rows;
-  for (const auto& [u, row] : rule_rows_)
-    if (str(row, "instance") == instance && (kind.empty() || str(row, "kind") == kind)) rows.push_back(&row);
-  auto prio = [](const json* r) {
-    const json spec = json::parse(str(*r, "spec"), nullptr, false);
-    return spec.is_object() && spec.contains("priority") && spec["priority"].is_number_integer()
-               ? -spec["priority"].get<int64_t>() : int64_t(0);
+  // Each row's spec is parsed once; the order is kind, then priority (higher first), then
+  // position, then id.
+  struct Item {
+    std::string kind;
+    int64_t neg_priority, position, id;
+    json spec;
   };
-  std::sort(rows.begin(), rows.end(), [&](const json* a, const json* b) {
-    return std::make_tuple(str(*a, "kind"), prio(a), num(*a, "position"), num(*a, "rule_id")) <
-           std::make_tuple(str(*b, "kind"), prio(b), num(*b, "position"), num(*b, "rule_id"));
+  std::vector<Item> items;
+  for (const auto& [u, row] : rule_rows_) {
+    if (str(row, "instance") != instance || (!kind.empty() && str(row, "kind") != kind)) continue;
+    json spec = json::parse(str(row, "spec"), nullptr, false);
+    if (!spec.is_object()) spec = json::object();
+    const int64_t prio = spec.contains("priority") && spec["priority"].is_number_integer() ? spec["priority"].get<int64_t>() : 0;
+    items.push_back({str(row, "kind"), -prio, num(row, "position"), num(row, "rule_id"), std::move(spec)});
+  }
+  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
+    return std::tie(a.kind, a.neg_priority, a.position, a.id) < std::tie(b.kind, b.neg_priority, b.position, b.id);
   });
   json out = json::array();
-  for (const json* row : rows) {
-    json spec = json::parse(str(*row, "spec"), nullptr, false);
-    if (!spec.is_object()) spec = json::object();
-    spec["kind"] = str(*row, "kind");
-    spec["id"] = num(*row, "rule_id");
-    out.push_back(std::move(spec));
+  for (auto& it : items) {
+    it.spec["kind"] = it.kind;
+    it.spec["id"] = it.id;
+    out.push_back(std::move(it.spec));
   }
   return out;
 }
@@ -702,6 +706,7 @@ void Agent::accept() {
 }
 
 void Agent::on_session_closed(Session& s) {
+  closed_sessions_dropped_ += s.events_dropped;
   const bool owned = !s.owned_instance.empty();
   if (owned) {
     const bool deny = instance(s.owned_instance).deny_expired;
@@ -816,6 +821,8 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
       return reply({{"version", kVersionWords}, {"text", "0.1.0.0"}, {"protocol_version", protocol::kVersion}},
                    nullptr);
     if (method == "status") {
+      uint64_t client_drops = closed_sessions_dropped_;
+      for (const auto& c : sessions_) client_drops += c->events_dropped;
       json inst = json::array();
       for (const auto& [g, i] : instances()) {
         const Session* o = owner_of(g);
@@ -829,7 +836,7 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
                     {"clients", sessions_.size()},
                     {"events", {{"received", events_received_}, {"unrouted", events_unrouted_},
                                 {"expired_by_agent", expired_by_agent_}, {"verdicts_lost", verdicts_lost_},
-                                {"bad_verdicts", bad_verdicts_}}},
+                                {"bad_verdicts", bad_verdicts_}, {"client_events_dropped", client_drops}}},
                     {"protocol_version", protocol::kVersion}},
                    nullptr);
     }

@@ -157,7 +157,7 @@ class Agent {
   std::map<int32_t, std::string> announced_;  // adapter id -> key, as told to clients
   nlohmann::json last_config_pushed_;
   uint64_t events_received_ = 0, events_unrouted_ = 0, expired_by_agent_ = 0, verdicts_lost_ = 0,
-           bad_verdicts_ = 0;
+           bad_verdicts_ = 0, closed_sessions_dropped_ = 0;
   boost::asio::steady_timer plugin_timer_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
   nlohmann::json last_rules_pushed_, last_adapters_pushed_;  // what the plugin has

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# The agent benchmark, with agent_bench (agent/bench) as the one vpf::NetFilter client:
+#   1. notify relay: OVS-DPDK without hugepages, one PMD, pcap0 replaying a mix of 64-byte
+#      frames from memory (net_pcap, infinite_rx=1) into null0; a notify rule selects the
+#      10% with UDP source port 9; events/s delivered and where the others went;
+#   2. on a dummy-datapath switch (ports p1 and p2, flow p1 -> p2): rule add -> active
+#      and the capture round trip (ends with "capture_round_trip_p99_us").
+# Run by scripts/bench.sh agent (which builds first).  Needs root.
+source "$(dirname "$0")/lib.sh"
+B="$VPF_BUILD/ovs"
+source "$VPF_ROOT/ovs_plugin/tests/ovs_env.sh"
+ctl="$VPF_BUILD/agent/src/vpfctl/vpfctl"
+bench="$VPF_BUILD/agent/agent_bench"
+run=$(mktemp -d /tmp/vpf-bench-agent.XXXXXX)
+ns="vpfbenchag$$" prefix="vpfbenchag$$"
+apid=
+mkdir -p "$VPF_BUILD/bench"
+stop_all() {
+  [ -n "$apid" ] && kill "$apid" 2>/dev/null && wait "$apid" 2>/dev/null
+  apid=
+  cp "$run/agent.log" "$VPF_BUILD/bench/agent-log-$1.txt" 2>/dev/null || true
+  ovs_env "$run"
+  ovs-vsctl --timeout=10 --if-exists del-br br0 >/dev/null 2>&1 || true
+  ovs_stop "$run"
+  ip netns del "$ns" 2>/dev/null || true
+  rm -rf "/var/run/dpdk/$prefix" "$run"
+  mkdir -p "$run"
+}
+trap 'stop_all last; rm -rf "$run"' EXIT
+fail() { echo "bench_agent: $*" >&2; exit 1; }
+G="{0000BE0C-0000-0000-0000-000000000001}"
+start_agent() {
+  ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so" \
+    other_config:packet-hook-args="control=$run/vportfilter.sock"
+  wait_for '[ -S "$run/vportfilter.sock" ]' || fail "the plugin did not start"
+  "$VPF_BUILD/agent/src/agent/vpf-agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" 2>"$run/agent.log" &
+  apid=$!
+  export VPF_AGENT_SOCKET="$run/agent.sock" VPF_RUN="$run"
+  wait_for '"$ctl" status 2>/dev/null | grep -q "plugin: attached"' || fail "the agent did not attach"
+  "$ctl" install --guid "$G" --altitude 1
+}
+
+echo "-- notify relay (OVS-DPDK, ${VPF_BENCH_SECS:-5} s)"
+"$VPF_BUILD/matcher/vpf-gen" mix --count 1000 --len 64 --drop-share 10 --out "$run/mix10.pcap"
+cp "$run/mix10.pcap" /tmp/vpf-bench-agent-mix10.pcap
+ovs_start_dpdk "$run" "$ns" "$prefix" 1024 || fail "DPDK did not initialise"
+ovs-vsctl --timeout=20 add-br br0 -- set bridge br0 datapath_type=netdev fail-mode=secure \
+  -- add-port br0 pcap0 -- set interface pcap0 type=dpdk ofport_request=1 \
+       "options:dpdk-devargs=net_pcap0,rx_pcap=/tmp/vpf-bench-agent-mix10.pcap,infinite_rx=1" \
+  -- add-port br0 null0 -- set interface null0 type=dpdk ofport_request=2 "options:dpdk-devargs=net_null0,no-rx=1"
+ovs-ofctl add-flow br0 in_port=1,actions=output:2
+start_agent
+"$bench" "$G" notify pcap0 "${VPF_BENCH_SECS:-5}" || fail "notify phase failed"
+stop_all dpdk
+rm -f /tmp/vpf-bench-agent-mix10.pcap
+
+echo "-- rule add and capture round trip (dummy datapath)"
+ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || fail "cannot start Open vSwitch"
+dummy_bridge "$run"
+start_agent
+"$bench" "$G" dummy "${VPF_BENCH_ADDS:-300}" "${VPF_BENCH_CAPTURES:-2000}"
