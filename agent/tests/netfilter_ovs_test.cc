@@ -22,6 +22,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vpf/agent_connection.h"
 #include "vpf/netfilter.h"
 #include "vpf/protocol.h"
 
@@ -582,6 +583,43 @@ std::string read_all(int fd) {
     s.append(buf, size_t(n));
   }
   return s;
+}
+
+int raw_connect();
+
+// A monitor that never reads: its queue fills, its events are dropped and counted, and
+// neither the datapath nor another client notices.
+TEST_F(NetFilterOvs, ASlowClientLosesItsEventsNotTheDatapath) {
+  const int slow = raw_connect();
+  ASSERT_GE(slow, 0);
+  const std::string sub = "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"subscribe\",\"params\":{\"instance\":\"*\"}}\n";
+  ASSERT_EQ(::send(slow, sub.data(), sub.size(), MSG_NOSIGNAL), ssize_t(sub.size()));
+  char buf[256];
+  ASSERT_GT(::recv(slow, buf, sizeof buf, 0), 0);  // its reply; then it never reads again
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  const int p1 = adapter_of(nf, "p1"), p2 = adapter_of(nf, "p2");
+  std::atomic<int> events{0};
+  nf.on_notify_packet = [&](vpf::NotifyPacketEventParams&) { ++events; };
+  // Frames injected on p1 do not meet p1's rules again; they meet p2's on their way out.
+  nf.add_filter_rule(1, p2, vpf::kDirectionIncoming, -1, -1, "udp and udp[8] == 0x5a", vpf::kRuleActionNotify);
+  nf.start_filter(0);
+  vpf::AgentConnection ac(std::getenv("VPF_AGENT_SOCKET"));
+  const uint64_t dropped0 = ac.call("status")["events"]["client_events_dropped"];
+  const size_t before = count_marker("p2", 0x5a);
+  constexpr int kFrames = 4000;
+  for (int i = 0; i < kFrames; i += 500) {
+    nf.send_packet(p1, bytes(frame_hex(0x5a)), 500, false);
+    std::this_thread::sleep_for(100ms);
+  }
+  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x5a) == before + kFrames; }, 20000ms))
+      << count_marker("p2", 0x5a) - before << " of " << kFrames << " frames forwarded";
+  EXPECT_TRUE(eventually([&] { return events == kFrames; })) << events << " events for the reading client";
+  const uint64_t dropped = ac.call("status")["events"]["client_events_dropped"].get<uint64_t>() - dropped0;
+  EXPECT_GT(dropped, 0u) << "the slow client's queue never filled";
+  EXPECT_LT(dropped, uint64_t(kFrames));
+  ::close(slow);
+  nf.stop_filter();
 }
 
 TEST(RawProtocol, BadFramesAreRefusedAndEndTheConnection) {

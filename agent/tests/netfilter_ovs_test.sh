@@ -18,7 +18,8 @@ dummy_bridge "$run" || { echo "FAIL: bridge"; exit 1; }
 ovs-vsctl set interface p1 external_ids:vm-name=web1 external_ids:vm-id=7 external_ids:attached-mac=52:54:00:00:00:01
 ovs-ofctl add-flow br0 in_port=2,actions=output:1
 wait_for '[ -S "$run/vportfilter.sock" ]' || { echo "FAIL: plugin"; exit 1; }
-"$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
+# A small per-client queue, so that the slow-client test fills it quickly.
+"$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" --client-queue-bytes 65536 >>"$run/agent.log" 2>&1 &
 apid=$!
 wait_for '[ -S "$run/agent.sock" ] && python3 "$here/rpc.py" "$run/agent.sock" status | grep -q "\"plugin_attached\": true"' ||
   { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }

@@ -116,6 +116,9 @@ G="{12345678-1234-1234-1234-123456789ABC}"
 check "install" "$vpfctl" install --guid "$G" --altitude 300 --allow /usr/bin/true
 check "status lists it, stopped" bash -c "$vpfctl status | grep -q '^$G *300 stopped'"
 check "rule in the instance" "$vpfctl" rule add --instance "$G" --id 1 --action drop --bpf "udp and udp[8] == 0xe1"
+check "install --plugin registers the plugin" bash -c "$vpfctl install --guid '$G' --plugin '$plugin' && [ \"\$(ovs-vsctl get Open_vSwitch . other_config:packet-hook-plugin)\" = '\"$plugin\"' ]"
+check "install --plugin of a missing file: exit 1" [ "$(rc "$vpfctl" install --guid "$G" --plugin /nonexistent.so)" = 1 ]
+check "install of a bad controller path: exit 3" [ "$(rc "$vpfctl" install --guid "$G" --allow relative/exe)" = 3 ]
 check "uninstall" "$vpfctl" uninstall --guid "$G"
 check "gone with its rules" bash -c "! $vpfctl status | grep -q '$G' && [ \$($vpfctl rule list --instance '$G' --format json | wc -l) = 0 ]"
 check "uninstall of an unknown instance: exit 1" [ "$(rc "$vpfctl" uninstall --guid "$G")" = 1 ]

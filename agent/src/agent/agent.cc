@@ -691,7 +691,7 @@ void Agent::accept() {
     socklen_t len = sizeof cred;
     ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len);
     Peer peer{int(cred.pid), int(cred.uid), exe_of(cred.pid)};
-    auto session = std::make_shared<Session>(std::move(s), *this, peer);
+    auto session = std::make_shared<Session>(std::move(s), *this, peer, opts_.client_queue_bytes);
     if (!authorized(peer)) {
       const std::string why = "permission denied: uid " + std::to_string(cred.uid) + " (" +
                               (peer.exe.empty() ? "?" : peer.exe) + ") is not root and not an allowed controller";

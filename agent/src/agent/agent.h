@@ -50,6 +50,7 @@ struct Options {
   std::string plugin_socket;  // the plugin's control socket
   std::string socket;         // the agent's client socket
   std::set<std::string> vm_types = default_vm_types();
+  size_t client_queue_bytes = Session::kDefaultMaxQueuedEventBytes;  // per client, events not yet written
 };
 
 // A client request failed: `code` is a JSON-RPC code, `seed` the seed's error code.

@@ -34,6 +34,8 @@ int main(int argc, char** argv) {
       ("plugin-socket", po::value(&o.plugin_socket)->default_value(rundir + "/vportfilter.sock"),
        "the plugin's control socket")
       ("socket", po::value(&o.socket)->default_value(rundir + "/vpf-agent.sock"), "the socket clients connect to")
+      ("client-queue-bytes", po::value(&o.client_queue_bytes)->default_value(o.client_queue_bytes),
+       "per client: bytes of events waiting to be written beyond which events are dropped (counted)")
       ("vm-types", po::value(&vm_types),
        "comma-separated Interface types that are VM ports (default: system,tap,afxdp,dpdk,dpdkvhostuser,"
        "dpdkvhostuserclient,dummy,dummy-pmd)");

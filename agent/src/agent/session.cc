@@ -12,8 +12,12 @@ using nlohmann::json;
 namespace asio = boost::asio;
 namespace proto = vpf::protocol;
 
-Session::Session(asio::local::stream_protocol::socket s, Agent& agent, Peer peer)
-    : expiry_timer(s.get_executor()), sock_(std::move(s)), agent_(agent), peer_(std::move(peer)) {}
+Session::Session(asio::local::stream_protocol::socket s, Agent& agent, Peer peer, size_t max_queued_event_bytes)
+    : expiry_timer(s.get_executor()),
+      sock_(std::move(s)),
+      agent_(agent),
+      peer_(std::move(peer)),
+      max_queued_event_bytes_(max_queued_event_bytes) {}
 
 void Session::start() { read(); }
 
@@ -30,7 +34,7 @@ void Session::send_json(const json& msg) {
 }
 
 bool Session::send_event(std::string frame) {
-  if (closed_ || queued_event_bytes_ + frame.size() > kMaxQueuedEventBytes) {
+  if (closed_ || queued_event_bytes_ + frame.size() > max_queued_event_bytes_) {
     ++events_dropped;
     return false;
   }

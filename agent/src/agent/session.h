@@ -2,7 +2,7 @@
 //
 // A Session reads JSON-RPC lines and binary frames from its socket, hands requests to the
 // Agent and writes replies, notifications and event frames back.  What the client may
-// receive is bounded: event frames beyond `kMaxQueuedEventBytes` not yet written are
+// receive is bounded: event frames beyond `max_queued_event_bytes` not yet written are
 // refused (counted in events_dropped; the Agent then gives a refused capture its expiry
 // verdict), so a slow or hung client costs memory up to that bound and never stalls the
 // datapath.  Replies to requests are always queued (a client that never reads them stops
@@ -37,9 +37,9 @@ class Session : public std::enable_shared_from_this<Session> {
  public:
   using Clock = std::chrono::steady_clock;
   static constexpr size_t kMaxLine = size_t(16) << 20;
-  static constexpr size_t kMaxQueuedEventBytes = size_t(8) << 20;
+  static constexpr size_t kDefaultMaxQueuedEventBytes = size_t(8) << 20;
 
-  Session(boost::asio::local::stream_protocol::socket s, Agent& agent, Peer peer);
+  Session(boost::asio::local::stream_protocol::socket s, Agent& agent, Peer peer, size_t max_queued_event_bytes);
   void start();
   // Writes one error line and closes (a refused peer).
   void refuse(const nlohmann::json& error);
@@ -77,6 +77,7 @@ class Session : public std::enable_shared_from_this<Session> {
   char rbuf_[65536];
   std::deque<std::string> out_;
   size_t queued_event_bytes_ = 0;
+  size_t max_queued_event_bytes_;
   std::deque<bool> out_is_event_;
   bool writing_ = false, closed_ = false, close_after_write_ = false;
 };
