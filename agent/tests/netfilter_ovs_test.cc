@@ -514,6 +514,24 @@ TEST_F(NetFilterOvs, ConfigSettingsAndWorkerThreads) {
   nf.stop_filter();
 }
 
+TEST_F(NetFilterOvs, LoggingEnabledLogsTheInstancesEvents) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  EXPECT_EQ(nf.config("LoggingEnabled"), "False");
+  nf.config("LoggingEnabled=yes");
+  EXPECT_EQ(nf.config("loggingenabled"), "True");
+  nf.add_filter_rule(4, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x93", vpf::kRuleActionNotify);
+  nf.start_filter(0);
+  receive("p1", 0x93);
+  const std::string line = "instance " + guid + ": notify adapter";
+  EXPECT_TRUE(eventually([&] {
+    std::ifstream f(run_dir() + "/agent.log");
+    std::string log((std::istreambuf_iterator<char>(f)), {});
+    return log.find(line) != std::string::npos && log.find(" rule 4 46 bytes") != std::string::npos;
+  }));
+  nf.stop_filter();
+}
+
 TEST_F(NetFilterOvs, NfRuleShapedRules) {
   vpf::NetFilter nf;
   nf.initialize(guid);

@@ -73,7 +73,9 @@ int64_t num(const json& row, const char* col) {
 
 }  // namespace
 
-Agent::Agent(asio::io_context& io, Options opts) : io_(io), opts_(std::move(opts)), plugin_timer_(io) {}
+Agent::Agent(asio::io_context& io, Options opts) : io_(io), opts_(std::move(opts)), plugin_timer_(io) {
+  load_instances();
+}
 
 Agent::~Agent() {
   detach_plugin("");
@@ -237,6 +239,7 @@ void Agent::on_policy_update(const json& updates) {
     auto* t = table == "Adapter" ? &adapter_rows_ : table == "Instance" ? &instance_rows_ : table == "Rule" ? &rule_rows_ : nullptr;
     if (t) ovsdb_apply_rows(*t, rows);
   }
+  load_instances();
   assign_ids();
   push_rules();
   push_config();
@@ -272,7 +275,7 @@ json Agent::instance_rules(const std::string& instance, const std::string& kind)
 
 // ---- instances ----
 
-std::map<std::string, Agent::Instance> Agent::instances() const {
+void Agent::load_instances() {
   std::map<std::string, Instance> out;
   out[kDefaultInstance].guid = kDefaultInstance;
   for (const auto& [u, row] : instance_rows_) {
@@ -290,13 +293,12 @@ std::map<std::string, Agent::Instance> Agent::instances() const {
       if (c.is_string()) i.allowed.insert(c.get<std::string>());
     out[i.guid] = std::move(i);
   }
-  return out;
+  instances_ = std::move(out);
 }
 
 Agent::Instance Agent::instance(const std::string& guid) const {
-  auto all = instances();
-  const auto it = all.find(guid);
-  if (it != all.end()) return it->second;
+  const auto it = instances_.find(guid);
+  if (it != instances_.end()) return it->second;
   Instance none;
   none.guid = guid;
   return none;
@@ -463,8 +465,7 @@ void Agent::push_rules() {
   // evaluation order.  Rule ids become the plugin's own (unique across instances); the
   // order is carried by the list itself, so priorities are folded into it.
   std::vector<const Instance*> order;
-  const auto all = instances();
-  for (const auto& [g, i] : all)
+  for (const auto& [g, i] : instances_)
     if (i.active) order.push_back(&i);
   std::stable_sort(order.begin(), order.end(), [](const Instance* a, const Instance* b) { return a->altitude > b->altitude; });
   json rules = json::array();
@@ -594,6 +595,14 @@ void Agent::route(std::vector<std::string> batch) {
     Session* owner = owner_of(o.instance);
     if (owner && owner->stat_mode) owner = nullptr;
     bool taken = owner && owner->send_event(event_frame(e, data));
+    const Instance& inst = instances_.count(o.instance) ? instances_.at(o.instance) : instances_.at(kDefaultInstance);
+    if (inst.logging)  // LoggingEnabled: one line per event of the instance
+      log("instance " + o.instance + ": " + (capture ? "capture " + std::to_string(ev.capture_id) : std::string("notify")) +
+          " adapter " + std::to_string(ev.adapter) + (ev.direction ? " in" : " out") + " rule " +
+          std::to_string(o.rule_id) + " " + std::to_string(ev.orig_len) + " bytes -> " +
+          (taken ? "client pid " + std::to_string(owner->peer().pid)
+                 : capture ? std::string(inst.deny_expired ? "dropped" : "sent") + " (no client to decide)"
+                           : std::string("no client")));
     if (capture) {
       if (taken) {
         const auto deadline = owner->timeout_ms ? Session::Clock::now() + std::chrono::milliseconds(owner->timeout_ms)
@@ -601,7 +610,7 @@ void Agent::route(std::vector<std::string> batch) {
         owner->pending[ev.capture_id] = deadline;
         if (owner->timeout_ms && owner->pending.size() == 1) arm_expiry(*owner);
       } else {
-        expire(ev.capture_id, instance(o.instance).deny_expired);
+        expire(ev.capture_id, inst.deny_expired);
       }
     } else if (!taken) {
       ++events_unrouted_;
@@ -670,7 +679,7 @@ void Agent::on_verdict(Session& s, const protocol::VerdictFrame& v, std::span<co
 
 bool Agent::authorized(const Peer& p) const {
   if (p.uid == 0) return true;
-  for (const auto& [g, i] : instances())
+  for (const auto& [g, i] : instances_)
     if (i.allowed.count(p.exe)) return true;
   return false;
 }
@@ -824,7 +833,7 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
       uint64_t client_drops = closed_sessions_dropped_;
       for (const auto& c : sessions_) client_drops += c->events_dropped;
       json inst = json::array();
-      for (const auto& [g, i] : instances()) {
+      for (const auto& [g, i] : instances_) {
         const Session* o = owner_of(g);
         inst.push_back({{"guid", g}, {"altitude", i.altitude}, {"active", i.active}, {"installed", i.exists},
                         {"client_pid", o ? json(o->peer().pid) : json(nullptr)}});

@@ -93,7 +93,7 @@ class Agent {
     matcher::RuleKind kind;
     uint32_t rule_id;
   };
-  std::map<std::string, Instance> instances() const;
+  void load_instances();  // instances_ from the Instance rows
   Instance instance(const std::string& guid) const;
   // Throws ApiError unless the peer may act on `guid` (root; an allowed controller unless
   // the instance forces the permission check).
@@ -152,6 +152,7 @@ class Agent {
   std::thread pump_;
   std::shared_ptr<std::atomic<bool>> pump_stop_;
   std::set<std::shared_ptr<Session>> sessions_;
+  std::map<std::string, Instance> instances_;  // "default" is always there
   std::map<uint32_t, RuleOrigin> origins_;  // the plugin's rule id -> the instance's
   std::map<std::tuple<std::string, int, uint32_t>, uint32_t> internal_ids_;
   uint32_t next_internal_id_ = 1;
