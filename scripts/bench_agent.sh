@@ -47,10 +47,32 @@ ovs_start_dpdk "$run" "$ns" "$prefix" 1024 || fail "DPDK did not initialise"
 ovs-vsctl --timeout=20 add-br br0 -- set bridge br0 datapath_type=netdev fail-mode=secure \
   -- add-port br0 pcap0 -- set interface pcap0 type=dpdk ofport_request=1 \
        "options:dpdk-devargs=net_pcap0,rx_pcap=/tmp/vpf-bench-agent-mix10.pcap,infinite_rx=1" \
-  -- add-port br0 null0 -- set interface null0 type=dpdk ofport_request=2 "options:dpdk-devargs=net_null0,no-rx=1"
+  -- add-port br0 null0 -- set interface null0 type=dpdk ofport_request=2 "options:dpdk-devargs=net_null0,no-rx=1" \
+  -- add-port br0 pcap1 -- set interface pcap1 type=dpdk ofport_request=3 \
+       "options:dpdk-devargs=net_pcap1,rx_pcap=/tmp/vpf-bench-agent-mix10.pcap,infinite_rx=1" \
+  -- add-port br0 null1 -- set interface null1 type=dpdk ofport_request=4 "options:dpdk-devargs=net_null1,no-rx=1"
 ovs-ofctl add-flow br0 in_port=1,actions=output:2
+ovs-ofctl add-flow br0 in_port=3,actions=output:4
 start_agent
-"$bench" "$G" notify pcap0 "${VPF_BENCH_SECS:-5}" || fail "notify phase failed"
+# The other port: pcap1 -> null1 on the same PMD, no rules; its rate without and with the
+# notify relay running on pcap0.
+other_rate() {
+  local a b t0 t1
+  a=$(ovs-vsctl get interface pcap1 statistics:rx_packets); t0=$(date +%s.%N)
+  sleep 3
+  b=$(ovs-vsctl get interface pcap1 statistics:rx_packets); t1=$(date +%s.%N)
+  echo "($b - $a) / ($t1 - $t0) / 1000000" | bc -l
+}
+sleep 2
+quiet=$(other_rate)
+"$bench" "$G" notify pcap0 "${VPF_BENCH_SECS:-5}" >"$run/notify.txt" &
+bpid=$!
+sleep 2.5
+busy=$(other_rate)
+wait $bpid || fail "notify phase failed"
+cat "$run/notify.txt"
+printf "other_port_mpps_without_relay %.3f\nother_port_mpps_with_relay %.3f\nratio other_port_with_relay_vs_without %.3f\n" \
+  "$quiet" "$busy" "$(echo "$busy / $quiet" | bc -l)"
 stop_all dpdk
 rm -f /tmp/vpf-bench-agent-mix10.pcap
 
