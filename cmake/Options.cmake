@@ -3,6 +3,8 @@
 option(VPF_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
 option(VPF_BUILD_BENCH "Build the Google Benchmark programs" ON)
 option(VPF_WERROR "Treat compiler warnings as errors" OFF)
+set(VPF_TEST_PLUGIN "" CACHE FILEPATH
+    "vportfilter_ovs.so for the agent's tests on the real switch in a sanitizer build (which builds no module)")
 
 set(CMAKE_CXX_STANDARD 20)
 set(CMAKE_CXX_STANDARD_REQUIRED ON)

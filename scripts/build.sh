@@ -4,7 +4,11 @@ source "$(dirname "$0")/lib.sh"
 if [ "${1:-}" = "--asan" ]; then
   vpf_log "configure + build (ASan+UBSan) in $VPF_BUILD_ASAN"
   mkdir -p "$VPF_BUILD_ASAN"
-  vpf_configure "$VPF_BUILD_ASAN" -DCMAKE_BUILD_TYPE=Debug -DVPF_SANITIZE=ON -DVPF_BUILD_BENCH=OFF
+  # The agent, library and vpfctl run sanitized against the normal build's plugin module
+  # (a sanitized module cannot be loaded into the unsanitized switch).
+  plugin=""
+  [ -f "$VPF_BUILD/ovs_plugin/vportfilter_ovs.so" ] && plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
+  vpf_configure "$VPF_BUILD_ASAN" -DCMAKE_BUILD_TYPE=Debug -DVPF_SANITIZE=ON -DVPF_BUILD_BENCH=OFF -DVPF_TEST_PLUGIN="$plugin"
   ninja -C "$VPF_BUILD_ASAN" -j"$VPF_JOBS"
 else
   vpf_log "configure + build in $VPF_BUILD"

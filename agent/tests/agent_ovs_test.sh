@@ -99,5 +99,9 @@ check "delete all" rpc delete_all_rules
 check "no rules in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 0 "'
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
-grep -q "terminate called\|Assertion" "$run/agent.log" && { echo "FAIL: the agent crashed:"; grep -B2 -A2 "terminate called\|Assertion" "$run/agent.log"; fails=$((fails+1)); }
+# The agent stops cleanly on SIGTERM; a crash, a sanitizer report or a leak fails the test.
+kill "$apid"; wait "$apid"; arc=$?; apid=
+check "the agent exits cleanly (status $arc)" [ "$arc" = 0 ]
+grep -q "terminate called\|Assertion\|AddressSanitizer\|LeakSanitizer\|runtime error" "$run/agent.log" &&
+  { echo "FAIL: the agent crashed:"; grep -A12 "terminate called\|Assertion\|Sanitizer\|runtime error" "$run/agent.log"; fails=$((fails+1)); }
 finish

@@ -25,8 +25,11 @@ wait_for '[ -S "$run/agent.sock" ] && python3 "$here/rpc.py" "$run/agent.sock" s
   { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
 VPF_RUN="$run" VPF_AGENT_SOCKET="$run/agent.sock" "$tests" "$@"
 rc=$?
-if grep -q "terminate called\|Assertion\|AddressSanitizer" "$run/agent.log"; then
-  echo "FAIL: the agent crashed"; grep -B2 -A10 "terminate called\|Assertion\|AddressSanitizer" "$run/agent.log"; rc=1
+# The agent stops cleanly on SIGTERM; a crash, a sanitizer report or a leak fails the test.
+kill "$apid"; wait "$apid"; arc=$?; apid=
+[ "$arc" = 0 ] || { echo "FAIL: the agent exited with status $arc"; rc=1; }
+if grep -q "terminate called\|Assertion\|Sanitizer\|runtime error" "$run/agent.log"; then
+  echo "FAIL: the agent crashed"; grep -B2 -A12 "terminate called\|Assertion\|Sanitizer\|runtime error" "$run/agent.log"; rc=1
 fi
 [ $rc = 0 ] || { echo "--- agent log:"; tail -30 "$run/agent.log"; }
 exit $rc

@@ -87,17 +87,17 @@ check "stats table has rule hits" bash -c "$vpfctl stats | grep -q '^default .*f
 
 # capture and notify: packets the rules notify.
 check "notify rule" "$vpfctl" rule add --id 20 --bpf "udp and udp[8] == 0xa0" --action notify
-"$vpfctl" capture -w "$run/cap.pcap" -c 2 --duration 20 -i "$p1" --direction out "udp[9] == 0x55" 2>/dev/null &
+"$vpfctl" capture -w "$run/cap.pcap" -c 2 --duration 20 -i "$p1" --direction out "udp[9] == 0x55" 2>"$run/capture.err" &
 cpid=$!
-sleep 0.5
+wait_for 'grep -q listening "$run/capture.err"'
 for m in a0000000 a0550000 a0550000 a0000000; do ovs-appctl netdev-dummy/receive p1 "${F}${m}" >/dev/null; done
 wait $cpid; r=$?; cpid=
-check "capture exits after -c packets" [ $r = 0 ]
+check "capture exits after -c packets" [ $r = 0 ] || cat "$run/capture.err"
 check "capture file: 2 selected packets, read by tcpdump" [ "$(tcpdump -r "$run/cap.pcap" 2>/dev/null | wc -l)" = 2 ]
-check "capture -w - | tshark" bash -c "(sleep 0.5; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl capture -w - -c 1 --duration 20 | tshark -r - 2>/dev/null | grep -q UDP"
-check "pcapng read by tshark" bash -c "(sleep 0.5; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl capture --pcapng -w $run/cap.pcapng -c 1 --duration 20 2>/dev/null && capinfos -t $run/cap.pcapng | grep -q pcapng && [ \$(tshark -r $run/cap.pcapng 2>/dev/null | wc -l) = 1 ]"
+check "capture -w - | tshark" bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl capture -w - -c 1 --duration 20 | tshark -r - 2>/dev/null | grep -q UDP"
+check "pcapng read by tshark" bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl capture --pcapng -w $run/cap.pcapng -c 1 --duration 20 2>/dev/null && capinfos -t $run/cap.pcapng | grep -q pcapng && [ \$(tshark -r $run/cap.pcapng 2>/dev/null | wc -l) = 1 ]"
 check "capture: bad expression is exit 2" [ "$(rc "$vpfctl" capture -w "$run/x.pcap" "udp port eighty")" = 2 ]
-out=$(bash -c "(sleep 0.5; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl notify -c 1 --duration 20 --format json 2>/dev/null")
+out=$(bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl notify -c 1 --duration 20 --format json 2>/dev/null")
 check "notify prints the event" python3 -c "import json,sys; e=json.loads(sys.argv[1]); assert e['rule']==20 and e['event']=='notify' and e['direction']=='out' and e['packet_size']==46" "$out"
 
 # send / insert
@@ -125,6 +125,10 @@ check "uninstall of an unknown instance: exit 1" [ "$(rc "$vpfctl" uninstall --g
 check "non-root: refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups $vpfctl status 2>&1 | grep -q 'not root'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
-grep -q "terminate called\|Assertion" "$run/agent.log" && { echo "FAIL: the agent crashed"; fails=$((fails+1)); }
+# The agent stops cleanly on SIGTERM; a crash, a sanitizer report or a leak fails the test.
+kill "$apid"; wait "$apid"; arc=$?; apid=
+check "the agent exits cleanly (status $arc)" [ "$arc" = 0 ]
+grep -q "terminate called\|Assertion\|AddressSanitizer\|LeakSanitizer\|runtime error" "$run/agent.log" &&
+  { echo "FAIL: the agent crashed:"; grep -A12 "terminate called\|Assertion\|Sanitizer\|runtime error" "$run/agent.log"; fails=$((fails+1)); }
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
 finish

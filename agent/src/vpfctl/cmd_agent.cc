@@ -458,6 +458,9 @@ struct Selection {
   std::string bpf;
   bpf_program prog{};
   bool has_prog = false;
+  ~Selection() {
+    if (has_prog) pcap_freecode(&prog);
+  }
   void add_options(po::options_description& o) {
     o.add_options()("adapter,i", po::value(&adapter), "only this adapter")
         ("direction", po::value(&direction)->default_value("any"), "in (to the VM), out (from the VM) or any")
@@ -502,6 +505,9 @@ int tail_events(const char* cmd, Common& c, Selection& sel, const std::string& i
     EventQueue q;
     auto a = connect(cmd, c, [&](const vpf::protocol::EventFrame& f, std::vector<uint8_t> d) { q.push(f, std::move(d)); });
     call(cmd, *a, "subscribe", {{"instance", instance}, {"packets", true}});
+    // Like tcpdump: say when events can arrive (scripts wait for this line).
+    std::fprintf(stderr, "vpfctl %s: listening to the events of %s\n", cmd,
+                 instance == "*" ? "every instance" : ("instance " + instance).c_str());
     ::signal(SIGINT, on_signal);
     ::signal(SIGTERM, on_signal);
     ::signal(SIGPIPE, on_signal);
