@@ -17,14 +17,7 @@ trap '[ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' 
 S="$run/agent.sock"
 rpc() { python3 "$here/rpc.py" "$S" "$@"; }
 field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
-start_agent() {
-  "$agent" --socket "$S" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
-  apid=$!
-  wait_for '[ -S "$S" ] && rpc status >/dev/null 2>&1'
-}
-F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000
-frame() { echo "${F}${1}000000"; }
-markers() { pcap_markers "$1" | joined; }
+source "$here/agent_env.sh"
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \
@@ -99,9 +92,5 @@ check "delete all" rpc delete_all_rules
 check "no rules in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 0 "'
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
-# The agent stops cleanly on SIGTERM; a crash, a sanitizer report or a leak fails the test.
-kill "$apid"; wait "$apid"; arc=$?; apid=
-check "the agent exits cleanly (status $arc)" [ "$arc" = 0 ]
-grep -q "terminate called\|Assertion\|AddressSanitizer\|LeakSanitizer\|runtime error" "$run/agent.log" &&
-  { echo "FAIL: the agent crashed:"; grep -A12 "terminate called\|Assertion\|Sanitizer\|runtime error" "$run/agent.log"; fails=$((fails+1)); }
+check "the agent exits cleanly" stop_agent
 finish

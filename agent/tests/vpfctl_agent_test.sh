@@ -12,20 +12,12 @@ chmod 755 "$run"
 apid= cpid=
 trap '[ -n "$cpid" ] && kill $cpid 2>/dev/null; [ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
 export VPF_AGENT_SOCKET="$run/agent.sock"
-F=52540000000252540000000108004500002000000000401100000a0000010a0000020400050000080000
-frame() { echo "${F}${1}000000"; }
-markers() { pcap_markers "$1" | joined; }
+source "$here/agent_env.sh"
 rc() { "$@" >/dev/null 2>&1; echo $?; }
 
-ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
-ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="control=$run/vportfilter.sock"
-dummy_bridge "$run" || exit 1
-ovs-ofctl add-flow br0 in_port=2,actions=output:1
-wait_for '[ -S "$run/vportfilter.sock" ]' || { echo "FAIL: plugin"; exit 1; }
+plugin_switch || exit 1
 check "agent unreachable: exit 1 and a message" bash -c "[ \$($vpfctl adapters 2>$run/err >/dev/null; echo \$?) = 1 ] && grep -q 'cannot reach vpf-agent' $run/err"
-"$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
-apid=$!
-check "agent up" wait_for '"$vpfctl" status 2>/dev/null | grep -q "plugin: attached"'
+check "agent up" start_agent
 
 for c in adapters rule start stop stats capture notify send insert install uninstall status classify; do
   check "$c --help" [ "$(rc "$vpfctl" $c --help)" = 0 ]
@@ -125,10 +117,6 @@ check "uninstall of an unknown instance: exit 1" [ "$(rc "$vpfctl" uninstall --g
 check "non-root: refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups $vpfctl status 2>&1 | grep -q 'not root'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
-# The agent stops cleanly on SIGTERM; a crash, a sanitizer report or a leak fails the test.
-kill "$apid"; wait "$apid"; arc=$?; apid=
-check "the agent exits cleanly (status $arc)" [ "$arc" = 0 ]
-grep -q "terminate called\|Assertion\|AddressSanitizer\|LeakSanitizer\|runtime error" "$run/agent.log" &&
-  { echo "FAIL: the agent crashed:"; grep -A12 "terminate called\|Assertion\|Sanitizer\|runtime error" "$run/agent.log"; fails=$((fails+1)); }
+check "the agent exits cleanly" stop_agent
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
 finish
