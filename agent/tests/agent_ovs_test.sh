@@ -61,6 +61,19 @@ check "unknown method" bash -c "python3 '$here/rpc.py' '$S' reboot | grep -q -- 
 check "delete of a missing rule" bash -c "python3 '$here/rpc.py' '$S' delete_rule '{\"kind\":\"filter\",\"id\":99}' | grep -q 'no such rule'"
 check "still one rule" [ "$(rpc list_rules | field 'len(d)')" = 1 ]
 check "non-root client refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' status | grep -q 'not root'"
+# An allowed controller (the reference's AllowedControllers): a non-root executable listed
+# by an instance may connect and act on that instance only; ForceAppPermissionCheck
+# takes that back.
+nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 "$here/rpc.py" "$S" "$@"; }
+G="{00000000-0000-0000-0000-0000000000A1}"
+check "install with an allowed controller" rpc install "{\"guid\": \"$G\", \"allowed_controllers\": [\"$(readlink -f /usr/bin/python3)\"]}"
+check "allowed controller connects" nobody status
+check "allowed controller adds a rule to its instance" nobody add_rule "{\"instance\": \"$G\", \"rule\": {\"id\": 1}}"
+check "but not to another instance" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' add_rule '{\"rule\": {\"id\": 77}}' | grep -q 'not an allowed controller of instance'"
+check "and may not install" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' install '{\"guid\": \"x\"}' | grep -q 'needs root'"
+check "ForceAppPermissionCheck" rpc config "{\"instance\": \"$G\", \"name\": \"ForceAppPermissionCheck\", \"value\": \"true\"}"
+check "then root only" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' delete_all_rules '{\"instance\": \"$G\"}' | grep -q 'requires root'"
+check "uninstall" rpc uninstall "{\"guid\": \"$G\"}"
 
 # Rules through the database (any client, any host): they apply too; a bad row is
 # reported and skipped, the rest stays in force.
@@ -93,4 +106,20 @@ check "no rules in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
 check "the agent exits cleanly" stop_agent
+
+# One policy for many hosts: the vportfilter database on another ovsdb-server (--db).
+ovsdb-tool create "$run/policy.db" "$here/../schema/vportfilter.ovsschema"
+ovsdb-server --detach --no-chdir --pidfile="$run/policy.pid" --log-file="$run/policy.log" -vconsole:off \
+  --unixctl="$run/policy.ctl" --remote=punix:"$run/policy.sock" "$run/policy.db"
+ovsdb-client transact unix:$run/policy.sock '["vportfilter", {"op": "insert", "table": "Rule", "row": {"instance": "default", "kind": "filter", "rule_id": 50, "position": 0, "spec": "{\"bpf\": \"udp and udp[8] == 0xd7\", \"action\": \"drop\"}"}}]' >/dev/null
+ovsdb-client transact unix:$run/db.sock '["vportfilter", {"op": "delete", "table": "Rule", "where": []}]' >/dev/null
+start_agent --db "unix:$run/policy.sock"
+check "rules from the remote policy" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 1 "'
+for m in d7 07; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "remote rule drops" wait_for '[ "$(pcap_markers "$run/p2b-tx.pcap" | joined)" = "07 " ]'
+check "add_rule goes to the remote policy" rpc add_rule '{"rule": {"id": 51, "action": "drop", "bpf": "udp and udp[8] == 0xd8"}}'
+check "the row is there" bash -c "ovsdb-client dump unix:$run/policy.sock vportfilter Rule | grep -c 'filter' | grep -qx 2"
+check "adapter ids kept in the remote policy" bash -c "ovsdb-client dump unix:$run/policy.sock vportfilter Adapter | grep -q vm1-if"
+check "the agent exits cleanly (remote policy)" stop_agent
+kill "$(cat "$run/policy.pid")" 2>/dev/null
 finish
