@@ -18,6 +18,7 @@
 
 #include "commands.h"
 #include "vpf/agent_connection.h"
+#include "vpf/capture_file.h"
 #include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rules_json.h"
 
@@ -530,33 +531,6 @@ int tail_events(const char* cmd, Common& c, Selection& sel, const std::string& i
   });
 }
 
-// pcapng, written by hand (libpcap reads it but does not write it).
-class PcapngWriter {
- public:
-  explicit PcapngWriter(FILE* f) : f_(f) {
-    // Section header: byte-order magic, version 1.0, section length unknown.
-    const uint32_t shb[] = {0x0A0D0D0A, 28, 0x1A2B3C4D, 0x00000001, 0xFFFFFFFF, 0xFFFFFFFF, 28};
-    std::fwrite(shb, 1, sizeof shb, f_);
-    // Interface description: Ethernet, snaplen 262144, if_tsresol = 9 (nanoseconds).
-    const uint32_t idb[] = {1, 32, 1, 262144, 0x0001'0009u, 0x09, 0, 32};
-    std::fwrite(idb, 1, sizeof idb, f_);
-  }
-  bool write(uint64_t ts_ns, const std::vector<uint8_t>& d, uint32_t orig_len) {
-    const uint32_t pad = (4 - d.size() % 4) % 4;
-    const uint32_t len = 32 + uint32_t(d.size()) + pad;
-    const uint32_t hdr[] = {6, len, 0, uint32_t(ts_ns >> 32), uint32_t(ts_ns), uint32_t(d.size()), orig_len};
-    const uint32_t zero = 0;
-    std::fwrite(hdr, 1, sizeof hdr, f_);
-    std::fwrite(d.data(), 1, d.size(), f_);
-    std::fwrite(&zero, 1, pad, f_);
-    std::fwrite(&len, 1, 4, f_);
-    return std::fflush(f_) == 0;
-  }
-
- private:
-  FILE* f_;
-};
-
 int capture(const std::vector<std::string>& args) {
   po::options_description opts(
       "vpfctl capture -w FILE|- [--pcapng] [-i ADAPTER] [--direction in|out|any] [-c COUNT] [EXPRESSION]\n\n"
@@ -585,24 +559,16 @@ int capture(const std::vector<std::string>& args) {
     std::fprintf(stderr, "vpfctl capture: cannot write %s: %s\n", out.c_str(), std::strerror(errno));
     return kExitFailure;
   }
-  pcap_t* dead = pcap_open_dead_with_tstamp_precision(DLT_EN10MB, 262144, PCAP_TSTAMP_PRECISION_NANO);
-  pcap_dumper_t* dumper = nullptr;
-  std::unique_ptr<PcapngWriter> ng;
-  if (vm.count("pcapng")) ng = std::make_unique<PcapngWriter>(f);
-  else dumper = pcap_dump_fopen(dead, f);
+  vpf::CaptureFileWriter writer(f, vm.count("pcapng") > 0);
+  if (!writer.ok()) {
+    std::fprintf(stderr, "vpfctl capture: cannot write %s\n", out.c_str());
+    if (f != stdout) std::fclose(f);
+    return kExitFailure;
+  }
   const int rc = tail_events("capture", c, sel, instance, [&](const Event& e) {
-    if (ng) return ng->write(e.f.timestamp_ns, e.data, e.f.packet_size);
-    pcap_pkthdr h{};
-    h.ts.tv_sec = time_t(e.f.timestamp_ns / 1000000000);
-    h.ts.tv_usec = suseconds_t(e.f.timestamp_ns % 1000000000);  // nanoseconds: the file says so
-    h.caplen = uint32_t(e.data.size());
-    h.len = e.f.packet_size;
-    pcap_dump(reinterpret_cast<u_char*>(dumper), &h, e.data.data());
-    return pcap_dump_flush(dumper) == 0;
+    return writer.write(e.f.timestamp_ns, e.data.data(), uint32_t(e.data.size()), e.f.packet_size);
   });
-  if (dumper) pcap_dump_close(dumper);
-  else std::fclose(f);
-  pcap_close(dead);
+  if (f != stdout) std::fclose(f);
   return rc;
 }
 

@@ -1,0 +1,126 @@
+// vpf-console: see agent_client.h.
+#include "agent_client.h"
+
+#include <QJsonDocument>
+#include <cstring>
+
+namespace vpf::console {
+
+namespace proto = vpf::protocol;
+
+AgentClient::AgentClient(QString socket_path, QObject* parent) : QObject(parent), path_(std::move(socket_path)) {
+  retry_.setInterval(1000);
+  connect(&retry_, &QTimer::timeout, this, [this] {
+    if (sock_.state() == QLocalSocket::UnconnectedState) sock_.connectToServer(path_);
+  });
+  connect(&sock_, &QLocalSocket::connected, this, [this] {
+    in_.clear();
+    set_state(State::Connected);
+    emit connected();
+  });
+  connect(&sock_, &QLocalSocket::disconnected, this, [this] {
+    // Answer what was pending, so that no caller waits forever.
+    auto pending = std::move(pending_);
+    pending_.clear();
+    for (auto& [id, cb] : pending)
+      if (cb) cb(QJsonValue(), QJsonObject{{"message", "the connection to vpf-agent was lost"}});
+    if (state_ != State::Refused) set_state(State::Disconnected, "vpf-agent closed the connection");
+  });
+  connect(&sock_, &QLocalSocket::errorOccurred, this, [this](QLocalSocket::LocalSocketError) {
+    if (state_ != State::Refused) set_state(State::Disconnected, sock_.errorString());
+  });
+  connect(&sock_, &QLocalSocket::readyRead, this, &AgentClient::on_ready_read);
+}
+
+void AgentClient::start() {
+  set_state(State::Connecting);
+  sock_.connectToServer(path_);
+  retry_.start();
+}
+
+QString AgentClient::state_text() const {
+  switch (state_) {
+    case State::Connected: return tr("connected to %1").arg(path_);
+    case State::Connecting: return tr("connecting to %1").arg(path_);
+    case State::Refused: return tr("refused by vpf-agent: %1").arg(why_);
+    case State::Disconnected: break;
+  }
+  return tr("not connected (%1); retrying").arg(why_.isEmpty() ? path_ : why_);
+}
+
+void AgentClient::set_state(State s, const QString& why) {
+  if (!why.isEmpty()) why_ = why;
+  if (s == state_) return;
+  state_ = s;
+  emit state_changed(s);
+}
+
+void AgentClient::call(const QString& method, const QJsonObject& params, Callback cb) {
+  if (state_ != State::Connected) {
+    if (cb) cb(QJsonValue(), QJsonObject{{"message", "not connected to vpf-agent"}});
+    return;
+  }
+  const qint64 id = next_id_++;
+  if (cb) pending_[id] = std::move(cb);
+  const QJsonObject req{{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
+  sock_.write(QJsonDocument(req).toJson(QJsonDocument::Compact) + "\n");
+}
+
+void AgentClient::on_ready_read() { feed(sock_.readAll()); }
+
+void AgentClient::feed(const QByteArray& bytes) {
+  in_.append(bytes);
+  qsizetype pos = 0;
+  while (pos < in_.size()) {
+    const char c = in_[pos];
+    if (c == '\n' || c == ' ') {
+      ++pos;
+      continue;
+    }
+    if (c == 'V') {
+      if (in_.size() - pos < qsizetype(sizeof(proto::FrameHeader))) break;
+      proto::FrameHeader h;
+      std::memcpy(&h, in_.constData() + pos, sizeof h);
+      if (h.magic != proto::kFrameMagic || h.type != proto::kEventFrame || h.length < sizeof(proto::EventFrame) ||
+          h.length > proto::kMaxFrameBody) {
+        set_state(State::Disconnected, tr("vpf-agent sent a malformed frame"));
+        in_.clear();
+        sock_.abort();
+        return;
+      }
+      if (in_.size() - pos < qsizetype(sizeof h + h.length)) break;
+      PacketEvent ev;
+      std::memcpy(&ev.frame, in_.constData() + pos + sizeof h, sizeof ev.frame);
+      if (sizeof ev.frame + ev.frame.data_size != h.length) {
+        set_state(State::Disconnected, tr("vpf-agent sent an event whose size disagrees with its frame"));
+        in_.clear();
+        sock_.abort();
+        return;
+      }
+      ev.data = in_.mid(pos + qsizetype(sizeof h + sizeof ev.frame), ev.frame.data_size);
+      pos += qsizetype(sizeof h + h.length);
+      emit packet_event(ev);
+      continue;
+    }
+    const qsizetype nl = in_.indexOf('\n', pos);
+    if (nl < 0) break;
+    const QJsonDocument doc = QJsonDocument::fromJson(in_.mid(pos, nl - pos));
+    pos = nl + 1;
+    const QJsonObject m = doc.object();
+    if (m.contains("method")) {
+      emit notification(m["method"].toString(), m["params"].toObject());
+    } else if (m["id"].isDouble()) {
+      const auto it = pending_.find(qint64(m["id"].toDouble()));
+      if (it != pending_.end()) {
+        auto cb = std::move(it->second);
+        pending_.erase(it);
+        cb(m["result"], m["error"].toObject());
+      }
+    } else if (m.contains("error")) {  // an error for no request: we are refused
+      set_state(State::Refused, m["error"].toObject()["message"].toString());
+    }
+  }
+  in_.remove(0, pos);
+}
+
+}  // namespace vpf::console
