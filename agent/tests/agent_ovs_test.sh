@@ -103,6 +103,21 @@ check "rules unchanged" [ "$(rpc list_rules | field 'len(d)')" = 3 ]
 check "plugin reattached" wait_for 'rpc status | grep -q "\"plugin_attached\": true"'
 check "delete all" rpc delete_all_rules
 check "no rules in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 0 "'
+# Editing in place and reordering (the console's rule editor): one transaction each.
+rpc add_rule '{"rule": {"id": 60, "action": "drop", "bpf": "udp and udp[8] == 0xd9"}}' >/dev/null
+rpc add_rule '{"rule": {"id": 61, "action": "notify"}}' >/dev/null
+order() { rpc list_rules | field '[r["id"] for r in d]'; }
+check "move up" bash -c "python3 '$here/rpc.py' '$S' move_rule '{\"kind\": \"filter\", \"id\": 61, \"to\": \"up\"}' >/dev/null"
+check "order after move" [ "$(order)" = "[61, 60]" ]
+check "move up at the top: no change" bash -c "python3 '$here/rpc.py' '$S' move_rule '{\"kind\": \"filter\", \"id\": 61, \"to\": \"up\"}' | grep -q false"
+out=$(rpc update_rule '{"kind": "filter", "id": 60, "rule": {"id": 60, "bpf": "udp[", "action": "drop"}}')
+check "update with a bad rule refused" grep -q "syntax error" <<<"$out"
+check "update to a taken id refused" bash -c "python3 '$here/rpc.py' '$S' update_rule '{\"kind\": \"filter\", \"id\": 60, \"rule\": {\"id\": 61}}' | grep -q 'exists already'"
+check "update in place" rpc update_rule '{"kind": "filter", "id": 60, "rule": {"id": 62, "action": "drop", "bpf": "udp and udp[8] == 0xda"}}'
+check "updated, position kept" [ "$(order)" = "[61, 62]" ]
+check "the plugin has the edit" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 2 "'
+check "update of a missing rule" bash -c "python3 '$here/rpc.py' '$S' update_rule '{\"kind\": \"filter\", \"id\": 99, \"rule\": {\"id\": 99}}' | grep -q 'does not exist'"
+rpc delete_all_rules >/dev/null
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
 check "the agent exits cleanly" stop_agent

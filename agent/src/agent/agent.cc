@@ -783,10 +783,12 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
       return reply(out, nullptr);
     }
     if (method == "add_rule" || method == "delete_rule" || method == "delete_all_rules" || method == "config" ||
-        method == "start_filter" || method == "import_rules" || method == "set_active")
+        method == "start_filter" || method == "import_rules" || method == "set_active" || method == "update_rule" ||
+        method == "move_rule")
       check_access(s, instance_of(params));
     if (method == "add_rule") return add_rule(params, reply);
     if (method == "import_rules") return import_rules(params, reply);
+    if (method == "update_rule" || method == "move_rule") return change_rule(method, params, reply);
     if (method == "set_active") {
       if (!params.contains("active") || !params["active"].is_boolean())
         throw ApiError(-32602, kErrInvalidParameter, "set_active needs 'active': true or false");
@@ -1108,6 +1110,67 @@ void Agent::import_rules(const json& params, const Reply& reply) {
       return reply(nullptr, &e);
     }
     reply({{"imported", n}}, nullptr);
+  });
+}
+
+// update_rule {kind, id, rule}: the rule replaced in place (its position kept; the new rule
+// may carry another id, if that one is free).  move_rule {kind, id, to: up|down}: swaps
+// it with its neighbour in evaluation order.  One transaction each.
+void Agent::change_rule(const std::string& method, const json& params, const Reply& reply) {
+  const std::string inst = instance_of(params);
+  if (!params.contains("kind") || !params["kind"].is_string() || !params.contains("id") || !params["id"].is_number_unsigned())
+    throw ApiError(-32602, kErrInvalidParameter, method + " needs 'kind' and 'id'");
+  const std::string kind = params["kind"];
+  const int64_t id = params["id"].get<int64_t>();
+  std::vector<std::pair<std::string, const json*>> rows;  // uuid, row: this kind, evaluation order
+  for (const auto& [u, row] : rule_rows_)
+    if (str(row, "instance") == inst && str(row, "kind") == kind) rows.emplace_back(u, &row);
+  std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
+    return std::make_pair(num(*a.second, "position"), num(*a.second, "rule_id")) <
+           std::make_pair(num(*b.second, "position"), num(*b.second, "rule_id"));
+  });
+  const auto it = std::find_if(rows.begin(), rows.end(), [&](const auto& r) { return num(*r.second, "rule_id") == id; });
+  if (it == rows.end()) throw ApiError(-32602, kErrNotFound, kind + " rule " + std::to_string(id) + " does not exist");
+  auto uuid_is = [](const std::string& u) { return json::array({json::array({"_uuid", "==", json::array({"uuid", u})})}); };
+  json ops = json::array();
+  if (method == "update_rule") {
+    if (!params.contains("rule") || !params["rule"].is_object())
+      throw ApiError(-32602, kErrInvalidParameter, "update_rule needs {\"rule\": {...}}");
+    json r = params["rule"];
+    if (!r.contains("kind")) r["kind"] = kind;
+    matcher::Rule rule;
+    try {
+      rule = matcher::rule_from_json(r);
+      if (!rule.bpf.empty()) matcher::compile_bpf(rule.bpf);
+    } catch (const std::exception& e) {
+      throw ApiError(-32602, kErrInvalidParameter, e.what());
+    }
+    if (matcher::to_string(rule.kind) != kind) throw ApiError(-32602, kErrInvalidParameter, "update_rule cannot change a rule's kind");
+    if (rule.id != id)
+      for (const auto& [u, row] : rows)
+        if (num(*row, "rule_id") == rule.id)
+          throw ApiError(-32602, kErrAlreadyExists, kind + " rule " + std::to_string(rule.id) + " exists already");
+    json spec = matcher::rule_to_json(rule);
+    spec.erase("kind");
+    spec.erase("id");
+    ops.push_back({{"op", "update"}, {"table", "Rule"}, {"where", uuid_is(it->first)},
+                   {"row", {{"rule_id", rule.id}, {"spec", spec.dump()}}}});
+  } else {
+    const std::string to = params.value("to", std::string());
+    if (to != "up" && to != "down") throw ApiError(-32602, kErrInvalidParameter, "'to' must be up or down");
+    const auto other = to == "up" ? (it == rows.begin() ? rows.end() : it - 1) : it + 1;
+    if (other == rows.end()) return reply({{"moved", false}}, nullptr);  // already first / last
+    int64_t pa = num(*it->second, "position"), pb = num(*other->second, "position");
+    if (pa == pb) pb += to == "up" ? -1 : 1;  // equal positions (rows written by others): make room
+    ops.push_back({{"op", "update"}, {"table", "Rule"}, {"where", uuid_is(it->first)}, {"row", {{"position", pb}}}});
+    ops.push_back({{"op", "update"}, {"table", "Rule"}, {"where", uuid_is(other->first)}, {"row", {{"position", pa}}}});
+  }
+  commit(ops, [reply, method](const json&, const json& error) {
+    if (!error.is_null()) {
+      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
+      return reply(nullptr, &e);
+    }
+    reply(method == "move_rule" ? json{{"moved", true}} : json{{"ok", true}}, nullptr);
   });
 }
 

@@ -135,6 +135,7 @@ class Agent {
   // Adds a whole rules file in one transaction (all or nothing); replace: instead of the
   // instance's rules.
   void import_rules(const nlohmann::json& params, const Reply& reply);
+  void change_rule(const std::string& method, const nlohmann::json& params, const Reply& reply);
   nlohmann::json list_rules(const nlohmann::json& params) const;
   // The rules of `instance` (of `kind`, or all) in evaluation order, as rule objects.
   nlohmann::json instance_rules(const std::string& instance, const std::string& kind) const;
