@@ -15,7 +15,7 @@ PACKAGES=(
   # agent and CLI
   nlohmann-json3-dev libboost-dev libboost-program-options-dev
   # console
-  qt6-base-dev qt6-charts-dev libgl-dev xvfb xauth x11-apps
+  qt6-base-dev qt6-charts-dev libqt6opengl6-dev libgl-dev libxkbcommon-dev xvfb xauth x11-apps imagemagick
   # traffic and inspection in the end-to-end tests and the demo
   iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump tshark procps psmisc bc
 )

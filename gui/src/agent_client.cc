@@ -81,7 +81,8 @@ void AgentClient::feed(const QByteArray& bytes) {
       if (in_.size() - pos < qsizetype(sizeof(proto::FrameHeader))) break;
       proto::FrameHeader h;
       std::memcpy(&h, in_.constData() + pos, sizeof h);
-      if (h.magic != proto::kFrameMagic || h.type != proto::kEventFrame || h.length < sizeof(proto::EventFrame) ||
+      if (h.magic != proto::kFrameMagic || h.version != proto::kVersion || h.type != proto::kEventFrame ||
+          h.length < sizeof(proto::EventFrame) ||
           h.length > proto::kMaxFrameBody) {
         set_state(State::Disconnected, tr("vpf-agent sent a malformed frame"));
         in_.clear();

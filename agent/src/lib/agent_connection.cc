@@ -121,7 +121,8 @@ void AgentConnection::read_loop() {
         if (in.size() - pos < sizeof(proto::FrameHeader)) break;
         proto::FrameHeader h;
         std::memcpy(&h, in.data() + pos, sizeof h);
-        if (h.magic != proto::kFrameMagic || h.type != proto::kEventFrame || h.length < sizeof(proto::EventFrame) ||
+        if (h.magic != proto::kFrameMagic || h.version != proto::kVersion || h.type != proto::kEventFrame ||
+            h.length < sizeof(proto::EventFrame) ||
             h.length > proto::kMaxFrameBody) {
           why = "vpf-agent sent a malformed frame";
           bad = true;
