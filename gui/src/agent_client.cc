@@ -32,6 +32,11 @@ AgentClient::AgentClient(QString socket_path, QObject* parent) : QObject(parent)
   connect(&sock_, &QLocalSocket::readyRead, this, &AgentClient::on_ready_read);
 }
 
+AgentClient::~AgentClient() {
+  sock_.disconnect(this);
+  pending_.clear();
+}
+
 void AgentClient::start() {
   set_state(State::Connecting);
   sock_.connectToServer(path_);

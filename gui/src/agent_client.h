@@ -29,6 +29,8 @@ class AgentClient : public QObject {
   using Callback = std::function<void(const QJsonValue& result, const QJsonObject& error)>;
 
   explicit AgentClient(QString socket_path, QObject* parent = nullptr);
+  // Pending callbacks are dropped, not called: their owners may be gone already.
+  ~AgentClient() override;
   void start();  // connects now and keeps reconnecting
   void call(const QString& method, const QJsonObject& params = {}, Callback cb = {});
   State state() const { return state_; }

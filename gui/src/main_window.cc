@@ -78,6 +78,8 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
     if (pause_packets_->isChecked()) return;
     packets_->add(ev);
     packet_count_->setText(tr("%1 packets").arg(packets_->total()));
+    // The first packet is shown in the decode and hex panes until the user picks another.
+    if (!packet_view_->currentIndex().isValid() && packet_filter_->rowCount() > 0) packet_view_->selectRow(0);
   });
   auto* quit = new QAction(tr("&Quit"), this);
   quit->setShortcut(QKeySequence::Quit);
@@ -185,6 +187,9 @@ QWidget* MainWindow::build_stats_tab() {
   sl->addWidget(new QLabel(tr("Rule hits")));
   sl->addWidget(hits_, 1);
   split->addWidget(side);
+  hits_->setColumnWidth(0, 90);
+  hits_->setColumnWidth(1, 70);
+  hits_->setColumnWidth(2, 50);
   chart_ = new QChart;
   chart_->setTitle(tr("Per adapter, last %1 minutes").arg(AdapterModel::kHistory / 60));
   axis_x_ = new QValueAxis;
@@ -197,6 +202,7 @@ QWidget* MainWindow::build_stats_tab() {
   chart_view_->setObjectName("chart");
   split->addWidget(chart_view_);
   split->setStretchFactor(1, 4);
+  split->setSizes({330, 950});
   return split;
 }
 
@@ -233,6 +239,14 @@ QWidget* MainWindow::build_packets_tab() {
   auto* split = new QSplitter(Qt::Vertical);
   packet_view_ = table(packet_filter_);
   packet_view_->setObjectName("packets");
+  packet_view_->setWordWrap(false);
+  packet_view_->verticalHeader()->setDefaultSectionSize(fontMetrics().height() + 6);
+  // Fixed widths from the font (resizing to contents would scan every row).
+  const int ch = fontMetrics().horizontalAdvance('0');
+  const int widths[] = {7, 20, 8, 5, 7, 16, 16, 10, 40, 14, 9};
+  for (int c = 0; c < PacketModel::Columns; ++c) packet_view_->setColumnWidth(c, widths[c] * ch);
+  packet_view_->horizontalHeader()->setSectionResizeMode(PacketModel::Info, QHeaderView::Stretch);
+  packet_view_->horizontalHeader()->setStretchLastSection(false);
   connect(packet_view_->selectionModel(), &QItemSelectionModel::currentRowChanged, this, &MainWindow::show_packet);
   split->addWidget(packet_view_);
   auto* details = new QSplitter;

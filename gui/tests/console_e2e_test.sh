@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# vpf-console end to end, in a real X server (Xvfb): a private Open vSwitch with the plugin,
+# two namespace VMs pinging each other through it, vpf-agent, a notify rule for ICMP; the
+# console runs, plots and lists packets; screenshots of the statistics and packets tabs
+# are kept in OUT_DIR (console-statistics.png, console-packets.png) and the window's state
+# (JSON) is checked: connected, both adapters listed, plots with data, packets listed.
+# usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR
+set -u
+B="$1" plugin="$2" agent="$3" vpfctl="$4" console="$5" out="$6"
+here="$(cd "$(dirname "$0")" && pwd)"
+source "$here/../../ovs_plugin/tests/ovs_env.sh"
+tag="vpfgui$$"
+sw="$tag-sw" vm1="$tag-vm1" vm2="$tag-vm2"
+run=$(mktemp -d /tmp/vpf-gui.XXXXXX)
+chmod 755 "$run"
+apid= ppid_=
+cleanup() {
+  [ -n "$ppid_" ] && kill "$ppid_" 2>/dev/null
+  [ -n "$apid" ] && kill "$apid" 2>/dev/null
+  ovs_stop "$run"
+  for ns in "$vm1" "$vm2" "$sw"; do ip netns del "$ns" 2>/dev/null; done
+  rm -rf "$run"
+}
+trap cleanup EXIT
+mkdir -p "$out"
+
+for ns in "$sw" "$vm1" "$vm2"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+for i in 1 2; do
+  vm="$tag-vm$i"
+  ip link add "v$i-$tag" type veth peer name "o$i-$tag"
+  ip link set "v$i-$tag" netns "$vm"
+  ip link set "o$i-$tag" netns "$sw"
+  ip -n "$vm" link set "v$i-$tag" name eth0
+  ip netns exec "$vm" ethtool -K eth0 tx off >/dev/null
+  ip -n "$vm" addr add "10.78.0.$i/24" dev eth0
+  ip -n "$vm" link set eth0 up
+  ip -n "$sw" link set "o$i-$tag" up
+done
+ovs_env "$run"
+ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema"
+ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null
+ovs-vsctl --no-wait init
+ovs-vsctl --no-wait set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \
+  other_config:packet-hook-args="control=$run/vportfilter.sock"
+ip netns exec "$sw" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
+ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev \
+  -- add-port br0 "o1-$tag" -- set interface "o1-$tag" external_ids:vm-name=web1 \
+  -- add-port br0 "o2-$tag" -- set interface "o2-$tag" external_ids:vm-name=db1
+wait_for '[ -S "$run/vportfilter.sock" ]' || { echo "FAIL: plugin"; exit 1; }
+"$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
+apid=$!
+export VPF_AGENT_SOCKET="$run/agent.sock"
+wait_for '"$vpfctl" status 2>/dev/null | grep -q "plugin: attached"' || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
+"$vpfctl" rule add --id 1 --bpf icmp --action notify --direction outgoing
+check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 10.78.0.2 >/dev/null
+# Traffic for the plots, bounded: 5 pings a second for 40 s at most.
+ip netns exec "$vm1" ping -q -i 0.2 -c 200 -s 1000 10.78.0.2 >/dev/null 2>&1 &
+ppid_=$!
+
+shot() {  # shot TAB NAME SECONDS
+  rm -f "$out/console-$2.png" "$run/$2.json"
+  HOME="$run" QT_QPA_PLATFORM=xcb timeout 60 xvfb-run -a -s "-screen 0 1280x800x24" \
+    ${VPF_GDB:+gdb -batch -ex run -ex bt --args} "$console" --socket "$run/agent.sock" --tab "$1" --after "$3" \
+    --screenshot "$out/console-$2.png" --state "$run/$2.json" >"$run/console-$2.log" 2>&1
+}
+field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
+check "console ran (statistics tab)" shot 2 statistics 8
+check "screenshot saved" [ -s "$out/console-statistics.png" ]
+check "connected" [ "$(field "$run/statistics.json" 'd["connected"]')" = True ]
+check "both adapters listed" [ "$(field "$run/statistics.json" 'sorted(d["adapter_names"])')" = "['o1-$tag', 'o2-$tag']" ]
+check "four series (2 adapters x in/out)" [ "$(field "$run/statistics.json" 'len(d["series_points"])')" = 4 ]
+check "every series has data" [ "$(field "$run/statistics.json" 'min(d["series_points"].values()) >= 4')" = True ]
+check "the rule is listed" [ "$(field "$run/statistics.json" 'd["rules"]["filter"]')" = 1 ]
+check "rule hits listed" [ "$(field "$run/statistics.json" 'd["rule_hit_rows"] >= 1')" = True ]
+check "console ran (packets tab)" shot 3 packets 4
+check "packets listed" [ "$(field "$run/packets.json" 'd["packets"] >= 5')" = True ]
+# The screenshots are not blank: many colours (text, plot lines).
+check "statistics screenshot has content" [ "$(identify -format %k "$out/console-statistics.png")" -gt 50 ]
+check "packets screenshot has content" [ "$(identify -format %k "$out/console-packets.png")" -gt 20 ]
+[ "$fails" = 0 ] || { cat "$run"/console-*.log; tail -5 "$run/agent.log"; }
+finish
