@@ -71,6 +71,17 @@ void AgentClient::call(const QString& method, const QJsonObject& params, Callbac
   sock_.write(QJsonDocument(req).toJson(QJsonDocument::Compact) + "\n");
 }
 
+bool AgentClient::verdict(uint64_t event_id, uint8_t action, const QByteArray& data) {
+  if (state_ != State::Connected) return false;
+  const proto::VerdictFrame v{event_id, action, {}, uint32_t(data.size())};
+  const proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kVerdictFrame,
+                             uint32_t(sizeof v + data.size()), 0};
+  QByteArray f(reinterpret_cast<const char*>(&h), sizeof h);
+  f.append(reinterpret_cast<const char*>(&v), sizeof v);
+  f.append(data);
+  return sock_.write(f) == f.size();
+}
+
 void AgentClient::on_ready_read() { feed(sock_.readAll()); }
 
 void AgentClient::feed(const QByteArray& bytes) {

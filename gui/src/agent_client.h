@@ -33,6 +33,9 @@ class AgentClient : public QObject {
   ~AgentClient() override;
   void start();  // connects now and keeps reconnecting
   void call(const QString& method, const QJsonObject& params = {}, Callback cb = {});
+  // A verdict for a captured packet this client holds (protocol::VerdictAction);
+  // `data` is the replacement frame for kSendModified.  False when not connected.
+  bool verdict(uint64_t event_id, uint8_t action, const QByteArray& data = {});
   State state() const { return state_; }
   QString state_text() const;
   QString socket_path() const { return path_; }

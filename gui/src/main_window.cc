@@ -6,7 +6,10 @@
 #include <QChart>
 #include <QChartView>
 #include <QCloseEvent>
+#include <QCheckBox>
 #include <QComboBox>
+#include <QInputDialog>
+#include <QSpinBox>
 #include <QFileDialog>
 #include <QHBoxLayout>
 #include <QHeaderView>
@@ -18,6 +21,7 @@
 #include <QMessageBox>
 #include <QPlainTextEdit>
 #include <QPushButton>
+#include <QRegularExpression>
 #include <QSettings>
 #include <QSplitter>
 #include <QStatusBar>
@@ -75,6 +79,13 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
     if (m == "adapter_added" || m == "adapter_removed") refresh_adapters();
   });
   connect(agent_, &AgentClient::packet_event, this, [this](const PacketEvent& ev) {
+    // As the instance's client (capture mode) the console gets its events directly, and as
+    // a monitor of every instance a copy of each: the list shows the copies, the held
+    // list the captured packets to decide.
+    if (!(ev.frame.flags & protocol::kMonitorCopy)) {
+      if (ev.frame.type == protocol::kCapture) hold(ev);
+      return;
+    }
     if (pause_packets_->isChecked()) return;
     packets_->add(ev);
     packet_count_->setText(tr("%1 packets").arg(packets_->total()));
@@ -101,6 +112,7 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
   }
   poll_.setInterval(1000);
   connect(&poll_, &QTimer::timeout, this, &MainWindow::poll);
+  connect(&poll_, &QTimer::timeout, this, &MainWindow::refresh_held);
   poll_.start();
   QSettings s;
   if (!restoreGeometry(s.value("window/geometry").toByteArray())) resize(1280, 800);
@@ -258,12 +270,156 @@ QWidget* MainWindow::build_packets_tab() {
   details->addWidget(decode_);
   details->addWidget(hex_);
   split->addWidget(details);
+  // Capture mode: held packets, decided by hand.
+  auto* holdbox = new QWidget;
+  auto* hl = new QVBoxLayout(holdbox);
+  hl->setContentsMargins(0, 0, 0, 0);
+  auto* hbar = new QHBoxLayout;
+  hold_ = new QCheckBox(tr("&Hold the captured packets of instance"));
+  hold_instance_ = new QComboBox;
+  hold_instance_->setEditable(true);
+  hold_instance_->addItem("default");
+  hold_timeout_ = new QSpinBox;
+  hold_timeout_->setRange(0, 3600000);
+  hold_timeout_->setSingleStep(1000);
+  hold_timeout_->setValue(30000);
+  hold_timeout_->setSuffix(" ms");
+  hold_timeout_->setSpecialValueText(tr("no timeout"));
+  hold_timeout_->setToolTip(tr("a held packet gets the instance's DenyExpiredRequests verdict after this (0, or at least 3000 ms)"));
+  hbar->addWidget(hold_);
+  hbar->addWidget(hold_instance_, 1);
+  hbar->addWidget(new QLabel(tr("timeout")));
+  hbar->addWidget(hold_timeout_);
+  auto decide_button = [&](const QString& text, QKeySequence key, uint8_t action) {
+    auto* b = new QPushButton(text);
+    b->setShortcut(key);
+    b->setToolTip(key.toString(QKeySequence::NativeText));
+    connect(b, &QPushButton::clicked, this, [this, action] { decide(action); });
+    hbar->addWidget(b);
+  };
+  decide_button(tr("Pa&ss"), QKeySequence(Qt::CTRL | Qt::Key_Return), protocol::kSend);
+  decide_button(tr("Dro&p"), QKeySequence(Qt::CTRL | Qt::Key_Backspace), protocol::kDrop);
+  decide_button(tr("Edi&t and send…"), QKeySequence(Qt::CTRL | Qt::Key_T), protocol::kSendModified);
+  hl->addLayout(hbar);
+  hold_info_ = new QLabel(tr("Not holding: captured packets go to the instance's own client, or get its expiry verdict."));
+  hold_info_->setObjectName("hold-info");
+  hl->addWidget(hold_info_);
+  held_ = new QTableWidget(0, 6);
+  held_->setObjectName("held");
+  held_->setHorizontalHeaderLabels({tr("Event"), tr("Adapter"), tr("Dir"), tr("Size"), tr("Summary"), tr("Expires in")});
+  held_->verticalHeader()->hide();
+  held_->setSelectionBehavior(QAbstractItemView::SelectRows);
+  held_->setEditTriggers(QAbstractItemView::NoEditTriggers);
+  held_->horizontalHeader()->setSectionResizeMode(4, QHeaderView::Stretch);
+  hl->addWidget(held_);
+  connect(hold_, &QCheckBox::toggled, this, &MainWindow::set_holding);
+  split->addWidget(holdbox);
   split->setStretchFactor(0, 3);
   lay->addWidget(split);
   return w;
 }
 
+void MainWindow::start_holding(const QString& instance, int timeout_ms) {
+  hold_instance_->setCurrentText(instance);
+  hold_timeout_->setValue(timeout_ms);
+  hold_->setChecked(true);
+}
+
+void MainWindow::set_holding(bool on) {
+  if (on) {
+    const QString inst = hold_instance_->currentText();
+    const int timeout = hold_timeout_->value();
+    if (timeout != 0 && timeout < 3000) {
+      hold_info_->setText(tr("The timeout must be 0 or at least 3000 ms."));
+      QSignalBlocker b(hold_);
+      hold_->setChecked(false);
+      return;
+    }
+    agent_->call("config", {{"instance", inst}, {"name", "DenyExpiredRequests"}},
+                 [this](const QJsonValue& res, const QJsonObject&) { deny_expired_ = res.toObject()["value"] == "True"; });
+    agent_->call("start_filter", {{"instance", inst}, {"timeout_ms", timeout}},
+                 [this, inst, timeout](const QJsonValue&, const QJsonObject& err) {
+                   if (!err.isEmpty()) {
+                     hold_info_->setText(tr("Cannot hold: %1").arg(err["message"].toString()));
+                     QSignalBlocker b(hold_);
+                     hold_->setChecked(false);
+                     return;
+                   }
+                   hold_info_->setText(timeout ? tr("Holding the captured packets of %1; undecided ones expire after %2 ms "
+                                                    "(then: %3).")
+                                                     .arg(inst).arg(timeout).arg(deny_expired_ ? tr("dropped") : tr("sent"))
+                                               : tr("Holding the captured packets of %1; no timeout.").arg(inst));
+                 });
+  } else {
+    // Whatever is still held gets the instance's expiry verdict from the agent.
+    agent_->call("stop_filter", {}, [this](const QJsonValue&, const QJsonObject&) {
+      hold_info_->setText(tr("Not holding."));
+    });
+    held_events_.clear();
+    refresh_held();
+  }
+  hold_instance_->setEnabled(!on);
+  hold_timeout_->setEnabled(!on);
+}
+
+void MainWindow::hold(const PacketEvent& ev) {
+  const int timeout = hold_timeout_->value();
+  held_events_[ev.frame.event_id] = Held{ev, timeout ? clock_.elapsed() + timeout : 0};
+  refresh_held();
+}
+
+void MainWindow::refresh_held() {
+  // Packets whose deadline passed were decided by the agent (expiry): they leave the list.
+  const qint64 now = clock_.elapsed();
+  for (auto it = held_events_.begin(); it != held_events_.end();)
+    it = it->second.deadline_ms && it->second.deadline_ms <= now ? held_events_.erase(it) : std::next(it);
+  const QModelIndex cur = held_->currentIndex();
+  const int row = cur.isValid() ? cur.row() : 0;
+  held_->setRowCount(int(held_events_.size()));
+  int i = 0;
+  for (const auto& [id, h] : held_events_) {
+    const auto& f = h.ev.frame;
+    const Summary s = summarize(h.ev.data);
+    const QStringList cells{QString::number(id), QString::number(f.adapter), f.direction ? tr("in") : tr("out"),
+                            QString::number(f.packet_size), QString("%1 → %2 %3 %4").arg(s.source, s.destination, s.protocol, s.info),
+                            h.deadline_ms ? tr("%1 s").arg((h.deadline_ms - now + 999) / 1000) : tr("never")};
+    for (int c = 0; c < 6; ++c) held_->setItem(i, c, new QTableWidgetItem(cells[c]));
+    ++i;
+  }
+  if (held_->rowCount()) held_->selectRow(std::min(row, held_->rowCount() - 1));
+}
+
+void MainWindow::decide(uint8_t action) {
+  const QModelIndex cur = held_->currentIndex();
+  if (!cur.isValid()) return;
+  const uint64_t id = held_->item(cur.row(), 0)->text().toULongLong();
+  const auto it = held_events_.find(id);
+  if (it == held_events_.end()) return;
+  QByteArray data;
+  if (action == protocol::kSendModified) {
+    bool ok = false;
+    const QString text = QInputDialog::getMultiLineText(this, tr("Edit the packet"),
+                                                        tr("The whole frame in hex (Ethernet header included):"),
+                                                        QString(it->second.ev.data.toHex(' ')), &ok);
+    if (!ok) return;
+    QString digits = text;
+    digits.remove(QRegularExpression("\\s"));
+    data = QByteArray::fromHex(digits.toLatin1());
+    if (digits.size() % 2 || data.size() * 2 != digits.size() || data.size() < 14 ||
+        data.size() > int(protocol::kMaxPacket)) {
+      QMessageBox::warning(this, tr("Edit the packet"),
+                           tr("Not a frame: give 14..%1 bytes as hex digits.").arg(protocol::kMaxPacket));
+      return;
+    }
+  }
+  if (!agent_->verdict(id, action, data)) statusBar()->showMessage(tr("not connected: the agent decides this packet"), 5000);
+  held_events_.erase(it);
+  refresh_held();
+}
+
 void MainWindow::on_connected() {
+  held_events_.clear();
+  if (hold_->isChecked()) set_holding(true);  // a new connection: hold again
   agent_->call("subscribe", {{"instance", "*"}, {"packets", true}, {"adapters", true}});
   refresh_adapters();
   refresh_instances();
@@ -479,6 +635,8 @@ QJsonObject MainWindow::state() const {
            }()},
           {"series_points", series},
           {"packets", packets_->rowCount()},
+          {"held", held_->rowCount()},
+          {"holding", hold_->isChecked()},
           {"rules", rules},
           {"rule_hit_rows", hits_->rowCount()}};
 }

@@ -7,8 +7,13 @@
 #include <QJsonObject>
 #include <QMainWindow>
 #include <QTimer>
+#include <map>
 
+#include "agent_client.h"
+
+class QCheckBox;
 class QChart;
+class QSpinBox;
 class QChartView;
 class QComboBox;
 class QLabel;
@@ -60,6 +65,12 @@ class MainWindow : public QMainWindow {
   void move_rule(const char* to);
   void show_packet();
   void export_packets(bool selection);
+  // Capture mode: this console starts the instance's filter and decides its captured
+  // packets by hand.
+  void set_holding(bool on);
+  void hold(const PacketEvent& ev);
+  void decide(uint8_t action);
+  void refresh_held();
   void report(const QString& what, const QJsonObject& error);
   RuleModel* current_rules() const;
   QTableView* current_rule_view() const;
@@ -93,6 +104,21 @@ class MainWindow : public QMainWindow {
   QPlainTextEdit *decode_, *hex_;
   QPushButton* pause_packets_;
   QLabel* packet_count_;
+  // capture mode
+  QCheckBox* hold_;
+  QComboBox* hold_instance_;
+  QSpinBox* hold_timeout_;
+  QLabel* hold_info_;
+  QTableWidget* held_;
+  struct Held {
+    PacketEvent ev;
+    qint64 deadline_ms;  // clock_ time; 0 = no timeout
+  };
+  std::map<uint64_t, Held> held_events_;
+  bool deny_expired_ = false;
+
+ public:
+  void start_holding(const QString& instance, int timeout_ms);  // --hold
 };
 
 }  // namespace vpf::console

@@ -57,11 +57,12 @@ check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 10.78.0.2 >
 ip netns exec "$vm1" ping -q -i 0.2 -c 200 -s 1000 10.78.0.2 >/dev/null 2>&1 &
 ppid_=$!
 
-shot() {  # shot TAB NAME SECONDS
-  rm -f "$out/console-$2.png" "$run/$2.json"
+shot() {  # shot TAB NAME SECONDS [console args...]
+  local tab="$1" name="$2" secs="$3"; shift 3
+  rm -f "$out/console-$name.png" "$run/$name.json"
   HOME="$run" QT_QPA_PLATFORM=xcb timeout 60 xvfb-run -a -s "-screen 0 1280x800x24" \
-    ${VPF_GDB:+gdb -batch -ex run -ex bt --args} "$console" --socket "$run/agent.sock" --tab "$1" --after "$3" \
-    --screenshot "$out/console-$2.png" --state "$run/$2.json" >"$run/console-$2.log" 2>&1
+    ${VPF_GDB:+gdb -batch -ex run -ex bt --args} "$console" --socket "$run/agent.sock" --tab "$tab" --after "$secs" \
+    --screenshot "$out/console-$name.png" --state "$run/$name.json" "$@" >"$run/console-$name.log" 2>&1
 }
 field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)" "$1"; }
 check "console ran (statistics tab)" shot 2 statistics 8
@@ -74,6 +75,14 @@ check "the rule is listed" [ "$(field "$run/statistics.json" 'd["rules"]["filter
 check "rule hits listed" [ "$(field "$run/statistics.json" 'd["rule_hit_rows"] >= 1')" = True ]
 check "console ran (packets tab)" shot 3 packets 4
 check "packets listed" [ "$(field "$run/packets.json" 'd["packets"] >= 5')" = True ]
+# Capture mode: a capture rule for the pings reaching vm2; the console holds them.
+o2=$("$vpfctl" adapters --format json | python3 -c "import json,sys; print([json.loads(l)['id'] for l in sys.stdin if json.loads(l)['name']=='o2-$tag'][0])")
+"$vpfctl" rule add --id 2 --bpf icmp --action capture --direction incoming --adapter "$o2"
+check "console ran (capture mode)" shot 3 capture 5 --hold default --hold-timeout 30000
+check "holding" [ "$(field "$run/capture.json" 'd["holding"]')" = True ]
+check "captured packets held" [ "$(field "$run/capture.json" 'd["held"] >= 3')" = True ]
+check "released when the console went (sent on: the default expiry)" ip netns exec "$vm1" ping -c 1 -W 3 10.78.0.2 >/dev/null ||
+  { sleep 1; ip netns exec "$vm1" ping -c 1 -W 3 10.78.0.2 >/dev/null; }
 # The screenshots are not blank: many colours (text, plot lines).
 check "statistics screenshot has content" [ "$(identify -format %k "$out/console-statistics.png")" -gt 50 ]
 check "packets screenshot has content" [ "$(identify -format %k "$out/console-packets.png")" -gt 20 ]
