@@ -134,6 +134,7 @@ QWidget* MainWindow::build_adapters_tab() {
   auto* v = table(adapters_);
   v->setObjectName("adapters");
   v->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  v->horizontalHeader()->setStretchLastSection(false);
   return v;
 }
 
@@ -164,6 +165,8 @@ QWidget* MainWindow::build_rules_tab() {
     rule_models_[i] = new RuleModel(kKinds[i], this);
     rule_views_[i] = table(rule_models_[i]);
     rule_views_[i]->setObjectName(QString("rules-%1").arg(kKinds[i]));
+    rule_views_[i]->horizontalHeader()->setStretchLastSection(false);
+    rule_views_[i]->horizontalHeader()->setSectionResizeMode(RuleModel::Match, QHeaderView::Stretch);
     connect(rule_views_[i], &QTableView::doubleClicked, this, [this] { edit_rule(false); });
     rule_tabs_->addTab(rule_views_[i], i == 0 ? tr("Filter") : i == 1 ? tr("Passthrough") : tr("Connection (NF_RULE)"));
   }

@@ -2,7 +2,7 @@
 # vpf-console end to end, in a real X server (Xvfb): a private Open vSwitch with the plugin,
 # two namespace VMs pinging each other through it, vpf-agent, a notify rule for ICMP; the
 # console runs, plots and lists packets; screenshots of the statistics and packets tabs
-# are kept in OUT_DIR (console-statistics.png, console-packets.png) and the window's state
+# are kept in OUT_DIR (console-{statistics,packets,adapters,rules,capture}.png) and the window's state
 # (JSON) is checked: connected, both adapters listed, plots with data, packets listed.
 # usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR
 set -u
@@ -75,6 +75,9 @@ check "the rule is listed" [ "$(field "$run/statistics.json" 'd["rules"]["filter
 check "rule hits listed" [ "$(field "$run/statistics.json" 'd["rule_hit_rows"] >= 1')" = True ]
 check "console ran (packets tab)" shot 3 packets 4
 check "packets listed" [ "$(field "$run/packets.json" 'd["packets"] >= 5')" = True ]
+check "console ran (adapters tab)" shot 0 adapters 4
+check "adapters tab: both adapters" [ "$(field "$run/adapters.json" 'd["adapters"]')" = 2 ]
+check "console ran (rules tab)" shot 1 rules 3
 # Capture mode: a capture rule for the pings reaching vm2; the console holds them.
 o2=$("$vpfctl" adapters --format json | python3 -c "import json,sys; print([json.loads(l)['id'] for l in sys.stdin if json.loads(l)['name']=='o2-$tag'][0])")
 "$vpfctl" rule add --id 2 --bpf icmp --action capture --direction incoming --adapter "$o2"
