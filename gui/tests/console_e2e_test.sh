@@ -53,8 +53,8 @@ export VPF_AGENT_SOCKET="$run/agent.sock"
 wait_for '"$vpfctl" status 2>/dev/null | grep -q "plugin: attached"' || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
 "$vpfctl" rule add --id 1 --bpf icmp --action notify --direction outgoing
 check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 10.78.0.2 >/dev/null
-# Traffic for the plots, bounded: 5 pings a second for 40 s at most.
-ip netns exec "$vm1" ping -q -i 0.2 -c 200 -s 1000 10.78.0.2 >/dev/null 2>&1 &
+# Traffic for the plots, bounded: 5 pings a second for 80 s at most.
+ip netns exec "$vm1" ping -q -i 0.2 -c 400 -s 1000 10.78.0.2 >/dev/null 2>&1 &
 ppid_=$!
 
 shot() {  # shot TAB NAME SECONDS [console args...]
@@ -78,6 +78,22 @@ check "packets listed" [ "$(field "$run/packets.json" 'd["packets"] >= 5')" = Tr
 check "console ran (adapters tab)" shot 0 adapters 4
 check "adapters tab: both adapters" [ "$(field "$run/adapters.json" 'd["adapters"]')" = 2 ]
 check "console ran (rules tab)" shot 1 rules 3
+# The agent goes away and comes back while the console runs: it reconnects by itself.
+( sleep 1; kill "$apid"; sleep 1.5
+  "$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
+  echo $! >"$run/agent2.pid" ) &
+restarter=$!
+check "console ran (agent restarted meanwhile)" shot 0 reconnect 7
+wait "$restarter"
+apid=$(cat "$run/agent2.pid")
+check "reconnected after the agent restart" [ "$(field "$run/reconnect.json" 'd["connected"]')" = True ]
+check "adapters back" [ "$(field "$run/reconnect.json" 'd["adapters"]')" = 2 ]
+# A user the agent refuses sees the agent's reason.
+mkdir -p "$run/nobody" && chmod 777 "$run/nobody"
+check "console ran as nobody" setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp QT_QPA_PLATFORM=xcb \
+  timeout 60 xvfb-run -a -s "-screen 0 1280x800x24" "$console" --socket "$run/agent.sock" --after 3 \
+  --screenshot "$run/nobody/refused.png" --state "$run/nobody/refused.json"
+check "refused, with the agent's reason" bash -c "python3 -c \"import json; d=json.load(open('$run/nobody/refused.json')); print(d['connection'])\" | grep -q 'refused by vpf-agent: permission denied'"
 # Capture mode: a capture rule for the pings reaching vm2; the console holds them.
 o2=$("$vpfctl" adapters --format json | python3 -c "import json,sys; print([json.loads(l)['id'] for l in sys.stdin if json.loads(l)['name']=='o2-$tag'][0])")
 "$vpfctl" rule add --id 2 --bpf icmp --action capture --direction incoming --adapter "$o2"
@@ -89,5 +105,5 @@ check "released when the console went (sent on: the default expiry)" ip netns ex
 # The screenshots are not blank: many colours (text, plot lines).
 check "statistics screenshot has content" [ "$(identify -format %k "$out/console-statistics.png")" -gt 50 ]
 check "packets screenshot has content" [ "$(identify -format %k "$out/console-packets.png")" -gt 20 ]
-[ "$fails" = 0 ] || { cat "$run"/console-*.log; tail -5 "$run/agent.log"; }
+[ "$fails" = 0 ] || { cat "$run"/console-*.log "$run"/capture.json; tail -15 "$run/agent.log"; }
 finish
