@@ -4,9 +4,10 @@
 # console runs, plots and lists packets; screenshots of the statistics and packets tabs
 # are kept in OUT_DIR (console-{statistics,packets,adapters,rules,capture}.png) and the window's state
 # (JSON) is checked: connected, both adapters listed, plots with data, packets listed.
-# usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR
+# Also runs console_agent_tests (the widgets against this agent).
+# usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR console_agent_tests
 set -u
-B="$1" plugin="$2" agent="$3" vpfctl="$4" console="$5" out="$6"
+B="$1" plugin="$2" agent="$3" vpfctl="$4" console="$5" out="$6" agent_tests="$7"
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../../ovs_plugin/tests/ovs_env.sh"
 tag="vpfgui$$"
@@ -51,6 +52,7 @@ wait_for '[ -S "$run/vportfilter.sock" ]' || { echo "FAIL: plugin"; exit 1; }
 apid=$!
 export VPF_AGENT_SOCKET="$run/agent.sock"
 wait_for '"$vpfctl" status 2>/dev/null | grep -q "plugin: attached"' || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
+check "widgets against the agent" "$agent_tests" -platform offscreen
 "$vpfctl" rule add --id 1 --bpf icmp --action notify --direction outgoing
 check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 10.78.0.2 >/dev/null
 # Traffic for the plots, bounded: 5 pings a second for 80 s at most.

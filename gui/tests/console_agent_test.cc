@@ -1,0 +1,61 @@
+// QtTest cases for the console's widgets against a running vpf-agent ($VPF_AGENT_SOCKET);
+// run by console_e2e_test.sh, which starts the switch and the agent.
+#include <QDialogButtonBox>
+#include <QJsonArray>
+#include <QLineEdit>
+#include <QPushButton>
+#include <QSpinBox>
+#include <QtTest>
+
+#include "agent_client.h"
+#include "rule_editor.h"
+
+using namespace vpf::console;
+
+class ConsoleAgentTest : public QObject {
+  Q_OBJECT
+ private slots:
+  void initTestCase() {
+    QVERIFY2(qEnvironmentVariableIsSet("VPF_AGENT_SOCKET"), "run by console_e2e_test.sh");
+    agent_ = new AgentClient(qEnvironmentVariable("VPF_AGENT_SOCKET"), this);
+    agent_->start();
+    QTRY_COMPARE(agent_->state(), AgentClient::State::Connected);
+  }
+
+  void bpf_is_checked_by_the_agent_as_you_type() {
+    RuleDialog d(agent_, "filter", {}, {});
+    auto* ok = d.findChild<QDialogButtonBox*>()->button(QDialogButtonBox::Ok);
+    d.id_edit()->setValue(900);
+    d.bpf_edit()->setText("tcp port");
+    QVERIFY(!d.valid());  // pending
+    QTRY_VERIFY(d.problem().contains("syntax error"));  // libpcap's own message
+    QVERIFY(!ok->isEnabled());
+    d.bpf_edit()->setText("tcp port 22 and net 10.1.0.0/16");
+    QTRY_VERIFY(d.valid());
+    QVERIFY(ok->isEnabled());
+    d.bpf_edit()->setText("udp port eighty");
+    QTRY_VERIFY(d.problem().contains("eighty"));
+  }
+
+  void the_agent_refuses_what_the_dialog_cannot_know() {
+    // A rule whose id exists already: the agent's error reaches the caller.
+    QJsonObject err1, err2;
+    bool done1 = false, done2 = false;
+    const QJsonObject rule{{"kind", "filter"}, {"id", 901}, {"action", "drop"}, {"bpf", "udp port 9"}};
+    agent_->call("add_rule", {{"rule", rule}}, [&](const QJsonValue&, const QJsonObject& e) { err1 = e, done1 = true; });
+    QTRY_VERIFY(done1);
+    QVERIFY(err1.isEmpty());
+    agent_->call("add_rule", {{"rule", rule}}, [&](const QJsonValue&, const QJsonObject& e) { err2 = e, done2 = true; });
+    QTRY_VERIFY(done2);
+    QVERIFY(err2["message"].toString().contains("exists already"));
+    bool deleted = false;
+    agent_->call("delete_rule", {{"kind", "filter"}, {"id", 901}}, [&](const QJsonValue&, const QJsonObject& e) { deleted = e.isEmpty(); });
+    QTRY_VERIFY(deleted);
+  }
+
+ private:
+  AgentClient* agent_ = nullptr;
+};
+
+QTEST_MAIN(ConsoleAgentTest)
+#include "console_agent_test.moc"
