@@ -35,7 +35,7 @@ report() { printf '  %-52s %s\n' "$1" "$2"; }
 vpf_log "traffic, and what the receiving VM got"
 vmx 2 timeout 20 nc -l -k -p 7000 >/dev/null 2>&1 &
 vmx 2 timeout 20 nc -l -k -p 23 >/dev/null 2>&1 &
-vmx 2 timeout 20 tcpdump -l -n -i eth0 -w "$out/vm2-received.pcap" udp 2>/dev/null &
+vmx 2 timeout 20 tcpdump --immediate-mode -l -n -i eth0 -w "$out/vm2-received.pcap" udp 2>/dev/null &
 sleep 0.5
 n=$(vmx 1 ping -c 5 -i 0.2 -W 1 "$ip2" 2>/dev/null | grep -c "bytes from")
 report "ping vm1 -> vm2 (5)" "$n replies"

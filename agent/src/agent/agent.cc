@@ -406,8 +406,10 @@ void Agent::attach_plugin() {
   pump_stop_ = stop;
   pump_ = std::thread([this, client = plugin_, stop] {
     std::vector<std::string> batch;
-    while (!stop->load()) {
-      try {
+    // Nothing may escape this thread: a broken ring or a closed control socket (the
+    // switch went away) detaches the plugin on the I/O thread, which then reattaches.
+    try {
+      while (!stop->load()) {
         client->poll_events(
             [&](const channel::PacketEvent& ev, const uint8_t* data) {
               std::string raw(sizeof ev + ev.cap_len, '\0');
@@ -416,16 +418,16 @@ void Agent::attach_plugin() {
               batch.push_back(std::move(raw));
             },
             512);
-      } catch (const std::exception& e) {
-        asio::post(io_, [this, why = std::string(e.what())] { detach_plugin("the event channel broke: " + why); });
-        return;
+        if (batch.empty()) {
+          client->wait_events(50);
+          continue;
+        }
+        asio::post(io_, [this, b = std::move(batch)]() mutable { route(std::move(b)); });
+        batch.clear();
       }
-      if (batch.empty()) {
-        client->wait_events(50);
-        continue;
-      }
-      asio::post(io_, [this, b = std::move(batch)]() mutable { route(std::move(b)); });
-      batch.clear();
+    } catch (const std::exception& e) {
+      if (!batch.empty()) asio::post(io_, [this, b = std::move(batch)]() mutable { route(std::move(b)); });
+      asio::post(io_, [this, why = std::string(e.what())] { detach_plugin("the plugin went away: " + why); });
     }
   });
 }

@@ -1,0 +1,219 @@
+#!/usr/bin/env bash
+# End to end with namespace VMs (vm_tests/lib/vmenv.sh): rules applied with vpfctl act on
+# real traffic through the patched ovs-vswitchd; every check looks at what the receiving
+# VM got (tcpdump inside its namespace, or the application's answer) and at counters.
+# usage: vm_rules_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl
+set -u
+if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
+  echo "SKIP: needs root and network namespaces"; exit 77
+fi
+export B="$1" PLUGIN="$2" AGENT="$3" VPFCTL="$4"
+source "$(dirname "$0")/lib/vmenv.sh"
+vm_env_start 3 || { echo "FAIL: could not start the switch and the VMs"; exit 1; }
+ip1=$(vm_ip 1) ip2=$(vm_ip 2) ip3=$(vm_ip 3) ip6_2=$(vm_ip6 2)
+a1=$(adapter_of 1) a2=$(adapter_of 2) a3=$(adapter_of 3)
+ctl() { "$VPFCTL" "$@"; }
+rules_reset() { ctl rule del --all >/dev/null; }
+# udp_to I PORT [SIZE] [COUNT]: VM1 sends COUNT datagrams of SIZE payload bytes to VM I.
+udp_to() {
+  vmx 1 python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range($4): s.sendto(b'x'*$3, ('$(vm_ip "$1")', $2))" 2>/dev/null
+}
+udp6_to() {  # udp6_to PORT COUNT: to VM2's IPv6 address
+  vmx 1 python3 -c "import socket; s=socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+for _ in range($2): s.sendto(b'y'*50, ('$ip6_2', $1))" 2>/dev/null
+}
+# listen I NAME FILTER: tcpdump in VM I (everything into $VMRUN/NAME.pcap); got NAME
+# counts the frames that match FILTER (applied when reading, so that the kernel's VLAN
+# handling on the capture side does not matter).
+listen() {
+  ip netns exec "$VMTAG-vm$1" timeout 30 tcpdump --immediate-mode -U -n -i eth0 -w "$VMRUN/$2.pcap" >/dev/null 2>&1 &
+  echo $! >"$VMRUN/$2.pid"
+  echo "$3" >"$VMRUN/$2.filter"
+  wait_for "[ -s '$VMRUN/$2.pcap' ]"
+  sleep 0.2
+}
+got() {
+  sleep 0.5
+  kill "$(cat "$VMRUN/$1.pid")" 2>/dev/null; wait "$(cat "$VMRUN/$1.pid")" 2>/dev/null
+  tcpdump -enr "$VMRUN/$1.pcap" "$(cat "$VMRUN/$1.filter")" 2>/dev/null >"$VMRUN/$1.txt"
+  wc -l <"$VMRUN/$1.txt"
+}
+# received NAME N: VM got exactly N frames (shows them when not).
+received() {
+  local n
+  n=$(got "$1")
+  [ "$n" = "$2" ] && return 0
+  echo "  $1: $n frames, not $2:"; sed 's/^/    /' "$VMRUN/$1.txt"
+  [ -n "${VM_DEBUG:-}" ] && { echo "  all frames:"; tcpdump -enr "$VMRUN/$1.pcap" 2>&1 | head -5; ls -la "$VMRUN/$1.pcap"; ovs-appctl vportfilter/show | grep -B1 -A2 "^adapter"; ovs-appctl vportfilter/show | grep -A12 "rule hits"; }
+  return 1
+}
+# Let ARP and neighbour discovery settle so that later counts are of data only.
+vmx 1 ping -c 1 -W 2 "$ip2" >/dev/null; vmx 1 ping -c 1 -W 2 "$ip3" >/dev/null
+vmx 1 ping -6 -c 1 -W 2 "$ip6_2" >/dev/null
+
+# -- VLAN-tagged traffic: 802.1Q frames written raw by VM1 (AF_PACKET), a rule on the tag
+echo "-- VLAN-tagged traffic"
+rules_reset
+ctl rule add --id 8 --bpf "vlan 42 and udp dst port 4040" --action drop
+listen 2 vlan "vlan 42"
+vmx 1 python3 -c "
+import socket, struct
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW); s.bind(('eth0', 0))
+dst = bytes.fromhex('525400${VMNET}0002'); src = bytes.fromhex('525400${VMNET}0001')
+for port in (4040, 4040, 4041):
+    udp = struct.pack('!HHHH', 5000, port, 9, 0) + b'v'
+    ip = struct.pack('!BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, bytes([192,168,42,1]), bytes([192,168,42,2]))
+    s.send(dst + src + struct.pack('!HH', 0x8100, 42) + b'\x08\x00' + ip + udp)"
+check "VLAN 42: port 4040 dropped, 4041 delivered" received vlan 1
+
+# -- send and insert, seen by tcpdump inside the VMs
+echo "-- send and insert, seen by tcpdump inside the VMs"
+rules_reset
+mac1=52:54:00:$VMNET:00:01 mac2=52:54:00:$VMNET:00:02
+frame=$(python3 -c "
+import struct
+def csum(b):
+    s=sum(struct.unpack('!%dH'%(len(b)//2), b)); s=(s>>16)+(s&0xffff); s+=s>>16; return ~s&0xffff
+src=bytes(map(int,'$ip1'.split('.'))); dst=bytes(map(int,'$ip2'.split('.')))
+udp=struct.pack('!HHHH',5555,4060,12,0)+b'inje'
+ip=struct.pack('!BBHHHBBH4s4s',0x45,0,20+len(udp),0,0,64,17,0,src,dst)
+ip=ip[:10]+struct.pack('!H',csum(ip))+ip[12:]
+eth=bytes.fromhex('$mac2'.replace(':',''))+bytes.fromhex('$mac1'.replace(':',''))+b'\x08\x00'
+print((eth+ip+udp).hex())")
+listen 2 inject "udp dst port 4060"
+ctl send -i "$a1" --hex "$frame" --times 3       # as if VM1 sent it: the switch takes it to VM2
+ctl insert -i "$a2" --hex "$frame" --times 2     # straight to VM2
+check "send x3 and insert x2 seen by tcpdump in VM2" received inject 5
+
+# -- drop by BPF
+echo "-- drop by BPF"
+rules_reset
+ctl rule add --id 1 --bpf "udp dst port 4001" --action drop
+listen 2 bpf "udp"
+udp_to 2 4001 20 5; udp_to 2 4002 20 5
+check "BPF: port 4001 dropped, 4002 delivered" received bpf 5
+check "BPF: the rule counted 5" bash -c "ctl() { '$VPFCTL' \"\$@\"; }; ctl stats --format json | python3 -c \"import json,sys; print([r['hits'] for r in json.load(sys.stdin)['rules'] if r['id']==1][0])\" | grep -qx 5"
+
+# -- drop by 5-tuple, IPv4 and IPv6
+echo "-- drop by 5-tuple, IPv4 and IPv6"
+rules_reset
+ctl rule add --id 2 --protocol udp --remote "$ip2" --remote-port 4003 --direction outgoing --action drop
+ctl rule add --id 3 --protocol udp --remote "$(vm_ip6 2)/128" --remote-port 4004 --direction outgoing --action drop
+listen 2 tuple "udp"
+udp_to 2 4003 20 4; udp_to 2 4005 20 2; udp6_to 4004 3; udp6_to 4006 2
+check "5-tuple v4 and v6: only the other ports delivered" received tuple 4
+
+# -- size range
+echo "-- size range"
+rules_reset
+ctl rule add --id 4 --min-size 600 --max-size 900 --protocol udp --action drop
+listen 2 size "udp"
+udp_to 2 4010 100 3; udp_to 2 4010 700 3; udp_to 2 4010 1000 3
+check "size 600..900 dropped, 142 and 1042-byte frames delivered" received size 6
+
+# -- direction and adapter
+echo "-- direction and adapter"
+rules_reset
+ctl rule add --id 5 --adapter "$a2" --direction incoming --protocol udp --action drop  # to VM2 only
+listen 2 dir2 "udp"; listen 3 dir3 "udp"
+udp_to 2 4020 20 3; udp_to 3 4020 20 3
+check "adapter-specific incoming drop: VM2 got nothing" received dir2 0
+check "and VM3 got all" received dir3 3
+rules_reset
+ctl rule add --id 6 --adapter -1 --direction outgoing --protocol udp --action drop   # from every VM
+listen 3 all3 "udp"
+udp_to 3 4021 20 3
+vmx 2 python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); [s.sendto(b'z', ('$ip3', 4021)) for _ in range(2)]"
+check "adapter -1 outgoing: nothing from any VM" received all3 0
+
+# -- passthrough beats a drop rule
+echo "-- passthrough beats a drop rule"
+rules_reset
+ctl rule add --id 7 --protocol udp --action drop
+ctl rule add --kind passthrough --id 1 --bpf "udp dst port 4030"
+listen 2 pass "udp"
+udp_to 2 4030 20 3; udp_to 2 4031 20 3
+check "passthrough beats the drop rule" received pass 3
+
+# -- notify copies counted, statistics equal the traffic
+echo "-- notify copies counted, statistics equal the traffic"
+rules_reset
+ctl rule add --id 9 --bpf "udp dst port 4050" --action notify --direction outgoing --adapter "$a1"
+ctl notify -c 10 --duration 20 --format json >"$VMRUN/notify.jsonl" 2>"$VMRUN/notify.err" &
+np=$!
+wait_for 'grep -q listening "$VMRUN/notify.err"'
+sent() { ctl stats --format json -i "$a1" | python3 -c "import json,sys; a=json.load(sys.stdin)['adapters'][0]; print(a['$1']['packets_sent'])"; }
+before=$(sent filter) before_total=$(sent total)
+# 20 ms apart, so that each datagram is a receive batch of its own (the datapath stamps
+# a batch once).
+vmx 1 python3 -c "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(10): s.sendto(b'n'*20, ('$ip2', 4050)); time.sleep(0.02)"
+wait "$np"
+after=$(sent filter) after_total=$(sent total)
+check "10 notify events for 10 datagrams" [ "$(wc -l <"$VMRUN/notify.jsonl")" = 10 ]
+check "notify timestamps (ns) increase" python3 -c "
+import json,sys; t=[json.loads(l)['time_ns'] for l in open('$VMRUN/notify.jsonl')]; ok=all(a < b for a, b in zip(t, t[1:])); print(t) if not ok else None; sys.exit(not ok)"
+check "statistics: filter-specific count of VM1's frames is exactly 10" [ $((after - before)) = 10 ]
+d=$((after_total - before_total))
+check "statistics: the total counted them too (and at most an ARP exchange)" [ "$d" -ge 10 -a "$d" -le 12 ]
+
+# -- adapters come and go
+echo "-- adapters come and go"
+vm_add 4
+check "a new VM port becomes an adapter" wait_for '"$VPFCTL" adapters | grep -q "$VMTAG-p4"'
+id4=$(adapter_of 4)
+vm_del 4
+check "and leaves" wait_for '! "$VPFCTL" adapters | grep -q "$VMTAG-p4"'
+vm_add 4
+check "its id comes back with it" wait_for '[ "$(adapter_of 4)" = "$id4" ]'
+
+# -- rules changed during a TCP transfer: no loss on the flow the change does not touch
+echo "-- rules changed during a TCP transfer: no loss on the flow the change does not touch"
+rules_reset
+vmx 2 timeout 30 nc -l -p 5001 >"$VMRUN/recv" 2>/dev/null &
+srv=$!
+sleep 0.3
+head -c 20000000 /dev/urandom >"$VMRUN/blob"
+( for i in $(seq 40); do ctl rule add --id $((100 + i)) --protocol udp --remote-port $((6000 + i)) --action drop >/dev/null; done
+  ctl rule del --all >/dev/null ) &
+chg=$!
+vmx 1 timeout 30 nc -N "$ip2" 5001 <"$VMRUN/blob"
+wait "$chg"
+wait "$srv"
+check "20 MB transferred intact while 40 rules were added and removed" cmp -s "$VMRUN/blob" "$VMRUN/recv"
+
+# -- the agent SIGKILLed during traffic: forwarding goes on, rules stay; a restart resyncs
+echo "-- the agent SIGKILLed during traffic: forwarding goes on, rules stay; a restart resyncs"
+ctl rule add --id 11 --protocol udp --local-port 4070 --direction incoming --adapter "$a2" --action drop
+vmx 1 ping -q -i 0.05 -c 60 "$ip2" >"$VMRUN/ping.txt" 2>&1 &
+pp=$!
+sleep 0.5
+agent_kill KILL
+listen 2 noagent "udp"
+udp_to 2 4070 20 3; udp_to 2 4071 20 3
+check "without the agent: the rule still drops, the rest is delivered" received noagent 3
+wait "$pp"
+check "pings during the agent's death all answered" grep -q " 0% packet loss" "$VMRUN/ping.txt"
+agent_start
+check "agent back and reattached" "$VPFCTL" status
+check "rules unchanged" [ "$("$VPFCTL" rule list --format json | wc -l)" = 1 ]
+
+# -- ovs-vswitchd restarted: the agent reattaches and the rules come back
+echo "-- ovs-vswitchd restarted: the agent reattaches and the rules come back"
+ovs-appctl -t ovs-vswitchd exit >/dev/null 2>&1
+wait_for '! [ -S "$VMRUN/vportfilter.sock" ]'
+vswitchd_start
+check "plugin reattached" wait_for '"$VPFCTL" status | grep -q "plugin: attached"'
+check "rule back in the datapath" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 1 "'
+vmx 1 ping -c 1 -W 2 "$ip2" >/dev/null
+listen 2 restarted "udp"
+udp_to 2 4070 20 3; udp_to 2 4072 20 2
+check "after the switch restart: dropped and delivered as before" received restarted 2
+
+# -- a non-root controller is refused
+echo "-- a non-root controller is refused"
+check "non-root vpfctl refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups '$VPFCTL' status 2>&1 | grep -q 'not root'"
+
+check "switch alive" ovs-appctl -t ovs-vswitchd version
+finish
