@@ -8,6 +8,7 @@
 #include <QtTest>
 
 #include "agent_client.h"
+#include "main_window.h"
 #include "rule_editor.h"
 
 using namespace vpf::console;
@@ -51,6 +52,23 @@ class ConsoleAgentTest : public QObject {
     bool deleted = false;
     agent_->call("delete_rule", {{"kind", "filter"}, {"id", 901}}, [&](const QJsonValue&, const QJsonObject& e) { deleted = e.isEmpty(); });
     QTRY_VERIFY(deleted);
+  }
+
+  void the_chart_gets_a_series_per_adapter_and_direction() {
+    MainWindow w(agent_);
+    w.show();
+    // The window asks for the adapters when it sees the connection; this one is connected
+    // already, so give it the signal again.
+    emit agent_->connected();
+    QTRY_VERIFY_WITH_TIMEOUT(w.state()["adapters"].toInt() == 2, 5000);
+    // Rates need two statistics samples (one a second), the chart a point per sample.
+    QTRY_VERIFY_WITH_TIMEOUT(w.state()["series_points"].toObject().size() == 4, 8000);
+    QTRY_VERIFY_WITH_TIMEOUT([&] {
+      const QJsonObject s = w.state()["series_points"].toObject();
+      for (const auto& v : s)
+        if (v.toInt() < 2) return false;
+      return true;
+    }(), 8000);
   }
 
  private:
