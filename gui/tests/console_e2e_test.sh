@@ -7,57 +7,25 @@
 # Also runs console_agent_tests (the widgets against this agent).
 # usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR console_agent_tests
 set -u
-B="$1" plugin="$2" agent="$3" vpfctl="$4" console="$5" out="$6" agent_tests="$7"
+if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
+  echo "SKIP: needs root and network namespaces"; exit 77
+fi
+export B="$1" PLUGIN="$2" AGENT="$3" VPFCTL="$4"
+console="$5" out="$6" agent_tests="$7"
+plugin="$PLUGIN" agent="$AGENT" vpfctl="$VPFCTL"
 here="$(cd "$(dirname "$0")" && pwd)"
-source "$here/../../ovs_plugin/tests/ovs_env.sh"
-tag="vpfgui$$"
-sw="$tag-sw" vm1="$tag-vm1" vm2="$tag-vm2"
-run=$(mktemp -d /tmp/vpf-gui.XXXXXX)
-chmod 755 "$run"
-apid= ppid_=
-cleanup() {
-  [ -n "$ppid_" ] && kill "$ppid_" 2>/dev/null
-  [ -n "$apid" ] && kill "$apid" 2>/dev/null
-  ovs_stop "$run"
-  for ns in "$vm1" "$vm2" "$sw"; do ip netns del "$ns" 2>/dev/null; done
-  rm -rf "$run"
-}
-trap cleanup EXIT
+source "$here/../../vm_tests/lib/vmenv.sh"
 mkdir -p "$out"
-
-for ns in "$sw" "$vm1" "$vm2"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-for i in 1 2; do
-  vm="$tag-vm$i"
-  ip link add "v$i-$tag" type veth peer name "o$i-$tag"
-  ip link set "v$i-$tag" netns "$vm"
-  ip link set "o$i-$tag" netns "$sw"
-  ip -n "$vm" link set "v$i-$tag" name eth0
-  ip netns exec "$vm" ethtool -K eth0 tx off >/dev/null
-  ip -n "$vm" addr add "10.78.0.$i/24" dev eth0
-  ip -n "$vm" link set eth0 up
-  ip -n "$sw" link set "o$i-$tag" up
-done
-ovs_env "$run"
-ovsdb-tool create "$run/conf.db" "$B/vswitchd/vswitch.ovsschema"
-ovsdb-server --detach --no-chdir --pidfile --log-file -vconsole:off --remote=punix:"$run/db.sock" "$run/conf.db" 2>/dev/null
-ovs-vsctl --no-wait init
-ovs-vsctl --no-wait set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \
-  other_config:packet-hook-args="control=$run/vportfilter.sock"
-ip netns exec "$sw" "$B/vswitchd/ovs-vswitchd" --disable-system --detach --no-chdir --pidfile --log-file -vconsole:off 2>/dev/null
-ovs-vsctl add-br br0 -- set bridge br0 datapath_type=netdev \
-  -- add-port br0 "o1-$tag" -- set interface "o1-$tag" external_ids:vm-name=web1 \
-  -- add-port br0 "o2-$tag" -- set interface "o2-$tag" external_ids:vm-name=db1
-wait_for '[ -S "$run/vportfilter.sock" ]' || { echo "FAIL: plugin"; exit 1; }
-"$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
-apid=$!
-export VPF_AGENT_SOCKET="$run/agent.sock"
-wait_for '"$vpfctl" status 2>/dev/null | grep -q "plugin: attached"' || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
+vm_env_start 2 || { echo "FAIL: could not start the switch and the VMs"; exit 1; }
+run="$VMRUN" tag="$VMTAG" vm1="$VMTAG-vm1"
+ip2=$(vm_ip 2)
 check "widgets against the agent" "$agent_tests" -platform offscreen
 "$vpfctl" rule add --id 1 --bpf icmp --action notify --direction outgoing
-check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 10.78.0.2 >/dev/null
+check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 "$ip2" >/dev/null
 # Traffic for the plots, bounded: 5 pings a second for 80 s at most.
-ip netns exec "$vm1" ping -q -i 0.2 -c 400 -s 1000 10.78.0.2 >/dev/null 2>&1 &
+ip netns exec "$vm1" ping -q -i 0.2 -c 400 -s 1000 "$ip2" >/dev/null 2>&1 &
 ppid_=$!
+trap 'kill $ppid_ 2>/dev/null; vm_env_stop' EXIT
 
 shot() {  # shot TAB NAME SECONDS [console args...]
   local tab="$1" name="$2" secs="$3"; shift 3
@@ -70,7 +38,7 @@ field() { python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print($2)
 check "console ran (statistics tab)" shot 2 statistics 8
 check "screenshot saved" [ -s "$out/console-statistics.png" ]
 check "connected" [ "$(field "$run/statistics.json" 'd["connected"]')" = True ]
-check "both adapters listed" [ "$(field "$run/statistics.json" 'sorted(d["adapter_names"])')" = "['o1-$tag', 'o2-$tag']" ]
+check "both adapters listed" [ "$(field "$run/statistics.json" 'sorted(d["adapter_names"])')" = "['$tag-p1', '$tag-p2']" ]
 check "four series (2 adapters x in/out)" [ "$(field "$run/statistics.json" 'len(d["series_points"])')" = 4 ]
 check "every series has data" [ "$(field "$run/statistics.json" 'min(d["series_points"].values()) >= 4')" = True ]
 check "the rule is listed" [ "$(field "$run/statistics.json" 'd["rules"]["filter"]')" = 1 ]
@@ -81,13 +49,13 @@ check "console ran (adapters tab)" shot 0 adapters 4
 check "adapters tab: both adapters" [ "$(field "$run/adapters.json" 'd["adapters"]')" = 2 ]
 check "console ran (rules tab)" shot 1 rules 3
 # The agent goes away and comes back while the console runs: it reconnects by itself.
-( sleep 1; kill "$apid"; sleep 1.5
+( sleep 1; kill "$VM_AGENT_PID"; sleep 1.5
   "$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &
   echo $! >"$run/agent2.pid" ) &
 restarter=$!
 check "console ran (agent restarted meanwhile)" shot 0 reconnect 7
 wait "$restarter"
-apid=$(cat "$run/agent2.pid")
+VM_AGENT_PID=$(cat "$run/agent2.pid")
 check "reconnected after the agent restart" [ "$(field "$run/reconnect.json" 'd["connected"]')" = True ]
 check "adapters back" [ "$(field "$run/reconnect.json" 'd["adapters"]')" = 2 ]
 # A user the agent refuses sees the agent's reason.
@@ -97,13 +65,12 @@ check "console ran as nobody" setpriv --reuid=65534 --regid=65534 --clear-groups
   --screenshot "$run/nobody/refused.png" --state "$run/nobody/refused.json"
 check "refused, with the agent's reason" bash -c "python3 -c \"import json; d=json.load(open('$run/nobody/refused.json')); print(d['connection'])\" | grep -q 'refused by vpf-agent: permission denied'"
 # Capture mode: a capture rule for the pings reaching vm2; the console holds them.
-o2=$("$vpfctl" adapters --format json | python3 -c "import json,sys; print([json.loads(l)['id'] for l in sys.stdin if json.loads(l)['name']=='o2-$tag'][0])")
+o2=$(adapter_of 2)
 "$vpfctl" rule add --id 2 --bpf icmp --action capture --direction incoming --adapter "$o2"
 check "console ran (capture mode)" shot 3 capture 5 --hold default --hold-timeout 30000
 check "holding" [ "$(field "$run/capture.json" 'd["holding"]')" = True ]
 check "captured packets held" [ "$(field "$run/capture.json" 'd["held"] >= 3')" = True ]
-check "released when the console went (sent on: the default expiry)" ip netns exec "$vm1" ping -c 1 -W 3 10.78.0.2 >/dev/null ||
-  { sleep 1; ip netns exec "$vm1" ping -c 1 -W 3 10.78.0.2 >/dev/null; }
+check "released when the console went (sent on: the default expiry)" ip netns exec "$vm1" ping -c 2 -W 3 "$ip2" >/dev/null
 # The screenshots are not blank: many colours (text, plot lines).
 check "statistics screenshot has content" [ "$(identify -format %k "$out/console-statistics.png")" -gt 50 ]
 check "packets screenshot has content" [ "$(identify -format %k "$out/console-packets.png")" -gt 20 ]
