@@ -71,6 +71,7 @@ vm_env_start() {
   VMRUN=$(mktemp -d /tmp/vpf-vm.XXXXXX)
   chmod 755 "$VMRUN"
   trap vm_env_stop EXIT
+  trap "exit 143" TERM INT  # the EXIT trap cleans up
   ip netns add "$VMTAG-sw" || return 1
   ip -n "$VMTAG-sw" link set lo up
   ovs_env "$VMRUN"
