@@ -2,12 +2,13 @@
 # End to end with namespace VMs (vm_tests/lib/vmenv.sh): rules applied with vpfctl act on
 # real traffic through the patched ovs-vswitchd; every check looks at what the receiving
 # VM got (tcpdump inside its namespace, or the application's answer) and at counters.
-# usage: vm_rules_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl
+# usage: vm_rules_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vm_capture_client
 set -u
 if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
   echo "SKIP: needs root and network namespaces"; exit 77
 fi
 export B="$1" PLUGIN="$2" AGENT="$3" VPFCTL="$4"
+client="$5"
 source "$(dirname "$0")/lib/vmenv.sh"
 vm_env_start 3 || { echo "FAIL: could not start the switch and the VMs"; exit 1; }
 ip1=$(vm_ip 1) ip2=$(vm_ip 2) ip3=$(vm_ip 3) ip6_2=$(vm_ip6 2)
@@ -157,6 +158,43 @@ import json,sys; t=[json.loads(l)['time_ns'] for l in open('$VMRUN/notify.jsonl'
 check "statistics: filter-specific count of VM1's frames is exactly 10" [ $((after - before)) = 10 ]
 d=$((after_total - before_total))
 check "statistics: the total counted them too (and at most an ARP exchange)" [ "$d" -ge 10 -a "$d" -le 12 ]
+
+# -- capture through vpf::NetFilter: SEND, DROP, SEND_MODIFIED (payload, port, larger),
+#    seen by VM2's kernel, which checks the IP and UDP checksums
+rules_reset
+G="{0000CAFE-0000-0000-0000-000000000001}"
+ctl install --guid "$G" --altitude 10
+"$client" "$G" "$a2" 8 >"$VMRUN/client.out" 2>&1 &
+cp=$!
+wait_for 'grep -q ready "$VMRUN/client.out"'
+vmx 2 timeout 8 python3 -c "
+import select, socket, time
+socks = []
+for port in (4100, 4101):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', port)); socks.append(s)
+end = time.time() + 4
+while time.time() < end:
+    for s in select.select(socks, [], [], 0.2)[0]:
+        data = s.recv(65535)
+        print(s.getsockname()[1], len(data), data[:6].decode())
+" >"$VMRUN/recv.txt" &
+rp=$!
+sleep 0.5
+vmx 1 python3 -c "
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for p in (b'ssssss', b'dddddd', b'mmmmmm', b'pppppp', b'bbbbbb'):
+    s.sendto(p, ('$ip2', 4100)); time.sleep(0.05)"
+wait "$rp"
+kill "$cp" 2>/dev/null; wait "$cp" 2>/dev/null
+check "SEND: delivered as it was" grep -qx "4100 6 ssssss" "$VMRUN/recv.txt"
+check "DROP: not delivered" bash -c "! grep -q dddddd '$VMRUN/recv.txt'"
+check "SEND_MODIFIED payload: delivered rewritten (checksum right)" grep -qx "4100 6 MMMMMM" "$VMRUN/recv.txt"
+check "SEND_MODIFIED port: delivered to port 4101" grep -qx "4101 6 pppppp" "$VMRUN/recv.txt"
+check "SEND_MODIFIED larger: 106 bytes delivered" grep -qx "4100 106 bbbbbb" "$VMRUN/recv.txt"
+check "the larger one asked for a bigger buffer first" grep -q "^refire" "$VMRUN/client.out"
+check "exactly four datagrams delivered" [ "$(wc -l <"$VMRUN/recv.txt")" = 4 ]
+ctl uninstall --guid "$G" >/dev/null
 
 # -- adapters come and go
 echo "-- adapters come and go"

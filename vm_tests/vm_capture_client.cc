@@ -1,0 +1,106 @@
+// A vpf::NetFilter application for the VM tests: holds the UDP datagrams to port 4100
+// that reach ADAPTER and decides by the first payload byte:
+//   's' SEND, 'd' DROP, 'm' SEND_MODIFIED with the payload's 'm' bytes made 'M',
+//   'p' SEND_MODIFIED to port 4101, 'b' SEND_MODIFIED 100 bytes larger (asks for the
+//   larger buffer first: the ERROR_INSUFFICIENT_BUFFER re-fire).
+// Checksums (IPv4 header, UDP) are recomputed, so the receiving kernel accepts the result.
+// usage: vm_capture_client GUID ADAPTER SECONDS   (prints "ready", then a line per event)
+#include <arpa/inet.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+#include "vpf/netfilter.h"
+
+namespace {
+
+uint16_t fold(uint32_t s) {
+  while (s >> 16) s = (s & 0xffff) + (s >> 16);
+  return uint16_t(~s);
+}
+uint32_t sum16(const uint8_t* p, size_t n, uint32_t s = 0) {
+  for (size_t i = 0; i + 1 < n; i += 2) s += uint32_t(p[i] << 8 | p[i + 1]);
+  if (n & 1) s += uint32_t(p[n - 1] << 8);
+  return s;
+}
+// Fixes the IPv4 header and UDP checksums of an Ethernet/IPv4/UDP frame of `len` bytes.
+void fix(uint8_t* f, size_t len) {
+  uint8_t* ip = f + 14;
+  const size_t ihl = size_t(ip[0] & 15) * 4;
+  const uint16_t total = uint16_t(len - 14);
+  ip[2] = uint8_t(total >> 8), ip[3] = uint8_t(total);
+  ip[10] = ip[11] = 0;
+  const uint16_t ipc = fold(sum16(ip, ihl));
+  ip[10] = uint8_t(ipc >> 8), ip[11] = uint8_t(ipc);
+  uint8_t* udp = ip + ihl;
+  const uint16_t ulen = uint16_t(total - ihl);
+  udp[4] = uint8_t(ulen >> 8), udp[5] = uint8_t(ulen);
+  udp[6] = udp[7] = 0;
+  uint32_t s = sum16(ip + 12, 8) + 17 + ulen;
+  uint16_t c = fold(sum16(udp, ulen, s));
+  if (c == 0) c = 0xffff;
+  udp[6] = uint8_t(c >> 8), udp[7] = uint8_t(c);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) {
+    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS\n");
+    return 2;
+  }
+  try {
+    vpf::NetFilter nf;
+    nf.initialize(argv[1]);
+    const int adapter = std::atoi(argv[2]);
+    nf.on_packet = [](vpf::PacketEventParams& e) {
+      const size_t ihl = size_t(e.buffer[14] & 15) * 4;
+      const size_t payload = 14 + ihl + 8;
+      const char what = e.data_size > int(payload) ? char(e.buffer[payload]) : '?';
+      switch (what) {
+        case 'd': e.action = vpf::kPacketActionDrop; break;
+        case 'm':
+          for (int i = int(payload); i < e.data_size; ++i)
+            if (e.buffer[size_t(i)] == 'm') e.buffer[size_t(i)] = 'M';
+          fix(e.buffer.data(), size_t(e.data_size));
+          e.action = vpf::kPacketActionSendModified;
+          break;
+        case 'p':
+          e.buffer[14 + ihl + 2] = 4101 >> 8, e.buffer[14 + ihl + 3] = 4101 & 0xff;
+          fix(e.buffer.data(), size_t(e.data_size));
+          e.action = vpf::kPacketActionSendModified;
+          break;
+        case 'b': {
+          const int want = e.packet_size + 100;
+          if (int(e.buffer.size()) < want) {
+            e.data_size = want;
+            e.result_code = vpf::kErrorInsufficientBuffer;
+            std::printf("refire %d\n", want);
+            return;
+          }
+          std::memset(e.buffer.data() + e.data_size, 'B', size_t(want - e.data_size));
+          e.data_size = want;
+          fix(e.buffer.data(), size_t(want));
+          e.action = vpf::kPacketActionSendModified;
+          break;
+        }
+        default: e.action = vpf::kPacketActionSend;
+      }
+      std::printf("event %c action %d size %d\n", what, e.action, e.data_size);
+      std::fflush(stdout);
+    };
+    nf.add_filter_rule(1, adapter, vpf::kDirectionIncoming, -1, -1, "udp dst port 4100", vpf::kRuleActionCapture);
+    nf.start_filter(0);
+    std::printf("ready\n");
+    std::fflush(stdout);
+    std::this_thread::sleep_for(std::chrono::seconds(std::atoi(argv[3])));
+    nf.stop_filter();
+    nf.delete_all_filter_rules();
+    return 0;
+  } catch (const vpf::NetFilterError& e) {
+    std::fprintf(stderr, "vm_capture_client: %s (error %d)\n", e.what(), e.code());
+    return 1;
+  }
+}
