@@ -3,6 +3,7 @@
 #   B       the Open vSwitch build tree      PLUGIN  vportfilter_ovs.so
 #   AGENT   vpf-agent                        VPFCTL  vpfctl
 # then:
+#   VM_PORT_TYPE             the VMs' Interface type: "" (AF_PACKET, the default) or afxdp
 #   vm_env_start [N_VMS=2]   the switch (in its own namespace), N VMs vm1..vmN with
 #                            10.79.T.i/24 and fd00:79:T::i/64 on eth0, the agent; exports
 #                            VPF_AGENT_SOCKET.  VM i's port is "$VMTAG-p$i".
@@ -39,7 +40,8 @@ vm_add() {
   ip -n "$vm" -6 addr add "$(vm_ip6 "$i")/64" dev eth0 nodad
   ip -n "$vm" link set eth0 up
   ip -n "$VMTAG-sw" link set "$port" up
-  ovs-vsctl add-port br0 "$port" -- set interface "$port" external_ids:vm-name="vm$i" external_ids:vm-id="$i" \
+  ovs-vsctl add-port br0 "$port" -- set interface "$port" type="${VM_PORT_TYPE:-system}" \
+    external_ids:vm-name="vm$i" external_ids:vm-id="$i" \
     external_ids:iface-id="$VMTAG-vm$i" external_ids:attached-mac="52:54:00:$VMNET:00:0$i"
 }
 
