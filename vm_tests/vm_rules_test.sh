@@ -157,7 +157,9 @@ check "notify timestamps (ns) increase" python3 -c "
 import json,sys; t=[json.loads(l)['time_ns'] for l in open('$VMRUN/notify.jsonl')]; ok=all(a < b for a, b in zip(t, t[1:])); print(t) if not ok else None; sys.exit(not ok)"
 check "statistics: filter-specific count of VM1's frames is exactly 10" [ $((after - before)) = 10 ]
 d=$((after_total - before_total))
-check "statistics: the total counted them too (and at most an ARP exchange)" [ "$d" -ge 10 -a "$d" -le 12 ]
+# The total also counts what the VM's kernel sends by itself meanwhile (ARP, IPv6
+# neighbour discovery): a few frames at most.
+check "statistics: the total counted them too (plus at most a few background frames)" [ "$d" -ge 10 -a "$d" -le 16 ]
 
 # -- capture through vpf::NetFilter: SEND, DROP, SEND_MODIFIED (payload, port, larger),
 #    seen by VM2's kernel, which checks the IP and UDP checksums

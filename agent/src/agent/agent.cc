@@ -1214,8 +1214,21 @@ json Agent::list_rules(const json& params) const {
 json Agent::statistics() {
   if (!plugin_) throw ApiError(-32000, kErrNotReady, "the plugin is not attached");
   const json st = plugin_->call("stats");
-  json adapters = json::array();
+  // One adapter may have had several netdevs in the plugin (a port re-created, or its
+  // type changed): its counters are the sum of all of them.
+  std::map<int64_t, json> merged;
   for (const auto& a : st["adapters"]) {
+    json& m = merged[a["adapter"].get<int64_t>()];
+    if (m.is_null()) {
+      m = a;
+      continue;
+    }
+    for (const char* dir : {"incoming", "outgoing"})
+      for (auto& [k, v] : m[dir].items())
+        if (v.is_number_unsigned() && a[dir].contains(k)) v = v.get<uint64_t>() + a[dir][k].get<uint64_t>();
+  }
+  json adapters = json::array();
+  for (const auto& [id, a] : merged) {
     const json& in = a["incoming"];
     const json& out = a["outgoing"];
     // The seed's names, from the adapter's (the VM's NIC's) point of view: it receives
