@@ -29,7 +29,8 @@ trap cleanup EXIT
 stat() { ovs-appctl vportfilter/stats | python3 -c "import json,sys; d=json.load(sys.stdin); a={x['adapter']: x for x in d['adapters']}; print($1)"; }
 
 cat > "$run/rules.json" <<'JSON'
-[{"kind": "filter", "id": 1, "bpf": "src port 9", "action": "drop", "adapter": 1, "direction": "incoming"}]
+[{"kind": "filter", "id": 1, "bpf": "src port 9", "action": "drop", "adapter": 1, "direction": "incoming"},
+ {"kind": "filter", "id": 2, "bpf": "src port 7", "action": "capture", "adapter": 3, "direction": "incoming"}]
 JSON
 check "DPDK initialised" ovs_start_dpdk "$run" "$ns" "$prefix" 512 \
   other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="rules=$run/rules.json control=$run/vpf.sock"
@@ -59,6 +60,18 @@ check "100 dropped on their way to the VM" [ "$(stat 'a[1]["incoming"]["dropped"
 check "900 came back through virtio_user's rx hook" wait_for '[ "$(stat "a[2][\"outgoing\"][\"packets\"]")" = 900 ]'
 check "none dropped there" [ "$(stat 'a[2]["outgoing"]["dropped"]')" = 0 ]
 check "null0 sent 900" wait_for 'ovs-ofctl dump-ports br0 2 | grep -q "tx pkts=900"'
+# A captured DPDK packet (an mbuf received by virtio_user) held and released toward null0:
+# the release goes through the switch's packet-out path, which needs a copy of the mbuf.
+check "adapter 3: null0" ovs-appctl vportfilter/adapter-set null0 3 >/dev/null
+"$tool" "$run/vpf.sock" serve 5 marker 20 >"$run/serve.out" 2>&1 &
+sp=$!
+wait_for 'ovs-appctl vportfilter/show | grep -q "agent: attached"'
+for _ in 1 2 3 4 5; do
+  ovs-ofctl packet-out br0 LOCAL output:3 "${U}00070005000c0000a1a2a3a4${pad}"
+done
+wait "$sp"
+check "5 mbufs captured on their way to null0" [ "$(grep -c '^capture adapter=3' "$run/serve.out")" = 5 ]
+check "and sent on after the verdict" wait_for 'ovs-ofctl dump-ports br0 2 | grep -q "tx pkts=905"'
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 check "no crash in the log" bash -c "! grep -qE 'EMER|assertion|Segmentation' '$run/ovs-vswitchd.log'"
 finish
