@@ -25,8 +25,12 @@ uint32_t Adapter::max_packet_bytes() const {
   return v <= 0 || v > kDefaultMaxPacketBytes ? kDefaultMaxPacketBytes : uint32_t(v);
 }
 
-json Adapter::to_json() const {
+bool Adapter::collect_statistics() const {
   const auto cs = settings.find("collect_statistics");
+  return cs == settings.end() || cs->second != "false";
+}
+
+json Adapter::to_json() const {
   return {{"id", id},     {"key", key}, {"name", name},      {"type", type.empty() ? "system" : type},
           {"description", description}, {"friendly_name", friendly_name},
           {"mac", mac},   {"vm", vm},   {"bridge", bridge},
@@ -34,7 +38,7 @@ json Adapter::to_json() const {
           // carries Ethernet frames (ethernetCsmacd, 6).
           {"interface_type", 6},
           {"max_packet_bytes", max_packet_bytes()},
-          {"collect_statistics", cs == settings.end() || cs->second != "false"},
+          {"collect_statistics", collect_statistics()},
           {"buffer_size", setting(settings, "buffer_size", 1024)},
           {"packet_timeout", setting(settings, "packet_timeout", 1000)},
           {"promiscuous_mode", false},

@@ -36,6 +36,7 @@ struct Adapter {
   std::map<std::string, std::string> settings;
   static constexpr int64_t kDefaultMaxPacketBytes = 262144;
   uint32_t max_packet_bytes() const;  // the snaplen of events
+  bool collect_statistics() const;
   nlohmann::json to_json() const;
 };
 

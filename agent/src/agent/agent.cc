@@ -451,14 +451,18 @@ void Agent::push_adapters() {
   json list = json::array();
   for (const auto& [key, a] : adapters_)
     if (a.id >= 0) list.push_back({{"port", a.name}, {"adapter", a.id}, {"vm", a.vm}, {"snaplen", a.max_packet_bytes()}});
-  if (!plugin_ || list == last_adapters_pushed_) return;
+  push("set_adapters", {{"adapters", list}}, last_adapters_pushed_, "adapters");
+}
+
+void Agent::push(const char* method, const json& params, json& last, const char* what) {
+  if (!plugin_ || params == last) return;
   try {
-    plugin_->call("set_adapters", {{"adapters", list}});
-    last_adapters_pushed_ = list;
+    plugin_->call(method, params);
+    last = params;
   } catch (const channel::RpcError& e) {
-    log(std::string("the plugin refused the adapters: ") + e.what());
+    log(std::string("the plugin refused the ") + what + ": " + e.what());
   } catch (const std::exception& e) {
-    detach_plugin(std::string("set_adapters: ") + e.what());
+    detach_plugin(std::string(method) + ": " + e.what());
   }
 }
 
@@ -474,25 +478,24 @@ void Agent::push_rules() {
   for (const Instance* inst : order) {
     const Session* owner = owner_of(inst->guid);
     for (auto& spec : instance_rules(inst->guid, "")) {
-      // A row written by another client may be wrong: report it, skip it (checked once per
-      // distinct text).
+      // A row written by another client may be wrong: report it, skip it (each distinct
+      // text is parsed and checked once).
       const std::string text = spec.dump();
       auto it = checked_.find(text);
-      matcher::Rule r;
       if (it == checked_.end()) {
-        std::string err;
+        Checked c;
         try {
-          r = matcher::rule_from_json(spec);
-          if (!r.bpf.empty()) matcher::compile_bpf(r.bpf);
+          c.rule = matcher::rule_from_json(spec);
+          if (!c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
         } catch (const std::exception& e) {
-          err = e.what();
+          c.error = e.what();
           log("rule row " + spec["kind"].get<std::string>() + " " + spec["id"].dump() + " of instance " + inst->guid +
-              " ignored: " + err);
+              " ignored: " + c.error);
         }
-        it = checked_.emplace(text, err).first;
+        it = checked_.emplace(text, std::move(c)).first;
       }
-      if (!it->second.empty()) continue;
-      r = matcher::rule_from_json(spec);
+      if (!it->second.error.empty()) continue;
+      const matcher::Rule& r = it->second.rule;
       // An instance whose client runs in statistics mode reports no packets.
       if (owner && owner->stat_mode && r.kind == matcher::RuleKind::Filter &&
           (r.action == matcher::Action::Capture || r.action == matcher::Action::Notify))
@@ -502,15 +505,7 @@ void Agent::push_rules() {
       rules.push_back(spec);
     }
   }
-  if (!plugin_ || rules == last_rules_pushed_) return;
-  try {
-    plugin_->call("set_rules", {{"rules", rules}});
-    last_rules_pushed_ = rules;
-  } catch (const channel::RpcError& e) {
-    log(std::string("the plugin refused the rule set: ") + e.what());
-  } catch (const std::exception& e) {
-    detach_plugin(std::string("set_rules: ") + e.what());
-  }
+  push("set_rules", {{"rules", rules}}, last_rules_pushed_, "rule set");
 }
 
 void Agent::push_config() {
@@ -524,15 +519,7 @@ void Agent::push_config() {
       hold = std::max<uint64_t>(hold, s->timeout_ms == 0 ? 60000 : s->timeout_ms + 1000);
     }
   const json cfg = {{"hold_timeout_ms", any ? hold : 5000}, {"deny_expired", instance(kDefaultInstance).deny_expired}};
-  if (!plugin_ || cfg == last_config_pushed_) return;
-  try {
-    plugin_->call("set_config", cfg);
-    last_config_pushed_ = cfg;
-  } catch (const channel::RpcError& e) {
-    log(std::string("the plugin refused the configuration: ") + e.what());
-  } catch (const std::exception& e) {
-    detach_plugin(std::string("set_config: ") + e.what());
-  }
+  push("set_config", cfg, last_config_pushed_, "configuration");
 }
 
 // ---- events ----
@@ -1235,7 +1222,7 @@ json Agent::statistics() {
     // what OVS sends to it (incoming) and sends what OVS receives from it (outgoing).
     bool collect = true;
     for (const auto& [k, ad] : adapters_)
-      if (ad.id == a["adapter"].get<int64_t>()) collect = ad.to_json()["collect_statistics"].get<bool>();
+      if (ad.id == id) collect = ad.collect_statistics();
     adapters.push_back({{"adapter_id", a["adapter"]},
                         {"collect_statistics", collect},
                         {"total",

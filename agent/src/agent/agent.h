@@ -164,7 +164,14 @@ class Agent {
   boost::asio::steady_timer plugin_timer_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
   nlohmann::json last_rules_pushed_, last_adapters_pushed_;  // what the plugin has
-  std::map<std::string, std::string> checked_;  // rule text -> error ("" = valid)
+  struct Checked {
+    std::string error;  // "" = valid
+    matcher::Rule rule;
+  };
+  std::map<std::string, Checked> checked_;  // rule text -> its parse
+  // Sends `params` with `method` unless the plugin has them already (`last`); a refusal is
+  // logged ("the plugin refused the WHAT"), a broken channel detaches the plugin.
+  void push(const char* method, const nlohmann::json& params, nlohmann::json& last, const char* what);
 };
 
 }  // namespace vpf::agent
