@@ -73,13 +73,8 @@ void AgentClient::call(const QString& method, const QJsonObject& params, Callbac
 
 bool AgentClient::verdict(uint64_t event_id, uint8_t action, const QByteArray& data) {
   if (state_ != State::Connected) return false;
-  const proto::VerdictFrame v{event_id, action, {}, uint32_t(data.size())};
-  const proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kVerdictFrame,
-                             uint32_t(sizeof v + data.size()), 0};
-  QByteArray f(reinterpret_cast<const char*>(&h), sizeof h);
-  f.append(reinterpret_cast<const char*>(&v), sizeof v);
-  f.append(data);
-  return sock_.write(f) == f.size();
+  const std::string f = proto::verdict_frame(event_id, action, data.constData(), uint32_t(data.size()));
+  return sock_.write(f.data(), qint64(f.size())) == qint64(f.size());
 }
 
 void AgentClient::on_ready_read() { feed(sock_.readAll()); }
@@ -97,10 +92,8 @@ void AgentClient::feed(const QByteArray& bytes) {
       if (in_.size() - pos < qsizetype(sizeof(proto::FrameHeader))) break;
       proto::FrameHeader h;
       std::memcpy(&h, in_.constData() + pos, sizeof h);
-      if (h.magic != proto::kFrameMagic || h.version != proto::kVersion || h.type != proto::kEventFrame ||
-          h.length < sizeof(proto::EventFrame) ||
-          h.length > proto::kMaxFrameBody) {
-        set_state(State::Disconnected, tr("vpf-agent sent a malformed frame"));
+      if (const std::string problem = proto::frame_problem(h, proto::kEventFrame); !problem.empty()) {
+        set_state(State::Disconnected, tr("vpf-agent sent a malformed frame (%1)").arg(QString::fromStdString(problem)));
         in_.clear();
         sock_.abort();
         return;

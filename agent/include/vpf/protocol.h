@@ -13,6 +13,8 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
+#include <string>
 
 namespace vpf::protocol {
 
@@ -67,5 +69,32 @@ struct VerdictFrame {
   uint32_t data_size;  // kSendModified: the replacement frame's bytes, which follow
 };
 static_assert(sizeof(VerdictFrame) == 16);
+
+// What is wrong with a received frame header, for a frame of type `expected` ("" when
+// nothing): magic, version, type, and a body length within [fixed part, kMaxFrameBody].
+inline std::string frame_problem(const FrameHeader& h, FrameType expected) {
+  const bool event = expected == kEventFrame;
+  const uint32_t fixed = event ? uint32_t(sizeof(EventFrame)) : uint32_t(sizeof(VerdictFrame));
+  if (h.magic != kFrameMagic) return "bad frame: wrong magic";
+  if (h.version != kVersion)
+    return "bad frame: version " + std::to_string(h.version) + ", this side speaks " + std::to_string(kVersion);
+  if (h.type != expected)
+    return "bad frame: type " + std::to_string(h.type) + (event ? " is not an event (1)" : " is not a verdict (2)");
+  if (h.length > kMaxFrameBody)
+    return "bad frame: " + std::to_string(h.length) + " bytes is more than the limit of " + std::to_string(kMaxFrameBody);
+  if (h.length < fixed) return std::string("bad ") + (event ? "event" : "verdict") + " frame: shorter than its fixed part";
+  return "";
+}
+
+// A whole verdict frame (header, VerdictFrame, `len` bytes of `data`), ready to write.
+inline std::string verdict_frame(uint64_t event_id, uint8_t action, const void* data, uint32_t len) {
+  const FrameHeader h{kFrameMagic, uint16_t(kVersion), kVerdictFrame, uint32_t(sizeof(VerdictFrame) + len), 0};
+  const VerdictFrame v{event_id, action, {}, len};
+  std::string f(sizeof h + sizeof v + len, '\0');
+  std::memcpy(f.data(), &h, sizeof h);
+  std::memcpy(f.data() + sizeof h, &v, sizeof v);
+  if (len) std::memcpy(f.data() + sizeof h + sizeof v, data, len);
+  return f;
+}
 
 }  // namespace vpf::protocol

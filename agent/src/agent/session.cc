@@ -109,19 +109,11 @@ void Session::parse() {
       if (in_.size() - pos < sizeof(proto::FrameHeader)) break;
       proto::FrameHeader h;
       std::memcpy(&h, in_.data() + pos, sizeof h);
-      if (h.magic != proto::kFrameMagic) return protocol_error("bad frame: wrong magic");
-      if (h.version != proto::kVersion)
-        return protocol_error("bad frame: version " + std::to_string(h.version) + ", this agent speaks " +
-                              std::to_string(proto::kVersion));
-      if (h.type != proto::kVerdictFrame)
-        return protocol_error("bad frame: type " + std::to_string(h.type) + " is not a verdict (2)");
-      if (h.length > proto::kMaxFrameBody)
-        return protocol_error("bad frame: " + std::to_string(h.length) + " bytes is more than the limit of " +
-                              std::to_string(proto::kMaxFrameBody));
+      if (const std::string why = proto::frame_problem(h, proto::kVerdictFrame); !why.empty())
+        return protocol_error(why);
       if (in_.size() - pos < sizeof h + h.length) break;
       const char* body = in_.data() + pos + sizeof h;
       proto::VerdictFrame v;
-      if (h.length < sizeof v) return protocol_error("bad verdict frame: shorter than its fixed part");
       std::memcpy(&v, body, sizeof v);
       if (sizeof v + v.data_size != h.length)
         return protocol_error("bad verdict frame: data_size " + std::to_string(v.data_size) +

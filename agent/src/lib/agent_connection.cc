@@ -73,14 +73,7 @@ json AgentConnection::call(const std::string& method, const json& params, int ti
 }
 
 void AgentConnection::verdict(uint64_t id, uint8_t action, std::span<const uint8_t> data) {
-  proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kVerdictFrame,
-                       uint32_t(sizeof(proto::VerdictFrame) + data.size()), 0};
-  proto::VerdictFrame v{id, action, {}, uint32_t(data.size())};
-  std::string f(sizeof h + sizeof v + data.size(), '\0');
-  std::memcpy(f.data(), &h, sizeof h);
-  std::memcpy(f.data() + sizeof h, &v, sizeof v);
-  if (!data.empty()) std::memcpy(f.data() + sizeof h + sizeof v, data.data(), data.size());
-  write(f);
+  write(proto::verdict_frame(id, action, data.data(), uint32_t(data.size())));
 }
 
 bool AgentConnection::closed() const {
@@ -121,10 +114,8 @@ void AgentConnection::read_loop() {
         if (in.size() - pos < sizeof(proto::FrameHeader)) break;
         proto::FrameHeader h;
         std::memcpy(&h, in.data() + pos, sizeof h);
-        if (h.magic != proto::kFrameMagic || h.version != proto::kVersion || h.type != proto::kEventFrame ||
-            h.length < sizeof(proto::EventFrame) ||
-            h.length > proto::kMaxFrameBody) {
-          why = "vpf-agent sent a malformed frame";
+        if (const std::string problem = proto::frame_problem(h, proto::kEventFrame); !problem.empty()) {
+          why = "vpf-agent sent a malformed frame (" + problem + ")";
           bad = true;
           break;
         }
