@@ -540,9 +540,9 @@ std::string NetFilter::config(const std::string& s) {
   if (l == "denyexpiredrequests" || l == "forceapppermissioncheck" || l == "loggingenabled") {
     d_->need_init();
     if (!set) return d_->conn->call("config", {{"instance", d_->guid}, {"name", name}})["value"];
-    parse_bool(name, value);
+    const bool on = parse_bool(name, value);
     d_->conn->call("config", {{"instance", d_->guid}, {"name", name}, {"value", value}});
-    if (l == "denyexpiredrequests") d_->deny_expired = parse_bool(name, value);
+    if (l == "denyexpiredrequests") d_->deny_expired = on;
     return "";
   }
   throw NetFilterError(kErrorInvalidParameter,
