@@ -282,19 +282,23 @@ TEST_F(NetFilterOvs, NotifyCopiesAreCutToTheAdaptersSnaplen) {
     return !seen.empty();
   }));
   EXPECT_TRUE(eventually([&] { return count_marker("p2", 0xa7) == before + 1; })) << "a notified packet passes";
-  std::lock_guard l(mu);
-  ASSERT_GE(seen.size(), 1u);
-  const auto& e = seen[0];
-  EXPECT_EQ(e.adapter_id, p1);
-  EXPECT_EQ(e.direction, vpf::kDirectionOutgoing);
-  EXPECT_EQ(e.packet_size, 46);
-  EXPECT_EQ(e.data.size(), 30u);
-  EXPECT_EQ(e.packet_type, vpf::kDltEn10mb);
-  EXPECT_EQ(e.ip_offset, 14);
-  EXPECT_EQ(e.ip_size, 16);
-  EXPECT_EQ(e.rule_id, 2u);
-  EXPECT_LT(std::chrono::abs(e.timestamp - t0), 5s);
-  EXPECT_EQ(data[0][12], 0x08);
+  {
+    // Released before stop_filter, which waits for the handlers (the packet's second event,
+    // on p2, may be waiting for this lock).
+    std::lock_guard l(mu);
+    ASSERT_GE(seen.size(), 1u);
+    const auto& e = seen[0];
+    EXPECT_EQ(e.adapter_id, p1);
+    EXPECT_EQ(e.direction, vpf::kDirectionOutgoing);
+    EXPECT_EQ(e.packet_size, 46);
+    EXPECT_EQ(e.data.size(), 30u);
+    EXPECT_EQ(e.packet_type, vpf::kDltEn10mb);
+    EXPECT_EQ(e.ip_offset, 14);
+    EXPECT_EQ(e.ip_size, 16);
+    EXPECT_EQ(e.rule_id, 2u);
+    EXPECT_LT(std::chrono::abs(e.timestamp - t0), 5s);
+    EXPECT_EQ(data[0][12], 0x08);
+  }
   nf.stop_filter();
   nf.set_adapter_max_packet_bytes(i1, 0);
 }
