@@ -4,7 +4,11 @@
 //   'p' SEND_MODIFIED to port 4101, 'b' SEND_MODIFIED 100 bytes larger (asks for the
 //   larger buffer first: the ERROR_INSUFFICIENT_BUFFER re-fire).
 // Checksums (IPv4 header, UDP) are recomputed, so the receiving kernel accepts the result.
-// usage: vm_capture_client GUID ADAPTER SECONDS   (prints "ready", then a line per event)
+// With "stat" it runs the same rule (and a drop rule for port 4102) in statistics mode instead and prints each of
+// ADAPTER's on_statistics events: "stat total|filter RECEIVED_PACKETS SENT_PACKETS
+// DROPPED_IN DROPPED_OUT" (and any packet event, which must not come, as "event").
+// usage: vm_capture_client GUID ADAPTER SECONDS [stat]
+//        (prints "ready", then a line per event)
 #include <arpa/inet.h>
 
 #include <chrono>
@@ -47,10 +51,11 @@ void fix(uint8_t* f, size_t len) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4) {
-    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS\n");
+  if (argc < 4 || (argc > 4 && std::strcmp(argv[4], "stat") != 0)) {
+    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS [stat]\n");
     return 2;
   }
+  const bool stat = argc > 4;
   try {
     vpf::NetFilter nf;
     nf.initialize(argv[1]);
@@ -91,7 +96,19 @@ int main(int argc, char** argv) {
       std::printf("event %c action %d size %d\n", what, e.action, e.data_size);
       std::fflush(stdout);
     };
+    nf.on_statistics = [adapter](vpf::StatisticsEventParams& e) {
+      if (e.adapter_id != adapter) return;
+      std::printf("stat %s %llu %llu %llu %llu\n", e.filter_specific ? "filter" : "total",
+                  static_cast<unsigned long long>(e.packets_received), static_cast<unsigned long long>(e.packets_sent),
+                  static_cast<unsigned long long>(e.packets_dropped_inbound),
+                  static_cast<unsigned long long>(e.packets_dropped_outbound));
+      std::fflush(stdout);
+    };
     nf.add_filter_rule(1, adapter, vpf::kDirectionIncoming, -1, -1, "udp dst port 4100", vpf::kRuleActionCapture);
+    if (stat) {  // and a drop rule, which drops in either mode
+      nf.add_filter_rule(2, adapter, vpf::kDirectionIncoming, -1, -1, "udp dst port 4102", vpf::kRuleActionDrop);
+      nf.set_operation_mode(vpf::OperationMode::Stat);
+    }
     nf.start_filter(0);
     std::printf("ready\n");
     std::fflush(stdout);

@@ -277,17 +277,25 @@ TEST_F(NetFilterOvs, NotifyCopiesAreCutToTheAdaptersSnaplen) {
   const size_t before = count_marker("p2", 0xa7);
   const auto t0 = std::chrono::system_clock::now();
   receive("p1", 0xa7);
+  // The packet is notified twice: leaving p1 and entering p2; the handlers run on a worker
+  // pool, so the two events may come in either order.
+  auto index_of_p1 = [&] {
+    for (size_t i = 0; i < seen.size(); ++i)
+      if (seen[i].adapter_id == p1) return int(i);
+    return -1;
+  };
   EXPECT_TRUE(eventually([&] {
     std::lock_guard l(mu);
-    return !seen.empty();
+    return index_of_p1() >= 0;
   }));
   EXPECT_TRUE(eventually([&] { return count_marker("p2", 0xa7) == before + 1; })) << "a notified packet passes";
   {
     // Released before stop_filter, which waits for the handlers (the packet's second event,
     // on p2, may be waiting for this lock).
     std::lock_guard l(mu);
-    ASSERT_GE(seen.size(), 1u);
-    const auto& e = seen[0];
+    const int k = index_of_p1();
+    ASSERT_GE(k, 0);
+    const auto& e = seen[size_t(k)];
     EXPECT_EQ(e.adapter_id, p1);
     EXPECT_EQ(e.direction, vpf::kDirectionOutgoing);
     EXPECT_EQ(e.packet_size, 46);
@@ -297,7 +305,7 @@ TEST_F(NetFilterOvs, NotifyCopiesAreCutToTheAdaptersSnaplen) {
     EXPECT_EQ(e.ip_size, 16);
     EXPECT_EQ(e.rule_id, 2u);
     EXPECT_LT(std::chrono::abs(e.timestamp - t0), 5s);
-    EXPECT_EQ(data[0][12], 0x08);
+    EXPECT_EQ(data[size_t(k)][12], 0x08);
   }
   nf.stop_filter();
   nf.set_adapter_max_packet_bytes(i1, 0);
@@ -465,16 +473,40 @@ TEST_F(NetFilterOvs, HigherAltitudeDecidesFirst) {
 TEST_F(NetFilterOvs, StatisticsModeReportsCountersNotPackets) {
   vpf::NetFilter nf;
   nf.initialize(guid);
-  std::atomic<int> packets{0}, total{0}, filter{0};
+  const int p1 = adapter_of(nf, "p1");
+  std::atomic<int> packets{0}, total{0};
+  std::mutex mu;
+  std::vector<uint64_t> filter_sent;  // p1's filter-specific packets_sent, per event
   nf.on_packet = [&](vpf::PacketEventParams&) { ++packets; };
-  nf.on_statistics = [&](vpf::StatisticsEventParams& e) { ++(e.filter_specific ? filter : total); };
+  nf.on_statistics = [&](vpf::StatisticsEventParams& e) {
+    if (!e.filter_specific) ++total;
+    else if (e.adapter_id == p1) {
+      std::lock_guard l(mu);
+      filter_sent.push_back(e.packets_sent);
+    }
+  };
+  auto events = [&] {
+    std::lock_guard l(mu);
+    return filter_sent.size();
+  };
+  auto last = [&] {
+    std::lock_guard l(mu);
+    return filter_sent.back();
+  };
   nf.add_filter_rule(1, -1, vpf::kDirectionAny, -1, -1, "udp and udp[8] == 0x91", vpf::kRuleActionCapture);
+  nf.add_filter_rule(2, -1, vpf::kDirectionAny, -1, -1, "udp and udp[8] == 0x92", vpf::kRuleActionNotify);
   nf.set_operation_mode(vpf::OperationMode::Stat);
   nf.start_filter(0);
-  const size_t before = count_marker("p2", 0x91);
-  receive("p1", 0x91);
-  EXPECT_TRUE(eventually([&] { return total > 0 && filter > 0; }, 3000ms));
-  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == before + 1; }));
+  EXPECT_TRUE(eventually([&] { return events() > 0; }, 3000ms));
+  const uint64_t before = last();
+  const size_t delivered = count_marker("p2", 0x91) + count_marker("p2", 0x92);
+  for (int i = 0; i < 3; ++i) receive("p1", 0x91);
+  for (int i = 0; i < 2; ++i) receive("p1", 0x92);
+  receive("p1", 0x93);  // no rule: counted in the total only
+  // The capture and notify rules only count: all six pass, none is reported.
+  EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) + count_marker("p2", 0x92) == delivered + 5; }));
+  EXPECT_TRUE(eventually([&] { return last() == before + 5; }, 3000ms)) << last() - before;
+  EXPECT_GT(total.load(), 0);
   EXPECT_EQ(packets.load(), 0);
   nf.stop_filter();
 }

@@ -76,6 +76,18 @@ after=$("$vpfctl" stats --format json -i "$p1" | python3 -c "import json,sys; d=
 check "stats count what was sent" [ $((after - before)) = 3 ]
 check "stats --watch --count 2" [ "$("$vpfctl" stats --watch --count 2 --interval 0.1 | grep -c '^adapter')" = 2 ]
 check "stats table has rule hits" bash -c "$vpfctl stats | grep -q '^default .*filter .* 1 '"
+# hits of one rule (kind filter, id $1), "-" when the rule is not listed
+hits() { "$vpfctl" stats --format json | python3 -c "import json,sys; h=[r['hits'] for r in json.load(sys.stdin)['rules'] if r['kind']=='filter' and r['id']==$1]; print(h[0] if h else '-')"; }
+check "count rule" "$vpfctl" rule add --id 30 --bpf "udp and udp[8] == 0x30" --action count --direction outgoing
+for i in 1 2; do ovs-appctl netdev-dummy/receive p1 "${F}30000000" >/dev/null; done
+check "count: both pass" wait_for '[ "$(markers "$run/p2-tx.pcap" | grep -o 30 | wc -l)" = 2 ]'
+check "count: two hits" [ "$(hits 30)" = 2 ]
+"$vpfctl" rule del --kind filter --id 30
+check "a deleted rule is not listed" [ "$(hits 30)" = - ]
+"$vpfctl" rule add --id 30 --bpf "udp and udp[8] == 0x30" --action drop --direction outgoing
+ovs-appctl netdev-dummy/receive p1 "${F}30000000" >/dev/null
+check "a new rule with the old id starts from zero" wait_for '[ "$(hits 30)" = 1 ]'
+"$vpfctl" rule del --kind filter --id 30
 
 # capture and notify: packets the rules notify.
 check "notify rule" "$vpfctl" rule add --id 20 --bpf "udp and udp[8] == 0xa0" --action notify

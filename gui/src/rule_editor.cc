@@ -103,7 +103,7 @@ RuleDialog::RuleDialog(AgentClient* agent, const QString& kind, const QJsonObjec
   bpf_->setPlaceholderText(tr("libpcap filter, e.g. tcp port 22 and net 10.1.0.0/16"));
   form->addRow(tr("&BPF"), bpf_);
   action_ = new QComboBox;
-  for (const char* a : {"drop", "capture", "notify"}) action_->addItem(a, a);
+  for (const char* a : {"drop", "capture", "notify", "count"}) action_->addItem(a, a);
   action_->setCurrentIndex(std::max(0, action_->findData(r.value("action").toString("drop"))));
   if (kind_ == "filter") form->addRow(tr("A&ction"), action_);
   priority_ = new QSpinBox;

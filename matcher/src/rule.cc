@@ -40,6 +40,7 @@ const char* to_string(Action action) {
     case Action::Drop: return "drop";
     case Action::Capture: return "capture";
     case Action::Notify: return "notify";
+    case Action::Count: return "count";
   }
   return "?";
 }
@@ -109,11 +110,8 @@ void validate_rule(const Rule& r) {
   if (r.min_size > 0 && r.max_size > 0 && r.min_size > r.max_size)
     throw RuleError(r, "max_size",
                     std::to_string(r.max_size) + " is below min_size " + std::to_string(r.min_size));
-  if (r.kind == RuleKind::Filter && r.action != Action::Drop && r.action != Action::Capture &&
-      r.action != Action::Notify)
-    throw RuleError(r, "action",
-                    std::to_string(static_cast<int>(r.action)) +
-                        " is not 1 (drop), 2 (capture) or 3 (notify)");
+  if (r.kind == RuleKind::Filter && r.action == Action::Pass)
+    throw RuleError(r, "action", "a filter rule drops (1), captures (2), notifies (3) or counts (4)");
   if (r.kind == RuleKind::Passthrough && r.action != Action::Pass && r.action != Action::Drop)
     throw RuleError(r, "action", "a passthrough rule takes no action (it always passes)");
   if (r.kind != RuleKind::Connection && r.nf_flags != 0)

@@ -180,14 +180,14 @@ Direction parse_direction(const json& v) {
 Action parse_action(const json& v) {
   if (v.is_number_integer()) {
     const int64_t a = v.get<int64_t>();
-    if (a >= 0 && a <= 3) return static_cast<Action>(a);
-    throw std::invalid_argument(std::to_string(a) + " is not 1 (drop), 2 (capture) or 3 (notify)");
+    if (a >= 0 && a <= 4) return static_cast<Action>(a);
+    throw std::invalid_argument(std::to_string(a) + " is not 1 (drop), 2 (capture), 3 (notify) or 4 (count)");
   }
   if (v.is_string()) {
     const std::string s = v.get<std::string>();
-    for (int a = 0; a <= 3; ++a)
+    for (int a = 0; a <= 4; ++a)
       if (s == to_string(static_cast<Action>(a))) return static_cast<Action>(a);
-    throw std::invalid_argument("'" + s + "' is not an action (drop, capture, notify, pass)");
+    throw std::invalid_argument("'" + s + "' is not an action (drop, capture, notify, count)");
   }
   throw std::invalid_argument("expected an action, got " + v.dump());
 }

@@ -222,6 +222,15 @@ TEST(Classifier, OrderPassthroughPriorityHead) {
   EXPECT_EQ(order[0].rule.kind, RuleKind::Passthrough);
   EXPECT_EQ(order[1].rule.id, 4u);
   EXPECT_EQ(order[2].rule.id, 3u);
+  c.remove({RuleKind::Passthrough, 1});
+  Rule count = drop;
+  count.id = 5;
+  count.action = Action::Count;
+  count.priority = 20;
+  c.add(count);  // decides like any filter rule; the packet passes (the datapath's part)
+  d = c.classify_one(frame.data(), uint32_t(frame.size()));
+  EXPECT_EQ(d.rule_id, 5u);
+  EXPECT_EQ(d.action, Action::Count);
 }
 
 TEST(Classifier, LocalRemoteFollowDirection) {

@@ -53,6 +53,7 @@ TEST(RulesJson, EveryFieldReadsAndRoundTrips) {
   for (size_t i = 0; i < rules.size(); ++i) EXPECT_EQ(again[i], rules[i]) << rules_to_json({rules[i]}).dump();
   // A plain array works too.
   EXPECT_EQ(rules_from_text(R"([{"id": 1}])").size(), 1u);
+  EXPECT_EQ(rules_from_text(R"([{"id": 1, "action": "count"}, {"id": 2, "action": 4}])").at(1).action, Action::Count);
 }
 
 TEST(RulesJson, ErrorsNameTheRuleAndField) {
@@ -63,6 +64,9 @@ TEST(RulesJson, ErrorsNameTheRuleAndField) {
   EXPECT_NE(error_of(R"([{"id": 1, "local": "10.0.0.300"}])").find("field 'local'"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "local": "10.0.0.0/8", "remote": "::1"}])").find("different families"), std::string::npos);
   EXPECT_NE(error_of(R"([{"kind": "passthrough", "id": 1, "action": "drop"}])").find("only filter rules"), std::string::npos);
+  EXPECT_NE(error_of(R"([{"id": 1, "action": "pass"}])").find("drops (1), captures (2), notifies (3) or counts (4)"), std::string::npos);
+  EXPECT_NE(error_of(R"([{"id": 1, "action": 5}])").find("field 'action': 5 is not"), std::string::npos);
+  EXPECT_NE(error_of(R"([{"id": 1, "action": "log"}])").find("'log' is not an action"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1}, {"id": 1}])").find("another filter rule in the file has id 1"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "min_size": 100, "max_size": 50}])").find("below min_size"), std::string::npos);
   EXPECT_NE(error_of(R"([{"kind": "connection", "id": 1, "flags": ["offline"]}])").find("connection tracking"), std::string::npos);

@@ -45,6 +45,7 @@ inline constexpr int kDirectionAny = 2;
 inline constexpr int kRuleActionDrop = 1;
 inline constexpr int kRuleActionCapture = 2;
 inline constexpr int kRuleActionNotify = 3;
+inline constexpr int kRuleActionCount = 4;  // extension: counted (rule hits, filter-specific statistics), passes
 // on_packet verdicts.
 inline constexpr int kPacketActionDrop = 1;
 inline constexpr int kPacketActionSend = 2;

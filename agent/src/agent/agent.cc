@@ -360,6 +360,31 @@ uint32_t Agent::internal_id(const std::string& instance, matcher::RuleKind kind,
   return it->second;
 }
 
+void Agent::retire_deleted_rules() {
+  std::set<std::tuple<std::string, int, uint32_t>> exist;
+  for (const auto& [u, row] : rule_rows_)
+    for (int k = 0; k <= int(matcher::RuleKind::Connection); ++k)
+      if (str(row, "kind") == matcher::to_string(matcher::RuleKind(k)))
+        exist.emplace(str(row, "instance"), k, uint32_t(num(row, "rule_id")));
+  const auto now = std::chrono::steady_clock::now();
+  for (auto it = internal_ids_.begin(); it != internal_ids_.end();)
+    if (exist.count(it->first)) {
+      ++it;
+    } else {
+      retired_[it->second] = now;
+      it = internal_ids_.erase(it);
+    }
+  // Events of a deleted rule still in flight find their instance for as long as a held
+  // packet may wait (the plugin's longest hold timeout is 60 s plus a client's timeout).
+  for (auto it = retired_.begin(); it != retired_.end();)
+    if (now - it->second > std::chrono::minutes(10)) {
+      origins_.erase(it->first);
+      it = retired_.erase(it);
+    } else {
+      ++it;
+    }
+}
+
 void Agent::commit(json ops, OvsdbClient::Reply done) {
   // The reply to a transaction reaches us before the monitor update it causes; an echo
   // sent after the reply is answered after that update.  So when `done` runs, this
@@ -474,6 +499,7 @@ void Agent::push_rules() {
   for (const auto& [g, i] : instances_)
     if (i.active) order.push_back(&i);
   std::stable_sort(order.begin(), order.end(), [](const Instance* a, const Instance* b) { return a->altitude > b->altitude; });
+  retire_deleted_rules();
   json rules = json::array();
   for (const Instance* inst : order) {
     const Session* owner = owner_of(inst->guid);
@@ -496,10 +522,11 @@ void Agent::push_rules() {
       }
       if (!it->second.error.empty()) continue;
       const matcher::Rule& r = it->second.rule;
-      // An instance whose client runs in statistics mode reports no packets.
+      // An instance whose client runs in statistics mode reports no packets: its capture
+      // and notify rules only count what they match (filter-specific statistics).
       if (owner && owner->stat_mode && r.kind == matcher::RuleKind::Filter &&
           (r.action == matcher::Action::Capture || r.action == matcher::Action::Notify))
-        continue;
+        spec["action"] = "count";
       spec["id"] = internal_id(inst->guid, r.kind, r.id);
       spec.erase("priority");
       rules.push_back(spec);
@@ -1241,7 +1268,7 @@ json Agent::statistics() {
   json rules = json::array();
   for (const auto& r : st["rules"]) {
     const auto o = origins_.find(r["id"].get<uint32_t>());
-    if (o == origins_.end()) continue;
+    if (o == origins_.end() || retired_.count(o->first)) continue;  // a deleted rule's
     rules.push_back({{"instance", o->second.instance}, {"kind", matcher::to_string(o->second.kind)},
                      {"id", o->second.rule_id}, {"hits", r["hits"]}});
   }

@@ -120,6 +120,7 @@ class Agent {
   void expire_due(const std::shared_ptr<Session>& s);
   void arm_expiry(Session& s);
   uint32_t internal_id(const std::string& instance, matcher::RuleKind kind, uint32_t rule_id);
+  void retire_deleted_rules();
 
   void connect_ovsdb();
   bool ensure_policy_db();  // true if it had to be created
@@ -155,7 +156,10 @@ class Agent {
   std::set<std::shared_ptr<Session>> sessions_;
   std::map<std::string, Instance> instances_;  // "default" is always there
   std::map<uint32_t, RuleOrigin> origins_;  // the plugin's rule id -> the instance's
+  // (instance, kind, id) of each rule that exists -> the plugin's id, never reused: a
+  // deleted rule's id is retired, so a new rule with the same id starts with no hits.
   std::map<std::tuple<std::string, int, uint32_t>, uint32_t> internal_ids_;
+  std::map<uint32_t, std::chrono::steady_clock::time_point> retired_;  // kept for late events
   uint32_t next_internal_id_ = 1;
   std::map<int32_t, std::string> announced_;  // adapter id -> key, as told to clients
   nlohmann::json last_config_pushed_;

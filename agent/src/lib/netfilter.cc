@@ -301,7 +301,10 @@ struct NetFilter::Impl {
       x.max_packet_size = r.value("max_size", -1);
       x.bpf_rule = r.value("bpf", std::string());
       const std::string act = r.value("action", std::string("drop"));
-      x.action = act == "capture" ? kRuleActionCapture : act == "notify" ? kRuleActionNotify : kRuleActionDrop;
+      x.action = act == "capture" ? kRuleActionCapture
+                 : act == "notify"  ? kRuleActionNotify
+                 : act == "count"   ? kRuleActionCount
+                                    : kRuleActionDrop;
       const std::string kind = r.value("kind", std::string());
       if (kind == "filter") f.push_back(x);
       else if (kind == "passthrough") p.push_back(x);
@@ -496,8 +499,9 @@ void NetFilter::set_tag(int64_t v) { d_->tag = v; }
 
 bool NetFilter::add_filter_rule(uint32_t rule_id, int adapter_id, int direction, int min_packet_size,
                                 int max_packet_size, const std::string& bpf_rule, int action) {
-  if (action < kRuleActionDrop || action > kRuleActionNotify)
-    throw NetFilterError(kErrorInvalidParameter, "action " + std::to_string(action) + " is not DROP (1), CAPTURE (2) or NOTIFY (3)");
+  if (action < kRuleActionDrop || action > kRuleActionCount)
+    throw NetFilterError(kErrorInvalidParameter,
+                         "action " + std::to_string(action) + " is not DROP (1), CAPTURE (2), NOTIFY (3) or COUNT (4)");
   json r = rule_json("filter", rule_id, adapter_id, direction, min_packet_size, max_packet_size, bpf_rule);
   r["action"] = action;
   return d_->add_rule(r);

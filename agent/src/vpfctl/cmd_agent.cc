@@ -208,7 +208,7 @@ int rule(const std::vector<std::string>& all) {
         ("min-size", po::value<int64_t>(), "smallest frame, bytes")
         ("max-size", po::value<int64_t>(), "largest frame, bytes")
         ("bpf", po::value<std::string>(), "libpcap filter expression")
-        ("action", po::value<std::string>(), "drop, capture or notify (filter rules)")
+        ("action", po::value<std::string>(), "drop, capture, notify or count (filter rules)")
         ("priority", po::value<int64_t>(), "higher goes first (0..65535)")
         ("protocol", po::value<std::string>(), "tcp, udp, icmp, ... or a number")
         ("local", po::value<std::string>(), "the VM's address[/prefix]")

@@ -38,6 +38,9 @@ enum class Action : uint8_t {
   Drop = 1,     // RULE_ACTION_DROP
   Capture = 2,  // RULE_ACTION_CAPTURE: held for a synchronous verdict
   Notify = 3,   // RULE_ACTION_NOTIFY: an asynchronous copy, the packet passes
+  Count = 4,    // (extension) the packet passes, counted as the filter's: rule hits and
+                // filter-specific statistics; a capture/notify rule of an instance in
+                // statistics mode acts so
 };
 
 // NF_RULE filtering flags (values of the reference structure).
