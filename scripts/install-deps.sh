@@ -18,6 +18,9 @@ PACKAGES=(
   qt6-base-dev qt6-charts-dev libqt6opengl6-dev libgl-dev libxkbcommon-dev xvfb xauth x11-apps imagemagick
   # traffic and inspection in the end-to-end tests and the demo
   iproute2 ethtool iputils-ping netcat-openbsd iperf3 tcpdump tshark procps psmisc bc
+  # the QEMU tier of vm_tests (its guest kernel is fetched by vm_tests/qemu/make-guest.sh
+  # with apt-get download, not installed)
+  qemu-system-x86 busybox-static
 )
 
 if [ "$(id -u)" -ne 0 ]; then

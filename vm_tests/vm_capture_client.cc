@@ -7,7 +7,9 @@
 // With "stat" it runs the same rule (and a drop rule for port 4102) in statistics mode instead and prints each of
 // ADAPTER's on_statistics events: "stat total|filter RECEIVED_PACKETS SENT_PACKETS
 // DROPPED_IN DROPPED_OUT" (and any packet event, which must not come, as "event").
-// usage: vm_capture_client GUID ADAPTER SECONDS [stat]
+// With "capture EXPR send|drop" it holds what the libpcap expression EXPR matches on its
+// way into ADAPTER and gives every packet that verdict ("event send|drop size N").
+// usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop]
 //        (prints "ready", then a line per event)
 #include <arpa/inet.h>
 
@@ -51,16 +53,25 @@ void fix(uint8_t* f, size_t len) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc < 4 || (argc > 4 && std::strcmp(argv[4], "stat") != 0)) {
-    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS [stat]\n");
+  const bool stat = argc == 5 && std::strcmp(argv[4], "stat") == 0;
+  const bool fixed = argc == 7 && std::strcmp(argv[4], "capture") == 0 &&
+                     (std::strcmp(argv[6], "send") == 0 || std::strcmp(argv[6], "drop") == 0);
+  if (argc < 4 || (argc > 4 && !stat && !fixed)) {
+    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop]\n");
     return 2;
   }
-  const bool stat = argc > 4;
   try {
     vpf::NetFilter nf;
     nf.initialize(argv[1]);
     const int adapter = std::atoi(argv[2]);
-    nf.on_packet = [](vpf::PacketEventParams& e) {
+    const bool drop_all = fixed && std::strcmp(argv[6], "drop") == 0;
+    nf.on_packet = [fixed, drop_all](vpf::PacketEventParams& e) {
+      if (fixed) {
+        e.action = drop_all ? vpf::kPacketActionDrop : vpf::kPacketActionSend;
+        std::printf("event %s size %d\n", drop_all ? "drop" : "send", e.data_size);
+        std::fflush(stdout);
+        return;
+      }
       const size_t ihl = size_t(e.buffer[14] & 15) * 4;
       const size_t payload = 14 + ihl + 8;
       const char what = e.data_size > int(payload) ? char(e.buffer[payload]) : '?';
@@ -104,7 +115,9 @@ int main(int argc, char** argv) {
                   static_cast<unsigned long long>(e.packets_dropped_outbound));
       std::fflush(stdout);
     };
-    nf.add_filter_rule(1, adapter, vpf::kDirectionIncoming, -1, -1, "udp dst port 4100", vpf::kRuleActionCapture);
+    nf.delete_all_filter_rules();  // what a killed run of this instance may have left
+    nf.add_filter_rule(1, adapter, vpf::kDirectionIncoming, -1, -1, fixed ? argv[5] : "udp dst port 4100",
+                       vpf::kRuleActionCapture);
     if (stat) {  // and a drop rule, which drops in either mode
       nf.add_filter_rule(2, adapter, vpf::kDirectionIncoming, -1, -1, "udp dst port 4102", vpf::kRuleActionDrop);
       nf.set_operation_mode(vpf::OperationMode::Stat);

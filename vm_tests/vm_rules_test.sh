@@ -168,7 +168,7 @@ G="{0000CAFE-0000-0000-0000-000000000001}"
 ctl install --guid "$G" --altitude 10
 "$client" "$G" "$a2" 8 >"$VMRUN/client.out" 2>&1 &
 cp=$!
-wait_for 'grep -q ready "$VMRUN/client.out"'
+wait_for 'grep -qx ready "$VMRUN/client.out"'
 vmx 2 timeout 8 python3 -c "
 import select, socket, time
 socks = []
@@ -241,7 +241,7 @@ ctl install --guid "$GL" --altitude 100
 lo=$!
 "$client" "$GH" "$a2" 4 >"$VMRUN/hi.out" 2>&1 &
 hi=$!
-wait_for 'grep -q ready "$VMRUN/lo.out" && grep -q ready "$VMRUN/hi.out"'
+wait_for 'grep -qx ready "$VMRUN/lo.out" && grep -qx ready "$VMRUN/hi.out"'
 listen 2 alt "udp dst port 4100"
 send_s() { vmx 1 python3 -c "import socket,time; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for _ in range(3): s.sendto(b'ssssss', ('$ip2', 4100)); time.sleep(0.05)"; }
