@@ -7,9 +7,10 @@
 // With "stat" it runs the same rule (and a drop rule for port 4102) in statistics mode instead and prints each of
 // ADAPTER's on_statistics events: "stat total|filter RECEIVED_PACKETS SENT_PACKETS
 // DROPPED_IN DROPPED_OUT" (and any packet event, which must not come, as "event").
-// With "capture EXPR send|drop" it holds what the libpcap expression EXPR matches on its
-// way into ADAPTER and gives every packet that verdict ("event send|drop size N").
-// usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop]
+// With "capture EXPR send|drop|hold" it holds what the libpcap expression EXPR matches on
+// its way into ADAPTER and gives every packet that verdict ("event send|drop|hold size N");
+// hold: the handler never returns (a hung application).
+// usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold]
 //        (prints "ready", then a line per event)
 #include <arpa/inet.h>
 
@@ -55,9 +56,10 @@ void fix(uint8_t* f, size_t len) {
 int main(int argc, char** argv) {
   const bool stat = argc == 5 && std::strcmp(argv[4], "stat") == 0;
   const bool fixed = argc == 7 && std::strcmp(argv[4], "capture") == 0 &&
-                     (std::strcmp(argv[6], "send") == 0 || std::strcmp(argv[6], "drop") == 0);
+                     (std::strcmp(argv[6], "send") == 0 || std::strcmp(argv[6], "drop") == 0 ||
+                      std::strcmp(argv[6], "hold") == 0);
   if (argc < 4 || (argc > 4 && !stat && !fixed)) {
-    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop]\n");
+    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold]\n");
     return 2;
   }
   try {
@@ -65,7 +67,13 @@ int main(int argc, char** argv) {
     nf.initialize(argv[1]);
     const int adapter = std::atoi(argv[2]);
     const bool drop_all = fixed && std::strcmp(argv[6], "drop") == 0;
-    nf.on_packet = [fixed, drop_all](vpf::PacketEventParams& e) {
+    const bool hang = fixed && std::strcmp(argv[6], "hold") == 0;
+    nf.on_packet = [fixed, drop_all, hang](vpf::PacketEventParams& e) {
+      if (hang) {
+        std::printf("event hold size %d\n", e.data_size);
+        std::fflush(stdout);
+        for (;;) std::this_thread::sleep_for(std::chrono::hours(1));
+      }
       if (fixed) {
         e.action = drop_all ? vpf::kPacketActionDrop : vpf::kPacketActionSend;
         std::printf("event %s size %d\n", drop_all ? "drop" : "send", e.data_size);

@@ -293,20 +293,38 @@ vmx 1 timeout 30 nc -N "$ip2" 5001 <"$VMRUN/blob"
 wait "$chg"; wait "$srv"
 check "20 MB over TCP intact while 40 rules come and go" cmp -s "$VMRUN/blob" "$VMRUN/recv"
 
-# -- the agent SIGKILLed during traffic: forwarding goes on, rules stay; a restart resyncs
+# -- the agent SIGKILLed during traffic: forwarding goes on, held packets are released,
+#    capture rules follow the configured policy, rules stay; a restart resyncs
 echo "-- the agent SIGKILLed during traffic: forwarding goes on, rules stay; a restart resyncs"
 ctl rule add --id 11 --protocol udp --local-port 4070 --direction incoming --adapter "$a2" --action drop
+ctl install --guid "$G" --altitude 10
+"$client" "$G" "$a2" 60 capture "udp dst port 4080" hold >"$VMRUN/hold.out" 2>&1 &
+hp=$!
+wait_for 'grep -qx ready "$VMRUN/hold.out"'
+listen 2 held "udp dst port 4080"
+udp_to 2 4080 20 3
+check "3 datagrams held by a hung application" wait_for '[ "$(grep -c "^event hold" "$VMRUN/hold.out")" = 3 ]'
+sleep 0.5
+check "and not delivered while held" [ "$(tcpdump -r "$VMRUN/held.pcap" "udp dst port 4080" 2>/dev/null | wc -l)" = 0 ]
 vmx 1 ping -q -i 0.05 -c 60 "$ip2" >"$VMRUN/ping.txt" 2>&1 &
 pp=$!
 sleep 0.5
 agent_kill KILL
+check "agent killed: the held datagrams released (sent: DenyExpiredRequests is off)" received held 3
 listen 2 noagent "udp"
-udp_to 2 4070 20 3; udp_to 2 4071 20 3
-check "without the agent: the rule still drops, the rest is delivered" received noagent 3
+udp_to 2 4070 20 3; udp_to 2 4071 20 3; udp_to 2 4080 20 2
+check "without the agent: the drop rule still drops, the rest (and capture, fail-open) delivered" received noagent 5
+swx ovs-appctl vportfilter/policy fail-closed >/dev/null
+listen 2 closed "udp"
+udp_to 2 4080 20 2; udp_to 2 4071 20 3
+check "policy fail-closed: the capture rule's datagrams dropped, the rest delivered" received closed 3
+swx ovs-appctl vportfilter/policy fail-open >/dev/null
 wait "$pp"
 check "pings during the agent's death all answered" grep -q " 0% packet loss" "$VMRUN/ping.txt"
+kill -9 "$hp" 2>/dev/null; wait "$hp" 2>/dev/null
 agent_start
 check "agent back and reattached" "$VPFCTL" status
+ctl uninstall --guid "$G" >/dev/null
 check "rules unchanged" [ "$("$VPFCTL" rule list --format json | wc -l)" = 1 ]
 
 # -- ovs-vswitchd restarted: the agent reattaches and the rules come back
