@@ -118,20 +118,19 @@ check "rule deleted: 2 of 2 answered" [ "$n" = 2 ]
 echo "-- a capture rule sees it (vpf::NetFilter)"
 G="{0000CAFE-0000-0000-0000-00000000000A}"
 "$VPFCTL" install --guid "$G" --altitude 10
-"$client" "$G" "$a2" 20 capture "icmp[icmptype] == icmp-echo" send >"$VMRUN/send.out" 2>&1 &
-cp=$!
-check "capture client ready" wait_for 'grep -qx ready "$VMRUN/send.out"'
-n=$(ping_count 3)
-kill "$cp" 2>/dev/null; wait "$cp" 2>/dev/null
-check "verdict SEND: 3 of 3 answered" [ "$n" = 3 ]
-check "the application saw the 3 echo requests (98 bytes each)" [ "$(grep -c '^event send size 98$' "$VMRUN/send.out")" = 3 ]
-"$client" "$G" "$a2" 20 capture "icmp[icmptype] == icmp-echo" drop >"$VMRUN/drop.out" 2>&1 &
-cp=$!
-check "capture client ready" wait_for 'grep -qx ready "$VMRUN/drop.out"'
-n=$(ping_count 3)
-kill "$cp" 2>/dev/null; wait "$cp" 2>/dev/null
-check "verdict DROP: 0 of 3 answered" [ "$n" = 0 ]
-check "the application saw the 3 echo requests" [ "$(grep -c '^event drop' "$VMRUN/drop.out")" = 3 ]
+# verdict V EXPECTED: a client giving every echo request verdict V while VM1 pings 3 times;
+# EXPECTED answers come back, and the client saw the 3 requests (98 bytes each)
+verdict() {
+  "$client" "$G" "$a2" 20 capture "icmp[icmptype] == icmp-echo" "$1" >"$VMRUN/$1.out" 2>&1 &
+  local cp=$!
+  check "capture client ready" wait_for "grep -qx ready '$VMRUN/$1.out'"
+  n=$(ping_count 3)
+  kill "$cp" 2>/dev/null; wait "$cp" 2>/dev/null
+  check "verdict $1: $2 of 3 answered" [ "$n" = "$2" ]
+  check "the application saw the 3 echo requests (98 bytes each)" [ "$(grep -c "^event $1 size 98$" "$VMRUN/$1.out")" = 3 ]
+}
+verdict send 3
+verdict drop 0
 "$VPFCTL" uninstall --guid "$G" >/dev/null
 n=$(ping_count 2)
 check "client gone, instance uninstalled: 2 of 2 answered" [ "$n" = 2 ]
