@@ -10,14 +10,21 @@
 // With "capture EXPR send|drop|hold" it holds what the libpcap expression EXPR matches on
 // its way into ADAPTER and gives every packet that verdict ("event send|drop|hold size N");
 // hold: the handler never returns (a hung application).
-// usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold]
+// With "inject HEX INSERT_ADAPTER" it sends the frame HEX as if ADAPTER's VM sent it:
+// twice into the send buffer ("buffered"), SECONDS later flush_send_buffer ("flushed"),
+// then 3 times at once with num_times, and once with insert_incoming_packet into
+// INSERT_ADAPTER's VM ("sent").
+// usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold |
+//                                                inject HEX INSERT_ADAPTER]
 //        (prints "ready", then a line per event)
 #include <arpa/inet.h>
 
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "vpf/netfilter.h"
 
@@ -58,14 +65,32 @@ int main(int argc, char** argv) {
   const bool fixed = argc == 7 && std::strcmp(argv[4], "capture") == 0 &&
                      (std::strcmp(argv[6], "send") == 0 || std::strcmp(argv[6], "drop") == 0 ||
                       std::strcmp(argv[6], "hold") == 0);
-  if (argc < 4 || (argc > 4 && !stat && !fixed)) {
-    std::fprintf(stderr, "usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold]\n");
+  const bool inject = argc == 7 && std::strcmp(argv[4], "inject") == 0;
+  if (argc < 4 || (argc > 4 && !stat && !fixed && !inject)) {
+    std::fprintf(stderr,
+                 "usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold | inject HEX "
+                 "INSERT_ADAPTER]\n");
     return 2;
   }
   try {
     vpf::NetFilter nf;
     nf.initialize(argv[1]);
     const int adapter = std::atoi(argv[2]);
+    if (inject) {
+      std::vector<uint8_t> frame;
+      for (const char* h = argv[5]; h[0] && h[1]; h += 2) frame.push_back(uint8_t(std::stoi(std::string(h, 2), nullptr, 16)));
+      nf.send_packet(adapter, frame, 2, true);
+      std::printf("buffered\n");
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::seconds(std::atoi(argv[3])));
+      nf.flush_send_buffer(adapter);
+      std::printf("flushed\n");
+      std::fflush(stdout);
+      nf.send_packet(adapter, frame, 3, false);
+      nf.insert_incoming_packet(std::atoi(argv[6]), frame);
+      std::printf("sent\n");
+      return 0;
+    }
     const bool drop_all = fixed && std::strcmp(argv[6], "drop") == 0;
     const bool hang = fixed && std::strcmp(argv[6], "hold") == 0;
     nf.on_packet = [fixed, drop_all, hang](vpf::PacketEventParams& e) {

@@ -86,6 +86,20 @@ listen 2 inject "udp dst port 4060"
 ctl send -i "$a1" --hex "$frame" --times 3       # as if VM1 sent it: the switch takes it to VM2
 ctl insert -i "$a2" --hex "$frame" --times 2     # straight to VM2
 check "send x3 and insert x2 seen by tcpdump in VM2" received inject 5
+# the same through vpf::NetFilter: the send buffer holds 2 until it is flushed
+listen 2 nfinject "udp dst port 4060"
+GI="{0000CAFE-0000-0000-0000-000000000009}"
+ctl install --guid "$GI" --altitude 5
+"$client" "$GI" "$a1" 1 inject "$frame" "$a2" >"$VMRUN/inject.out" 2>&1 &
+ip_=$!
+wait_for 'grep -qx buffered "$VMRUN/inject.out"'
+sleep 0.5
+check "NetFilter send_packet(buffer_only): nothing sent before the flush" \
+  [ "$(tcpdump -r "$VMRUN/nfinject.pcap" "udp dst port 4060" 2>/dev/null | wc -l)" = 0 ]
+wait "$ip_"
+check "NetFilter: flush_send_buffer (2), send_packet num_times 3, insert_incoming_packet (1) all reached VM2" \
+  received nfinject 6
+ctl uninstall --guid "$GI" >/dev/null
 
 # -- drop by BPF
 echo "-- drop by BPF"
