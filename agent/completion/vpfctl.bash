@@ -15,7 +15,8 @@ _vpfctl() {
     --format) COMPREPLY=($(compgen -W "table json" -- "$cur")); return ;;
     --direction) COMPREPLY=($(compgen -W "in out any incoming outgoing" -- "$cur")); return ;;
     --kind) COMPREPLY=($(compgen -W "filter passthrough connection" -- "$cur")); return ;;
-    --action) COMPREPLY=($(compgen -W "drop capture notify" -- "$cur")); return ;;
+    --action) COMPREPLY=($(compgen -W "drop capture notify count" -- "$cur")); return ;;
+    --collect-statistics) COMPREPLY=($(compgen -W "yes no" -- "$cur")); return ;;
     --at) COMPREPLY=($(compgen -W "head tail" -- "$cur")); return ;;
     --isa) COMPREPLY=($(compgen -W "scalar sse42 avx2 avx512" -- "$cur")); return ;;
     --protocol) COMPREPLY=($(compgen -W "tcp udp icmp icmp6 sctp udplite any" -- "$cur")); return ;;
@@ -24,7 +25,8 @@ _vpfctl() {
   esac
   local opts=""
   case "$cmd" in
-    adapters|status) opts="--format --socket --help" ;;
+    adapters) opts="--set --snaplen --collect-statistics --format --socket --help" ;;
+    status) opts="--format --socket --help" ;;
     rule)
       if [ "$COMP_CWORD" -eq 2 ]; then
         COMPREPLY=($(compgen -W "add del list import export --help" -- "$cur"))
@@ -34,13 +36,13 @@ _vpfctl() {
         add) opts="--json --at --kind --id --adapter --direction --min-size --max-size --bpf --action --priority --protocol --local --remote --local-port --remote-port --vm --flags --instance --socket --help" ;;
         del) opts="--kind --id --all --instance --socket --help" ;;
         list) opts="--kind --format --instance --socket --help" ;;
-        import) opts="--replace --instance --socket --help"; COMPREPLY=($(compgen -f -- "$cur")) ;;
+        import) opts="--file --replace --instance --socket --help"; COMPREPLY=($(compgen -f -- "$cur")) ;;
         export) opts="--output --kind --instance --socket --help" ;;
       esac ;;
     start|stop) opts="--instance --socket --help" ;;
     stats) opts="--adapter --watch --interval --count --format --socket --help" ;;
-    capture) opts="--write --pcapng --adapter --direction --count --duration --instance --socket --help" ;;
-    notify) opts="--adapter --direction --count --duration --instance --format --socket --help" ;;
+    capture) opts="--write --pcapng --adapter --direction --count --duration --expression --instance --socket --help" ;;
+    notify) opts="--adapter --direction --count --duration --expression --instance --format --socket --help" ;;
     send|insert) opts="--adapter --hex --pcap --times --socket --help" ;;
     install) opts="--guid --altitude --allow --force-permission-check --plugin --socket --help" ;;
     uninstall) opts="--guid --socket --help" ;;

@@ -76,6 +76,16 @@ after=$("$vpfctl" stats --format json -i "$p1" | python3 -c "import json,sys; d=
 check "stats count what was sent" [ $((after - before)) = 3 ]
 check "stats --watch --count 2" [ "$("$vpfctl" stats --watch --count 2 --interval 0.1 | grep -c '^adapter')" = 2 ]
 check "stats table has rule hits" bash -c "$vpfctl stats | grep -q '^default .*filter .* 1 '"
+# adapter settings
+check "adapters --set: snaplen" "$vpfctl" adapters --set "$p1" --snaplen 60 --collect-statistics no
+check "the table shows it" bash -c "$vpfctl adapters | grep -q ' p1 .* 60\$'"
+check "and the JSON" bash -c "$vpfctl adapters --format json | grep '\"p1\"' | grep -q '\"collect_statistics\":false'"
+check "adapters --set without a setting: exit 2" [ "$(rc "$vpfctl" adapters --set "$p1")" = 2 ]
+check "adapters --snaplen without --set: exit 2" [ "$(rc "$vpfctl" adapters --snaplen 3)" = 2 ]
+check "adapters --collect-statistics maybe: exit 2" [ "$(rc "$vpfctl" adapters --set "$p1" --collect-statistics maybe)" = 2 ]
+check "adapters --set of a missing adapter: exit 3" [ "$(rc "$vpfctl" adapters --set 999 --snaplen 60)" = 3 ]
+check "adapters --snaplen -1: refused" [ "$(rc "$vpfctl" adapters --set "$p1" --snaplen -1)" != 0 ]
+check "adapters --set back" "$vpfctl" adapters --set "$p1" --snaplen 0 --collect-statistics yes
 # hits of one rule (kind filter, id $1), "-" when the rule is not listed
 hits() { "$vpfctl" stats --format json | python3 -c "import json,sys; h=[r['hits'] for r in json.load(sys.stdin)['rules'] if r['kind']=='filter' and r['id']==$1]; print(h[0] if h else '-')"; }
 check "count rule" "$vpfctl" rule add --id 30 --bpf "udp and udp[8] == 0x30" --action count --direction outgoing

@@ -23,18 +23,27 @@ expect "rule subcommands" "$(complete_words rule "")" add del list import export
 expect "rule add options" "$(complete_words rule add --b)" --bpf
 expect "format values" "$(complete_words adapters --format "")" table json
 expect "direction values" "$(complete_words capture --direction "")" in out any
-# Every offered option exists.
-for c in adapters stats capture notify send insert install uninstall status classify start stop; do
-  help=$("$vpfctl" $c --help)
-  for o in $(complete_words $c --); do
-    grep -q -- "$o" <<<"$help" || { echo "FAIL: $c offers $o, which --help does not list"; fails=$((fails+1)); }
+expect "action values" "$(complete_words rule add --action "")" drop capture notify count
+# Every offered option exists, and every option --help lists is offered.
+# same_options WHAT COMMAND...: compares the offered options with the --help of COMMAND
+same_options() {
+  local what="$1" o offered help
+  shift
+  offered=$(complete_words "$@" --)
+  help=$("$vpfctl" "$@" --help)
+  for o in $offered; do
+    grep -q -- "$o" <<<"$help" || { echo "FAIL: $what offers $o, which --help does not list"; fails=$((fails+1)); }
   done
+  for o in $(grep -o -- '--[a-z][a-z-]*' <<<"$help" | sort -u); do
+    grep -qx -- "$o" <<<"$(tr ' ' '\n' <<<"$offered")" ||
+      { echo "FAIL: $what --help lists $o, which completion does not offer"; fails=$((fails+1)); }
+  done
+}
+for c in adapters stats capture notify send insert install uninstall status classify start stop; do
+  same_options "$c" "$c"
 done
 for s in add del list import export; do
-  help=$("$vpfctl" rule $s --help)
-  for o in $(complete_words rule $s --); do
-    grep -q -- "$o" <<<"$help" || { echo "FAIL: rule $s offers $o, which --help does not list"; fails=$((fails+1)); }
-  done
+  same_options "rule $s" rule "$s"
 done
 echo "$fails failed"
 [ "$fails" = 0 ]

@@ -112,10 +112,37 @@ void print_json_lines(const json& list) {
 // ---- adapters ----
 
 int adapters(const std::vector<std::string>& args) {
-  po::options_description opts("vpfctl adapters [options]\n\nLists the adapters: the VM ports of Open vSwitch.\n\noptions");
+  po::options_description opts(
+      "vpfctl adapters [--set ID [--snaplen N] [--collect-statistics yes|no]] [options]\n\nLists the adapters: the VM "
+      "ports of Open vSwitch.  With --set, changes adapter ID's settings\n(kept in the database across restarts) "
+      "instead.\n\noptions");
+  int64_t set_id = -1, snaplen = 0;
+  std::string collect;
+  opts.add_options()("set", po::value(&set_id), "the adapter whose settings change")
+      ("snaplen", po::value(&snaplen), "bytes of a frame in a notify event (0 = the whole frame)")
+      ("collect-statistics", po::value(&collect), "yes or no: whether statistics mode reports the adapter");
   po::variables_map vm;
   Common c;
   if (auto r = parse("adapters", opts, args, vm, &c)) return *r;
+  const bool setting = vm.count("snaplen") || vm.count("collect-statistics");
+  if (vm.count("set") != (setting ? 1u : 0u)) {
+    std::fprintf(stderr, "vpfctl adapters: --set ID goes with --snaplen and/or --collect-statistics, and they with it\n");
+    return kExitUsage;
+  }
+  if (!collect.empty() && collect != "yes" && collect != "no") {
+    std::fprintf(stderr, "vpfctl adapters: --collect-statistics takes yes or no, not '%s'\n", collect.c_str());
+    return kExitUsage;
+  }
+  if (vm.count("set")) {
+    return guarded([&] {
+      auto a = connect("adapters", c);
+      json p = {{"adapter", set_id}};
+      if (vm.count("snaplen")) p["max_packet_bytes"] = snaplen;
+      if (!collect.empty()) p["collect_statistics"] = collect == "yes";
+      call("adapters", *a, "set_adapter", p);
+      return kExitOk;
+    });
+  }
   return guarded([&] {
     auto a = connect("adapters", c);
     const json list = call("adapters", *a, "list_adapters");
