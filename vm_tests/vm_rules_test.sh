@@ -170,6 +170,21 @@ check "10 notify events for 10 datagrams" [ "$(wc -l <"$VMRUN/notify.jsonl")" = 
 check "notify timestamps (ns) increase" python3 -c "
 import json,sys; t=[json.loads(l)['time_ns'] for l in open('$VMRUN/notify.jsonl')]; ok=all(a < b for a, b in zip(t, t[1:])); print(t) if not ok else None; sys.exit(not ok)"
 check "statistics: filter-specific count of VM1's frames is exactly 10" [ $((after - before)) = 10 ]
+check "notify copies whole (62 bytes) while VM1's snaplen is 0" python3 -c "
+import json,sys; e=[json.loads(l) for l in open('$VMRUN/notify.jsonl')]; sys.exit(not all(x['packet_size'] == 62 and x['data_size'] == 62 for x in e))"
+# snaplen 50: the copies are cut, the frames are not
+ctl adapters --set "$a1" --snaplen 50
+listen 2 snap "udp dst port 4050"
+ctl notify -c 3 --duration 20 --format json >"$VMRUN/snap.jsonl" 2>"$VMRUN/snap.err" &
+np=$!
+wait_for 'grep -q listening "$VMRUN/snap.err"'
+udp_to 2 4050 20 3
+wait "$np"
+check "snaplen 50: 3 copies of 50 of the 62 bytes" python3 -c "
+import json,sys; e=[json.loads(l) for l in open('$VMRUN/snap.jsonl')]; sys.exit(not (len(e) == 3 and all(x['packet_size'] == 62 and x['data_size'] == 50 for x in e)))"
+got snap >/dev/null
+check "and VM2 got the 3 frames whole" bash -c "[ \"\$(tcpdump -r '$VMRUN/snap.pcap' 'udp dst port 4050 and greater 62' 2>/dev/null | wc -l)\" = 3 ]"
+ctl adapters --set "$a1" --snaplen 0
 d=$((after_total - before_total))
 # The total also counts what the VM's kernel sends by itself meanwhile (ARP, IPv6
 # neighbour discovery): a few frames at most.
