@@ -4,6 +4,7 @@
 
 #include "adapters.h"
 #include "ovsdb_client.h"
+#include "vpf/protocol.h"
 
 using namespace vpf::agent;
 using nlohmann::json;
@@ -29,6 +30,57 @@ TEST(JsonSplitter, RefusesGarbageAndOversizedTexts) {
   JsonSplitter small(16);
   const std::string big = "{\"k\":\"" + std::string(100, 'v') + "\"}";
   EXPECT_THROW(small.feed(big.data(), big.size(), ignore), std::runtime_error);
+}
+
+// The client protocol's splitter (lines and binary frames), shared by the agent's sessions,
+// the library and the console.
+TEST(StreamItem, LinesAndFramesAcrossChunks) {
+  namespace proto = vpf::protocol;
+  const std::string verdict = proto::verdict_frame(42, proto::kSendModified, "abc", 3);
+  const std::string stream = " \r\n{\"id\":1}\n" + verdict + "\t{\"id\":2}\n";
+  for (size_t chunk : {size_t(1), size_t(5), stream.size()}) {
+    std::string in;
+    std::vector<std::string> got;
+    for (size_t i = 0; i < stream.size(); i += chunk) {
+      in.append(stream, i, chunk);
+      size_t pos = 0;
+      for (;;) {
+        const size_t before = pos;
+        const auto it = proto::next_item<proto::VerdictFrame>(in.data(), in.size(), pos);
+        ASSERT_NE(it.kind, it.kBad) << it.problem;
+        if (it.kind == it.kNeedMore) {
+          EXPECT_GE(pos, before);  // only blanks were consumed
+          break;
+        }
+        if (it.kind == it.kLine) got.emplace_back(it.line);
+        else got.push_back("frame " + std::to_string(it.body.event_id) + " " +
+                           std::string(reinterpret_cast<const char*>(it.data), it.body.data_size));
+      }
+      in.erase(0, pos);
+    }
+    EXPECT_EQ(got, (std::vector<std::string>{"{\"id\":1}", "frame 42 abc", "{\"id\":2}"})) << chunk;
+  }
+}
+
+TEST(StreamItem, BadFramesAndOversizedTextsAreNamed) {
+  namespace proto = vpf::protocol;
+  auto problem_of = [](std::string in) {
+    size_t pos = 0;
+    auto it = proto::next_item<proto::VerdictFrame>(in.data(), in.size(), pos);
+    return it.kind == it.kBad ? it.problem : std::string("not bad");
+  };
+  std::string f = proto::verdict_frame(1, proto::kSend, nullptr, 0);
+  std::string wrong_magic = f;
+  wrong_magic[1] = 'X';
+  EXPECT_EQ(problem_of(wrong_magic), "bad frame: wrong magic");
+  std::string event_type = f;
+  event_type[6] = char(proto::kEventFrame);  // FrameHeader.type
+  EXPECT_NE(problem_of(event_type).find("is not a verdict"), std::string::npos);
+  std::string short_data = proto::verdict_frame(1, proto::kSendModified, "abcd", 4);
+  short_data[sizeof(proto::FrameHeader) + offsetof(proto::VerdictFrame, data_size)] = 9;
+  EXPECT_NE(problem_of(short_data).find("data_size 9 disagrees"), std::string::npos);
+  EXPECT_NE(problem_of(std::string(proto::kMaxLine + 1, '{')).find("longer than 16 MiB"), std::string::npos);
+  EXPECT_EQ(problem_of(std::string(1000, '{')), "not bad");  // no newline yet: more input needed
 }
 
 namespace {

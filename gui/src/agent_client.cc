@@ -81,41 +81,25 @@ void AgentClient::on_ready_read() { feed(sock_.readAll()); }
 
 void AgentClient::feed(const QByteArray& bytes) {
   in_.append(bytes);
-  qsizetype pos = 0;
-  while (pos < in_.size()) {
-    const char c = in_[pos];
-    if (c == '\n' || c == ' ') {
-      ++pos;
-      continue;
+  size_t pos = 0;
+  for (;;) {
+    const auto item = proto::next_item<proto::EventFrame>(in_.constData(), size_t(in_.size()), pos);
+    if (item.kind == item.kNeedMore) break;
+    if (item.kind == item.kBad) {
+      set_state(State::Disconnected, tr("vpf-agent sent a malformed message (%1)").arg(QString::fromStdString(item.problem)));
+      in_.clear();
+      sock_.abort();
+      return;
     }
-    if (c == 'V') {
-      if (in_.size() - pos < qsizetype(sizeof(proto::FrameHeader))) break;
-      proto::FrameHeader h;
-      std::memcpy(&h, in_.constData() + pos, sizeof h);
-      if (const std::string problem = proto::frame_problem(h, proto::kEventFrame); !problem.empty()) {
-        set_state(State::Disconnected, tr("vpf-agent sent a malformed frame (%1)").arg(QString::fromStdString(problem)));
-        in_.clear();
-        sock_.abort();
-        return;
-      }
-      if (in_.size() - pos < qsizetype(sizeof h + h.length)) break;
+    if (item.kind == item.kFrame) {
       PacketEvent ev;
-      std::memcpy(&ev.frame, in_.constData() + pos + sizeof h, sizeof ev.frame);
-      if (sizeof ev.frame + ev.frame.data_size != h.length) {
-        set_state(State::Disconnected, tr("vpf-agent sent an event whose size disagrees with its frame"));
-        in_.clear();
-        sock_.abort();
-        return;
-      }
-      ev.data = in_.mid(pos + qsizetype(sizeof h + sizeof ev.frame), ev.frame.data_size);
-      pos += qsizetype(sizeof h + h.length);
+      ev.frame = item.body;
+      ev.data = QByteArray(reinterpret_cast<const char*>(item.data), qsizetype(item.body.data_size));
       emit packet_event(ev);
       continue;
     }
-    const qsizetype nl = in_.indexOf('\n', pos);
-    if (nl < 0) break;
-    const QJsonDocument doc = QJsonDocument::fromJson(in_.mid(pos, nl - pos));
-    pos = nl + 1;
+    const QJsonDocument doc =
+        QJsonDocument::fromJson(QByteArray::fromRawData(item.line.data(), qsizetype(item.line.size())));
     const QJsonObject m = doc.object();
     if (m.contains("method")) {
       emit notification(m["method"].toString(), m["params"].toObject());
@@ -130,7 +114,7 @@ void AgentClient::feed(const QByteArray& bytes) {
       set_state(State::Refused, m["error"].toObject()["message"].toString());
     }
   }
-  in_.remove(0, pos);
+  in_.remove(0, qsizetype(pos));
 }
 
 }  // namespace vpf::console

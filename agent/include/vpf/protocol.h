@@ -12,9 +12,12 @@
 // error line; the frame is not acted on.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <string_view>
+#include <type_traits>
 
 namespace vpf::protocol {
 
@@ -22,6 +25,7 @@ inline constexpr uint32_t kVersion = 1;                 // of the whole protocol
 inline constexpr uint32_t kFrameMagic = 0x46465056;     // "VPFF"
 inline constexpr uint32_t kMaxFrameBody = 256 * 1024 + 64;  // a frame of 256 KiB of packet
 inline constexpr uint32_t kMaxPacket = 65535 + 14 + 8;  // largest frame a verdict or injection may carry
+inline constexpr size_t kMaxLine = size_t(16) << 20;    // longest JSON text
 
 enum FrameType : uint16_t { kEventFrame = 1, kVerdictFrame = 2 };
 
@@ -84,6 +88,65 @@ inline std::string frame_problem(const FrameHeader& h, FrameType expected) {
     return "bad frame: " + std::to_string(h.length) + " bytes is more than the limit of " + std::to_string(kMaxFrameBody);
   if (h.length < fixed) return std::string("bad ") + (event ? "event" : "verdict") + " frame: shorter than its fixed part";
   return "";
+}
+
+// One message read from a stream: a JSON text (a line), a binary frame whose fixed part is
+// `Body` (EventFrame or VerdictFrame) followed by body.data_size bytes, more input needed,
+// or a violation of the protocol that ends the connection.
+template <typename Body>
+struct StreamItem {
+  enum Kind { kNeedMore, kLine, kFrame, kBad } kind = kNeedMore;
+  std::string_view line;          // kLine: the text, without its newline
+  Body body{};                    // kFrame
+  const uint8_t* data = nullptr;  // kFrame: body.data_size bytes
+  std::string problem;            // kBad: what was wrong
+};
+
+// Reads the message at buf[pos..size), skipping blanks before it, and moves pos past it
+// (kNeedMore: pos stays at the message's start, so the caller keeps buf[pos..) for the
+// next read).  The one splitter of the agent's sessions, the library and the console.
+template <typename Body>
+StreamItem<Body> next_item(const char* buf, size_t size, size_t& pos) {
+  static_assert(std::is_same_v<Body, EventFrame> || std::is_same_v<Body, VerdictFrame>);
+  constexpr FrameType type = std::is_same_v<Body, EventFrame> ? kEventFrame : kVerdictFrame;
+  StreamItem<Body> it;
+  while (pos < size && (buf[pos] == ' ' || buf[pos] == '\t' || buf[pos] == '\r' || buf[pos] == '\n')) ++pos;
+  if (pos >= size) return it;
+  if (buf[pos] == 'V') {
+    if (size - pos < sizeof(FrameHeader)) return it;
+    FrameHeader h;
+    std::memcpy(&h, buf + pos, sizeof h);
+    if (std::string why = frame_problem(h, type); !why.empty()) {
+      it.kind = it.kBad;
+      it.problem = std::move(why);
+      return it;
+    }
+    if (size - pos < sizeof h + h.length) return it;
+    std::memcpy(&it.body, buf + pos + sizeof h, sizeof(Body));
+    if (sizeof(Body) + it.body.data_size != h.length) {
+      it.kind = it.kBad;
+      it.problem = std::string("bad ") + (type == kEventFrame ? "event" : "verdict") + " frame: data_size " +
+                   std::to_string(it.body.data_size) + " disagrees with the frame length " + std::to_string(h.length);
+      return it;
+    }
+    it.kind = it.kFrame;
+    it.data = reinterpret_cast<const uint8_t*>(buf + pos + sizeof h + sizeof(Body));
+    pos += sizeof h + h.length;
+    return it;
+  }
+  const void* nl = std::memchr(buf + pos, '\n', size - pos);
+  if (!nl) {
+    if (size - pos > kMaxLine) {
+      it.kind = it.kBad;
+      it.problem = "a JSON text longer than 16 MiB";
+    }
+    return it;
+  }
+  const size_t end = size_t(static_cast<const char*>(nl) - buf);
+  it.kind = it.kLine;
+  it.line = std::string_view(buf + pos, end - pos);
+  pos = end + 1;
+  return it;
 }
 
 // A whole verdict frame (header, VerdictFrame, `len` bytes of `data`), ready to write.

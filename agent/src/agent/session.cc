@@ -99,37 +99,15 @@ void Session::read() {
 
 void Session::parse() {
   size_t pos = 0;
-  while (pos < in_.size() && !closed_ && !close_after_write_) {
-    const char c = in_[pos];
-    if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
-      ++pos;
+  while (!closed_ && !close_after_write_) {
+    const auto item = proto::next_item<proto::VerdictFrame>(in_.data(), in_.size(), pos);
+    if (item.kind == item.kNeedMore) break;
+    if (item.kind == item.kBad) return protocol_error(item.problem);
+    if (item.kind == item.kFrame) {
+      agent_.on_verdict(*this, item.body, std::span(item.data, item.body.data_size));
       continue;
     }
-    if (c == 'V') {  // a binary frame
-      if (in_.size() - pos < sizeof(proto::FrameHeader)) break;
-      proto::FrameHeader h;
-      std::memcpy(&h, in_.data() + pos, sizeof h);
-      if (const std::string why = proto::frame_problem(h, proto::kVerdictFrame); !why.empty())
-        return protocol_error(why);
-      if (in_.size() - pos < sizeof h + h.length) break;
-      const char* body = in_.data() + pos + sizeof h;
-      proto::VerdictFrame v;
-      std::memcpy(&v, body, sizeof v);
-      if (sizeof v + v.data_size != h.length)
-        return protocol_error("bad verdict frame: data_size " + std::to_string(v.data_size) +
-                              " disagrees with the frame length " + std::to_string(h.length));
-      agent_.on_verdict(*this, v, std::span(reinterpret_cast<const uint8_t*>(body + sizeof v), v.data_size));
-      pos += sizeof h + h.length;
-      continue;
-    }
-    const size_t nl = in_.find('\n', pos);
-    if (nl == std::string::npos) {
-      if (in_.size() - pos > kMaxLine) return protocol_error("request longer than 16 MiB");
-      break;
-    }
-    const std::string line = in_.substr(pos, nl - pos);
-    pos = nl + 1;
-    const json req = json::parse(line, nullptr, false);
+    const json req = json::parse(item.line, nullptr, false);
     auto error = [&](const json& id, int code, const std::string& msg) {
       send_json({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}, {"data", {{"seed_error", 87}}}}}});
     };

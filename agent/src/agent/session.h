@@ -36,7 +36,6 @@ struct Peer {
 class Session : public std::enable_shared_from_this<Session> {
  public:
   using Clock = std::chrono::steady_clock;
-  static constexpr size_t kMaxLine = size_t(16) << 20;
   static constexpr size_t kDefaultMaxQueuedEventBytes = size_t(8) << 20;
 
   Session(boost::asio::local::stream_protocol::socket s, Agent& agent, Peer peer, size_t max_queued_event_bytes);

@@ -105,37 +105,19 @@ void AgentConnection::read_loop() {
     in.append(buf, size_t(n));
     size_t pos = 0;
     bool bad = false;
-    while (pos < in.size()) {
-      if (in[pos] == '\n' || in[pos] == ' ') {
-        ++pos;
+    for (;;) {
+      const auto item = proto::next_item<proto::EventFrame>(in.data(), in.size(), pos);
+      if (item.kind == item.kNeedMore) break;
+      if (item.kind == item.kBad) {
+        why = "vpf-agent sent a malformed message (" + item.problem + ")";
+        bad = true;
+        break;
+      }
+      if (item.kind == item.kFrame) {
+        if (on_event_) on_event_(item.body, std::vector<uint8_t>(item.data, item.data + item.body.data_size));
         continue;
       }
-      if (in[pos] == 'V') {
-        if (in.size() - pos < sizeof(proto::FrameHeader)) break;
-        proto::FrameHeader h;
-        std::memcpy(&h, in.data() + pos, sizeof h);
-        if (const std::string problem = proto::frame_problem(h, proto::kEventFrame); !problem.empty()) {
-          why = "vpf-agent sent a malformed frame (" + problem + ")";
-          bad = true;
-          break;
-        }
-        if (in.size() - pos < sizeof h + h.length) break;
-        proto::EventFrame e;
-        std::memcpy(&e, in.data() + pos + sizeof h, sizeof e);
-        if (sizeof e + e.data_size != h.length) {
-          why = "vpf-agent sent an event whose size disagrees with its frame";
-          bad = true;
-          break;
-        }
-        const auto* p = reinterpret_cast<const uint8_t*>(in.data() + pos + sizeof h + sizeof e);
-        if (on_event_) on_event_(e, std::vector<uint8_t>(p, p + e.data_size));
-        pos += sizeof h + h.length;
-        continue;
-      }
-      const size_t nl = in.find('\n', pos);
-      if (nl == std::string::npos) break;
-      const json m = json::parse(in.begin() + long(pos), in.begin() + long(nl), nullptr, false);
-      pos = nl + 1;
+      const json m = json::parse(item.line, nullptr, false);
       if (!m.is_object()) continue;
       if (m.contains("method")) {
         if (on_note_) on_note_(m);

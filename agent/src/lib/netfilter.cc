@@ -54,8 +54,11 @@ bool parse_bool(const std::string& name, const std::string& v) {
 
 class Pool {
  public:
+  // Returns once the first `min` workers have fired on_worker_thread_creation and wait.
   Pool(NetFilter& nf, size_t min, size_t max, size_t stack) : nf_(nf), max_(std::max(min, max)), stack_(stack) {
     for (size_t i = 0; i < std::max<size_t>(min, 1); ++i) spawn();
+    std::unique_lock l(mu_);
+    ready_cv_.wait(l, [&] { return starting_ == 0; });
   }
   ~Pool() {
     {
@@ -68,7 +71,7 @@ class Pool {
   void post(std::function<void()> fn) {
     std::unique_lock l(mu_);
     q_.push_back(std::move(fn));
-    if (idle_ == 0 && threads_.size() < max_) {
+    if (idle_ == 0 && starting_ == 0 && threads_.size() < max_) {  // a starting worker will take it
       l.unlock();
       spawn();
       return;
@@ -88,10 +91,11 @@ class Pool {
     pthread_attr_init(&a);
     if (stack_) pthread_attr_setstacksize(&a, std::max<size_t>(stack_, PTHREAD_STACK_MIN));
     pthread_t t;
-    if (pthread_create(&t, &a, &Pool::main, this) == 0) {
-      std::lock_guard l(mu_);
-      threads_.push_back(t);
-    }
+    std::unique_lock l(mu_);
+    ++starting_;
+    if (pthread_create(&t, &a, &Pool::main, this) == 0) threads_.push_back(t);
+    else --starting_;
+    l.unlock();
     pthread_attr_destroy(&a);
   }
   static void* main(void* arg) {
@@ -115,6 +119,7 @@ class Pool {
   }
   void run() {
     std::unique_lock l(mu_);
+    if (--starting_ == 0) ready_cv_.notify_all();
     for (;;) {
       ++idle_;
       cv_.wait(l, [&] { return stop_ || !q_.empty(); });
@@ -134,10 +139,10 @@ class Pool {
   NetFilter& nf_;
   size_t max_, stack_;
   std::mutex mu_;
-  std::condition_variable cv_, done_cv_;
+  std::condition_variable cv_, done_cv_, ready_cv_;
   std::deque<std::function<void()>> q_;
   std::vector<pthread_t> threads_;
-  size_t idle_ = 0, busy_ = 0;
+  size_t idle_ = 0, busy_ = 0, starting_ = 0;  // starting: created, not yet waiting for work
   bool stop_ = false;
 };
 
