@@ -115,6 +115,17 @@ check "VM2's adapter dropped the 3 inbound" [ "$dropped" = 3 ]
 n=$(ping_count 2)
 check "rule deleted: 2 of 2 answered" [ "$n" = 2 ]
 
+echo "-- a notify rule copies it (vpfctl capture, read by tshark)"
+"$VPFCTL" rule add --id 2 --bpf "icmp[icmptype] == icmp-echo" --action notify --adapter "$a1" --direction outgoing
+"$VPFCTL" capture -w "$VMRUN/ping.pcap" -c 3 --duration 30 2>"$VMRUN/capture.err" &
+cap=$!
+check "capture listening" wait_for 'grep -q listening "$VMRUN/capture.err"'
+n=$(ping_count 3)
+wait "$cap"
+check "notify: 3 of 3 still answered" [ "$n" = 3 ]
+check "the pcap holds VM1's 3 echo requests" [ "$(tshark -r "$VMRUN/ping.pcap" -Y "icmp.type == 8 && ip.src == $(vm_ip 1) && ip.dst == $ip2" 2>/dev/null | wc -l)" = 3 ]
+"$VPFCTL" rule del --kind filter --id 2
+
 echo "-- a capture rule sees it (vpf::NetFilter)"
 G="{0000CAFE-0000-0000-0000-00000000000A}"
 "$VPFCTL" install --guid "$G" --altitude 10

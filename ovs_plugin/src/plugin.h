@@ -14,8 +14,9 @@
 // writer is the control thread or the main thread (under rules_mu_); datapath threads
 // classify concurrently, each with its own Classifier::Reader, without locks.
 //
-// Actions.  Drop drops; pass and passthrough pass.  With an agent attached and the mode
-// "filter": notify writes a copy (cut to the adapter's snaplen) to the thread's event ring
+// Actions.  Drop drops; pass, count and passthrough pass (a count match is counted as
+// filter-specific, like any filter rule's).  With an agent attached and the mode "filter":
+// notify writes a copy (cut to the adapter's snaplen) to the thread's event ring
 // and passes the packet; capture holds the packet (HoldTable), writes it whole to the
 // ring and lets the agent's verdict decide (send, drop, send modified), or the expiry
 // action once the hold timeout passes.  A full ring loses the notify copy (counted) and
