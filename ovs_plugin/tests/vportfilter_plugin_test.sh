@@ -10,7 +10,7 @@ B="$1" plugin="$2"
 source "$(dirname "$0")/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-plugin.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
-count() { tcpdump -nr "$1" 2>/dev/null | wc -l; }
+count() { tcpdump -nr "$1" 2>/dev/null | grep -c '^[0-9]'; }  # a line per frame (not the hex of odd ones)
 ports() { tcpdump -nr "$1" 2>/dev/null | sed -n 's/.* > [0-9.]*\.\([0-9]*\): .*/\1/p' | tr '\n' ' '; }
 
 cat > "$run/rules.json" <<'JSON'
@@ -83,6 +83,38 @@ for i in $(seq 40); do
   else ovs-appctl vportfilter/rules-load "$run/rules.json" >/dev/null; fi
 done
 check "400 frames through 40 rule swaps" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 400))" ]'
+
+# Malformed frames through rules that look deep into packets (BPF beyond the headers,
+# ports, IPv6, VLAN, a raw offset): none of them matches, so every frame passes, and the
+# last rule (count, no condition) counts each one: classification ran to its end on every
+# frame without reading past it.
+cat > "$run/deep.json" <<'JSON'
+[{"kind": "filter", "id": 11, "bpf": "tcp[20:4] == 0x41414141", "action": "drop"},
+ {"kind": "filter", "id": 12, "bpf": "ip6 and tcp dst port 80", "action": "drop"},
+ {"kind": "filter", "id": 13, "protocol": "udp", "remote_port": 7, "action": "drop"},
+ {"kind": "filter", "id": 14, "bpf": "vlan 5 and udp", "action": "drop"},
+ {"kind": "filter", "id": 15, "bpf": "ip[100] == 1", "action": "capture"},
+ {"kind": "filter", "id": 16, "min_size": 1000, "action": "notify"},
+ {"kind": "filter", "id": 20, "action": "count"}]
+JSON
+check "deep rules loaded" ovs-appctl vportfilter/rules-load "$run/deep.json"
+before=$(count "$run/p2-tx.pcap")
+e="${mac}"
+bad_frames=(
+  "${e}0800"                                                     # Ethernet header only
+  "${e}08004200001c0000000040110000"                             # IPv4, IHL 2
+  "${e}08004500ffff00000000401100000a0000010a000002"             # IPv4, total length past the frame
+  "${e}08004500002800000000400600000a0000010a0000029c40"         # TCP header cut after 2 bytes
+  "${e}86dd60000000"                                             # IPv6 header cut
+  "${e}86dd6000000000080040fe800000000000000000000000000001fe800000000000000000000000000002""06ff"  # hop-by-hop running past the end
+  "${e}81000005"                                                 # a VLAN tag and nothing after it
+  "${e}8100000581000006810000070800450000"                       # three tags, then a cut IPv4 header
+  "${e}08004500002800002001400600000a0000010a000002""00170050"   # a later IPv4 fragment claiming TCP
+  "$(printf 'ff%.0s' $(seq 60))"                                 # 60 bytes of ff
+)
+for f in "${bad_frames[@]}"; do ovs-appctl netdev-dummy/receive p1 "$f" >/dev/null; done
+check "all ${#bad_frames[@]} malformed frames forwarded" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + ${#bad_frames[@]}))" ]'
+check "and each one counted by the last rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:20=${#bad_frames[@]}'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 check "no crash in the log" bash -c "! grep -qE 'EMER|assertion|Segmentation' '$run/ovs-vswitchd.log'"
