@@ -6,6 +6,8 @@
 # with L3/L4 flows ("emc").  Prints Mpps per configuration and ends with
 # "ratio datapath_<case>_<table>_vs_stock <with plugin / without>".
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
+# VPF_DATAPATH_PROFILE=1: also samples the PMD thread with perf (cpu-clock, 5 s) at 1k
+# rules with the simple table and prints the 15 hottest symbols.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
@@ -80,12 +82,27 @@ measure() {
   printf "%-28s %8.3f Mpps\n" "$1" "${mpps[$1]}"
 }
 
+# profile: the PMD thread's hottest symbols over 5 s (perf's cpu-clock sampling).
+profile() {
+  local pid tid="" t
+  command -v perf >/dev/null || { echo "  (no profile: perf is not installed; apt-get install linux-perf)"; return 0; }
+  pid=$(cat "$run/ovs-vswitchd.pid")
+  for t in $(ls "/proc/$pid/task"); do
+    if grep -q pmd "/proc/$pid/task/$t/comm"; then tid=$t; fi
+  done
+  perf record -q -e cpu-clock -F 4999 -t "$tid" -o "$run/pmd.perf" -- sleep 5 >/dev/null 2>&1
+  echo "  PMD profile (plugin, 1k rules, simple table): % of samples, symbol"
+  perf report -i "$run/pmd.perf" --stdio --sort symbol 2>/dev/null | grep '%' | grep -v '^#' |
+    sed 's/^ */    /; s/ *- *- *$//' | head -15 || true  # head ends the pipe early
+}
+
 add_ports "$run/mix.pcap"
 for table in simple emc; do
   flows $table
   plugin none;                  measure "stock_$table"
   plugin "$run/rules0.json";    measure "plugin_0_rules_$table"
   plugin "$run/rules1k.json";   measure "plugin_1k_rules_$table"
+  if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ] && [ "$table" = simple ]; then profile; fi
   plugin "$run/rules10k.json";  measure "plugin_10k_rules_$table"
   dropped=$(ovs-appctl vportfilter/show | sed -n 's/.*outgoing: .* dropped \([0-9]*\) .*/\1/p')
   echo "  (10k rules: $dropped packets dropped by rules: all pass)"
