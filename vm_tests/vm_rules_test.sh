@@ -15,6 +15,8 @@ ip1=$(vm_ip 1) ip2=$(vm_ip 2) ip3=$(vm_ip 3) ip6_2=$(vm_ip6 2)
 a1=$(adapter_of 1) a2=$(adapter_of 2) a3=$(adapter_of 3)
 ctl() { "$VPFCTL" "$@"; }
 rules_reset() { ctl rule del --all >/dev/null; }
+# hits ID: the hits of filter rule ID, "-" when it is not listed
+hits() { ctl stats --format json | python3 -c "import json,sys; h=[r['hits'] for r in json.load(sys.stdin)['rules'] if r['kind']=='filter' and r['id']==$1]; print(h[0] if h else '-')"; }
 # udp_to I PORT [SIZE] [COUNT]: VM1 sends COUNT datagrams of SIZE payload bytes to VM I.
 udp_to() {
   vmx 1 python3 -c "import socket,sys; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -108,7 +110,7 @@ ctl rule add --id 1 --bpf "udp dst port 4001" --action drop
 listen 2 bpf "udp"
 udp_to 2 4001 20 5; udp_to 2 4002 20 5
 check "BPF: port 4001 dropped, 4002 delivered" received bpf 5
-check "BPF: the rule counted 5" bash -c "ctl() { '$VPFCTL' \"\$@\"; }; ctl stats --format json | python3 -c \"import json,sys; print([r['hits'] for r in json.load(sys.stdin)['rules'] if r['id']==1][0])\" | grep -qx 5"
+check "BPF: the rule counted 5" [ "$(hits 1)" = 5 ]
 
 # -- drop by 5-tuple, IPv4 and IPv6
 echo "-- drop by 5-tuple, IPv4 and IPv6"
@@ -259,7 +261,7 @@ ctl rule add --id 6 --bpf "udp dst port 4060" --action count --direction incomin
 listen 2 count "udp dst port 4060"
 udp_to 2 4060 30 5
 check "count: VM2 got all 5" received count 5
-check "count: the rule counted 5" bash -c "'$VPFCTL' stats --format json | python3 -c \"import json,sys; print([r['hits'] for r in json.load(sys.stdin)['rules'] if r['id']==6][0])\" | grep -qx 5"
+check "count: the rule counted 5" [ "$(hits 6)" = 5 ]
 
 # -- two instances: the higher altitude decides first; when it stops, the lower one does
 rules_reset
