@@ -66,7 +66,7 @@ vm_boot() {
     -chardev "socket,id=ctl,path=$VMRUN/vm$i.ctl,server=on,wait=off" \
     -device virtio-serial-pci -device virtconsole,chardev=ctl \
     -chardev "socket,id=vhu,path=$VMRUN/vm$i.vhost,server=on,wait=off" \
-    -netdev vhost-user,id=net0,chardev=vhu -device "virtio-net-pci,netdev=net0,mac=52:54:00:$VMNET:00:0$i,vectors=0" \
+    -netdev vhost-user,id=net0,chardev=vhu -device "virtio-net-pci,netdev=net0,mac=$(vm_mac "$i"),vectors=0" \
     >"$VMRUN/vm$i.qemu.log" 2>&1 &
   qemu_pids+=($!)
 }
@@ -79,8 +79,7 @@ for i in 1 2; do
   vm_boot "$i"
   wait_for "[ -S '$VMRUN/vm$i.vhost' ]"
   ovs-vsctl --timeout=20 add-port br0 "$VMTAG-p$i" -- set interface "$VMTAG-p$i" type=dpdkvhostuserclient \
-    options:vhost-server-path="$VMRUN/vm$i.vhost" external_ids:vm-name="qvm$i" external_ids:vm-id="$i" \
-    external_ids:iface-id="$VMTAG-vm$i" external_ids:attached-mac="52:54:00:$VMNET:00:0$i"
+    options:vhost-server-path="$VMRUN/vm$i.vhost" $(vm_port_ids "$i" "qvm$i")
 done
 for i in 1 2; do
   check "VM$i: vhost-user connected" wait_for "ovs-vsctl get interface $VMTAG-p$i status | grep -q 'status=connected'"
@@ -88,7 +87,7 @@ done
 booted() { for _ in $(seq 120); do grep -q "vpf-guest: ready" "$VMRUN/vm$1.console" && return 0; sleep 0.5; done; return 1; }
 for i in 1 2; do
   check "VM$i booted ($accel)" booted "$i"
-  check "VM$i: eth0 up with its address" bash -c "grep -q 'vpf-guest: ready $(vm_ip "$i")/24 52:54:00:$VMNET:00:0$i' '$VMRUN/vm$i.console'"
+  check "VM$i: eth0 up with its address" bash -c "grep -q 'vpf-guest: ready $(vm_ip "$i")/24 $(vm_mac "$i")' '$VMRUN/vm$i.console'"
 done
 [ "$fails" = 0 ] || { cat "$VMRUN"/vm*.console "$VMRUN"/vm*.qemu.log; finish; exit 1; }
 export VPF_AGENT_SOCKET="$VMRUN/agent.sock"

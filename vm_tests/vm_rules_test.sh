@@ -73,7 +73,7 @@ check "VLAN 42: port 4040 dropped, 4041 delivered" received vlan 1
 # -- send and insert, seen by tcpdump inside the VMs
 echo "-- send and insert, seen by tcpdump inside the VMs"
 rules_reset
-mac1=52:54:00:$VMNET:00:01 mac2=52:54:00:$VMNET:00:02
+mac1=$(vm_mac 1) mac2=$(vm_mac 2)
 frame=$(python3 -c "
 import struct
 def csum(b):

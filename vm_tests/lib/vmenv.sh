@@ -9,7 +9,8 @@
 #                            VPF_AGENT_SOCKET.  VM i's port is "$VMTAG-p$i".
 #   vm_env_stop              everything away (also run on EXIT)
 #   vmx I CMD...             runs CMD inside VM I
-#   vm_ip I / vm_ip6 I       its addresses
+#   vm_ip I / vm_ip6 I       its addresses; vm_mac I its MAC
+#   vm_port_ids I NAME       the Interface external_ids a cloud manager sets for VM I
 #   adapter_of I             VM I's adapter id
 #   vm_add I / vm_del I      adds / removes VM I's port (a VM that comes and goes)
 #   agent_start / agent_kill AGENT_ARGS...
@@ -24,6 +25,10 @@ VM_COUNT=0
 
 vm_ip() { echo "10.$VMNET.$VMSUB.$1"; }
 vm_ip6() { echo "fd00:$VMNET:$VMSUB::$1"; }
+vm_mac() { echo "52:54:00:$VMNET:00:0$1"; }
+vm_port_ids() {
+  echo "external_ids:vm-name=$2 external_ids:vm-id=$1 external_ids:iface-id=$VMTAG-vm$1 external_ids:attached-mac=$(vm_mac "$1")"
+}
 vmx() { local i="$1"; shift; ip netns exec "$VMTAG-vm$i" "$@"; }
 swx() { ip netns exec "$VMTAG-sw" "$@"; }
 
@@ -35,14 +40,13 @@ vm_add() {
   ip link set "$port" netns "$VMTAG-sw"
   ip -n "$vm" link set "v$1$VMTAG" name eth0
   ip netns exec "$vm" ethtool -K eth0 tx off >/dev/null 2>&1   # no partial checksums over AF_PACKET
-  ip -n "$vm" link set eth0 address "52:54:00:$VMNET:00:0$i"
+  ip -n "$vm" link set eth0 address "$(vm_mac "$i")"
   ip -n "$vm" addr add "$(vm_ip "$i")/24" dev eth0
   ip -n "$vm" -6 addr add "$(vm_ip6 "$i")/64" dev eth0 nodad
   ip -n "$vm" link set eth0 up
   ip -n "$VMTAG-sw" link set "$port" up
-  ovs-vsctl add-port br0 "$port" -- set interface "$port" type="${VM_PORT_TYPE:-system}" \
-    external_ids:vm-name="vm$i" external_ids:vm-id="$i" \
-    external_ids:iface-id="$VMTAG-vm$i" external_ids:attached-mac="52:54:00:$VMNET:00:0$i"
+  # shellcheck disable=SC2046  # vm_port_ids: several words
+  ovs-vsctl add-port br0 "$port" -- set interface "$port" type="${VM_PORT_TYPE:-system}" $(vm_port_ids "$i" "vm$i")
 }
 
 vm_del() {
