@@ -14,6 +14,7 @@
 #include <unordered_map>
 
 #include "classifier_layout.h"
+#include "decision_cache.h"
 #include "epoch.h"
 #include "rule_compile.h"
 #include "table_hash.h"
@@ -221,12 +222,15 @@ struct Snapshot {
   bool needs_parse = true; // some entry tests a field only the parser fills
   BpfLoad slot_load[kDynamicSlots];
   ClassifyKernel kernel = classify_scalar;
+  uint64_t gen = 0;        // unique per publish: decision caches key their buckets by it
+  cache::Plan cache_plan;  // what a decision cache keeps of a packet (decision_cache.h)
 };
 
 struct Placed {
   TableState* table;
   EntryPtr entry;
   uint32_t hash;
+  uint32_t live_shapes = 0;  // the packet shapes the entry can match (decision_cache.h)
 };
 
 // True if the entry tests a field that parse_frame() computes (not metadata, frame length
@@ -267,6 +271,12 @@ struct Classifier::Impl {
   BpfLoad slot_load[kDynamicSlots];
   uint32_t slot_refs[kDynamicSlots] = {};
   uint64_t parsed_field_entries = 0;  // entries for which tests_parsed_field()
+  cache::Usage cache_usage[cache::kShapes];  // what the placed entries test, per shape
+
+  void count_for_cache(Placed& p, int sign) {
+    if (sign > 0) p.live_shapes = cache::live_shapes(p.entry.get(), slot_load);
+    for (uint32_t m = p.live_shapes; m; m &= m - 1) cache_usage[std::countr_zero(m)].count(p.entry.get(), sign);
+  }
   size_t enabled_rules = 0;           // rules with enabled set
   size_t direct_rules = 0;            // enabled rules with direct_ok
   int64_t next_tail = int64_t(kSeqBias);
@@ -542,6 +552,7 @@ struct Classifier::Impl {
       if (fx.contradictory) continue;  // can never match
       parsed_field_entries += tests_parsed_field(e.get());
       st.placed.push_back(place(e, fx));
+      count_for_cache(st.placed.back(), +1);
     }
     st.info.entries = uint32_t(st.placed.size());
     enabled_rules += r.enabled;
@@ -552,8 +563,9 @@ struct Classifier::Impl {
   bool erase_rule(RuleRef ref) {
     auto it = rules.find(ref);
     if (it == rules.end()) return false;
-    for (const Placed& p : it->second.placed) {
+    for (Placed& p : it->second.placed) {
       parsed_field_entries -= tests_parsed_field(p.entry.get());
+      count_for_cache(p, -1);
       remove_item(*p.table, p.entry.get(), p.hash);
       if (p.table->count == 0) drop_table(p.table);
     }
@@ -584,6 +596,8 @@ struct Classifier::Impl {
     }
     s->kernel = kernel;
     s->needs_parse = parsed_field_entries > 0;
+    s->gen = gen;
+    s->cache_plan = cache::make_plan(cache_usage, slot_load);
     if (enabled_rules > 0 && enabled_rules <= kDirectRules && direct_rules == enabled_rules) {
       for (const auto& [ref, st] : rules) {
         if (!st.info.rule.enabled) continue;
@@ -620,14 +634,25 @@ struct Classifier::Impl {
     }
   }
 
-  void classify_in(int slot, const PacketRef* pkts, uint32_t n, Decision* out) {
+  void classify_in(int slot, cache::DecisionCache* dc, const PacketRef* pkts, uint32_t n, Decision* out) {
     epoch.enter(slot);
     const Snapshot* s = current.load(std::memory_order_seq_cst);
     if (!s->direct.empty()) {
-      classify_direct(s, pkts, n, out);
-      epoch.leave(slot);
-      return;
+      classify_direct(s, pkts, n, out);  // a few programs run directly: nothing to cache
+      if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+    } else if (dc) {
+      for (uint32_t done = 0; done < n; done += kMaxBatch) {
+        const uint32_t m = n - done < kMaxBatch ? n - done : kMaxBatch;
+        dc->classify(s->cache_plan, s->gen, pkts + done, m, out + done,
+                     [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
+      }
+    } else {
+      classify_tables(s, pkts, n, out);
     }
+    epoch.leave(slot);
+  }
+
+  static void classify_tables(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
     alignas(64) PacketKey keys[kMaxBatch];
     while (n > 0) {
       const uint32_t m = n < kMaxBatch ? n : kMaxBatch;
@@ -656,7 +681,6 @@ struct Classifier::Impl {
       out += m;
       n -= m;
     }
-    epoch.leave(slot);
   }
 };
 
@@ -751,6 +775,7 @@ ClassifierStats Classifier::stats() const {
     s.memory_bytes += t->cur->filter.size() * sizeof(uint64_t);
   }
   for (uint32_t r : impl_->slot_refs) s.dynamic_slots += r ? 1 : 0;
+  s.cache_shapes = impl_->current_owner->cache_plan.shapes_enabled();
   return s;
 }
 
@@ -760,14 +785,30 @@ Classifier::Reader Classifier::reader() {
   return Reader(this, slot);
 }
 
-Classifier::Reader::Reader(Reader&& o) noexcept : c_(o.c_), slot_(o.slot_) { o.slot_ = -1; }
+Classifier::Reader::Reader(Classifier* c, int slot) : c_(c), slot_(slot) {}
+
+Classifier::Reader::Reader(Reader&& o) noexcept : c_(o.c_), slot_(o.slot_), cache_(std::move(o.cache_)) {
+  o.slot_ = -1;
+}
+
+void Classifier::Reader::enable_cache(uint32_t flows) { cache_ = std::make_unique<cache::DecisionCache>(flows); }
+
+Classifier::CacheStats Classifier::Reader::cache_stats() const {
+  CacheStats st;
+  if (!cache_) return st;
+  st.capacity = cache_->capacity();
+  st.hits = cache_->hits.load(std::memory_order_relaxed);
+  st.misses = cache_->misses.load(std::memory_order_relaxed);
+  st.bypassed = cache_->bypassed.load(std::memory_order_relaxed);
+  return st;
+}
 
 Classifier::Reader::~Reader() {
   if (slot_ >= 0) c_->impl_->epoch.release_slot(slot_);
 }
 
 void Classifier::Reader::classify(const PacketRef* pkts, uint32_t n, Decision* out) {
-  c_->impl_->classify_in(slot_, pkts, n, out);
+  c_->impl_->classify_in(slot_, cache_.get(), pkts, n, out);
 }
 
 void Classifier::classify(const PacketRef* pkts, uint32_t n, Decision* out) {

@@ -6,6 +6,8 @@
 //   control=PATH    the agent's control socket; default $OVS_RUNDIR/vportfilter.sock
 //                   (/var/run/openvswitch without OVS_RUNDIR); "none": no agent
 //   policy=fail-open|fail-closed
+//   cache=FLOWS     each datapath thread's decision cache size (default 65536; 0: none)
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -77,7 +79,17 @@ const ovs_packet_hook_ops kOps = {
 
 struct Args {
   std::string rules, control, policy;
+  uint32_t cache_flows = vpf::matcher::Classifier::kDefaultCacheFlows;
 };
+
+uint32_t parse_flows(const std::string& v) {
+  constexpr uint32_t kMax = 1u << 24;
+  char* end = nullptr;
+  const unsigned long n = std::strtoul(v.c_str(), &end, 10);
+  if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) || *end || n > kMax)
+    throw std::invalid_argument("cache=" + v + ": a number of flows from 0 to " + std::to_string(kMax) + " expected");
+  return uint32_t(n);
+}
 
 Args parse_args(const char* text) {
   Args a;
@@ -94,7 +106,8 @@ Args parse_args(const char* text) {
     if (k == "rules") a.rules = v;
     else if (k == "control") a.control = v;
     else if (k == "policy") a.policy = v;
-    else throw std::invalid_argument("unknown argument '" + k + "' (rules=, control=, policy=)");
+    else if (k == "cache") a.cache_flows = parse_flows(v);
+    else throw std::invalid_argument("unknown argument '" + k + "' (rules=, control=, policy=, cache=)");
   }
   return a;
 }
@@ -111,7 +124,7 @@ extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs
   try {
     g_host = host;
     const Args a = parse_args(args);
-    g_plugin = std::make_unique<Plugin>(host);
+    g_plugin = std::make_unique<Plugin>(host, a.cache_flows);
     bool ok = true;
     std::string text;
     if (!a.rules.empty()) text = g_plugin->rules_load(a.rules, &ok);

@@ -74,8 +74,9 @@ uint64_t real_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-Plugin::Plugin(const ovs_packet_hook_host* host)
+Plugin::Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows)
     : host_(host),
+      cache_flows_(cache_flows),
       generation_(++g_generation),
       region_(channel::Region::create(kEventRings + 1, kRingBytes)) {
   for (uint32_t i = 0; i < kEventRings; ++i) {
@@ -106,18 +107,36 @@ int Plugin::thread_slot() {
     tls_gen = generation_;
     tls_slot = next_slot_.fetch_add(1);
     if (tls_slot > kMaxThreads) tls_slot = kMaxThreads;
-    if (tls_slot < kMaxThreads) readers_[size_t(tls_slot)].emplace(classifier_.reader());
+    if (tls_slot < kMaxThreads) open_reader(tls_slot);
   }
   return tls_slot;
 }
 
+void Plugin::open_reader(int slot) {
+  auto& r = readers_[size_t(slot)].emplace(classifier_.reader());
+  if (cache_flows_) r.enable_cache(cache_flows_);
+  reader_ptrs_[size_t(slot)].store(&r, std::memory_order_release);
+}
+matcher::Classifier::CacheStats Plugin::cache_stats() const {
+  matcher::Classifier::CacheStats sum;
+  for (const auto& p : reader_ptrs_) {
+    const matcher::Classifier::Reader* r = p.load(std::memory_order_acquire);
+    if (!r) continue;
+    const auto c = r->cache_stats();
+    sum.hits += c.hits;
+    sum.misses += c.misses;
+    sum.bypassed += c.bypassed;
+    sum.capacity = c.capacity;
+  }
+  return sum;
+}
 void Plugin::classify(int slot, const PacketRef* refs, uint32_t n, Decision* out) {
   if (slot < kMaxThreads) {
     readers_[size_t(slot)]->classify(refs, n, out);
     return;
   }
   std::lock_guard lock(overflow_mu_);
-  if (!readers_[kMaxThreads]) readers_[kMaxThreads].emplace(classifier_.reader());
+  if (!readers_[kMaxThreads]) open_reader(kMaxThreads);
   readers_[kMaxThreads]->classify(refs, n, out);
 }
 
@@ -571,8 +590,11 @@ json Plugin::stats() const {
   }
   uint32_t held = 0;
   for (const auto& r : rings_) held += r.holds->held();
+  const auto cs = cache_stats();
   return {{"adapters", adapters},
           {"rules", rules},
+          {"decision_cache",
+           {{"flows_per_thread", cache_flows_}, {"hits", cs.hits}, {"misses", cs.misses}, {"bypassed", cs.bypassed}}},
           {"hits_unaccounted", unaccounted},
           {"rings", rings},
           {"held", held},
@@ -596,6 +618,13 @@ std::string Plugin::show() const {
   const auto s = classifier_.stats();
   o << "rules: " << s.rules << " (" << s.entries << " entries in " << s.tables << " tables, kernel "
     << matcher::isa_name(classifier_.isa()) << ")\n";
+  const auto cs = cache_stats();
+  if (cache_flows_) {
+    o << "decision cache: " << cache_flows_ << " flows per thread, shapes cached " << std::popcount(s.cache_shapes) << "/16, hits "
+      << cs.hits << " misses " << cs.misses << " bypassed " << cs.bypassed << "\n";
+  } else {
+    o << "decision cache: off\n";
+  }
   o << "mode: " << mode_name(mode_.load()) << ", policy without agent: " << policy_name(policy_.load())
     << ", hold timeout: " << hold_timeout_ns_.load() / 1000000 << " ms, expired: "
     << (deny_expired_.load() ? "drop" : "send") << "\n";

@@ -100,7 +100,8 @@ class Plugin {
   static constexpr uint32_t kDefaultSnaplen = 262144;
   static constexpr uint32_t kMaxInjectTimes = 1000;
 
-  explicit Plugin(const ovs_packet_hook_host* host);
+  // cache_flows: the size of each datapath thread's decision cache (0: no cache).
+  explicit Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows = matcher::Classifier::kDefaultCacheFlows);
   ~Plugin();
 
   // ---- Hook ABI (datapath and main threads) ----
@@ -178,6 +179,11 @@ class Plugin {
   // threads); threads beyond kMaxThreads share one more under a mutex.
   static constexpr int kMaxThreads = 100;
   std::array<std::optional<matcher::Classifier::Reader>, kMaxThreads + 1> readers_;
+  // The readers made so far, for other threads (their cache counters).
+  std::array<std::atomic<const matcher::Classifier::Reader*>, kMaxThreads + 1> reader_ptrs_{};
+  const uint32_t cache_flows_;
+  void open_reader(int slot);
+  matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads
   std::array<std::atomic<RuleHits*>, kMaxThreads + 1> hits_{};
   std::vector<std::unique_ptr<RuleHits>> hits_owned_;
   std::mutex hits_mu_;

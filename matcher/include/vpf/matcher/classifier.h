@@ -128,7 +128,14 @@ struct ClassifierStats {
   uint32_t dynamic_slots = 0;  // distinct BPF loads in use
   uint32_t jit_rules = 0;      // rules whose BPF runs in the JIT
   size_t memory_bytes = 0;     // entries, items, segments and table directories
+  // Packet shapes a decision cache keeps, bit i for shape i: bit 3 one VLAN tag, bit 2
+  // IPv6 (else IPv4), bits 0..1 the transport: 0 TCP, 1 UDP/UDP-Lite/SCTP, 2 ICMP, 3 other.
+  uint32_t cache_shapes = 0;
 };
+
+namespace cache {
+class DecisionCache;
+}
 
 class Classifier {
  public:
@@ -167,6 +174,12 @@ class Classifier {
   ClassifierStats stats() const;
 
   // ---- readers ----
+  struct CacheStats {
+    uint64_t hits = 0;      // decided by the cache
+    uint64_t misses = 0;    // cacheable, classified by the tables and inserted
+    uint64_t bypassed = 0;  // not cacheable (shape, length or rule set)
+    uint32_t capacity = 0;  // flows the cache can hold (0: no cache)
+  };
   class Reader {
    public:
     ~Reader();
@@ -176,12 +189,24 @@ class Classifier {
     // Classifies n packets (any n; internally in batches of 32).  Never blocks or allocates.
     void classify(const PacketRef* pkts, uint32_t n, Decision* out);
 
+    // Puts a decision cache for about `flows` flows in front of the tables (72 bytes of
+    // memory per flow, allocated here): a packet of a flow seen under the current rules
+    // gets its decision from the cache, with the same result the tables give.  Only
+    // packets whose decision is fully determined by a few header words are cached; the
+    // rest, and every packet while a rule runs a BPF program in the executor, go to the
+    // tables.  A rule change empties the cache at once.  src/decision_cache.h says how.
+    void enable_cache(uint32_t flows = kDefaultCacheFlows);
+    CacheStats cache_stats() const;  // may be called from any thread
+
    private:
     friend class Classifier;
-    Reader(Classifier* c, int slot) : c_(c), slot_(slot) {}
+    Reader(Classifier* c, int slot);
     Classifier* c_;
     int slot_;
+    std::unique_ptr<cache::DecisionCache> cache_;
   };
+
+  static constexpr uint32_t kDefaultCacheFlows = 65536;
 
   // Throws std::runtime_error if more than kMaxReaders readers are open.
   Reader reader();
