@@ -3,11 +3,14 @@
 # frames replayed from memory (net_pcap, infinite_rx=1) into net_null; the same
 # ovs-vswitchd binary without the plugin and with it at 0, 1k and 10k rules that all pass,
 # and 1k rules plus one that drops 10%; with an in_port-only flow table ("simple") and
-# with L3/L4 flows ("emc").  Prints Mpps per configuration and ends with
+# with L3/L4 flows ("emc"); with traces of 1, 1k and 64k flows; every packet a new flow
+# for the decision cache (a 1k-flow cache against 64k flows, against no cache); and 1k
+# rules changed 100 times a second.  Prints Mpps per configuration and ends with
 # "ratio datapath_<case>_<table>_vs_stock <with plugin / without>".
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
 # VPF_DATAPATH_PROFILE=1: also samples the PMD thread with perf (cpu-clock, 5 s) at 1k
-# rules with the simple table and prints the 15 hottest symbols.
+# rules with the simple table, prints the 15 hottest symbols and the plugin's cost per
+# packet split into the hook, the cache lookup and the classifier.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
@@ -27,13 +30,17 @@ cleanup() {
 trap cleanup EXIT
 
 "$gen" mix --count 1024 --len 64 --out "$run/mix.pcap"
+"$gen" mix --count 1024 --flows 1 --len 64 --out "$run/flows1.pcap"
+"$gen" mix --count 65536 --len 64 --out "$run/flows64k.pcap"
 "$gen" mix --count 1000 --len 64 --drop-share 10 --out "$run/mix10.pcap"
 echo '{"rules": []}' > "$run/rules0.json"
 "$gen" rules --style acl --count 1000 --seed 5 --out "$run/rules1k.json"
 "$gen" rules --style acl --count 10000 --seed 6 --out "$run/rules10k.json"
-python3 - "$run/rules1k.json" "$run/rules1k-drop10.json" <<'PY'
+python3 - "$run/rules1k.json" "$run/rules1k-drop10.json" "$run/rules1k-plus1.json" <<'PY'
 import json, sys
 rules = json.load(open(sys.argv[1]))["rules"]
+json.dump({"rules": rules + [{"kind": "filter", "id": 2000000, "bpf": "tcp port 7", "action": "drop"}]},
+          open(sys.argv[3], "w"))
 rules.insert(0, {"kind": "filter", "id": 1000000, "bpf": "src port 9", "action": "drop"})
 json.dump({"rules": rules}, open(sys.argv[2], "w"))
 PY
@@ -91,9 +98,29 @@ profile() {
     if grep -q pmd "/proc/$pid/task/$t/comm"; then tid=$t; fi
   done
   perf record -q -e cpu-clock -F 4999 -t "$tid" -o "$run/pmd.perf" -- sleep 5 >/dev/null 2>&1
+  perf report -i "$run/pmd.perf" --stdio --sort symbol 2>/dev/null | grep '%' | grep -v '^#' > "$run/pmd.txt" || true
   echo "  PMD profile (plugin, 1k rules, simple table): % of samples, symbol"
-  perf report -i "$run/pmd.perf" --stdio --sort symbol 2>/dev/null | grep '%' | grep -v '^#' |
-    sed 's/^ */    /; s/ *- *- *$//' | head -15 || true  # head ends the pipe early
+  sed 's/^ */    /; s/ *- *- *$//' "$run/pmd.txt" | head -15 || true  # head ends the pipe early
+  # The plugin's share per packet: ns/packet at this rate times the share of samples.
+  awk -v ns="$(echo "1000 / ${mpps[plugin_1k_rules_simple]}" | bc -l)" '
+    { p = $1; sub("%", "", p) }
+    /run_hook|Plugin::hook|host_packet|Plugin::classify|thread_slot/ { hook += p; next }
+    /DecisionCache|make_key/ { lookup += p; next }
+    /classify_avx|classify_sse|classify_scalar|classify_tables|parse_frame|parse_l4|parse_ipv|classify_in/ { cls += p }
+    END { printf "  per packet (of %.1f ns): hook %.2f ns, cache lookup %.2f ns, classifier on miss %.2f ns\n",
+                 ns, hook * ns / 100, lookup * ns / 100, cls * ns / 100 }' "$run/pmd.txt"
+}
+
+# churn SECONDS: 100 rule changes a second on the plugin (a rule added, removed, ...)
+churn_loop() {
+  local n=0 end=$(( $(date +%s%N) + $1 * 1000000000 ))
+  while [ "$(date +%s%N)" -lt "$end" ]; do
+    ovs-appctl vportfilter/rules-load "$run/rules1k-plus1.json" >/dev/null
+    ovs-appctl vportfilter/rules-load "$run/rules1k.json" >/dev/null
+    n=$((n + 2))
+    sleep 0.01
+  done
+  echo "$n" > "$run/churn.count"
 }
 
 add_ports "$run/mix.pcap"
@@ -103,10 +130,32 @@ for table in simple emc; do
   plugin "$run/rules0.json";    measure "plugin_0_rules_$table"
   plugin "$run/rules1k.json";   measure "plugin_1k_rules_$table"
   if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ] && [ "$table" = simple ]; then profile; fi
+  if [ "$table" = simple ]; then
+    churn_loop $((secs + 2)) &
+    measure "plugin_1k_churn_simple"
+    wait
+    echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"
+  fi
   plugin "$run/rules10k.json";  measure "plugin_10k_rules_$table"
   dropped=$(ovs-appctl vportfilter/show | sed -n 's/.*outgoing: .* dropped \([0-9]*\) .*/\1/p')
   echo "  (10k rules: $dropped packets dropped by rules: all pass)"
+  ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
 done
+for f in 1 64k; do
+  add_ports "$run/flows$f.pcap"
+  for table in simple emc; do
+    flows $table
+    plugin none;                  measure "stock_${f}flows_$table"
+    plugin "$run/rules1k.json";   measure "plugin_1k_${f}flows_$table"
+    plugin "$run/rules10k.json";  measure "plugin_10k_${f}flows_$table"
+    ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
+  done
+done
+# Every packet a new flow: 64k flows through a cache of 1k flows, against no cache.
+flows simple
+plugin "rules=$run/rules1k.json cache=0";     measure "plugin_1k_newflows_uncached"
+plugin "rules=$run/rules1k.json cache=1024";  measure "plugin_1k_newflows_cached"
+ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
 add_ports "$run/mix10.pcap"
 for table in simple emc; do
   flows $table
@@ -123,3 +172,13 @@ for table in simple emc; do
   done
   printf "ratio datapath_1k_rules_drop10_%s_vs_stock %.3f\n" $table "$(echo "${mpps[plugin_1k_drop10_$table]} / ${mpps[stock_drop10_$table]}" | bc -l)"
 done
+ratio() { printf "ratio %s %.3f\n" "$1" "$(echo "${mpps[$2]} / ${mpps[$3]}" | bc -l)"; }
+for table in simple emc; do
+  ratio "datapath_1k_rules_1flows_${table}_vs_stock" "plugin_1k_1flows_$table" "stock_1flows_$table"
+  ratio "datapath_1k_rules_1kflows_${table}_vs_stock" "plugin_1k_rules_$table" "stock_$table"
+  ratio "datapath_1k_rules_64kflows_${table}_vs_stock" "plugin_1k_64kflows_$table" "stock_64kflows_$table"
+  ratio "datapath_10k_rules_1flows_${table}_vs_stock" "plugin_10k_1flows_$table" "stock_1flows_$table"
+  ratio "datapath_10k_rules_64kflows_${table}_vs_stock" "plugin_10k_64kflows_$table" "stock_64kflows_$table"
+done
+ratio datapath_1k_rules_newflows_simple_vs_uncached plugin_1k_newflows_cached plugin_1k_newflows_uncached
+ratio datapath_1k_rules_churn_simple_vs_stock plugin_1k_churn_simple stock_simple

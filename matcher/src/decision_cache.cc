@@ -1,6 +1,8 @@
 // The decision cache: plans (writer side) and storage.  See decision_cache.h.
 #include "decision_cache.h"
 
+#include <sys/mman.h>
+
 #include <cstdlib>
 #include <new>
 
@@ -10,15 +12,13 @@ using layout::Entry;
 using layout::EntryBlock;
 using layout::kTestsPerBlock;
 
-void Usage::count(const Entry *e, int sign) {
-  if (e->bpf)
-    jit_entries += uint32_t(sign);
-  const EntryBlock *blk = e->blocks();
+void Usage::count(const Entry* e, int sign) {
+  if (e->bpf) jit_entries += uint32_t(sign);
+  const EntryBlock* blk = e->blocks();
   for (unsigned b = 0; b < e->nblocks; ++b)
     for (int i = 0; i < kTestsPerBlock; ++i) {
       const uint32_t mask = blk[b].mask[i];
-      if (!mask)
-        continue;
+      if (!mask) continue;
       const uint8_t f = blk[b].idx[i];
       if (f >= kFixedFields) {
         slot_entries[f - F_DYN0] += uint32_t(sign);
@@ -26,33 +26,28 @@ void Usage::count(const Entry *e, int sign) {
       }
       field_entries[f] += uint32_t(sign);
       if (f == F_BPF_VALID) {
-        for (uint32_t m = mask; m; m &= m - 1)
-          slot_entries[std::countr_zero(m)] += uint32_t(sign);
+        for (uint32_t m = mask; m; m &= m - 1) slot_entries[std::countr_zero(m)] += uint32_t(sign);
         continue;
       }
-      if (f != F_FRAME_LEN)
-        continue;
+      if (f != F_FRAME_LEN) continue;
       if (mask != ~0u) {
         raw_len_entries += uint32_t(sign);
         continue;
       }
       // len in [lo, hi] <=> lo <= len and not hi + 1 <= len.
       auto bump = [&](uint32_t v) {
-        uint32_t &c = len_bounds[v];
+        uint32_t& c = len_bounds[v];
         c += uint32_t(sign);
-        if (c == 0)
-          len_bounds.erase(v);
+        if (c == 0) len_bounds.erase(v);
       };
       bump(blk[b].lo[i]);
-      if (blk[b].hi[i] != ~0u)
-        bump(blk[b].hi[i] + 1);
+      if (blk[b].hi[i] != ~0u) bump(blk[b].hi[i] + 1);
     }
 }
 
 uint32_t Plan::shapes_enabled() const {
   uint32_t m = 0;
-  for (int i = 0; i < kShapes; ++i)
-    m |= uint32_t(enabled && shape[i].enabled) << i;
+  for (int i = 0; i < kShapes; ++i) m |= uint32_t(enabled && shape[i].enabled) << i;
   return m;
 }
 
@@ -62,15 +57,12 @@ struct ShapeInfo {
   bool tagged, v6;
   L4Class cls;
   uint32_t l3, l4;
-  uint32_t tpid =
-      0; // tagged: one of the TPIDs the shape admits, when reasoning about it
+  uint32_t tpid = 0;  // tagged: one of the TPIDs the shape admits, when reasoning about it
   explicit ShapeInfo(int index)
-      : tagged(index & 8), v6(index & 4), cls(L4Class(index & 3)),
-        l3(tagged ? 18 : 14), l4(l3 + (v6 ? 40 : 20)) {}
+      : tagged(index & 8), v6(index & 4), cls(L4Class(index & 3)), l3(tagged ? 18 : 14), l4(l3 + (v6 ? 40 : 20)) {}
 };
 
-constexpr uint32_t kTpids[] = {0x8100, 0x88a8,
-                               0x9100}; // as make_key() admits them
+constexpr uint32_t kTpids[] = {0x8100, 0x88a8, 0x9100};  // as make_key() admits them
 
 // Bits of a value that every packet of a shape has: (value & mask) == bits.
 struct Known {
@@ -78,44 +70,31 @@ struct Known {
 };
 
 // The header bytes a shape fixes.
-Known known_byte(const ShapeInfo &s, uint32_t off) {
+Known known_byte(const ShapeInfo& s, uint32_t off) {
   const uint32_t et = s.v6 ? 0x86dd : 0x0800;
-  if (!s.tagged && off == 12)
-    return {0xff, et >> 8};
-  if (!s.tagged && off == 13)
-    return {0xff, et & 0xff};
-  if (s.tagged && off == 12)
-    return {0xff, s.tpid >> 8};
-  if (s.tagged && off == 13)
-    return {0xff, s.tpid & 0xff};
-  if (s.tagged && off == 16)
-    return {0xff, et >> 8};
-  if (s.tagged && off == 17)
-    return {0xff, et & 0xff};
-  if (off == s.l3)
-    return s.v6 ? Known{0xf0, 0x60} : Known{0xff, 0x45};
-  if (!s.v6 && off == s.l3 + 6)
-    return {0x3f, 0}; // no fragment
-  if (!s.v6 && off == s.l3 + 7)
-    return {0xff, 0};
-  if (s.cls == kTcp && off == s.l3 + (s.v6 ? 6 : 9))
-    return {0xff, 6};
+  if (!s.tagged && off == 12) return {0xff, et >> 8};
+  if (!s.tagged && off == 13) return {0xff, et & 0xff};
+  if (s.tagged && off == 12) return {0xff, s.tpid >> 8};
+  if (s.tagged && off == 13) return {0xff, s.tpid & 0xff};
+  if (s.tagged && off == 16) return {0xff, et >> 8};
+  if (s.tagged && off == 17) return {0xff, et & 0xff};
+  if (off == s.l3) return s.v6 ? Known{0xf0, 0x60} : Known{0xff, 0x45};
+  if (!s.v6 && off == s.l3 + 6) return {0x3f, 0};  // no fragment
+  if (!s.v6 && off == s.l3 + 7) return {0xff, 0};
+  if (s.cls == kTcp && off == s.l3 + (s.v6 ? 6 : 9)) return {0xff, 6};
   return {};
 }
 
 // A BPF load's known bits under a shape (big-endian bytes).
-Known known_load(const ShapeInfo &s, const BpfLoad &l) {
+Known known_load(const ShapeInfo& s, const BpfLoad& l) {
   uint32_t off = l.off;
-  if (l.kind == BpfLoad::Len)
-    return {};
+  if (l.kind == BpfLoad::Len) return {};
   if (l.kind == BpfLoad::Ind) {
-    if (s.v6 || l.msh_off != s.l3)
-      return {};
+    if (s.v6 || l.msh_off != s.l3) return {};
     off += 20;
   }
   Known k;
-  k.mask =
-      l.size >= 4 ? 0 : ~0u >> 8 * l.size; // bits above the loaded bytes are 0
+  k.mask = l.size >= 4 ? 0 : ~0u >> 8 * l.size;  // bits above the loaded bytes are 0
   for (uint32_t i = 0; i < l.size; ++i) {
     const Known b = known_byte(s, off + i);
     k.mask = k.mask << 8 | b.mask;
@@ -126,62 +105,59 @@ Known known_load(const ShapeInfo &s, const BpfLoad &l) {
 
 // A parsed field's known bits under a shape (parser.cc, for a packet of the
 // shape).
-Known known_field(const ShapeInfo &s, int f) {
+Known known_field(const ShapeInfo& s, int f) {
   const bool ports = s.cls == kTcp || s.cls == kPorts;
   switch (f) {
-  case F_ETH_TYPE:
-    return {~0u, s.v6 ? 0x86ddu : 0x0800u};
-  case F_VLAN:
-    return s.tagged ? Known{0xf0000fffu, 1u << 28} : Known{~0u, 0};
-  case F_IP_VER:
-    return {~0u, s.v6 ? 6u : 4u};
-  case F_IP_FRAG:
-    return {~0u, 0};
-  case F_IP_PROTO:
-    return s.cls == kTcp ? Known{~0u, 6} : Known{};
-  case F_SRC_IP1:
-  case F_SRC_IP2:
-  case F_SRC_IP3:
-  case F_DST_IP1:
-  case F_DST_IP2:
-  case F_DST_IP3:
-    return s.v6 ? Known{} : Known{~0u, 0};
-  case F_SRC_PORT:
-  case F_DST_PORT:
-    return ports ? Known{} : Known{~0u, 0};
-  case F_TCP_FLAGS:
-    return s.cls == kTcp ? Known{} : Known{~0u, 0};
-  case F_ICMP_TYPE:
-  case F_ICMP_CODE:
-    return s.cls == kIcmp ? Known{} : Known{~0u, 0};
-  case F_PARSE_FLAGS:
-    return {~0u, PARSE_L2 | PARSE_L3 | (ports ? PARSE_L4 | PARSE_PORTS : 0) |
-                     (s.cls == kIcmp ? PARSE_L4 : 0)};
-  case F_RESERVED_28:
-  case F_RESERVED_29:
-  case F_RESERVED_30:
-  case F_RESERVED_31:
-    return {~0u, 0};
-  default:
-    return {};
+    case F_ETH_TYPE:
+      return {~0u, s.v6 ? 0x86ddu : 0x0800u};
+    case F_VLAN:
+      return s.tagged ? Known{0xf0000fffu, 1u << 28} : Known{~0u, 0};
+    case F_IP_VER:
+      return {~0u, s.v6 ? 6u : 4u};
+    case F_IP_FRAG:
+      return {~0u, 0};
+    case F_IP_PROTO:
+      return s.cls == kTcp ? Known{~0u, 6} : Known{};
+    case F_SRC_IP1:
+    case F_SRC_IP2:
+    case F_SRC_IP3:
+    case F_DST_IP1:
+    case F_DST_IP2:
+    case F_DST_IP3:
+      return s.v6 ? Known{} : Known{~0u, 0};
+    case F_SRC_PORT:
+    case F_DST_PORT:
+      return ports ? Known{} : Known{~0u, 0};
+    case F_TCP_FLAGS:
+      return s.cls == kTcp ? Known{} : Known{~0u, 0};
+    case F_ICMP_TYPE:
+    case F_ICMP_CODE:
+      return s.cls == kIcmp ? Known{} : Known{~0u, 0};
+    case F_PARSE_FLAGS:
+      return {~0u, PARSE_L2 | PARSE_L3 | (ports ? PARSE_L4 | PARSE_PORTS : 0) | (s.cls == kIcmp ? PARSE_L4 : 0)};
+    case F_RESERVED_28:
+    case F_RESERVED_29:
+    case F_RESERVED_30:
+    case F_RESERVED_31:
+      return {~0u, 0};
+    default:
+      return {};
   }
 }
 
 // The bytes of one shape that a key must keep: offset -> bit mask of the byte.
 class Needed {
-public:
+ public:
   void add(uint32_t off, uint32_t n, uint8_t mask = 0xff) {
-    for (uint32_t i = 0; i < n; ++i)
-      bytes_[off + i] |= mask;
+    for (uint32_t i = 0; i < n; ++i) bytes_[off + i] |= mask;
   }
   // Covers the bytes with at most kWords 8-byte words; false if they need more.
-  bool place(Shape *sh) const {
+  bool place(Shape* sh) const {
     int w = -1;
     uint32_t end = 0;
-    for (const auto &[off, mask] : bytes_) {
+    for (const auto& [off, mask] : bytes_) {
       if (w < 0 || off >= sh->off[w] + 8u) {
-        if (++w == kWords || off > 0xffff - 8)
-          return false;
+        if (++w == kWords || off > 0xffff - 8) return false;
         sh->off[w] = uint16_t(off);
         end = std::max(end, off + 8);
       }
@@ -191,108 +167,88 @@ public:
     return true;
   }
 
-private:
+ private:
   std::map<uint32_t, uint8_t> bytes_;
 };
 
 // Fills the shape's plan; false if the shape cannot be cached under these
 // rules.
-bool plan_shape(int index, const Usage &u, const BpfLoad *slot_load,
-                Shape *sh) {
+bool plan_shape(int index, const Usage& u, const BpfLoad* slot_load, Shape* sh) {
   const ShapeInfo s(index);
-  if (u.jit_entries)
-    return false;
+  if (u.jit_entries) return false;
   const uint32_t o = s.l3, l4 = s.l4;
   Needed need;
   // What defines the shape: ethertypes, IP version (and IHL), protocol.
   need.add(12, 2);
-  if (s.tagged)
-    need.add(16, 2);
+  if (s.tagged) need.add(16, 2);
   need.add(o, 1, s.v6 ? 0xf0 : 0xff);
   need.add(o + (s.v6 ? 6 : 9), 1);
   auto tested = [&](int f) { return u.field_entries[f] > 0; };
-  if (tested(F_ETH_DST_HI) || tested(F_ETH_DST_LO))
-    need.add(0, 6);
-  if (tested(F_ETH_SRC_HI) || tested(F_ETH_SRC_LO))
-    need.add(6, 6);
+  if (tested(F_ETH_DST_HI) || tested(F_ETH_DST_LO)) need.add(0, 6);
+  if (tested(F_ETH_SRC_HI) || tested(F_ETH_SRC_LO)) need.add(6, 6);
   if (tested(F_VLAN) && s.tagged) {
     need.add(14, 1, 0x0f);
     need.add(15, 1);
   }
   for (int w = 0; w < 4; ++w) {
     if (s.v6) {
-      if (tested(F_SRC_IP0 + w))
-        need.add(o + 8 + 4 * w, 4);
-      if (tested(F_DST_IP0 + w))
-        need.add(o + 24 + 4 * w, 4);
+      if (tested(F_SRC_IP0 + w)) need.add(o + 8 + 4 * w, 4);
+      if (tested(F_DST_IP0 + w)) need.add(o + 24 + 4 * w, 4);
     } else if (w == 0) {
-      if (tested(F_SRC_IP0))
-        need.add(o + 12, 4);
-      if (tested(F_DST_IP0))
-        need.add(o + 16, 4);
+      if (tested(F_SRC_IP0)) need.add(o + 12, 4);
+      if (tested(F_DST_IP0)) need.add(o + 16, 4);
     }
   }
   if (s.cls == kTcp || s.cls == kPorts) {
-    if (tested(F_SRC_PORT))
-      need.add(l4, 2);
-    if (tested(F_DST_PORT))
-      need.add(l4 + 2, 2);
+    if (tested(F_SRC_PORT)) need.add(l4, 2);
+    if (tested(F_DST_PORT)) need.add(l4 + 2, 2);
   }
-  if (s.cls == kTcp && tested(F_TCP_FLAGS))
-    need.add(l4 + 13, 1);
+  if (s.cls == kTcp && tested(F_TCP_FLAGS)) need.add(l4 + 13, 1);
   if (s.cls == kIcmp) {
-    if (tested(F_ICMP_TYPE))
-      need.add(l4, 1);
-    if (tested(F_ICMP_CODE))
-      need.add(l4 + 1, 1);
+    if (tested(F_ICMP_TYPE)) need.add(l4, 1);
+    if (tested(F_ICMP_CODE)) need.add(l4 + 1, 1);
   }
   sh->raw_len = u.raw_len_entries > 0 || u.len_bounds.size() > 0xffff;
   for (int i = 0; i < kDynamicSlots; ++i) {
-    if (!u.slot_entries[i])
-      continue;
-    const BpfLoad &l = slot_load[i];
+    if (!u.slot_entries[i]) continue;
+    const BpfLoad& l = slot_load[i];
     if (l.kind == BpfLoad::Abs) {
       need.add(l.off, l.size);
     } else if (l.kind == BpfLoad::Ind) {
       // x = 4 * (byte & 0xf) is 20 only when the byte is this shape's IPv4 IHL
       // byte.
-      if (s.v6 || l.msh_off != o)
-        return false;
+      if (s.v6 || l.msh_off != o) return false;
       need.add(20 + l.off, l.size);
     } else {
-      sh->raw_len = true; // the packet length itself is tested
+      sh->raw_len = true;  // the packet length itself is tested
     }
   }
   sh->uses_vm = tested(F_VM);
   if (!sh->raw_len)
-    for (const auto &[v, n] : u.len_bounds)
-      sh->bounds.push_back(v);
+    for (const auto& [v, n] : u.len_bounds) sh->bounds.push_back(v);
   return need.place(sh);
 }
 
 // False if a test of the entry fails on every packet of the shape.
-bool can_match(const Entry *e, const BpfLoad *slot_load, const ShapeInfo &s) {
+bool can_match(const Entry* e, const BpfLoad* slot_load, const ShapeInfo& s) {
   bool dead = false;
-  const EntryBlock *blk = e->blocks();
+  const EntryBlock* blk = e->blocks();
   for (unsigned b = 0; b < e->nblocks && !dead; ++b)
     for (int i = 0; i < kTestsPerBlock && !dead; ++i) {
       const uint32_t mask = blk[b].mask[i];
-      if (!mask)
-        continue;
+      if (!mask) continue;
       const uint8_t f = blk[b].idx[i];
-      const Known k = f >= kFixedFields ? known_load(s, slot_load[f - F_DYN0])
-                                        : known_field(s, f);
-      if ((mask & k.mask) != mask)
-        continue; // depends on bits the shape leaves open
+      const Known k = f >= kFixedFields ? known_load(s, slot_load[f - F_DYN0]) : known_field(s, f);
+      if ((mask & k.mask) != mask) continue;  // depends on bits the shape leaves open
       const uint32_t v = k.bits & mask;
       dead = v < blk[b].lo[i] || v > blk[b].hi[i];
     }
   return !dead;
 }
 
-} // namespace
+}  // namespace
 
-uint32_t live_shapes(const Entry *e, const BpfLoad *slot_load) {
+uint32_t live_shapes(const Entry* e, const BpfLoad* slot_load) {
   uint32_t live = 0;
   for (int index = 0; index < kShapes; ++index) {
     ShapeInfo s(index);
@@ -305,13 +261,12 @@ uint32_t live_shapes(const Entry *e, const BpfLoad *slot_load) {
         can = can || can_match(e, slot_load, s);
       }
     }
-    if (can)
-      live |= 1u << index;
+    if (can) live |= 1u << index;
   }
   return live;
 }
 
-Plan make_plan(const Usage *per_shape, const BpfLoad *slot_load) {
+Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load) {
   Plan p;
   for (int i = 0; i < kShapes; ++i) {
     Shape sh;
@@ -324,17 +279,29 @@ Plan make_plan(const Usage *per_shape, const BpfLoad *slot_load) {
   return p;
 }
 
+namespace {
+
+// Memory for the cache, on 2 MiB boundaries and marked for transparent huge pages where
+// the kernel offers them: a lookup touches two random lines, and with 4 KiB pages most
+// of them would also miss the TLB.
+void* huge_alloc(size_t bytes) {
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  bytes = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, bytes);
+  if (p && align == kHuge) madvise(p, bytes, MADV_HUGEPAGE);  // advice only: failure is fine
+  return p;
+}
+
+}  // namespace
+
 DecisionCache::DecisionCache(uint32_t flows) {
   uint32_t buckets = 64;
-  while (uint64_t(buckets) * kWays < 2 * uint64_t(flows) &&
-         buckets < (1u << 24))
-    buckets *= 2;
+  while (uint64_t(buckets) * kWays < 2 * uint64_t(flows) && buckets < (1u << 24)) buckets *= 2;
   nbuckets_ = buckets;
   bucket_shift_ = 64 - uint32_t(std::countr_zero(buckets));
-  buckets_ =
-      static_cast<Bucket *>(std::aligned_alloc(64, sizeof(Bucket) * buckets));
-  slots_ = static_cast<Slot *>(
-      std::aligned_alloc(64, sizeof(Slot) * buckets * kWays));
+  buckets_ = static_cast<Bucket*>(huge_alloc(sizeof(Bucket) * buckets));
+  slots_ = static_cast<Slot*>(huge_alloc(sizeof(Slot) * buckets * kWays));
   if (!buckets_ || !slots_) {
     std::free(buckets_);
     std::free(slots_);
@@ -342,7 +309,7 @@ DecisionCache::DecisionCache(uint32_t flows) {
   }
   // A slot is read only after its signature matched in a bucket of the current
   // generation, so only the buckets need clearing.
-  std::memset(static_cast<void *>(buckets_), 0, sizeof(Bucket) * buckets);
+  std::memset(static_cast<void*>(buckets_), 0, sizeof(Bucket) * buckets);
 }
 
 DecisionCache::~DecisionCache() {
@@ -350,4 +317,4 @@ DecisionCache::~DecisionCache() {
   std::free(slots_);
 }
 
-} // namespace vpf::matcher::cache
+}  // namespace vpf::matcher::cache

@@ -39,6 +39,8 @@
 // Its counters are atomics so that other threads may read them.
 #pragma once
 
+#include <emmintrin.h>  // SSE2: part of x86-64 itself, no ISA flag needed
+
 #include <algorithm>
 #include <atomic>
 #include <bit>
@@ -47,8 +49,6 @@
 #include <map>
 #include <memory>
 #include <vector>
-
-#include <emmintrin.h> // SSE2: part of x86-64 itself, no ISA flag needed
 
 #include "classifier_layout.h"
 #include "vpf/matcher/bpf.h"
@@ -69,47 +69,46 @@ enum L4Class : uint8_t { kTcp = 0, kPorts = 1, kIcmp = 2, kOther = 3 };
 // counted for the shape.
 struct Usage {
   uint32_t field_entries[kFixedFields] = {};
-  uint32_t slot_entries[kDynamicSlots] = {}; // tested or required BPF loads
-  std::map<uint32_t, uint32_t>
-      len_bounds;               // size-class boundary -> entries using it
-  uint32_t raw_len_entries = 0; // size tests under a partial mask
-  uint32_t jit_entries = 0;     // entries that run a BPF program
-  void count(const layout::Entry *e, int sign);
+  uint32_t slot_entries[kDynamicSlots] = {};  // tested or required BPF loads
+  std::map<uint32_t, uint32_t> len_bounds;    // size-class boundary -> entries using it
+  uint32_t raw_len_entries = 0;               // size tests under a partial mask
+  uint32_t jit_entries = 0;                   // entries that run a BPF program
+  void count(const layout::Entry* e, int sign);
 };
 
 // The shapes (bit i: shape i) an entry can match; `slot_load` gives its dynamic
 // loads.
-uint32_t live_shapes(const layout::Entry *e, const BpfLoad *slot_load);
+uint32_t live_shapes(const layout::Entry* e, const BpfLoad* slot_load);
 
 struct Shape {
   bool enabled = false;
-  bool raw_len = false; // size class = the length itself
+  bool raw_len = false;  // size class = the length itself
   bool uses_vm = false;
-  uint16_t end = 0; // the frame must hold this many bytes
+  uint16_t end = 0;  // the frame must hold this many bytes
   uint16_t off[kWords] = {};
-  uint64_t mask[kWords] = {};   // 0 for unused words
-  std::vector<uint32_t> bounds; // sorted; class = number of bounds <= length
+  uint64_t mask[kWords] = {};    // 0 for unused words
+  std::vector<uint32_t> bounds;  // sorted; class = number of bounds <= length
 };
 
 struct Plan {
-  bool enabled = false; // false: every packet goes to the tables
+  bool enabled = false;  // false: every packet goes to the tables
   Shape shape[kShapes];
-  uint32_t shapes_enabled() const; // bit i: shape i is cached
+  uint32_t shapes_enabled() const;  // bit i: shape i is cached
 };
 
 // Builds the plan of a snapshot from what the entries of each shape test.
-Plan make_plan(const Usage *per_shape, const BpfLoad *slot_load);
+Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load);
 
 struct alignas(64) Bucket {
-  uint64_t gen;        // 0: never filled
-  uint32_t sig[kWays]; // 0: free way
-  uint32_t next;       // round-robin victim
+  uint64_t gen;         // 0: never filled
+  uint32_t sig[kWays];  // 0: free way
+  uint32_t next;        // round-robin victim
   uint32_t pad[5];
 };
 static_assert(sizeof(Bucket) == 64);
 
 struct alignas(64) Slot {
-  uint64_t key[kWords + 1]; // header word, then the masked words
+  uint64_t key[kWords + 1];  // header word, then the masked words
   uint32_t rule_id;
   uint8_t kind, action;
   uint16_t pad;
@@ -117,26 +116,24 @@ struct alignas(64) Slot {
 static_assert(sizeof(Slot) == 64);
 
 class DecisionCache {
-public:
-  explicit DecisionCache(
-      uint32_t flows); // rounded up: buckets * kWays >= 2 * flows
+ public:
+  explicit DecisionCache(uint32_t flows);  // rounded up: buckets * kWays >= 2 * flows
   ~DecisionCache();
-  DecisionCache(const DecisionCache &) = delete;
-  DecisionCache &operator=(const DecisionCache &) = delete;
+  DecisionCache(const DecisionCache&) = delete;
+  DecisionCache& operator=(const DecisionCache&) = delete;
 
   // Classifies n <= kMaxBatch packets: hits from the cache, the rest through
   // `classify_misses(refs, m, out)`, which must classify with the snapshot the
   // plan and `gen` belong to.
   template <class Fn>
-  void classify(const Plan &plan, uint64_t gen, const PacketRef *pkts,
-                uint32_t n, Decision *out, Fn &&classify_misses);
+  void classify(const Plan& plan, uint64_t gen, const PacketRef* pkts, uint32_t n, Decision* out, Fn&& classify_misses);
 
   uint32_t capacity() const { return nbuckets_ * kWays; }
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
 
-private:
-  static bool make_key(const Plan &plan, const PacketRef &p, uint64_t *key);
-  static uint64_t hash(const uint64_t *key) {
+ private:
+  static bool make_key(const Plan& plan, const PacketRef& p, uint64_t* key);
+  static uint64_t hash(const uint64_t* key) {
     uint64_t h = key[0] * 0x9e3779b97f4a7c15ull;
     h += key[1] * 0xc2b2ae3d27d4eb4full;
     h += key[2] * 0x165667b19e3779f9ull;
@@ -148,13 +145,13 @@ private:
   }
 
   uint32_t nbuckets_, bucket_shift_;
-  Bucket *buckets_;
-  Slot *slots_;
+  Bucket* buckets_;
+  Slot* slots_;
 };
 
 // ---- the key ----
 
-inline uint32_t be16(const uint8_t *p) {
+inline uint32_t be16(const uint8_t* p) {
   uint16_t v;
   std::memcpy(&v, p, 2);
   return __builtin_bswap16(v);
@@ -162,107 +159,97 @@ inline uint32_t be16(const uint8_t *p) {
 
 // The transport class of an IP protocol and the transport header bytes the
 // parser needs to find it whole (parser.cc: parse_l4).
-inline L4Class l4_class(uint32_t proto, uint32_t *need) {
+inline L4Class l4_class(uint32_t proto, uint32_t* need) {
   switch (proto) {
-  case 6:
-    *need = 20;
-    return kTcp;
-  case 17:
-  case 136:
-    *need = 8;
-    return kPorts;
-  case 132:
-    *need = 12;
-    return kPorts;
-  case 1:
-  case 58:
-    *need = 8;
-    return kIcmp;
-  default:
-    *need = 0;
-    return kOther;
+    case 6:
+      *need = 20;
+      return kTcp;
+    case 17:
+    case 136:
+      *need = 8;
+      return kPorts;
+    case 132:
+      *need = 12;
+      return kPorts;
+    case 1:
+    case 58:
+      *need = 8;
+      return kIcmp;
+    default:
+      *need = 0;
+      return kOther;
   }
 }
 
 // IPv6 next-header values the parser walks or stops at as extension headers.
 inline bool ipv6_ext_header(uint32_t nh) {
   switch (nh) {
-  case 0:
-  case 43:
-  case 44:
-  case 50:
-  case 51:
-  case 60:
-  case 135:
-  case 139:
-  case 140:
-    return true;
-  default:
-    return false;
+    case 0:
+    case 43:
+    case 44:
+    case 50:
+    case 51:
+    case 60:
+    case 135:
+    case 139:
+    case 140:
+      return true;
+    default:
+      return false;
   }
 }
 
 // Writes the packet's key (kWords + 1 words) and returns true if the packet has
 // a shape the plan caches.  The conditions are exactly those under which
 // parse_frame() finds the shape whole, with no error flag.
-__attribute__((always_inline)) inline bool
-DecisionCache::make_key(const Plan &plan, const PacketRef &p, uint64_t *key) {
-  const uint8_t *d = p.data;
+__attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& plan, const PacketRef& p,
+                                                                   uint64_t* key) {
+  const uint8_t* d = p.data;
   const uint32_t len = p.len;
-  if (len < 34)
-    return false;
+  if (len < 34) return false;
   uint32_t et = be16(d + 12), o = 14, shape = 0;
   if (et == 0x8100 || et == 0x88a8 || et == 0x9100) {
-    if (len < 38)
-      return false;
+    if (len < 38) return false;
     et = be16(d + 16);
     o = 18;
     shape = 8;
   }
   uint32_t proto, l4len;
   if (et == 0x0800) {
-    if (d[o] != 0x45)
-      return false;
+    if (d[o] != 0x45) return false;
     const uint32_t tot = be16(d + o + 2);
-    if (tot < 20 || tot > len - o || (be16(d + o + 6) & 0x3fff))
-      return false;
+    if (tot < 20 || tot > len - o || (be16(d + o + 6) & 0x3fff)) return false;
     proto = d[o + 9];
     l4len = tot - 20;
   } else if (et == 0x86dd) {
-    if (len < o + 40 || (d[o] >> 4) != 6)
-      return false;
+    if (len < o + 40 || (d[o] >> 4) != 6) return false;
     l4len = be16(d + o + 4);
     proto = d[o + 6];
-    if (l4len > len - o - 40 || ipv6_ext_header(proto))
-      return false;
+    if (l4len > len - o - 40 || ipv6_ext_header(proto)) return false;
     shape |= 4;
   } else {
     return false;
   }
   uint32_t need;
   shape |= l4_class(proto, &need);
-  if (l4len < need)
-    return false;
-  const Shape &sh = plan.shape[shape];
-  if (!sh.enabled || len < sh.end)
-    return false;
+  if (l4len < need) return false;
+  const Shape& sh = plan.shape[shape];
+  if (!sh.enabled || len < sh.end) return false;
   uint64_t cls = 0;
   if (sh.raw_len) {
     cls = len;
   } else if (!sh.bounds.empty()) {
-    const auto &b = sh.bounds;
+    const auto& b = sh.bounds;
     if (b.size() <= 8) {
-      for (uint32_t v : b)
-        cls += v <= len;
+      for (uint32_t v : b) cls += v <= len;
     } else {
       cls = uint64_t(std::upper_bound(b.begin(), b.end(), len) - b.begin());
     }
   }
   const uint64_t vm = sh.uses_vm ? p.meta.vm : 0;
-  if (p.meta.adapter >= (1u << 20) || vm >= (1u << 22))
-    return false;
-  key[0] = uint64_t(p.meta.adapter) | uint64_t(p.meta.direction) << 20 |
-           uint64_t(shape) << 22 | cls << 26 | vm << 42;
+  if (p.meta.adapter >= (1u << 20) || vm >= (1u << 22)) return false;
+  key[0] = uint64_t(p.meta.adapter) | uint64_t(p.meta.direction) << 20 | uint64_t(shape) << 22 | cls << 26 | vm << 42;
+#pragma GCC unroll 8
   for (int w = 0; w < kWords; ++w) {
     uint64_t v;
     std::memcpy(&v, d + sh.off[w], 8);
@@ -274,21 +261,18 @@ DecisionCache::make_key(const Plan &plan, const PacketRef &p, uint64_t *key) {
 // ---- the batch loop ----
 
 template <class Fn>
-void DecisionCache::classify(const Plan &plan, uint64_t gen,
-                             const PacketRef *pkts, uint32_t n, Decision *out,
-                             Fn &&classify_misses) {
+void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pkts, uint32_t n, Decision* out,
+                             Fn&& classify_misses) {
   if (!plan.enabled) {
     classify_misses(pkts, n, out);
-    bypassed.store(bypassed.load(std::memory_order_relaxed) + n,
-                   std::memory_order_relaxed);
+    bypassed.store(bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     return;
   }
   alignas(64) uint64_t keys[kMaxBatch][kWords + 1];
   uint32_t bucket[kMaxBatch], sig[kMaxBatch];
-  uint32_t cacheable = 0; // bit i: packet i has a key
+  uint32_t cacheable = 0;  // bit i: packet i has a key
   for (uint32_t i = 0; i < n; ++i) {
-    if (!make_key(plan, pkts[i], keys[i]))
-      continue;
+    if (!make_key(plan, pkts[i], keys[i])) continue;
     cacheable |= 1u << i;
     const uint64_t h = hash(keys[i]);
     bucket[i] = uint32_t(h >> bucket_shift_);
@@ -300,22 +284,16 @@ void DecisionCache::classify(const Plan &plan, uint64_t gen,
   int8_t way[kMaxBatch];
   for (uint32_t i = 0; i < n; ++i) {
     way[i] = -1;
-    if (!(cacheable >> i & 1))
-      continue;
-    const Bucket &b = buckets_[bucket[i]];
-    if (b.gen != gen)
-      continue;
+    if (!(cacheable >> i & 1)) continue;
+    const Bucket& b = buckets_[bucket[i]];
+    if (b.gen != gen) continue;
     const __m128i s = _mm_set1_epi32(int(sig[i]));
-    const __m128i lo = _mm_cmpeq_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i *>(&b.sig[0])), s);
-    const __m128i hi = _mm_cmpeq_epi32(
-        _mm_loadu_si128(reinterpret_cast<const __m128i *>(&b.sig[4])), s);
-    const uint32_t m = uint32_t(_mm_movemask_ps(_mm_castsi128_ps(lo))) |
-                       uint32_t(_mm_movemask_ps(_mm_castsi128_ps(hi))) << 4;
-    if (!m)
-      continue;
-    way[i] = int8_t(std::countr_zero(
-        m)); // insertion never leaves two ways with one signature
+    const __m128i lo = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&b.sig[0])), s);
+    const __m128i hi = _mm_cmpeq_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(&b.sig[4])), s);
+    const uint32_t m = uint32_t(_mm_movemask_ps(_mm_castsi128_ps(lo))) | uint32_t(_mm_movemask_ps(_mm_castsi128_ps(hi)))
+                                                                             << 4;
+    if (!m) continue;
+    way[i] = int8_t(std::countr_zero(m));  // insertion never leaves two ways with one signature
     __builtin_prefetch(&slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])]);
   }
   PacketRef miss_refs[kMaxBatch];
@@ -324,10 +302,10 @@ void DecisionCache::classify(const Plan &plan, uint64_t gen,
   uint32_t nmiss = 0, nhit = 0;
   for (uint32_t i = 0; i < n; ++i) {
     if (way[i] >= 0) {
-      const Slot &s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
+      const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
       uint64_t diff = 0;
-      for (int k = 0; k <= kWords; ++k)
-        diff |= s.key[k] ^ keys[i][k];
+#pragma GCC unroll 8
+      for (int k = 0; k <= kWords; ++k) diff |= s.key[k] ^ keys[i][k];
       if (!diff) {
         out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
         ++nhit;
@@ -342,9 +320,8 @@ void DecisionCache::classify(const Plan &plan, uint64_t gen,
     for (uint32_t m = 0; m < nmiss; ++m) {
       const uint32_t i = miss_idx[m];
       out[i] = miss_out[m];
-      if (!(cacheable >> i & 1))
-        continue;
-      Bucket &b = buckets_[bucket[i]];
+      if (!(cacheable >> i & 1)) continue;
+      Bucket& b = buckets_[bucket[i]];
       if (b.gen != gen) {
         std::memset(&b, 0, sizeof b);
         b.gen = gen;
@@ -353,14 +330,11 @@ void DecisionCache::classify(const Plan &plan, uint64_t gen,
       // free one, else the next in turn.
       int way = -1;
       for (int w = 0; w < kWays && way < 0; ++w)
-        if (b.sig[w] == sig[i])
-          way = w;
+        if (b.sig[w] == sig[i]) way = w;
       for (int w = 0; w < kWays && way < 0; ++w)
-        if (b.sig[w] == 0)
-          way = w;
-      if (way < 0)
-        way = int(b.next++ % kWays);
-      Slot &s = slots_[size_t(bucket[i]) * kWays + way];
+        if (b.sig[w] == 0) way = w;
+      if (way < 0) way = int(b.next++ % kWays);
+      Slot& s = slots_[size_t(bucket[i]) * kWays + way];
       std::memcpy(s.key, keys[i], sizeof s.key);
       s.rule_id = out[i].rule_id;
       s.kind = uint8_t(out[i].kind);
@@ -369,13 +343,9 @@ void DecisionCache::classify(const Plan &plan, uint64_t gen,
     }
   }
   const uint32_t nbypass = n - uint32_t(std::popcount(cacheable));
-  hits.store(hits.load(std::memory_order_relaxed) + nhit,
-             std::memory_order_relaxed);
-  misses.store(misses.load(std::memory_order_relaxed) + (nmiss - nbypass),
-               std::memory_order_relaxed);
-  if (nbypass)
-    bypassed.store(bypassed.load(std::memory_order_relaxed) + nbypass,
-                   std::memory_order_relaxed);
+  hits.store(hits.load(std::memory_order_relaxed) + nhit, std::memory_order_relaxed);
+  misses.store(misses.load(std::memory_order_relaxed) + (nmiss - nbypass), std::memory_order_relaxed);
+  if (nbypass) bypassed.store(bypassed.load(std::memory_order_relaxed) + nbypass, std::memory_order_relaxed);
 }
 
-} // namespace vpf::matcher::cache
+}  // namespace vpf::matcher::cache

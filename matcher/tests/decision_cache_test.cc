@@ -25,76 +25,62 @@ namespace {
 // Frames of the shapes the cache keeps, several per flow (the same header
 // fields with other payload lengths, TTL, TOS, IP id, TCP flags), plus shapes
 // it does not keep.
-std::vector<Pkt> flow_packets(std::mt19937_64 &rng, int flows) {
+std::vector<Pkt> flow_packets(std::mt19937_64& rng, int flows) {
   std::vector<Pkt> out;
-  const uint32_t addrs[] = {ip4(10, 0, 0, 1), ip4(10, 0, 0, 2), ip4(1, 2, 3, 4),
-                            ip4(10, 1, 2, 3), ip4(192, 168, 1, 10)};
+  const uint32_t addrs[] = {ip4(10, 0, 0, 1), ip4(10, 0, 0, 2), ip4(1, 2, 3, 4), ip4(10, 1, 2, 3),
+                            ip4(192, 168, 1, 10)};
   const uint16_t ports[] = {22, 80, 443, 53, 5000, 5050, 1024, 40000};
   for (int f = 0; f < flows; ++f) {
     const uint32_t src = addrs[rng() % 5], dst = addrs[rng() % 5];
     const uint16_t sp = ports[rng() % 8], dp = ports[rng() % 8];
     const int shape = int(rng() % 7);
-    const PacketMeta meta{uint32_t(rng() % 3),
-                          static_cast<Direction>(rng() % 2),
-                          uint32_t(rng() % 3)};
+    const PacketMeta meta{uint32_t(rng() % 3), static_cast<Direction>(rng() % 2), uint32_t(rng() % 3)};
     for (int v = 0; v < 4; ++v) {
       FrameBuilder b;
       b.eth(kMacB, kMacA);
-      if (shape == 3)
-        b.vlan(uint16_t(10 + rng() % 2));
-      const uint8_t ttl = uint8_t(32 + rng() % 64),
-                    tos = uint8_t(rng() % 4 << 2);
+      if (shape == 3) b.vlan(uint16_t(10 + rng() % 2));
+      const uint8_t ttl = uint8_t(32 + rng() % 64), tos = uint8_t(rng() % 4 << 2);
       switch (shape) {
-      case 0:
-      case 3:
-        b.ethertype(0x0800)
-            .ipv4(src, dst, 6, 0, 0, ttl, tos)
-            .tcp(sp, dp, uint8_t(v == 0 ? 0x02 : 0x10));
-        break;
-      case 1:
-        b.ethertype(0x0800).ipv4(src, dst, 17, 0, 0, ttl, tos).udp(sp, dp);
-        break;
-      case 2:
-        b.ethertype(0x0800).ipv4(src, dst, 1, 0, 0, ttl, tos).icmp(8, 0);
-        break;
-      case 4:
-        b.ethertype(0x86dd)
-            .ipv6({0x20010db8, 0, 0, 1},
-                  {0x20010db8, 0, 0, uint32_t(1 + rng() % 2)}, 17)
-            .udp(sp, dp);
-        break;
-      case 5:
-        b.ethertype(0x0800).ipv4(src, dst, 6, 0, 1).tcp(sp, dp);
-        break; // options: not kept
-      default:
-        b.ethertype(0x0800).ipv4(src, dst, 17, 0x2000).udp(sp, dp);
-        break; // first fragment: not kept
+        case 0:
+        case 3:
+          b.ethertype(0x0800).ipv4(src, dst, 6, 0, 0, ttl, tos).tcp(sp, dp, uint8_t(v == 0 ? 0x02 : 0x10));
+          break;
+        case 1:
+          b.ethertype(0x0800).ipv4(src, dst, 17, 0, 0, ttl, tos).udp(sp, dp);
+          break;
+        case 2:
+          b.ethertype(0x0800).ipv4(src, dst, 1, 0, 0, ttl, tos).icmp(8, 0);
+          break;
+        case 4:
+          b.ethertype(0x86dd).ipv6({0x20010db8, 0, 0, 1}, {0x20010db8, 0, 0, uint32_t(1 + rng() % 2)}, 17).udp(sp, dp);
+          break;
+        case 5:
+          b.ethertype(0x0800).ipv4(src, dst, 6, 0, 1).tcp(sp, dp);
+          break;  // options: not kept
+        default:
+          b.ethertype(0x0800).ipv4(src, dst, 17, 0x2000).udp(sp, dp);
+          break;  // first fragment: not kept
       }
-      b.payload(size_t(rng() % 3 == 0 ? rng() % 1200 : rng() % 40),
-                uint8_t(rng()));
+      b.payload(size_t(rng() % 3 == 0 ? rng() % 1200 : rng() % 40), uint8_t(rng()));
       out.push_back({b.build(60), meta});
     }
   }
   return out;
 }
 
-std::vector<PacketRef> refs_of(const std::vector<Pkt> &pkts,
-                               const std::vector<uint32_t> &pick) {
+std::vector<PacketRef> refs_of(const std::vector<Pkt>& pkts, const std::vector<uint32_t>& pick) {
   std::vector<PacketRef> r;
-  for (uint32_t i : pick)
-    r.push_back(
-        {pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta});
+  for (uint32_t i : pick) r.push_back({pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta});
   return r;
 }
 
 // Adds a random rule; when `lowered_only`, one whose BPF runs in the executor
 // is taken out again (so that the cache stays on).  Returns false if nothing
 // was added.
-bool add_random(Classifier &c, std::mt19937_64 &rng, uint32_t id,
-                Placement where, bool lowered_only) {
+bool add_random(Classifier& c, std::mt19937_64& rng, uint32_t id, Placement where, bool lowered_only) {
   const Rule r = random_rule(rng, id);
   c.add(r, where);
-  const RuleInfo *info = c.find(RuleRef{r.kind, r.id});
+  const RuleInfo* info = c.find(RuleRef{r.kind, r.id});
   if (lowered_only && !info->bpf_lowered) {
     c.remove(RuleRef{r.kind, r.id});
     return false;
@@ -102,25 +88,22 @@ bool add_random(Classifier &c, std::mt19937_64 &rng, uint32_t id,
   return true;
 }
 
-} // namespace
+}  // namespace
 
 TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
   std::mt19937_64 rng(2026);
   std::vector<Pkt> pkts = flow_packets(rng, 400);
   const size_t nflow = pkts.size();
-  for (auto &p : random_packets(rng, 1000))
-    pkts.push_back(std::move(p));
+  for (auto& p : random_packets(rng, 1000)) pkts.push_back(std::move(p));
 
   Classifier c;
   auto plain = c.reader();
   auto cached = c.reader();
-  cached.enable_cache(512); // small: evictions and full buckets happen too
+  cached.enable_cache(512);  // small: evictions and full buckets happen too
   std::vector<RuleRef> live;
   uint32_t next_id = 1;
-  for (int i = 0; i < 150; ++i)
-    add_random(c, rng, next_id++, Placement::Tail, true);
-  for (const RuleInfo &info : c.rules())
-    live.push_back(RuleRef{info.rule.kind, info.rule.id});
+  for (int i = 0; i < 150; ++i) add_random(c, rng, next_id++, Placement::Tail, true);
+  for (const RuleInfo& info : c.rules()) live.push_back(RuleRef{info.rule.kind, info.rule.id});
 
   uint64_t compared = 0, matched = 0;
   int cache_on_rounds = 0;
@@ -130,40 +113,33 @@ TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
     // follow.
     const bool lowered_only = round < kRounds * 5 / 6;
     switch (rng() % 4) {
-    case 0: // add
-      add_random(c, rng, next_id++,
-                 rng() % 4 ? Placement::Tail : Placement::Head, lowered_only);
-      break;
-    case 1: // delete
-      if (!live.empty())
-        c.remove(live[rng() % live.size()]);
-      break;
-    case 2: { // edit: the same id, other fields
-      if (live.empty())
+      case 0:  // add
+        add_random(c, rng, next_id++, rng() % 4 ? Placement::Tail : Placement::Head, lowered_only);
         break;
-      const RuleRef ref = live[rng() % live.size()];
-      c.remove(ref);
-      Rule r = random_rule(rng, ref.id);
-      for (int tries = 0; tries < 50 && r.kind != ref.kind; ++tries)
-        r = random_rule(rng, ref.id);
-      c.add(r);
-      if (lowered_only && !c.find(RuleRef{r.kind, r.id})->bpf_lowered)
-        c.remove(RuleRef{r.kind, r.id});
-      break;
-    }
-    default: { // reorder: to the head of its priority
-      if (live.empty())
+      case 1:  // delete
+        if (!live.empty()) c.remove(live[rng() % live.size()]);
         break;
-      const RuleRef ref = live[rng() % live.size()];
-      const Rule r = c.find(ref)->rule;
-      c.remove(ref);
-      c.add(r, Placement::Head);
-      break;
-    }
+      case 2: {  // edit: the same id, other fields
+        if (live.empty()) break;
+        const RuleRef ref = live[rng() % live.size()];
+        c.remove(ref);
+        Rule r = random_rule(rng, ref.id);
+        for (int tries = 0; tries < 50 && r.kind != ref.kind; ++tries) r = random_rule(rng, ref.id);
+        c.add(r);
+        if (lowered_only && !c.find(RuleRef{r.kind, r.id})->bpf_lowered) c.remove(RuleRef{r.kind, r.id});
+        break;
+      }
+      default: {  // reorder: to the head of its priority
+        if (live.empty()) break;
+        const RuleRef ref = live[rng() % live.size()];
+        const Rule r = c.find(ref)->rule;
+        c.remove(ref);
+        c.add(r, Placement::Head);
+        break;
+      }
     }
     live.clear();
-    for (const RuleInfo &info : c.rules())
-      live.push_back(RuleRef{info.rule.kind, info.rule.id});
+    for (const RuleInfo& info : c.rules()) live.push_back(RuleRef{info.rule.kind, info.rule.id});
     cache_on_rounds += c.stats().cache_shapes != 0;
     // Between two changes, batches from a window of the flows (so that flows repeat and
     // the cache answers) and some random frames.
@@ -180,17 +156,15 @@ TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
       for (uint32_t i = 0; i < n; ++i) {
         ++compared;
         matched += want[i].matched();
-        ASSERT_EQ(got[i], want[i])
-            << "round " << round << " packet " << pick[i] << ": cached rule "
-            << got[i].rule_id << "/" << to_string(got[i].action) << ", tables "
-            << want[i].rule_id << "/" << to_string(want[i].action);
+        ASSERT_EQ(got[i], want[i]) << "round " << round << " packet " << pick[i] << ": cached rule " << got[i].rule_id
+                                   << "/" << to_string(got[i].action) << ", tables " << want[i].rule_id << "/"
+                                   << to_string(want[i].action);
       }
     }
   }
   const auto st = cached.cache_stats();
   EXPECT_GE(compared, 100000u);
-  EXPECT_GT(matched * 5, compared)
-      << "too few packets matched a rule for the comparison to mean much";
+  EXPECT_GT(matched * 5, compared) << "too few packets matched a rule for the comparison to mean much";
   EXPECT_GT(cache_on_rounds, kRounds / 2);
   EXPECT_GT(st.hits, compared / 10) << "the cache hardly ever answered";
   EXPECT_GT(st.misses, 0u);
@@ -207,12 +181,11 @@ TEST(DecisionCache, ManyPacketsOfFewFlowsUnderSizeAndBpfRules) {
   auto plain = c.reader();
   auto cached = c.reader();
   cached.enable_cache();
-  const char *bpf[] = {
-      "tcp dst port 80",      "src port 53", "udp and dst net 10.0.0.0/8",
-      "vlan 10 and tcp",      "icmp",        "tcp[13] & 2 != 0",
-      "ip6 and udp port 5000"};
+  const char* bpf[] = {"tcp dst port 80",      "src port 53", "udp and dst net 10.0.0.0/8",
+                       "vlan 10 and tcp",      "icmp",        "tcp[13] & 2 != 0",
+                       "ip6 and udp port 5000"};
   uint32_t id = 1;
-  for (const char *e : bpf) {
+  for (const char* e : bpf) {
     Rule r;
     r.id = id++;
     r.bpf = e;
@@ -235,14 +208,12 @@ TEST(DecisionCache, ManyPacketsOfFewFlowsUnderSizeAndBpfRules) {
   uint64_t n = 0;
   while (n < 100000) {
     std::vector<uint32_t> pick;
-    for (uint32_t i = 0; i < kMaxBatch; ++i)
-      pick.push_back(uint32_t(rng() % pkts.size()));
+    for (uint32_t i = 0; i < kMaxBatch; ++i) pick.push_back(uint32_t(rng() % pkts.size()));
     const auto refs = refs_of(pkts, pick);
     Decision want[kMaxBatch], got[kMaxBatch];
     plain.classify(refs.data(), kMaxBatch, want);
     cached.classify(refs.data(), kMaxBatch, got);
-    for (uint32_t i = 0; i < kMaxBatch; ++i)
-      ASSERT_EQ(got[i], want[i]) << "packet " << pick[i];
+    for (uint32_t i = 0; i < kMaxBatch; ++i) ASSERT_EQ(got[i], want[i]) << "packet " << pick[i];
     n += kMaxBatch;
   }
   const auto st = cached.cache_stats();
@@ -259,8 +230,7 @@ TEST(DecisionCache, RuleChangeAppliesToTheNextPacketOfACachedFlow) {
                          .ipv4(ip4(10, 0, 0, 1), ip4(10, 0, 0, 2), 17)
                          .udp(4000, 5001)
                          .build(64);
-  const PacketRef p{frame.data(), uint32_t(frame.size()),
-                    PacketMeta{0, Direction::Outgoing, 0}};
+  const PacketRef p{frame.data(), uint32_t(frame.size()), PacketMeta{0, Direction::Outgoing, 0}};
   Rule other;
   other.id = 1;
   other.bpf = "tcp port 22";
@@ -308,14 +278,12 @@ TEST(DecisionCache, OnlyTheTestedFieldsMakeTheKey) {
     frames.push_back(FrameBuilder()
                          .eth(kMacB, kMacA)
                          .ethertype(0x0800)
-                         .ipv4(ip4(10, 0, 0, uint8_t(i)), ip4(10, 0, 1, 2), 17,
-                               0, 0, uint8_t(10 + i))
+                         .ipv4(ip4(10, 0, 0, uint8_t(i)), ip4(10, 0, 1, 2), 17, 0, 0, uint8_t(10 + i))
                          .udp(uint16_t(1000 + i), 53)
                          .payload(size_t(i * 7))
                          .build(60));
-  for (const auto &f : frames) {
-    const PacketRef p{f.data(), uint32_t(f.size()),
-                      PacketMeta{1, Direction::Outgoing, 0}};
+  for (const auto& f : frames) {
+    const PacketRef p{f.data(), uint32_t(f.size()), PacketMeta{1, Direction::Outgoing, 0}};
     Decision d;
     r.classify(&p, 1, &d);
     EXPECT_EQ(d.rule_id, 1u);
@@ -336,40 +304,21 @@ TEST(DecisionCache, ShapesItCannotFollowGoToTheTables) {
   c.add(rule);
   ASSERT_EQ(c.stats().cache_shapes, 0xffffu);
   const std::vector<std::vector<uint8_t>> frames = {
-      FrameBuilder()
-          .eth(kMacB, kMacA)
-          .ethertype(0x0800)
-          .ipv4(1, 2, 17, 0, 2)
-          .udp(1, 2)
-          .build(60), // options
-      FrameBuilder()
-          .eth(kMacB, kMacA)
-          .ethertype(0x0800)
-          .ipv4(1, 2, 17, 0x2000)
-          .udp(1, 2)
-          .build(60), // fragment
-      FrameBuilder()
-          .eth(kMacB, kMacA)
-          .vlan(1)
-          .vlan(2)
-          .ethertype(0x0800)
-          .ipv4(1, 2, 17)
-          .udp(1, 2)
-          .build(60), // QinQ
+      FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(1, 2, 17, 0, 2).udp(1, 2).build(60),    // options
+      FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(1, 2, 17, 0x2000).udp(1, 2).build(60),  // fragment
+      FrameBuilder().eth(kMacB, kMacA).vlan(1).vlan(2).ethertype(0x0800).ipv4(1, 2, 17).udp(1, 2).build(60),  // QinQ
       FrameBuilder()
           .eth(kMacB, kMacA)
           .ethertype(0x86dd)
           .ipv6({1, 2, 3, 4}, {5, 6, 7, 8}, 0)
           .ext6(0, 17)
           .udp(1, 2)
-          .build(), // ext header
+          .build(),  // ext header
       FrameBuilder().eth(kMacB, kMacA).arp(1, kMacA, 1, kMacB, 2).build(60),
   };
-  for (const auto &f : frames) {
-    for (uint32_t len : {uint32_t(f.size()), uint32_t(20),
-                         uint32_t(40)}) { // whole and cut short
-      const PacketRef p{f.data(), std::min(len, uint32_t(f.size())),
-                        PacketMeta{}};
+  for (const auto& f : frames) {
+    for (uint32_t len : {uint32_t(f.size()), uint32_t(20), uint32_t(40)}) {  // whole and cut short
+      const PacketRef p{f.data(), std::min(len, uint32_t(f.size())), PacketMeta{}};
       Decision got;
       r.classify(&p, 1, &got);
       EXPECT_EQ(got, c.classify_one(p.data, p.len));
@@ -385,8 +334,8 @@ TEST(DecisionCache, ARuleRunInTheExecutorTurnsTheCacheOff) {
   r.enable_cache();
   Rule rule;
   rule.id = 1;
-  rule.bpf = "ip[2:2] - ((ip[0]&0xf)<<2) > 100"; // arithmetic on packet data:
-                                                 // not lowered
+  rule.bpf = "ip[2:2] - ((ip[0]&0xf)<<2) > 100";  // arithmetic on packet data:
+                                                  // not lowered
   rule.protocol = 17;
   rule.action = Action::Drop;
   c.add(rule);
@@ -394,22 +343,10 @@ TEST(DecisionCache, ARuleRunInTheExecutorTurnsTheCacheOff) {
   // The rule (UDP, behind a prefilter on the IPv4 ethertype) can only match untagged IPv4
   // packets that are not TCP: shapes 1, 2 and 3 are off, the others stay cached.
   EXPECT_EQ(c.stats().cache_shapes, 0xfff1u);
-  const auto big = FrameBuilder()
-                       .eth(kMacB, kMacA)
-                       .ethertype(0x0800)
-                       .ipv4(1, 2, 17)
-                       .udp(1, 2)
-                       .payload(200)
-                       .build();
-  const auto small = FrameBuilder()
-                         .eth(kMacB, kMacA)
-                         .ethertype(0x0800)
-                         .ipv4(1, 2, 17)
-                         .udp(1, 2)
-                         .payload(20)
-                         .build();
+  const auto big = FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(1, 2, 17).udp(1, 2).payload(200).build();
+  const auto small = FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(1, 2, 17).udp(1, 2).payload(20).build();
   for (int i = 0; i < 3; ++i) {
-    for (const auto *f : {&big, &small}) {
+    for (const auto* f : {&big, &small}) {
       const PacketRef p{f->data(), uint32_t(f->size()), PacketMeta{}};
       Decision d;
       r.classify(&p, 1, &d);

@@ -18,7 +18,7 @@ int usage() {
                "usage: vpf-gen rules --style acl|fw|ipc --count N [--family 4|6] [--seed S] [--out FILE]\n"
                "       vpf-gen trace --rules FILE --count N [--seed S] --out FILE.pcap\n"
                "       vpf-gen demo --out FILE.pcap\n"
-               "       vpf-gen mix --count N [--len BYTES] [--drop-share PERCENT] --out FILE.pcap\n");
+               "       vpf-gen mix --count N [--flows F] [--len BYTES] [--drop-share PERCENT] --out FILE.pcap\n");
   return 2;
 }
 
@@ -62,13 +62,13 @@ int main(int argc, char** argv) {
   if (argc < 2) return usage();
   const std::string cmd = argv[1];
   std::string style = "acl", out, rules_path;
-  size_t count = 1000, len = 64;
+  size_t count = 1000, len = 64, flows = 0;
   int family = 4, drop_share = 0;
   uint64_t seed = 1;
   po::options_description opts;
   opts.add_options()("style", po::value(&style))("count", po::value(&count))("family", po::value(&family))(
       "seed", po::value(&seed))("out", po::value(&out))("rules", po::value(&rules_path))(
-      "len", po::value(&len))("drop-share", po::value(&drop_share));
+      "len", po::value(&len))("drop-share", po::value(&drop_share))("flows", po::value(&flows));
   try {
     po::variables_map vm;
     po::store(po::command_line_parser(argc - 1, argv + 1).options(opts).run(), vm);
@@ -105,16 +105,20 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (cmd == "mix") {
-      // Datapath replay traffic: half UDP, half TCP, 10.0.0.1 -> 10.0.0.2 port 5001, with
-      // drop_share percent of the frames from source port 9 (what a drop rule can pick).
-      if (out.empty() || drop_share < 0 || drop_share > 100 || len < 60) return usage();
+      // Datapath replay traffic: `flows` flows (default: one per frame), frame i of flow
+      // i % flows; flow f is UDP if f is even, else TCP, from 10.0.0.1 + f / 50000 port
+      // 10000 + f % 50000 to 10.0.0.2 port 5001; drop_share percent of the frames come from
+      // source port 9 (what a drop rule can pick).
+      if (flows == 0) flows = count;
+      if (out.empty() || drop_share < 0 || drop_share > 100 || len < 60 || flows > count) return usage();
       std::vector<std::vector<uint8_t>> frames;
       for (size_t i = 0; i < count; ++i) {
+        const size_t f = i % flows;
         bench::Header h;
-        h.proto = i % 2 ? 6 : 17;
-        h.src = v4(10, 0, 0, 1);
+        h.proto = f % 2 ? 6 : 17;
+        h.src = v4(10, 0, 0, uint8_t(1 + f / 50000));
         h.dst = v4(10, 0, 0, 2);
-        h.sport = (i * 100 / count) < size_t(drop_share) ? 9 : uint16_t(10000 + i % 50000);
+        h.sport = (i * 100 / count) < size_t(drop_share) ? 9 : uint16_t(10000 + f % 50000);
         h.dport = 5001;
         frames.push_back(bench::header_frame(h, len));
       }

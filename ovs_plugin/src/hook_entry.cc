@@ -1,5 +1,6 @@
 // The plugin's entry point and the hook ABI glue (include/openvswitch/packet-hook.h of
-// the patched Open vSwitch).  The only exported symbol is ovs_packet_hook_init.
+// the patched Open vSwitch).  The only exported symbols are ovs_packet_hook_init and
+// ovs_packet_hook_abi (version 2: batches carry the packets' bytes and lengths).
 //
 // Arguments (other_config:packet-hook-args), space-separated key=value words:
 //   rules=FILE      rules to start with (docs/rules.md); a bare word is taken as FILE
@@ -113,6 +114,9 @@ Args parse_args(const char* text) {
 }
 
 }  // namespace
+
+// The ABI version this plugin speaks (the switch looks it up before init).
+extern "C" __attribute__((visibility("default"))) const uint32_t ovs_packet_hook_abi = OVS_PACKET_HOOK_ABI_VERSION;
 
 extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs_packet_hook_init(
     const ovs_packet_hook_host* host, const char* args, char* err, size_t errlen) {

@@ -162,11 +162,20 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   const matcher::PacketMeta meta{uint32_t(adapter), dir, port->vm.load(std::memory_order_relaxed)};
   uint64_t bytes = 0, fpackets = 0, fbytes = 0, dropped = 0, dropped_bytes = 0, events = 0, lost = 0;
   bool captured = false;
-  for (uint32_t i = 0; i < n; ++i) {
-    refs[i].data = host_->packet_data(b->packets[i]);
-    refs[i].len = host_->packet_size(b->packets[i]);
-    refs[i].meta = meta;
-    bytes += refs[i].len;
+  if (b->version >= 2) {  // the switch gave the bytes and lengths: no call per packet
+    for (uint32_t i = 0; i < n; ++i) {
+      refs[i].data = b->data[i];
+      refs[i].len = b->len[i];
+      refs[i].meta = meta;
+      bytes += refs[i].len;
+    }
+  } else {
+    for (uint32_t i = 0; i < n; ++i) {
+      refs[i].data = host_->packet_data(b->packets[i]);
+      refs[i].len = host_->packet_size(b->packets[i]);
+      refs[i].meta = meta;
+      bytes += refs[i].len;
+    }
   }
   const int slot = thread_slot();
   classify(slot, refs, n, out);

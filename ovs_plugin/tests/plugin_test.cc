@@ -113,15 +113,36 @@ std::string write_file(const std::string& name, const std::string& text) {
   return path;
 }
 
+// Calls rx or tx with a batch of ABI version `abi`, as the switch makes it (version 2
+// carries the packets' bytes and lengths, version 1 does not).
+void call_hook(const ovs_packet_hook_ops* ops, void* port, bool rx, std::vector<ovs_packet*>& ptrs,
+               std::vector<uint8_t>& verdicts, uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION) {
+  std::vector<const uint8_t*> data;
+  std::vector<uint32_t> len;
+  for (ovs_packet* p : ptrs) {
+    data.push_back(fp(p)->bytes.data());
+    len.push_back(uint32_t(fp(p)->bytes.size()));
+  }
+  const bool v2 = abi >= 2;
+  ovs_packet_hook_batch b{v2 ? uint32_t(sizeof b) : uint32_t(offsetof(ovs_packet_hook_batch, data)),
+                          abi,
+                          uint32_t(ptrs.size()),
+                          ptrs.data(),
+                          verdicts.data(),
+                          v2 ? data.data() : nullptr,
+                          v2 ? len.data() : nullptr};
+  (rx ? ops->rx : ops->tx)(port, 0, &b);
+}
+
 // Runs a batch through rx (outgoing) or tx (incoming); returns the verdicts.
-std::vector<int> run(const ovs_packet_hook_ops* ops, void* port, bool rx, const std::vector<std::vector<uint8_t>>& frames) {
+std::vector<int> run(const ovs_packet_hook_ops* ops, void* port, bool rx, const std::vector<std::vector<uint8_t>>& frames,
+                     uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION) {
   std::vector<FakePacket> pkts;
   for (const auto& f : frames) pkts.push_back({f});
   std::vector<ovs_packet*> ptrs;
   for (auto& p : pkts) ptrs.push_back(reinterpret_cast<ovs_packet*>(&p));
   std::vector<uint8_t> verdicts(frames.size(), OVS_PACKET_PASS);
-  ovs_packet_hook_batch b{sizeof b, OVS_PACKET_HOOK_ABI_VERSION, uint32_t(frames.size()), ptrs.data(), verdicts.data()};
-  (rx ? ops->rx : ops->tx)(port, 0, &b);
+  call_hook(ops, port, rx, ptrs, verdicts, abi);
   return std::vector<int>(verdicts.begin(), verdicts.end());
 }
 
@@ -152,6 +173,23 @@ TEST(Plugin, RefusesAWrongHostAndABadStartingRuleFile) {
   EXPECT_NE(std::string(err).find("nonsense"), std::string::npos) << err;
   EXPECT_EQ(ovs_packet_hook_init(&kHost, "/nonexistent/rules.json", err, sizeof err), nullptr);
   EXPECT_NE(std::string(err).find("cannot open"), std::string::npos) << err;
+}
+
+TEST(Plugin, Version1BatchesGetTheSameVerdicts) {
+  // A switch may hand the plugin batches without the bytes and lengths (ABI version 1):
+  // the plugin then asks for each packet and decides the same.
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  const std::string rules = write_file("rules-v1.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop"}]})");
+  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  for (uint32_t abi : {1u, 2u})
+    EXPECT_EQ(run(ops, vm1, true, {tcp(23), tcp(80), tcp(23)}, abi), (std::vector<int>{D, P, D})) << "ABI " << abi;
+  ops->port_close(vm1);
+  ops->fini();
 }
 
 TEST(Plugin, VerdictsCountersAndCommands) {
@@ -246,8 +284,7 @@ std::vector<int> run_owned(const ovs_packet_hook_ops* ops, void* port, bool rx,
   std::vector<ovs_packet*> ptrs;
   for (const auto& f : frames) ptrs.push_back(reinterpret_cast<ovs_packet*>(new FakePacket{f}));
   std::vector<uint8_t> verdicts(frames.size(), OVS_PACKET_PASS);
-  ovs_packet_hook_batch b{sizeof b, OVS_PACKET_HOOK_ABI_VERSION, uint32_t(frames.size()), ptrs.data(), verdicts.data()};
-  (rx ? ops->rx : ops->tx)(port, 0, &b);
+  call_hook(ops, port, rx, ptrs, verdicts);
   for (size_t i = 0; i < ptrs.size(); ++i)
     if (verdicts[i] != OVS_PACKET_TAKEN) delete fp(ptrs[i]);
   return std::vector<int>(verdicts.begin(), verdicts.end());

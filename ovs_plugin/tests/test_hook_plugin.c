@@ -8,6 +8,10 @@
  *   tx 0xd2  drop
  * Commands: test-hook/show (counters per port), test-hook/inject PORT rx|tx HEX.
  * Args: "fail" makes init() refuse to start.
+ *
+ * It is an ABI version 1 plugin on purpose (it exports no OVS_PACKET_HOOK_ABI_SYMBOL and
+ * uses only version 1 services), so its tests show that the switch still loads and
+ * serves version 1 plugins; the vportfilter plugin speaks the current version.
  */
 #include <openvswitch/packet-hook.h>
 
@@ -16,6 +20,7 @@
 #include <string.h>
 
 #define MARKER 42
+#define PLUGIN_ABI 1
 
 static const struct ovs_packet_hook_host *host;
 
@@ -176,7 +181,7 @@ fini(void)
 
 static const struct ovs_packet_hook_ops ops = {
     .size = sizeof(struct ovs_packet_hook_ops),
-    .version = OVS_PACKET_HOOK_ABI_VERSION,
+    .version = PLUGIN_ABI,
     .port_open = port_open,
     .port_close = port_close,
     .rx = rx,
@@ -188,9 +193,9 @@ const struct ovs_packet_hook_ops *
 ovs_packet_hook_init(const struct ovs_packet_hook_host *h, const char *args,
                      char *err, size_t errlen)
 {
-    if (h->size < sizeof *h || h->version != OVS_PACKET_HOOK_ABI_VERSION) {
+    if (h->size < sizeof *h || h->version != PLUGIN_ABI) {
         snprintf(err, errlen, "host ABI %u, plugin ABI %d", h->version,
-                 OVS_PACKET_HOOK_ABI_VERSION);
+                 PLUGIN_ABI);
         return NULL;
     }
     if (args && !strcmp(args, "fail")) {
