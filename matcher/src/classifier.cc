@@ -637,7 +637,9 @@ struct Classifier::Impl {
   void classify_in(int slot, cache::DecisionCache* dc, const PacketRef* pkts, uint32_t n, Decision* out) {
     epoch.enter(slot);
     const Snapshot* s = current.load(std::memory_order_seq_cst);
-    if (!s->direct.empty()) {
+    if (s->view.ntables == 0 && s->direct.empty()) {
+      std::fill(out, out + n, Decision{});  // no rules: nothing to parse, hash or look up
+    } else if (!s->direct.empty()) {
       classify_direct(s, pkts, n, out);  // a few programs run directly: nothing to cache
       if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     } else if (dc) {

@@ -116,6 +116,27 @@ for f in "${bad_frames[@]}"; do ovs-appctl netdev-dummy/receive p1 "$f" >/dev/nu
 check "all ${#bad_frames[@]} malformed frames forwarded" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + ${#bad_frames[@]}))" ]'
 check "and each one counted by the last rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:20=${#bad_frames[@]}'"
 
+# The decision cache: a flow that passes is cached; a drop rule added for it drops its very
+# next packet; removed, the next one passes again.
+echo '[{"kind": "filter", "id": 30, "bpf": "udp port 9999", "action": "drop"}]' > "$run/cache.json"
+echo '[{"kind": "filter", "id": 30, "bpf": "udp port 9999", "action": "drop"},
+       {"kind": "filter", "id": 31, "bpf": "tcp dst port 80", "action": "drop"}]' > "$run/cache2.json"
+check "cache rules loaded" ovs-appctl vportfilter/rules-load "$run/cache.json"
+flow=$(tcp 9c60 0050 out)
+before=$(count "$run/p2-tx.pcap")
+for _ in 1 2 3; do ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null; done
+check "cached flow: 3 packets pass" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 3))" ]'
+check "cached flow: the cache answered" bash -c "ovs-appctl vportfilter/show | grep -qE 'decision cache: 65536 flows per thread, shapes cached 16/16, hits [1-9]'"
+check "drop rule added" ovs-appctl vportfilter/rules-load "$run/cache2.json"
+ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(udp 9c61 0035)" >/dev/null  # a marker that passes
+check "cached flow: the next packet is dropped" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 53 ]'
+check "cached flow: dropped by the new rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:31=1'"
+check "drop rule removed" ovs-appctl vportfilter/rules-load "$run/cache.json"
+ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+check "cached flow: passes again" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ]'
+check "bad cache size refused" bash -c "ovs-vsctl set Open_vSwitch . other_config:packet-hook-args='cache=lots' && sleep 0.5 && grep -q 'cache=lots: a number of flows' '$run/ovs-vswitchd.log'"
+
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 check "no crash in the log" bash -c "! grep -qE 'EMER|assertion|Segmentation' '$run/ovs-vswitchd.log'"
 finish
