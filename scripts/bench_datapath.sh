@@ -5,17 +5,23 @@
 # and 1k rules plus one that drops 10%; with an in_port-only flow table ("simple") and
 # with L3/L4 flows ("emc"); with traces of 1, 1k and 64k flows; every packet a new flow
 # for the decision cache (a 1k-flow cache against 64k flows, against no cache); and 1k
-# rules changed 100 times a second.  Prints Mpps per configuration and ends with
-# "ratio datapath_<case>_<table>_vs_stock <with plugin / without>".
+# rules changed 100 times a second.  Each series (a trace and a flow table) is measured in
+# VPF_DATAPATH_ROUNDS rounds (default 3) of VPF_DATAPATH_SECS seconds per case (default 3),
+# every case once per round, so that a case and its reference are measured close together
+# on a machine whose speed drifts; prints Mpps per measurement, the medians, and
+# "ratio datapath_<case>_<table>_vs_stock R": the median over the rounds of the case's
+# rate over its reference's rate in the same round.
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
 # VPF_DATAPATH_PROFILE=1: also samples the PMD thread with perf (cpu-clock, 5 s) at 1k
 # rules with the simple table, prints the 15 hottest symbols and the plugin's cost per
 # packet split into the hook, the cache lookup and the classifier.
+# VPF_DATAPATH_QUICK=1: only the 1k-flow trace with the simple table (stock, 0, 1k and 10k
+# rules), for iterating on the datapath; the full run is the benchmark.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
 gen="$VPF_BUILD/matcher/vpf-gen"
-secs="${VPF_DATAPATH_SECS:-5}"
+secs="${VPF_DATAPATH_SECS:-3}"
 source "$VPF_ROOT/ovs_plugin/tests/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-bench-dp.XXXXXX)
 ns="vpfbench$$"
@@ -123,62 +129,91 @@ churn_loop() {
   echo "$n" > "$run/churn.count"
 }
 
-add_ports "$run/mix.pcap"
-for table in simple emc; do
-  flows $table
-  plugin none;                  measure "stock_$table"
-  plugin "$run/rules0.json";    measure "plugin_0_rules_$table"
-  plugin "$run/rules1k.json";   measure "plugin_1k_rules_$table"
-  if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ] && [ "$table" = simple ]; then profile; fi
-  if [ "$table" = simple ]; then
-    churn_loop $((secs + 2)) &
-    measure "plugin_1k_churn_simple"
-    wait
-    echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"
-  fi
-  plugin "$run/rules10k.json";  measure "plugin_10k_rules_$table"
-  dropped=$(ovs-appctl vportfilter/show | sed -n 's/.*outgoing: .* dropped \([0-9]*\) .*/\1/p')
-  echo "  (10k rules: $dropped packets dropped by rules: all pass)"
-  ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
-done
-for f in 1 64k; do
-  add_ports "$run/flows$f.pcap"
-  for table in simple emc; do
-    flows $table
-    plugin none;                  measure "stock_${f}flows_$table"
-    plugin "$run/rules1k.json";   measure "plugin_1k_${f}flows_$table"
-    plugin "$run/rules10k.json";  measure "plugin_10k_${f}flows_$table"
-    ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
+# series PCAP TABLE NAME=ARGS...: replays PCAP with the TABLE flows and measures each case
+# (ARGS: plugin arguments, "none" for stock, "churn" for 1k rules changed during the run),
+# round after round, so that each round holds every case of the series measured close
+# together in time; results go to $run/results as "NAME ROUND MPPS".
+series() {
+  local pcap=$1 table=$2 r c name args
+  shift 2
+  add_ports "$pcap"
+  flows "$table"
+  for r in $(seq "$rounds"); do
+    for c in "$@"; do
+      name=${c%%=*} args=${c#*=}
+      if [ "$args" = churn ]; then
+        plugin "$run/rules1k.json"
+        churn_loop $((secs + 2)) &
+        measure "$name"
+        wait
+        echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"
+      else
+        plugin "$args"
+        measure "$name"
+      fi
+      echo "$name $r ${mpps[$name]}" >> "$run/results"
+    done
+    [ "$args" = none ] || ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
   done
-done
-# Every packet a new flow: 64k flows through a cache of 1k flows, against no cache.
-flows simple
-plugin "rules=$run/rules1k.json cache=0";     measure "plugin_1k_newflows_uncached"
-plugin "rules=$run/rules1k.json cache=1024";  measure "plugin_1k_newflows_cached"
-ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
-add_ports "$run/mix10.pcap"
-for table in simple emc; do
-  flows $table
-  plugin none;                        measure "stock_drop10_$table"
-  plugin "$run/rules1k-drop10.json";  measure "plugin_1k_drop10_$table"
-  ovs-appctl vportfilter/show | grep outgoing | sed 's/^/  /'
-done
+}
+
+rounds="${VPF_DATAPATH_ROUNDS:-3}"
+: > "$run/results"
+quick=${VPF_DATAPATH_QUICK:-0}
+churn=plugin_1k_churn_simple=churn
+[ "$quick" = 1 ] && churn=""
+series "$run/mix.pcap" simple stock_simple=none "plugin_0_rules_simple=$run/rules0.json" \
+  "plugin_1k_rules_simple=$run/rules1k.json" "plugin_10k_rules_simple=$run/rules10k.json" $churn
+if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ]; then
+  plugin "$run/rules1k.json"
+  measure plugin_1k_rules_simple
+  profile
+fi
+if [ "$quick" != 1 ]; then
+  series "$run/mix.pcap" emc stock_emc=none "plugin_0_rules_emc=$run/rules0.json" \
+    "plugin_1k_rules_emc=$run/rules1k.json" "plugin_10k_rules_emc=$run/rules10k.json"
+  for f in 1 64k; do
+    for table in simple emc; do
+      series "$run/flows$f.pcap" $table "stock_${f}flows_$table=none" "plugin_1k_${f}flows_$table=$run/rules1k.json" \
+        "plugin_10k_${f}flows_$table=$run/rules10k.json"
+    done
+  done
+  # Every packet a new flow: 64k flows through a cache of 1k flows, against no cache.
+  series "$run/flows64k.pcap" simple "plugin_1k_newflows_uncached=rules=$run/rules1k.json cache=0" \
+    "plugin_1k_newflows_cached=rules=$run/rules1k.json cache=1024"
+  for table in simple emc; do
+    series "$run/mix10.pcap" $table "stock_drop10_$table=none" "plugin_1k_drop10_$table=$run/rules1k-drop10.json"
+    ovs-appctl vportfilter/show | grep outgoing | sed 's/^/  /'
+  done
+fi
 plugin none
 
+# The ratios: per round, the case over its reference of the same round; the median of the
+# rounds (and the medians of the rates).
 echo
-for table in simple emc; do
-  for c in 0 1k 10k; do
-    printf "ratio datapath_%s_rules_%s_vs_stock %.3f\n" $c $table "$(echo "${mpps[plugin_${c}_rules_$table]} / ${mpps[stock_$table]}" | bc -l)"
-  done
-  printf "ratio datapath_1k_rules_drop10_%s_vs_stock %.3f\n" $table "$(echo "${mpps[plugin_1k_drop10_$table]} / ${mpps[stock_drop10_$table]}" | bc -l)"
-done
-ratio() { printf "ratio %s %.3f\n" "$1" "$(echo "${mpps[$2]} / ${mpps[$3]}" | bc -l)"; }
-for table in simple emc; do
-  ratio "datapath_1k_rules_1flows_${table}_vs_stock" "plugin_1k_1flows_$table" "stock_1flows_$table"
-  ratio "datapath_1k_rules_1kflows_${table}_vs_stock" "plugin_1k_rules_$table" "stock_$table"
-  ratio "datapath_1k_rules_64kflows_${table}_vs_stock" "plugin_1k_64kflows_$table" "stock_64kflows_$table"
-  ratio "datapath_10k_rules_1flows_${table}_vs_stock" "plugin_10k_1flows_$table" "stock_1flows_$table"
-  ratio "datapath_10k_rules_64kflows_${table}_vs_stock" "plugin_10k_64kflows_$table" "stock_64kflows_$table"
-done
-ratio datapath_1k_rules_newflows_simple_vs_uncached plugin_1k_newflows_cached plugin_1k_newflows_uncached
-ratio datapath_1k_rules_churn_simple_vs_stock plugin_1k_churn_simple stock_simple
+python3 - "$run/results" <<'PY'
+import collections, statistics, sys
+runs = collections.defaultdict(dict)
+for line in open(sys.argv[1]):
+    name, r, v = line.split()
+    runs[name][r] = float(v)
+print("median Mpps over %d rounds:" % max(len(v) for v in runs.values()))
+for name, v in runs.items():
+    print("  %-30s %8.3f  (%s)" % (name, statistics.median(v.values()), " ".join("%.3f" % x for x in v.values())))
+def ratio(label, case, ref):
+    if case not in runs or ref not in runs:
+        return
+    per = [runs[case][r] / runs[ref][r] for r in runs[case] if r in runs[ref]]
+    print("ratio %s %.3f" % (label, statistics.median(per)))
+for t in ("simple", "emc"):
+    for c in ("0", "1k", "10k"):
+        ratio("datapath_%s_rules_%s_vs_stock" % (c, t), "plugin_%s_rules_%s" % (c, t), "stock_" + t)
+    ratio("datapath_1k_rules_drop10_%s_vs_stock" % t, "plugin_1k_drop10_" + t, "stock_drop10_" + t)
+for t in ("simple", "emc"):
+    for c in ("1k", "10k"):
+        ratio("datapath_%s_rules_1flows_%s_vs_stock" % (c, t), "plugin_%s_1flows_%s" % (c, t), "stock_1flows_" + t)
+        ratio("datapath_%s_rules_1kflows_%s_vs_stock" % (c, t), "plugin_%s_rules_%s" % (c, t), "stock_" + t)
+        ratio("datapath_%s_rules_64kflows_%s_vs_stock" % (c, t), "plugin_%s_64kflows_%s" % (c, t), "stock_64kflows_" + t)
+ratio("datapath_1k_rules_newflows_simple_vs_uncached", "plugin_1k_newflows_cached", "plugin_1k_newflows_uncached")
+ratio("datapath_1k_rules_churn_simple_vs_stock", "plugin_1k_churn_simple", "stock_simple")
+PY

@@ -31,6 +31,7 @@ const ovs_packet_hook_host* g_host;
 
 void* port_open(const char* name, const char* type) { return g_plugin->port_open(name, type); }
 void port_close(void* p) { g_plugin->port_close(static_cast<Port*>(p)); }
+void port_attach(void* p, ovs_packet_hook_port_state* s) { g_plugin->port_attach(static_cast<Port*>(p), s); }
 void rx(void* p, int, ovs_packet_hook_batch* b) {
   g_plugin->hook(static_cast<Port*>(p), vpf::matcher::Direction::Outgoing, b);
 }
@@ -76,6 +77,7 @@ const ovs_packet_hook_ops kOps = {
     .rx = rx,
     .tx = tx,
     .fini = fini,
+    .port_attach = port_attach,
 };
 
 struct Args {

@@ -29,21 +29,58 @@ namespace {
 
 std::atomic<uint64_t> g_generation{0};
 
-// The slot of this thread for the plugin instance of generation tls_gen.
-thread_local uint64_t tls_gen = 0;
-thread_local int tls_slot = -1;
+// The slot of this thread for the plugin instance of generation tls_gen.  Initial-exec:
+// the plugin is dlopen()ed, and the default model would call __tls_get_addr on every
+// batch; 12 bytes fit in the static TLS surplus the C library keeps for such modules.
+__attribute__((tls_model("initial-exec"))) thread_local uint64_t tls_gen = 0;
+__attribute__((tls_model("initial-exec"))) thread_local int tls_slot = -1;
 
-
-json counters_json(const DirCounters& c) {
-  return {{"packets", c.packets.load()},
-          {"bytes", c.bytes.load()},
-          {"filter_packets", c.filter_packets.load()},
-          {"filter_bytes", c.filter_bytes.load()},
-          {"dropped", c.dropped.load()},
-          {"dropped_bytes", c.dropped_bytes.load()},
-          {"events", c.events.load()},
-          {"events_lost", c.events_lost.load()}};
+// What the switch counted for the batches of one direction that the hook did not get.
+void add_switch_counts(const ovs_packet_hook_port_state* st, Direction dir, uint64_t* packets, uint64_t* bytes) {
+  if (!st) return;
+  for (const auto& c : st->counted[dir == Direction::Outgoing ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX]) {
+    *packets += __atomic_load_n(&c.packets, __ATOMIC_RELAXED);
+    *bytes += __atomic_load_n(&c.bytes, __ATOMIC_RELAXED);
+  }
 }
+
+}  // namespace
+
+LocalCounters Plugin::totals(const Port& p, Direction dir) const {
+  const DirCounters& c = dir == Direction::Outgoing ? p.out : p.in;
+  LocalCounters t{c.packets.load(),       c.bytes.load(),   c.filter_packets.load(), c.filter_bytes.load(),
+                  c.dropped.load(),       c.dropped_bytes.load(), c.events.load(),  c.events_lost.load()};
+  add_switch_counts(p.state, dir, &t.packets, &t.bytes);
+  if (p.index >= kLocalPorts) return t;
+  for (const auto& slot : local_) {
+    const LocalCounters* l = slot.load(std::memory_order_acquire);
+    if (!l) continue;
+    l += p.index * 2 + uint32_t(dir);
+    t.packets += __atomic_load_n(&l->packets, __ATOMIC_RELAXED);
+    t.bytes += __atomic_load_n(&l->bytes, __ATOMIC_RELAXED);
+    t.filter_packets += __atomic_load_n(&l->filter_packets, __ATOMIC_RELAXED);
+    t.filter_bytes += __atomic_load_n(&l->filter_bytes, __ATOMIC_RELAXED);
+    t.dropped += __atomic_load_n(&l->dropped, __ATOMIC_RELAXED);
+    t.dropped_bytes += __atomic_load_n(&l->dropped_bytes, __ATOMIC_RELAXED);
+    t.events += __atomic_load_n(&l->events, __ATOMIC_RELAXED);
+    t.events_lost += __atomic_load_n(&l->events_lost, __ATOMIC_RELAXED);
+  }
+  return t;
+}
+
+json Plugin::counters_json(const Port& p, Direction dir) const {
+  const LocalCounters t = totals(p, dir);
+  return {{"packets", t.packets},
+          {"bytes", t.bytes},
+          {"filter_packets", t.filter_packets},
+          {"filter_bytes", t.filter_bytes},
+          {"dropped", t.dropped},
+          {"dropped_bytes", t.dropped_bytes},
+          {"events", t.events},
+          {"events_lost", t.events_lost}};
+}
+
+namespace {
 
 const char* policy_name(Policy p) { return p == Policy::FailOpen ? "fail-open" : "fail-closed"; }
 const char* mode_name(Mode m) { return m == Mode::Filter ? "filter" : "stat"; }
@@ -146,12 +183,29 @@ RuleHits& Plugin::hits(int slot) {
   std::lock_guard lock(hits_mu_);  // once per thread
   h = hits_[size_t(slot)].load(std::memory_order_relaxed);
   if (!h) {
-    hits_owned_.push_back(std::make_unique<RuleHits>());
+    hits_owned_.push_back(std::make_unique<RuleHits>(slot == kMaxThreads));
     h = hits_owned_.back().get();
     hits_[size_t(slot)].store(h, std::memory_order_release);
   }
   return *h;
 }
+
+LocalCounters* Plugin::local_counters(int slot, const Port& p, Direction dir) {
+  if (slot >= kMaxThreads || p.index >= kLocalPorts) return nullptr;
+  LocalCounters* l = local_[size_t(slot)].load(std::memory_order_acquire);
+  if (!l) {
+    std::lock_guard lock(hits_mu_);  // once per thread
+    local_owned_.push_back(std::make_unique<LocalCounters[]>(kLocalPorts * 2));
+    l = local_owned_.back().get();
+    local_[size_t(slot)].store(l, std::memory_order_release);
+  }
+  return l + p.index * 2 + uint32_t(dir);
+}
+
+namespace {
+// Adds to a counter that only this thread writes.
+inline void bump(uint64_t& c, uint64_t v) { __atomic_store_n(&c, c + v, __ATOMIC_RELAXED); }
+}  // namespace
 
 void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   const int32_t adapter = port->adapter.load(std::memory_order_relaxed);
@@ -271,6 +325,21 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   // A new hold has a deadline the sleeping control thread does not know about.
   if (captured) channel::wake_consumer(region_.header()->plugin_waiting, commands_efd_);
 
+  if (LocalCounters* l = local_counters(slot, *port, dir)) {
+    bump(l->packets, n);
+    bump(l->bytes, bytes);
+    if (fpackets) {
+      bump(l->filter_packets, fpackets);
+      bump(l->filter_bytes, fbytes);
+    }
+    if (dropped) {
+      bump(l->dropped, dropped);
+      bump(l->dropped_bytes, dropped_bytes);
+    }
+    if (events) bump(l->events, events);
+    if (lost) bump(l->events_lost, lost);
+    return;
+  }
   DirCounters& c = dir == Direction::Outgoing ? port->out : port->in;
   c.packets.fetch_add(n, std::memory_order_relaxed);
   c.bytes.fetch_add(bytes, std::memory_order_relaxed);
@@ -293,6 +362,40 @@ void Plugin::apply_mapping(Port& p, const Mapping& m) {
   p.vm.store(m.vm);
   p.snaplen.store(m.snaplen);
   p.adapter.store(m.adapter);
+  update_want(p);
+}
+
+void Plugin::update_want(Port& p) const {
+  if (!p.state) return;
+  const int32_t a = p.adapter.load();
+  uint32_t want = 0;
+  if (a >= 0) {
+    want = OVS_PACKET_HOOK_COUNT_RX | OVS_PACKET_HOOK_COUNT_TX;
+    if (scope_.covers(a, int(Direction::Outgoing))) want |= OVS_PACKET_HOOK_WANT_RX;
+    if (scope_.covers(a, int(Direction::Incoming))) want |= OVS_PACKET_HOOK_WANT_TX;
+  }
+  __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
+}
+
+void Plugin::RuleScope::add(const std::vector<matcher::Rule>& rules) {
+  for (const auto& r : rules)
+    for (int d = 0; d < 2; ++d) {
+      if (r.direction != Direction::Any && int(r.direction) != d) continue;
+      if (r.adapter == matcher::kAllAdapters) every[d] = true;
+      else adapters[d].insert(r.adapter);
+    }
+}
+
+void Plugin::set_scope(RuleScope scope) {
+  std::lock_guard lock(ports_mu_);
+  scope_ = std::move(scope);
+  for (const auto& p : ports_) update_want(*p);
+}
+
+void Plugin::port_attach(Port* port, ovs_packet_hook_port_state* state) {
+  std::lock_guard lock(ports_mu_);
+  port->state = state;
+  update_want(*port);
 }
 
 Port* Plugin::port_open(const char* name, const char* type) {
@@ -306,6 +409,7 @@ Port* Plugin::port_open(const char* name, const char* type) {
   } else {
     ports_.push_back(std::make_unique<Port>());
     p = ports_.back().get();
+    p->index = uint32_t(ports_.size() - 1);
     p->name = name;
     p->type = type;
   }
@@ -317,6 +421,14 @@ Port* Plugin::port_open(const char* name, const char* type) {
 void Plugin::port_close(Port* port) {
   std::lock_guard lock(ports_mu_);
   port->open.store(false);
+  for (Direction d : {Direction::Outgoing, Direction::Incoming}) {  // the switch's counts stay with the port
+    uint64_t packets = 0, bytes = 0;
+    add_switch_counts(port->state, d, &packets, &bytes);
+    DirCounters& c = d == Direction::Outgoing ? port->out : port->in;
+    c.packets += packets;
+    c.bytes += bytes;
+  }
+  port->state = nullptr;
 }
 
 Port* Plugin::port_of_adapter(uint32_t adapter) {
@@ -474,7 +586,19 @@ void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
   while (keep < current.size() && keep < rules.size() && current[keep].rule == rules[keep]) ++keep;
   std::vector<matcher::RuleRef> removes;
   for (size_t i = keep; i < current.size(); ++i) removes.push_back({current[i].rule.kind, current[i].rule.id});
+  RuleScope next;
+  next.add(rules);
+  RuleScope both = next;  // ports the new rules need get batches before they apply
+  {
+    std::lock_guard lock(ports_mu_);
+    for (int d = 0; d < 2; ++d) {
+      both.every[d] = both.every[d] || scope_.every[d];
+      both.adapters[d].insert(scope_.adapters[d].begin(), scope_.adapters[d].end());
+    }
+  }
+  set_scope(std::move(both));
   classifier_.apply(removes, std::vector<matcher::Rule>(rules.begin() + long(keep), rules.end()));
+  set_scope(std::move(next));
 }
 
 json Plugin::set_rules(const json& params) {
@@ -574,8 +698,8 @@ json Plugin::stats() const {
                           {"type", p->type},
                           {"vm", p->vm.load()},
                           {"present", p->open.load()},
-                          {"outgoing", counters_json(p->out)},
-                          {"incoming", counters_json(p->in)}});
+                          {"outgoing", counters_json(*p, Direction::Outgoing)},
+                          {"incoming", counters_json(*p, Direction::Incoming)}});
     }
   }
   std::map<uint64_t, uint64_t> sums;

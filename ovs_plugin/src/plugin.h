@@ -24,6 +24,12 @@
 // policy: fail-open passes them, fail-closed drops them.  Mode "stat": no events at all,
 // capture and notify pass; counters only.
 //
+// Batches the rules cannot act on are not handed over (ABI 3): a port gets rx()/tx()
+// calls only for the directions that some rule names it in (or names every adapter in);
+// the switch counts the packets and bytes of the others, and an unmapped port costs
+// nothing.  A direction is switched on before the rules that need it are published and
+// off after the rules that needed it are gone, so no batch misses a rule.
+//
 // Counters per adapter and direction: all packets and bytes; those matched by a filter
 // rule ("filter-specific"); drops (by rules, verdicts, expiry and policy); events written
 // and lost.  Per rule: hits (RuleHits).
@@ -43,6 +49,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -63,10 +70,23 @@ struct DirCounters {
   std::atomic<uint64_t> events_lost{0};  // no agent, full ring or no hold slot
 };
 
+// One datapath thread's counters of one port and direction (the fields of DirCounters):
+// written by that thread only, with plain stores (no locked instruction per batch), read
+// by others with relaxed loads.
+struct alignas(64) LocalCounters {
+  uint64_t packets, bytes, filter_packets, filter_bytes, dropped, dropped_bytes, events, events_lost;
+};
+static_assert(sizeof(LocalCounters) == 64);
+
 struct Port {
+  uint32_t index = 0;  // in the plugin's port list (ports are never removed)
   std::string name;
   std::string type;
   std::atomic<bool> open{true};
+  // The switch's view of the port (ABI 3): which batches the hook gets, and the packets
+  // and bytes the switch counted for the batches it kept.  Guarded by the plugin's
+  // ports_mu_; null before port_attach and after port_close.
+  ovs_packet_hook_port_state* state = nullptr;
   std::atomic<int32_t> adapter{-1};  // -1: not a VM port
   std::atomic<uint32_t> vm{0};
   std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: 262144
@@ -106,6 +126,7 @@ class Plugin {
 
   // ---- Hook ABI (datapath and main threads) ----
   Port* port_open(const char* name, const char* type);
+  void port_attach(Port* port, ovs_packet_hook_port_state* state);
   void port_close(Port* port);
   void hook(Port* port, matcher::Direction dir, ovs_packet_hook_batch* batch);
 
@@ -148,6 +169,16 @@ class Plugin {
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // only the shared (last) ring uses it
   };
 
+  // Which adapters, per direction (index: matcher::Direction), some rule can act on.
+  struct RuleScope {
+    bool every[2] = {false, false};
+    std::set<int32_t> adapters[2];
+    void add(const std::vector<matcher::Rule>& rules);
+    bool covers(int32_t adapter, int dir) const { return adapter >= 0 && (every[dir] || adapters[dir].count(adapter)); }
+  };
+  void set_scope(RuleScope scope);  // and the ports' wants (takes ports_mu_)
+  void update_want(Port& p) const;  // ports_mu_ held
+  nlohmann::json counters_json(const Port& p, matcher::Direction dir) const;  // ports_mu_ held
   void replace_rules(const std::vector<matcher::Rule>& rules);  // all or nothing
   int thread_slot();
   void classify(int slot, const matcher::PacketRef* refs, uint32_t n, matcher::Decision* out);
@@ -174,6 +205,7 @@ class Plugin {
   mutable std::mutex ports_mu_;  // guards ports_ and mappings_ (not the counters)
   std::vector<std::unique_ptr<Port>> ports_;
   std::map<std::string, Mapping> mappings_;
+  RuleScope scope_;  // of the rules in force (and, while rules change, of both sets)
 
   // One reader (and hit table) per thread that calls the hook (main, PMD and handler
   // threads); threads beyond kMaxThreads share one more under a mutex.
@@ -185,6 +217,13 @@ class Plugin {
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads
   std::array<std::atomic<RuleHits*>, kMaxThreads + 1> hits_{};
+  // Per thread (not the shared last slot): [port index * 2 + direction] for the first
+  // kLocalPorts ports; other ports and the shared slot count into Port's atomics.
+  static constexpr uint32_t kLocalPorts = 1024;
+  std::array<std::atomic<LocalCounters*>, kMaxThreads> local_{};
+  std::vector<std::unique_ptr<LocalCounters[]>> local_owned_;
+  LocalCounters* local_counters(int slot, const Port& p, matcher::Direction dir);  // null: use Port's
+  LocalCounters totals(const Port& p, matcher::Direction dir) const;
   std::vector<std::unique_ptr<RuleHits>> hits_owned_;
   std::mutex hits_mu_;
   std::mutex overflow_mu_;

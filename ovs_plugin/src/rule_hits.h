@@ -2,7 +2,9 @@
 //
 // Keyed by (rule kind, rule id), so a counter survives the rule's replacement by a rule
 // with the same id and every other rule change.  One table per datapath thread, so the
-// counting thread touches only its own cache lines; the control thread sums them.  An
+// counting thread touches only its own cache lines and adds with plain stores (no locked
+// instruction per packet); a table shared by several threads adds atomically.  The
+// control thread sums them.  An
 // open-addressing table of fixed size: a key is claimed with a CAS and never removed;
 // when the probe sequence is full the hit is counted in `unaccounted`.
 #pragma once
@@ -21,7 +23,7 @@ class RuleHits {
   static constexpr uint32_t kSize = 8192;  // a power of two
   static constexpr uint32_t kProbes = 32;
 
-  RuleHits() : e_(new Entry[kSize]) {}
+  explicit RuleHits(bool shared = false) : shared_(shared), e_(new Entry[kSize]) {}
 
   static uint64_t key(matcher::RuleKind kind, uint32_t id) { return ((uint64_t(kind) + 1) << 32) | id; }
 
@@ -31,7 +33,8 @@ class RuleHits {
       uint64_t k = e_[i].key.load(std::memory_order_acquire);
       if (k == 0 && e_[i].key.compare_exchange_strong(k, key, std::memory_order_acq_rel)) k = key;
       if (k == key) {
-        e_[i].hits.fetch_add(n, std::memory_order_relaxed);
+        if (shared_) e_[i].hits.fetch_add(n, std::memory_order_relaxed);
+        else e_[i].hits.store(e_[i].hits.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
         return;
       }
     }
@@ -52,6 +55,7 @@ class RuleHits {
     std::atomic<uint64_t> key{0};
     std::atomic<uint64_t> hits{0};
   };
+  const bool shared_;
   std::unique_ptr<Entry[]> e_;
   std::atomic<uint64_t> unaccounted_{0};
 };

@@ -27,6 +27,7 @@ extern "C" const ovs_packet_hook_ops* ovs_packet_hook_init(const ovs_packet_hook
 namespace {
 
 using namespace vpf::test;
+using nlohmann::json;
 
 struct FakePacket {
   std::vector<uint8_t> bytes;
@@ -192,6 +193,106 @@ TEST(Plugin, Version1BatchesGetTheSameVerdicts) {
   ops->fini();
 }
 
+// A port state as the switch makes it (ABI 3): every batch wanted until the plugin says.
+ovs_packet_hook_port_state new_state() {
+  ovs_packet_hook_port_state st{};
+  st.size = sizeof st;
+  st.version = OVS_PACKET_HOOK_ABI_VERSION;
+  st.want = OVS_PACKET_HOOK_WANT_RX | OVS_PACKET_HOOK_WANT_TX;
+  return st;
+}
+
+TEST(Plugin, WantsTheBatchesOfTheDirectionsItsRulesName) {
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  ASSERT_NE(ops->port_attach, nullptr);
+  auto vm1_state = new_state(), vm2_state = new_state(), uplink_state = new_state();
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  void* vm2 = ops->port_open("vm2-eth0", "system");
+  void* uplink = ops->port_open("uplink", "dpdk");
+  ops->port_attach(vm1, &vm1_state);
+  ops->port_attach(vm2, &vm2_state);
+  ops->port_attach(uplink, &uplink_state);
+  constexpr uint32_t kCount = OVS_PACKET_HOOK_COUNT_RX | OVS_PACKET_HOOK_COUNT_TX;
+  // Not a VM port: nothing at all, not even counts.
+  EXPECT_EQ(vm1_state.want, 0u);
+  EXPECT_EQ(uplink_state.want, 0u);
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm2-eth0", "1"})) << g_reply;
+  EXPECT_EQ(vm1_state.want, kCount) << "no rules: the switch counts";
+  auto load = [](const std::string& name, const std::string& json) {
+    return command({"vportfilter/rules-load", write_file(name, json)});
+  };
+  ASSERT_TRUE(load("want1.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "adapter": 0, "direction": "outgoing", "bpf": "tcp port 23", "action": "drop"}]})"))
+      << g_reply;
+  EXPECT_EQ(vm1_state.want, kCount | OVS_PACKET_HOOK_WANT_RX);
+  EXPECT_EQ(vm2_state.want, kCount);
+  EXPECT_EQ(uplink_state.want, 0u);
+  EXPECT_EQ(run(ops, vm1, true, {tcp(23), tcp(80)}), (std::vector<int>{D, P}));
+  ASSERT_TRUE(load("want2.json", R"({"rules": [
+    {"kind": "filter", "id": 2, "direction": "incoming", "bpf": "tcp port 23", "action": "drop"}]})"))
+      << g_reply;
+  EXPECT_EQ(vm1_state.want, kCount | OVS_PACKET_HOOK_WANT_TX) << "every adapter, incoming only";
+  EXPECT_EQ(vm2_state.want, kCount | OVS_PACKET_HOOK_WANT_TX);
+  EXPECT_EQ(uplink_state.want, 0u);
+  ASSERT_TRUE(load("want3.json", R"({"rules": [
+    {"kind": "connection", "id": 3, "adapter": 1, "protocol": "tcp", "remote_port": 25, "flags": ["block"]}]})"))
+      << g_reply;
+  EXPECT_EQ(vm1_state.want, kCount);
+  EXPECT_EQ(vm2_state.want, kCount | OVS_PACKET_HOOK_WANT_RX | OVS_PACKET_HOOK_WANT_TX) << "both directions";
+  ASSERT_TRUE(load("want4.json", R"({"rules": []})")) << g_reply;
+  EXPECT_EQ(vm2_state.want, kCount);
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm2-eth0", "-1"})) << g_reply;
+  EXPECT_EQ(vm2_state.want, 0u) << "released";
+  ops->port_close(vm1);
+  ops->port_close(vm2);
+  ops->port_close(uplink);
+  ops->fini();
+}
+
+TEST(Plugin, PacketsTheSwitchCountedAreTheAdaptersToo) {
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  auto st = new_state();
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  ops->port_attach(vm1, &st);
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  const std::string rules = write_file("counted.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "direction": "outgoing", "bpf": "tcp port 23", "action": "drop"}]})");
+  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  // The hook saw 3 outgoing packets (one dropped); the switch counted other batches in
+  // two queue slots and the shared slot, in both directions.
+  const auto frames = std::vector<std::vector<uint8_t>>{tcp(23), tcp(80), tcp(81)};
+  uint64_t seen_bytes = 0;
+  for (const auto& f : frames) seen_bytes += f.size();
+  EXPECT_EQ(run(ops, vm1, true, frames), (std::vector<int>{D, P, P}));
+  st.counted[OVS_PACKET_HOOK_RX][0] = {10, 1000, {}};
+  st.counted[OVS_PACKET_HOOK_RX][3] = {5, 500, {}};
+  st.counted[OVS_PACKET_HOOK_RX][OVS_PACKET_HOOK_COUNT_SLOTS] = {2, 200, {}};
+  st.counted[OVS_PACKET_HOOK_TX][1] = {7, 700, {}};
+  auto adapter = [&] {
+    const json stats = json::parse((command({"vportfilter/stats"}), g_reply));
+    return stats["adapters"][0];
+  };
+  json a = adapter();
+  EXPECT_EQ(a["outgoing"]["packets"], 3 + 10 + 5 + 2);
+  EXPECT_EQ(a["outgoing"]["bytes"], seen_bytes + 1700);
+  EXPECT_EQ(a["outgoing"]["dropped"], 1);
+  EXPECT_EQ(a["incoming"]["packets"], 7);
+  EXPECT_EQ(a["incoming"]["bytes"], 700);
+  // The netdev goes away: its counts stay with the adapter (the state is not read again).
+  ops->port_close(vm1);
+  st.counted[OVS_PACKET_HOOK_RX][0].packets = 999999;
+  a = adapter();
+  EXPECT_EQ(a["outgoing"]["packets"], 3 + 10 + 5 + 2);
+  EXPECT_EQ(a["incoming"]["bytes"], 700);
+  EXPECT_FALSE(a["present"].get<bool>());
+  ops->fini();
+}
+
 TEST(Plugin, VerdictsCountersAndCommands) {
   char err[256] = "";
   const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
@@ -275,7 +376,6 @@ using vpf::channel::ChannelClient;
 using vpf::channel::PacketEvent;
 using vpf::channel::RpcError;
 using vpf::channel::VerdictAction;
-using nlohmann::json;
 
 // Runs a batch whose packets are heap-allocated like the switch's: packets the plugin
 // took stay alive (it owns them now); the others are freed here.

@@ -135,6 +135,26 @@ check "cached flow: dropped by the new rule" bash -c "ovs-appctl vportfilter/sho
 check "drop rule removed" ovs-appctl vportfilter/rules-load "$run/cache.json"
 ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
 check "cached flow: passes again" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ]'
+# A port that no rule names: the switch keeps its batches from the hook (ABI 3) and counts
+# them for the adapter, exactly.
+echo '{"rules": [{"kind": "filter", "id": 40, "adapter": 5, "action": "drop"}]}' > "$run/other.json"
+check "rules for another adapter only" ovs-appctl vportfilter/rules-load "$run/other.json"
+counters() {
+  ovs-appctl vportfilter/stats | python3 -c 'import json, sys
+a = json.load(sys.stdin)["adapters"][0]
+print(a["outgoing"]["packets"], a["outgoing"]["bytes"], a["incoming"]["packets"], a["incoming"]["bytes"])'
+}
+read -r op ob ip ib <<<"$(counters)"
+lookups() { ovs-appctl vportfilter/show | grep 'decision cache'; }
+lookups_before=$(lookups)
+before=$(count "$run/p2-tx.pcap")
+for p in 9c60 9c61 9c62; do ovs-appctl netdev-dummy/receive p1 "$(tcp $p 0017 out)" >/dev/null; done
+ovs-appctl netdev-dummy/receive p2 "$(tcp 01bb 9c63 in)" >/dev/null
+ovs-appctl netdev-dummy/receive p2 "$(tcp 01bb 9c64 in)" >/dev/null
+check "unfiltered port: the telnet frames pass" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 3))" ]'
+check "unfiltered port: the switch counted 3 out, 2 in" \
+  wait_for '[ "$(counters)" = "$((op + 3)) $((ob + 3 * 54)) $((ip + 2)) $((ib + 2 * 54))" ]'
+check "unfiltered port: the hook did not classify them" [ "$(lookups)" = "$lookups_before" ]
 check "bad cache size refused" bash -c "ovs-vsctl set Open_vSwitch . other_config:packet-hook-args='cache=lots' && sleep 0.5 && grep -q 'cache=lots: a number of flows' '$run/ovs-vswitchd.log'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
