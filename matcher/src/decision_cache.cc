@@ -164,6 +164,7 @@ class Needed {
       sh->mask[w] |= uint64_t(mask) << 8 * (off - sh->off[w]);
     }
     sh->end = uint16_t(end);
+    sh->nwords = uint8_t(w + 1);
     return true;
   }
 
@@ -178,11 +179,12 @@ bool plan_shape(int index, const Usage& u, const BpfLoad* slot_load, Shape* sh) 
   if (u.jit_entries) return false;
   const uint32_t o = s.l3, l4 = s.l4;
   Needed need;
-  // What defines the shape: ethertypes, IP version (and IHL), protocol.
-  need.add(12, 2);
-  if (s.tagged) need.add(16, 2);
-  need.add(o, 1, s.v6 ? 0xf0 : 0xff);
-  need.add(o + (s.v6 ? 6 : 9), 1);
+  // What the shape leaves open of what defines it: the TPID of a tagged frame (three
+  // are admitted) and the protocol of every class but TCP.  The ethertype, the IP
+  // version (and the IPv4 IHL) and TCP's protocol number are constants of the shape,
+  // which the header word holds.
+  if (s.tagged) need.add(12, 2);
+  if (s.cls != kTcp) need.add(o + (s.v6 ? 6 : 9), 1);
   auto tested = [&](int f) { return u.field_entries[f] > 0; };
   if (tested(F_ETH_DST_HI) || tested(F_ETH_DST_LO)) need.add(0, 6);
   if (tested(F_ETH_SRC_HI) || tested(F_ETH_SRC_LO)) need.add(6, 6);

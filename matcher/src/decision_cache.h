@@ -84,7 +84,8 @@ struct Shape {
   bool enabled = false;
   bool raw_len = false;  // size class = the length itself
   bool uses_vm = false;
-  uint16_t end = 0;  // the frame must hold this many bytes
+  uint8_t nwords = 0;  // words the key uses (the rest are not read, hashed or compared)
+  uint16_t end = 0;    // the frame must hold this many bytes
   uint16_t off[kWords] = {};
   uint64_t mask[kWords] = {};    // 0 for unused words
   std::vector<uint32_t> bounds;  // sorted; class = number of bounds <= length
@@ -132,16 +133,19 @@ class DecisionCache {
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
 
  private:
+  // Writes the key (the header word and the shape's words); false if the packet has no
+  // shape the plan caches.
   static bool make_key(const Plan& plan, const PacketRef& p, uint64_t* key);
-  static uint64_t hash(const uint64_t* key) {
-    uint64_t h = key[0] * 0x9e3779b97f4a7c15ull;
-    h += key[1] * 0xc2b2ae3d27d4eb4full;
-    h += key[2] * 0x165667b19e3779f9ull;
-    h += key[3] * 0xd6e8feb86659fd93ull;
-    h += key[4] * 0xff51afd7ed558ccdull;
-    h += key[5] * 0xc4ceb9fe1a85ec53ull;
-    h += key[6] * 0x94d049bb133111ebull;
-    return h ^ (h >> 31);
+  static uint64_t hash(const uint64_t* key, int nwords) {
+    static constexpr uint64_t kMul[kWords + 1] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
+                                                  0xd6e8feb86659fd93ull, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull,
+                                                  0x94d049bb133111ebull};
+    uint64_t h = key[0] * kMul[0];
+    for (int w = 1; w <= nwords; ++w) h += key[w] * kMul[w];
+    // The high half mixed into the low one: the signature (low bits) then depends on
+    // every key bit, not only on the low halves of the words.
+    h ^= h >> 32;
+    return h * 0xd6e8feb86659fd93ull;
   }
 
   uint32_t nbuckets_, bucket_shift_;
@@ -199,11 +203,11 @@ inline bool ipv6_ext_header(uint32_t nh) {
   }
 }
 
-// Writes the packet's key (kWords + 1 words) and returns true if the packet has
-// a shape the plan caches.  The conditions are exactly those under which
-// parse_frame() finds the shape whole, with no error flag.
+// Writes the packet's key (the header word and the shape's words) and returns true if
+// the packet has a shape the plan caches.  The conditions are exactly those under
+// which parse_frame() finds the shape whole, with no error flag.
 __attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& plan, const PacketRef& p,
-                                                                   uint64_t* key) {
+                                                                  uint64_t* key) {
   const uint8_t* d = p.data;
   const uint32_t len = p.len;
   if (len < 34) return false;
@@ -249,8 +253,8 @@ __attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& p
   const uint64_t vm = sh.uses_vm ? p.meta.vm : 0;
   if (p.meta.adapter >= (1u << 20) || vm >= (1u << 22)) return false;
   key[0] = uint64_t(p.meta.adapter) | uint64_t(p.meta.direction) << 20 | uint64_t(shape) << 22 | cls << 26 | vm << 42;
-#pragma GCC unroll 8
-  for (int w = 0; w < kWords; ++w) {
+  const int nw = sh.nwords;
+  for (int w = 0; w < nw; ++w) {
     uint64_t v;
     std::memcpy(&v, d + sh.off[w], 8);
     key[w + 1] = v & sh.mask[w];
@@ -270,11 +274,13 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
   }
   alignas(64) uint64_t keys[kMaxBatch][kWords + 1];
   uint32_t bucket[kMaxBatch], sig[kMaxBatch];
+  uint8_t nwords[kMaxBatch];
   uint32_t cacheable = 0;  // bit i: packet i has a key
   for (uint32_t i = 0; i < n; ++i) {
     if (!make_key(plan, pkts[i], keys[i])) continue;
     cacheable |= 1u << i;
-    const uint64_t h = hash(keys[i]);
+    nwords[i] = plan.shape[keys[i][0] >> 22 & 15].nwords;
+    const uint64_t h = hash(keys[i], nwords[i]);
     bucket[i] = uint32_t(h >> bucket_shift_);
     sig[i] = uint32_t(h) | 1u;
     __builtin_prefetch(&buckets_[bucket[i]]);
@@ -296,26 +302,25 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
     way[i] = int8_t(std::countr_zero(m));  // insertion never leaves two ways with one signature
     __builtin_prefetch(&slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])]);
   }
-  PacketRef miss_refs[kMaxBatch];
-  Decision miss_out[kMaxBatch];
   uint8_t miss_idx[kMaxBatch];
   uint32_t nmiss = 0, nhit = 0;
   for (uint32_t i = 0; i < n; ++i) {
     if (way[i] >= 0) {
       const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
-      uint64_t diff = 0;
-#pragma GCC unroll 8
-      for (int k = 0; k <= kWords; ++k) diff |= s.key[k] ^ keys[i][k];
+      uint64_t diff = s.key[0] ^ keys[i][0];  // the header word holds the shape, hence nwords
+      for (int k = 1; k <= nwords[i]; ++k) diff |= s.key[k] ^ keys[i][k];
       if (!diff) {
         out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
         ++nhit;
         continue;
       }
     }
-    miss_refs[nmiss] = pkts[i];
     miss_idx[nmiss++] = uint8_t(i);
   }
   if (nmiss) {
+    PacketRef miss_refs[kMaxBatch];
+    Decision miss_out[kMaxBatch];
+    for (uint32_t m = 0; m < nmiss; ++m) miss_refs[m] = pkts[miss_idx[m]];
     classify_misses(miss_refs, nmiss, miss_out);
     for (uint32_t m = 0; m < nmiss; ++m) {
       const uint32_t i = miss_idx[m];
