@@ -142,11 +142,17 @@ class DecisionCache {
                                                   0x94d049bb133111ebull};
     uint64_t h = key[0] * kMul[0];
     for (int w = 1; w <= nwords; ++w) h += key[w] * kMul[w];
-    // The high half mixed into the low one: the signature (low bits) then depends on
-    // every key bit, not only on the low halves of the words.
-    h ^= h >> 32;
-    return h * 0xd6e8feb86659fd93ull;
+    // Buckets come from the high bits; the high half folded into the low one makes the
+    // signature (low bits) depend on every key bit, not only on the words' low halves.
+    return h ^ (h >> 32);
   }
+
+  // A flood of new flows: after kColdBatches batches in a row without a hit, only one
+  // batch in kColdBatches is looked up (and inserted); the others go straight to the
+  // tables, so a trace where every packet is new pays almost nothing for the cache.  One
+  // hit ends it.
+  static constexpr uint32_t kColdBatches = 16;
+  uint32_t cold_ = 0, skip_ = 0;
 
   uint32_t nbuckets_, bucket_shift_;
   Bucket* buckets_;
@@ -267,7 +273,8 @@ __attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& p
 template <class Fn>
 void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pkts, uint32_t n, Decision* out,
                              Fn&& classify_misses) {
-  if (!plan.enabled) {
+  if (!plan.enabled || skip_) {
+    skip_ -= skip_ > 0;
     classify_misses(pkts, n, out);
     bypassed.store(bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     return;
@@ -347,6 +354,8 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
       b.sig[way] = sig[i];
     }
   }
+  cold_ = nhit ? 0 : cold_ + 1;
+  if (cold_ >= kColdBatches) skip_ = kColdBatches - 1;
   const uint32_t nbypass = n - uint32_t(std::popcount(cacheable));
   hits.store(hits.load(std::memory_order_relaxed) + nhit, std::memory_order_relaxed);
   misses.store(misses.load(std::memory_order_relaxed) + (nmiss - nbypass), std::memory_order_relaxed);

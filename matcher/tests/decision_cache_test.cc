@@ -357,3 +357,47 @@ TEST(DecisionCache, ARuleRunInTheExecutorTurnsTheCacheOff) {
   c.remove(RuleRef{RuleKind::Filter, 1});
   EXPECT_EQ(c.stats().cache_shapes, 0xffffu);
 }
+
+TEST(DecisionCache, AFloodOfNewFlowsIsMostlyBypassedUntilFlowsRepeat) {
+  Classifier c;
+  Rule drop;
+  drop.id = 1;
+  drop.bpf = "udp dst portrange 1000-1999";
+  drop.protocol = 17;
+  drop.action = Action::Drop;
+  c.add(drop);
+  auto r = c.reader();
+  r.enable_cache(4096);
+  auto frame = [](uint32_t flow, uint16_t dport) {
+    return FrameBuilder()
+        .eth(kMacB, kMacA)
+        .ethertype(0x0800)
+        .ipv4(ip4(10, 0, uint8_t(flow >> 8), uint8_t(flow)), ip4(10, 1, 0, 1), 17)
+        .udp(uint16_t(1000 + flow % 50000), dport)
+        .build(64);
+  };
+  // 64 batches of 32 packets, every packet a new flow (a new destination port, the field
+  // the rule tests); those to ports 1000-1999 are dropped.
+  std::vector<std::vector<uint8_t>> frames;
+  for (uint32_t f = 0; f < 64 * 32; ++f) frames.push_back(frame(f, uint16_t(100 + f)));
+  std::vector<PacketRef> refs;
+  for (const auto& f : frames) refs.push_back({f.data(), uint32_t(f.size()), PacketMeta{0, Direction::Outgoing, 0}});
+  Decision out[32];
+  for (size_t b = 0; b < refs.size(); b += 32) {
+    r.classify(&refs[b], 32, out);
+    for (size_t i = 0; i < 32; ++i) {
+      const size_t port = 100 + b + i;
+      ASSERT_EQ(out[i].matched(), port >= 1000 && port <= 1999) << port;  // exact all along
+    }
+  }
+  auto st = r.cache_stats();
+  EXPECT_EQ(st.hits, 0u);
+  // 16 batches looked up before the cache steps aside, then one batch in 16.
+  EXPECT_EQ(st.misses, (16u + 3u) * 32u);
+  EXPECT_EQ(st.bypassed, (64u - 16u - 3u) * 32u);
+  // The flows of one batch now repeat: the next probe hits, and the cache is back.
+  const PacketRef* again = &refs[refs.size() - 32];
+  for (int i = 0; i < 40; ++i) r.classify(again, 32, out);
+  const auto st2 = r.cache_stats();
+  EXPECT_GT(st2.hits, 20u * 32u);
+}
