@@ -88,6 +88,16 @@ bool add_random(Classifier& c, std::mt19937_64& rng, uint32_t id, Placement wher
   return true;
 }
 
+// A drop rule with a BPF expression and the protocol it names.
+Rule drop_rule(uint32_t id, const char* bpf, uint8_t protocol) {
+  Rule r;
+  r.id = id;
+  r.bpf = bpf;
+  r.protocol = protocol;
+  r.action = Action::Drop;
+  return r;
+}
+
 }  // namespace
 
 TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
@@ -231,24 +241,14 @@ TEST(DecisionCache, RuleChangeAppliesToTheNextPacketOfACachedFlow) {
                          .udp(4000, 5001)
                          .build(64);
   const PacketRef p{frame.data(), uint32_t(frame.size()), PacketMeta{0, Direction::Outgoing, 0}};
-  Rule other;
-  other.id = 1;
-  other.bpf = "tcp port 22";
-  other.protocol = 6;
-  other.action = Action::Drop;
-  c.add(other);
+  c.add(drop_rule(1, "tcp port 22", 6));
   Decision d;
   for (int i = 0; i < 3; ++i) {
     r.classify(&p, 1, &d);
     EXPECT_FALSE(d.matched());
   }
   EXPECT_EQ(r.cache_stats().hits, 2u);
-  Rule drop;
-  drop.id = 2;
-  drop.bpf = "udp dst port 5001";
-  drop.protocol = 17;
-  drop.action = Action::Drop;
-  c.add(drop);
+  c.add(drop_rule(2, "udp dst port 5001", 17));
   r.classify(&p, 1, &d);
   EXPECT_EQ(d, (Decision{2, RuleKind::Filter, Action::Drop}));
   r.classify(&p, 1, &d);
@@ -360,12 +360,7 @@ TEST(DecisionCache, ARuleRunInTheExecutorTurnsTheCacheOff) {
 
 TEST(DecisionCache, AFloodOfNewFlowsIsMostlyBypassedUntilFlowsRepeat) {
   Classifier c;
-  Rule drop;
-  drop.id = 1;
-  drop.bpf = "udp dst portrange 1000-1999";
-  drop.protocol = 17;
-  drop.action = Action::Drop;
-  c.add(drop);
+  c.add(drop_rule(1, "udp dst portrange 1000-1999", 17));
   auto r = c.reader();
   r.enable_cache(4096);
   auto frame = [](uint32_t flow, uint16_t dport) {
