@@ -5,10 +5,13 @@
 # and 1k rules plus one that drops 10%; with an in_port-only flow table ("simple") and
 # with L3/L4 flows ("emc"); with traces of 1, 1k and 64k flows; every packet a new flow
 # for the decision cache (a 1k-flow cache against 64k flows, against no cache); and 1k
-# rules changed 100 times a second.  Each series (a trace and a flow table) is measured in
-# VPF_DATAPATH_ROUNDS rounds (default 3) of VPF_DATAPATH_SECS seconds per case (default 3),
-# every case once per round, so that a case and its reference are measured close together
-# on a machine whose speed drifts; prints Mpps per measurement, the medians, and
+# rules with one rule added and removed 100 times a second (vportfilter/rule-add,
+# rule-remove).  The switch's non-PMD threads, ovsdb-server and the rule-change generator
+# run on core 0, the PMD alone on core 1, as on a host with isolated PMD cores.  Each
+# series (a trace and a flow table) is measured in VPF_DATAPATH_ROUNDS rounds (default 3)
+# of VPF_DATAPATH_SECS seconds per case (default 3), every case once per round, so that a
+# case and its reference are measured close together on a machine whose speed drifts;
+# prints Mpps per measurement, the medians, and
 # "ratio datapath_<case>_<table>_vs_stock R": the median over the rounds of the case's
 # rate over its reference's rate in the same round.
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
@@ -42,11 +45,9 @@ trap cleanup EXIT
 echo '{"rules": []}' > "$run/rules0.json"
 "$gen" rules --style acl --count 1000 --seed 5 --out "$run/rules1k.json"
 "$gen" rules --style acl --count 10000 --seed 6 --out "$run/rules10k.json"
-python3 - "$run/rules1k.json" "$run/rules1k-drop10.json" "$run/rules1k-plus1.json" <<'PY'
+python3 - "$run/rules1k.json" "$run/rules1k-drop10.json" <<'PY'
 import json, sys
 rules = json.load(open(sys.argv[1]))["rules"]
-json.dump({"rules": rules + [{"kind": "filter", "id": 2000000, "bpf": "tcp port 7", "action": "drop"}]},
-          open(sys.argv[3], "w"))
 rules.insert(0, {"kind": "filter", "id": 1000000, "bpf": "src port 9", "action": "drop"})
 json.dump({"rules": rules}, open(sys.argv[2], "w"))
 PY
@@ -84,6 +85,7 @@ plugin() {
 # measure NAME: Mpps the PMD received over $secs seconds
 declare -A mpps
 measure() {
+  pin_others
   sleep 1
   ovs-appctl dpif-netdev/pmd-stats-clear >/dev/null
   local s e pk
@@ -117,16 +119,30 @@ profile() {
                  ns, hook * ns / 100, lookup * ns / 100, cls * ns / 100 }' "$run/pmd.txt"
 }
 
-# churn SECONDS: 100 rule changes a second on the plugin (a rule added, removed, ...)
+# churn SECONDS: 100 rule changes a second on the plugin (a rule added, removed, added,
+# ...) with the single-rule commands, paced to the clock.
 churn_loop() {
-  local n=0 end=$(( $(date +%s%N) + $1 * 1000000000 ))
-  while [ "$(date +%s%N)" -lt "$end" ]; do
-    ovs-appctl vportfilter/rules-load "$run/rules1k-plus1.json" >/dev/null
-    ovs-appctl vportfilter/rules-load "$run/rules1k.json" >/dev/null
-    n=$((n + 2))
-    sleep 0.01
+  local n=0 now next end rule='{"kind": "filter", "id": 2000000, "bpf": "tcp port 7", "action": "drop"}'
+  next=$(date +%s%N)
+  end=$((next + $1 * 1000000000))
+  while [ "$next" -lt "$end" ]; do
+    ovs-appctl vportfilter/rule-add "$rule" >/dev/null
+    ovs-appctl vportfilter/rule-remove filter:2000000 >/dev/null
+    n=$((n + 2)) next=$((next + 20000000)) now=$(date +%s%N)
+    if [ "$now" -lt "$next" ]; then sleep "$(echo "($next - $now) / 1000000000" | bc -l)"; fi
   done
   echo "$n" > "$run/churn.count"
+}
+
+# The PMD's core to the PMD alone, as a host isolates its PMD cores: every other thread of
+# the switch and of ovsdb-server on core 0 (threads come and go with the plugin and the
+# bridge, so this runs before every measurement).
+pin_others() {
+  local t
+  for t in /proc/"$(cat "$run/ovs-vswitchd.pid")"/task/*; do
+    grep -q '^pmd' "$t/comm" || taskset -p -c 0 "${t##*/}" >/dev/null 2>&1 || true
+  done
+  taskset -a -p -c 0 "$(cat "$run/ovsdb-server.pid")" >/dev/null 2>&1 || true
 }
 
 # series PCAP TABLE NAME=ARGS...: replays PCAP with the TABLE flows and measures each case
@@ -144,6 +160,7 @@ series() {
       if [ "$args" = churn ]; then
         plugin "$run/rules1k.json"
         churn_loop $((secs + 2)) &
+        taskset -p -c 0 $! >/dev/null
         measure "$name"
         wait
         echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"

@@ -58,6 +58,16 @@ void cmd_rules_load(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
   const std::string text = g_plugin->rules_load(argv[1], &ok);
   reply(r, ok, text);
 }
+void cmd_rule_add(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
+  bool ok;
+  const std::string text = g_plugin->rule_add(argv[1], &ok);
+  reply(r, ok, text);
+}
+void cmd_rule_remove(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
+  bool ok;
+  const std::string text = g_plugin->rule_remove(argv[1], &ok);
+  reply(r, ok, text);
+}
 void cmd_adapter_set(int argc, const char* argv[], void*, ovs_packet_hook_reply* r) {
   bool ok;
   const std::string text = g_plugin->adapter_set(argv[1], argv[2], argc > 3 ? argv[3] : "", &ok);
@@ -140,6 +150,8 @@ extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs
     host->register_command("vportfilter/show", "", 0, 0, cmd_show, nullptr);
     host->register_command("vportfilter/stats", "", 0, 0, cmd_stats, nullptr);
     host->register_command("vportfilter/rules-load", "FILE", 1, 1, cmd_rules_load, nullptr);
+    host->register_command("vportfilter/rule-add", "JSON-RULE", 1, 1, cmd_rule_add, nullptr);
+    host->register_command("vportfilter/rule-remove", "KIND:ID", 1, 1, cmd_rule_remove, nullptr);
     host->register_command("vportfilter/adapter-set", "PORT ADAPTER-ID [VM-ID]", 2, 3, cmd_adapter_set, nullptr);
     host->register_command("vportfilter/policy", "fail-open|fail-closed", 1, 1, cmd_policy, nullptr);
     host->log(OVS_PACKET_HOOK_LOG_INFO,

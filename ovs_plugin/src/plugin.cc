@@ -4,6 +4,7 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdlib>
 #include <ctime>
 #include <sstream>
@@ -387,13 +388,12 @@ void Plugin::update_want(Port& p) const {
   __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
 }
 
-void Plugin::RuleScope::add(const std::vector<matcher::Rule>& rules) {
-  for (const auto& r : rules)
-    for (int d = 0; d < 2; ++d) {
-      if (r.direction != Direction::Any && int(r.direction) != d) continue;
-      if (r.adapter == matcher::kAllAdapters) every[d] = true;
-      else adapters[d].insert(r.adapter);
-    }
+void Plugin::RuleScope::add(const matcher::Rule& r) {
+  for (int d = 0; d < 2; ++d) {
+    if (r.direction != Direction::Any && int(r.direction) != d) continue;
+    if (r.adapter == matcher::kAllAdapters) every[d] = true;
+    else adapters[d].insert(r.adapter);
+  }
 }
 
 void Plugin::set_scope(RuleScope scope) {
@@ -596,18 +596,27 @@ void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
   while (keep < current.size() && keep < rules.size() && current[keep].rule == rules[keep]) ++keep;
   std::vector<matcher::RuleRef> removes;
   for (size_t i = keep; i < current.size(); ++i) removes.push_back({current[i].rule.kind, current[i].rule.id});
-  RuleScope next;
-  next.add(rules);
-  RuleScope both = next;  // ports the new rules need get batches before they apply
+  change_rules(removes, std::vector<matcher::Rule>(rules.begin() + long(keep), rules.end()));
+}
+
+void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::Rule>& adds) {
+  RuleScope wide;  // ports the new rules need get batches before the rules apply
   {
     std::lock_guard lock(ports_mu_);
-    for (int d = 0; d < 2; ++d) {
-      both.every[d] = both.every[d] || scope_.every[d];
-      both.adapters[d].insert(scope_.adapters[d].begin(), scope_.adapters[d].end());
-    }
+    wide = scope_;
   }
-  set_scope(std::move(both));
-  classifier_.apply(removes, std::vector<matcher::Rule>(rules.begin() + long(keep), rules.end()));
+  wide.add(adds);
+  set_scope(std::move(wide));
+  try {
+    classifier_.apply(removes, adds);
+  } catch (...) {
+    RuleScope same;  // refused: nothing changed, the wants go back
+    for (const auto& info : classifier_.rules()) same.add(info.rule);
+    set_scope(std::move(same));
+    throw;
+  }
+  RuleScope next;  // and ports only the removed rules needed stop getting them after
+  for (const auto& info : classifier_.rules()) next.add(info.rule);
   set_scope(std::move(next));
 }
 
@@ -801,6 +810,45 @@ std::string Plugin::rules_load(const std::string& path, bool* ok) {
     replace_rules(rules);
     *ok = true;
     return "loaded " + std::to_string(rules.size()) + " rules from " + path;
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+std::string Plugin::rule_add(const std::string& json_text, bool* ok) {
+  *ok = false;
+  try {
+    const json j = json::parse(json_text);
+    if (!j.is_object()) return "a rule is a JSON object: " + json_text;
+    const auto rules = matcher::rules_from_json(json::array({j}));
+    std::lock_guard lock(rules_mu_);
+    change_rules({}, rules);
+    *ok = true;
+    return std::string("added ") + matcher::to_string(rules[0].kind) + ":" + std::to_string(rules[0].id);
+  } catch (const json::parse_error& e) {
+    return "not JSON: " + json_text + " (" + e.what() + ")";
+  } catch (const std::exception& e) {
+    return e.what();
+  }
+}
+
+std::string Plugin::rule_remove(const std::string& ref, bool* ok) {
+  *ok = false;
+  const auto colon = ref.find(':');
+  const std::string kind = ref.substr(0, colon == std::string::npos ? 0 : colon);
+  std::optional<RuleKind> k;
+  for (RuleKind c : {RuleKind::Filter, RuleKind::Passthrough, RuleKind::Connection})
+    if (kind == matcher::to_string(c)) k = c;
+  char* end = nullptr;
+  const std::string id = colon == std::string::npos ? "" : ref.substr(colon + 1);
+  const unsigned long n = std::strtoul(id.c_str(), &end, 10);
+  if (!k || id.empty() || *end || !std::isdigit(static_cast<unsigned char>(id[0])) || n > 0xfffffffeul)
+    return "'" + ref + "' is not KIND:ID (filter, passthrough or connection, and a rule id)";
+  try {
+    std::lock_guard lock(rules_mu_);
+    change_rules({matcher::RuleRef{*k, uint32_t(n)}}, {});
+    *ok = true;
+    return "removed " + ref;
   } catch (const std::exception& e) {
     return e.what();
   }

@@ -133,6 +133,10 @@ class Plugin {
   // ---- Commands (main thread).  Each returns a reply text and sets *ok. ----
   std::string show() const;
   std::string rules_load(const std::string& path, bool* ok);
+  // One rule changed without reloading the others: a rule as a JSON object (the rules
+  // file's form), or KIND:ID (e.g. filter:5).
+  std::string rule_add(const std::string& json_text, bool* ok);
+  std::string rule_remove(const std::string& ref, bool* ok);
   std::string adapter_set(const std::string& port, const std::string& id, const std::string& vm, bool* ok);
   std::string policy_set(const std::string& name, bool* ok);
 
@@ -173,10 +177,16 @@ class Plugin {
   struct RuleScope {
     bool every[2] = {false, false};
     std::set<int32_t> adapters[2];
-    void add(const std::vector<matcher::Rule>& rules);
+    void add(const matcher::Rule& r);
+    void add(const std::vector<matcher::Rule>& rules) {
+      for (const auto& r : rules) add(r);
+    }
     bool covers(int32_t adapter, int dir) const { return adapter >= 0 && (every[dir] || adapters[dir].count(adapter)); }
   };
   void set_scope(RuleScope scope);  // and the ports' wants (takes ports_mu_)
+  // Applies a change to the classifier (all or nothing; throws RuleError), with the ports'
+  // wants widened before and narrowed after it.  rules_mu_ held.
+  void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::Rule>& adds);
   void update_want(Port& p) const;  // ports_mu_ held
   nlohmann::json counters_json(const Port& p, matcher::Direction dir) const;  // ports_mu_ held
   void replace_rules(const std::vector<matcher::Rule>& rules);  // all or nothing

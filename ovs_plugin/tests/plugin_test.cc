@@ -252,6 +252,42 @@ TEST(Plugin, WantsTheBatchesOfTheDirectionsItsRulesName) {
   ops->fini();
 }
 
+TEST(Plugin, OneRuleAddedAndRemovedByCommand) {
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  auto st = new_state();
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  ops->port_attach(vm1, &st);
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  const std::string telnet = R"({"kind": "filter", "id": 7, "adapter": 0, "bpf": "tcp dst port 23", "action": "drop"})";
+  ASSERT_TRUE(command({"vportfilter/rule-add", telnet})) << g_reply;
+  EXPECT_EQ(g_reply, "added filter:7");
+  EXPECT_NE(st.want & OVS_PACKET_HOOK_WANT_RX, 0u);
+  EXPECT_EQ(run(ops, vm1, true, {tcp(23), tcp(80)}), (std::vector<int>{D, P}));
+  // Refused whole, with the reason; the rule in force stays.
+  EXPECT_FALSE(command({"vportfilter/rule-add", telnet}));
+  EXPECT_NE(g_reply.find("exists"), std::string::npos) << g_reply;
+  EXPECT_FALSE(command({"vportfilter/rule-add", "{\"kind\": \"filter\", \"id\": 8, \"bpf\": \"tcp port x\"}"}));
+  EXPECT_NE(g_reply.find("bpf"), std::string::npos) << g_reply;
+  EXPECT_FALSE(command({"vportfilter/rule-add", "{\"kind\": "}));
+  EXPECT_NE(g_reply.find("not JSON"), std::string::npos) << g_reply;
+  EXPECT_FALSE(command({"vportfilter/rule-add", "[1]"}));
+  EXPECT_NE(g_reply.find("JSON object"), std::string::npos) << g_reply;
+  for (const char* bad : {"filter", "filter:", "filter:x", "bogus:7", ":7", "filter:-1", "filter:99999999999"}) {
+    EXPECT_FALSE(command({"vportfilter/rule-remove", bad})) << bad;
+    EXPECT_NE(g_reply.find("is not KIND:ID"), std::string::npos) << bad << ": " << g_reply;
+  }
+  EXPECT_FALSE(command({"vportfilter/rule-remove", "filter:8"})) << "no such rule";
+  EXPECT_FALSE(g_reply.empty());
+  EXPECT_EQ(run(ops, vm1, true, {tcp(23)}), (std::vector<int>{D}));
+  ASSERT_TRUE(command({"vportfilter/rule-remove", "filter:7"})) << g_reply;
+  EXPECT_EQ(st.want & (OVS_PACKET_HOOK_WANT_RX | OVS_PACKET_HOOK_WANT_TX), 0u) << "no rule left for the adapter";
+  EXPECT_EQ(run(ops, vm1, true, {tcp(23)}), (std::vector<int>{P}));
+  ops->port_close(vm1);
+  ops->fini();
+}
+
 TEST(Plugin, PacketsTheSwitchCountedAreTheAdaptersToo) {
   char err[256] = "";
   const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);

@@ -155,6 +155,17 @@ check "unfiltered port: the telnet frames pass" wait_for '[ "$(count "$run/p2-tx
 check "unfiltered port: the switch counted 3 out, 2 in" \
   wait_for '[ "$(counters)" = "$((op + 3)) $((ob + 3 * 54)) $((ip + 2)) $((ib + 2 * 54))" ]'
 check "unfiltered port: the hook did not classify them" [ "$(lookups)" = "$lookups_before" ]
+# One rule added and removed by command, without reloading the others.
+check "rule added" ovs-appctl vportfilter/rule-add '{"kind": "filter", "id": 41, "adapter": 0, "bpf": "tcp dst port 23", "action": "drop"}'
+check "a bad rule refused, with the field" bash -c "ovs-appctl vportfilter/rule-add '{\"kind\": \"filter\", \"id\": 42, \"bpf\": \"tcp port x\"}' 2>&1 | grep -q bpf"
+before=$(count "$run/p2-tx.pcap")
+ovs-appctl netdev-dummy/receive p1 "$(tcp 9c65 0017 out)" >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(tcp 9c66 0050 out)" >/dev/null
+check "added rule: telnet dropped, http passes" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ] && [ "$(count "$run/p2-tx.pcap")" = "$((before + 1))" ]'
+check "rule removed" ovs-appctl vportfilter/rule-remove filter:41
+check "an unknown rule refused" bash -c "! ovs-appctl vportfilter/rule-remove filter:41 2>/dev/null"
+ovs-appctl netdev-dummy/receive p1 "$(tcp 9c67 0017 out)" >/dev/null
+check "removed rule: telnet passes" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 23 ]'
 check "bad cache size refused" bash -c "ovs-vsctl set Open_vSwitch . other_config:packet-hook-args='cache=lots' && sleep 0.5 && grep -q 'cache=lots: a number of flows' '$run/ovs-vswitchd.log'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
