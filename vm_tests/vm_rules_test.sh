@@ -372,7 +372,8 @@ check "after the switch restart: dropped and delivered as before" received resta
 
 # -- a non-root controller is refused
 echo "-- a non-root controller is refused"
-check "non-root vpfctl refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups '$VPFCTL' status 2>&1 | grep -q 'not root'"
+for_nobody "$VMRUN/nobody-bin" "$VPFCTL"
+check "non-root vpfctl refused" bash -c "as_nobody '$NOBODY_DIR/$(basename "$VPFCTL")' status 2>&1 | grep -q 'not root'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 finish

@@ -60,19 +60,20 @@ check "malformed JSON" bash -c "python3 '$here/rpc.py' '$S' --raw '{nope' | grep
 check "unknown method" bash -c "python3 '$here/rpc.py' '$S' reboot | grep -q -- -32601"
 check "delete of a missing rule" bash -c "python3 '$here/rpc.py' '$S' delete_rule '{\"kind\":\"filter\",\"id\":99}' | grep -q 'no such rule'"
 check "still one rule" [ "$(rpc list_rules | field 'len(d)')" = 1 ]
-check "non-root client refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' status | grep -q 'not root'"
+for_nobody "$run/nobody-bin" "$here/rpc.py"
+check "non-root client refused" bash -c "as_nobody /usr/bin/python3 '$NOBODY_DIR/rpc.py' '$S' status | grep -q 'not root'"
 # An allowed controller (the reference's AllowedControllers): a non-root executable listed
 # by an instance may connect and act on that instance only; ForceAppPermissionCheck
 # takes that back.
-nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 "$here/rpc.py" "$S" "$@"; }
+nobody() { as_nobody /usr/bin/python3 "$NOBODY_DIR/rpc.py" "$S" "$@"; }
 G="{00000000-0000-0000-0000-0000000000A1}"
 check "install with an allowed controller" rpc install "{\"guid\": \"$G\", \"allowed_controllers\": [\"$(readlink -f /usr/bin/python3)\"]}"
 check "allowed controller connects" nobody status
 check "allowed controller adds a rule to its instance" nobody add_rule "{\"instance\": \"$G\", \"rule\": {\"id\": 1}}"
-check "but not to another instance" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' add_rule '{\"rule\": {\"id\": 77}}' | grep -q 'not an allowed controller of instance'"
-check "and may not install" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' install '{\"guid\": \"x\"}' | grep -q 'needs root'"
+check "but not to another instance" bash -c "as_nobody /usr/bin/python3 '$NOBODY_DIR/rpc.py' '$S' add_rule '{\"rule\": {\"id\": 77}}' | grep -q 'not an allowed controller of instance'"
+check "and may not install" bash -c "as_nobody /usr/bin/python3 '$NOBODY_DIR/rpc.py' '$S' install '{\"guid\": \"x\"}' | grep -q 'needs root'"
 check "ForceAppPermissionCheck" rpc config "{\"instance\": \"$G\", \"name\": \"ForceAppPermissionCheck\", \"value\": \"true\"}"
-check "then root only" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 '$here/rpc.py' '$S' delete_all_rules '{\"instance\": \"$G\"}' | grep -q 'requires root'"
+check "then root only" bash -c "as_nobody /usr/bin/python3 '$NOBODY_DIR/rpc.py' '$S' delete_all_rules '{\"instance\": \"$G\"}' | grep -q 'requires root'"
 check "uninstall" rpc uninstall "{\"guid\": \"$G\"}"
 
 # Rules through the database (any client, any host): they apply too; a bad row is

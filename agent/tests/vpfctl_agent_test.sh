@@ -136,7 +136,8 @@ check "install of a bad controller path: exit 3" [ "$(rc "$vpfctl" install --gui
 check "uninstall" "$vpfctl" uninstall --guid "$G"
 check "gone with its rules" bash -c "! $vpfctl status | grep -q '$G' && [ \$($vpfctl rule list --instance '$G' --format json | wc -l) = 0 ]"
 check "uninstall of an unknown instance: exit 1" [ "$(rc "$vpfctl" uninstall --guid "$G")" = 1 ]
-check "non-root: refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups $vpfctl status 2>&1 | grep -q 'not root'"
+for_nobody "$run/nobody-bin" "$vpfctl"
+check "non-root: refused" bash -c "as_nobody '$NOBODY_DIR/$(basename "$vpfctl")' status 2>&1 | grep -q 'not root'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 check "the agent exits cleanly" stop_agent

@@ -60,8 +60,9 @@ check "reconnected after the agent restart" [ "$(field "$run/reconnect.json" 'd[
 check "adapters back" [ "$(field "$run/reconnect.json" 'd["adapters"]')" = 2 ]
 # A user the agent refuses sees the agent's reason.
 mkdir -p "$run/nobody" && chmod 777 "$run/nobody"
-check "console ran as nobody" setpriv --reuid=65534 --regid=65534 --clear-groups env HOME=/tmp QT_QPA_PLATFORM=xcb \
-  timeout 60 xvfb-run -a -s "-screen 0 1280x800x24" "$console" --socket "$run/agent.sock" --after 3 \
+for_nobody "$run/nobody-bin" "$console"
+check "console ran as nobody" as_nobody env HOME=/tmp QT_QPA_PLATFORM=xcb \
+  timeout 60 xvfb-run -a -s "-screen 0 1280x800x24" "$NOBODY_DIR/$(basename "$console")" --socket "$run/agent.sock" --after 3 \
   --screenshot "$run/nobody/refused.png" --state "$run/nobody/refused.json"
 check "refused, with the agent's reason" bash -c "python3 -c \"import json; d=json.load(open('$run/nobody/refused.json')); print(d['connection'])\" | grep -q 'refused by vpf-agent: permission denied'"
 # Capture mode: a capture rule for the pings reaching vm2; the console holds them.

@@ -41,7 +41,8 @@ check "rules" bash -c "\"$tool\" \"$sock\" call set_rules \"{\\\"rules\\\": \$(c
 check "bad rule refused" bash -c "\"$tool\" \"$sock\" call set_rules '{\"rules\":[{\"id\":1,\"bpf\":\"udp[\"}]}' 2>&1 | grep -q 'filter rule 1'"
 check "unknown method refused" bash -c "! \"$tool\" \"$sock\" call reboot 2>/dev/null"
 check "rules unchanged" bash -c "ovs-appctl vportfilter/show | grep -q '^rules: 3'"
-check "non-root client refused" bash -c "setpriv --reuid=65534 --regid=65534 --clear-groups \"$tool\" \"$sock\" call stats 2>&1 | grep -q 'uid 65534 is not root'"
+for_nobody "$run/nobody-bin" "$tool"
+check "non-root client refused" bash -c "as_nobody \"$NOBODY_DIR/$(basename "$tool")\" \"$sock\" call stats 2>&1 | grep -q 'uid 65534 is not root'"
 
 # 2. Captures answered by marker, a notify, a drop, a plain packet: outgoing from p1.
 T serve 5 marker 10 > "$run/events1.txt" &

@@ -19,6 +19,26 @@ ovs_start() {
   ovs-vswitchd --detach --no-chdir --pidfile --log-file -vconsole:off "$@" 2>/dev/null || return 1
 }
 
+# for_nobody DIR FILE...: copies the programs and scripts FILE... into DIR (set as
+# NOBODY_DIR), with the shared libraries they load from outside the system's directories,
+# all readable by every user: tests run them as uid 65534, which may not be able to reach
+# the checkout (a clone in root's home directory).  as_nobody CMD... runs CMD as uid and
+# gid 65534 without groups, with those libraries (also inside `bash -c`).
+for_nobody() {
+  local f lib
+  export NOBODY_DIR="$1"; shift
+  mkdir -p "$NOBODY_DIR"
+  for f in "$@"; do
+    cp "$f" "$NOBODY_DIR/"
+    for lib in $(ldd "$f" 2>/dev/null | awk '$3 ~ /^\// && $3 !~ /^\/(usr\/)?lib\// {print $3}'); do
+      cp -L "$lib" "$NOBODY_DIR/"
+    done
+  done
+  chmod -R a+rX "$NOBODY_DIR"
+}
+as_nobody() { setpriv --reuid=65534 --regid=65534 --clear-groups env LD_LIBRARY_PATH="$NOBODY_DIR" "$@"; }
+export -f as_nobody
+
 # ovs_stop RUNDIR: stop both daemons and wait for them; SIGKILL after 10 s.
 ovs_stop() {
   ovs_env "$1"
