@@ -19,7 +19,7 @@
 # rules with the simple table, prints the 15 hottest symbols and the plugin's cost per
 # packet split into the hook, the cache lookup and the classifier.
 # VPF_DATAPATH_QUICK=1: only the 1k-flow trace with the simple table (stock, 0, 1k and 10k
-# rules), for iterating on the datapath; the full run is the benchmark.
+# rules, churn), for iterating on the datapath; the full run is the benchmark.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
@@ -134,6 +134,21 @@ churn_loop() {
   echo "$n" > "$run/churn.count"
 }
 
+# command_load SECONDS: the same 100 commands a second without changing anything
+# (`ovs-appctl version`): what the generator itself costs the PMD on this 2-core machine,
+# the reference that isolates what the rule changes cost.
+command_load() {
+  local now next end
+  next=$(date +%s%N)
+  end=$((next + $1 * 1000000000))
+  while [ "$next" -lt "$end" ]; do
+    ovs-appctl version >/dev/null
+    ovs-appctl version >/dev/null
+    next=$((next + 20000000)) now=$(date +%s%N)
+    if [ "$now" -lt "$next" ]; then sleep "$(echo "($next - $now) / 1000000000" | bc -l)"; fi
+  done
+}
+
 # The PMD's core to the PMD alone, as a host isolates its PMD cores: every other thread of
 # the switch and of ovsdb-server on core 0 (threads come and go with the plugin and the
 # bridge, so this runs before every measurement).
@@ -164,23 +179,28 @@ series() {
         measure "$name"
         wait
         echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"
+      elif [ "$args" = command-load ]; then
+        plugin none
+        command_load $((secs + 2)) &
+        taskset -p -c 0 $! >/dev/null
+        measure "$name"
+        wait
       else
         plugin "$args"
         measure "$name"
       fi
       echo "$name $r ${mpps[$name]}" >> "$run/results"
     done
-    [ "$args" = none ] || ovs-appctl vportfilter/show | grep 'decision cache' | sed 's/^/  /'
+    (ovs-appctl vportfilter/show 2>/dev/null || true) | grep 'decision cache' | sed 's/^/  /' || true
   done
 }
 
 rounds="${VPF_DATAPATH_ROUNDS:-3}"
 : > "$run/results"
 quick=${VPF_DATAPATH_QUICK:-0}
-churn=plugin_1k_churn_simple=churn
-[ "$quick" = 1 ] && churn=""
 series "$run/mix.pcap" simple stock_simple=none "plugin_0_rules_simple=$run/rules0.json" \
-  "plugin_1k_rules_simple=$run/rules1k.json" "plugin_10k_rules_simple=$run/rules10k.json" $churn
+  "plugin_1k_rules_simple=$run/rules1k.json" "plugin_10k_rules_simple=$run/rules10k.json" \
+  plugin_1k_churn_simple=churn stock_commands_simple=command-load
 if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ]; then
   plugin "$run/rules1k.json"
   measure plugin_1k_rules_simple
@@ -233,4 +253,6 @@ for t in ("simple", "emc"):
         ratio("datapath_%s_rules_64kflows_%s_vs_stock" % (c, t), "plugin_%s_64kflows_%s" % (c, t), "stock_64kflows_" + t)
 ratio("datapath_1k_rules_newflows_simple_vs_uncached", "plugin_1k_newflows_cached", "plugin_1k_newflows_uncached")
 ratio("datapath_1k_rules_churn_simple_vs_stock", "plugin_1k_churn_simple", "stock_simple")
+ratio("datapath_1k_rules_churn_simple_vs_stock_under_the_same_command_load", "plugin_1k_churn_simple",
+      "stock_commands_simple")
 PY
