@@ -252,14 +252,28 @@ TEST(Plugin, WantsTheBatchesOfTheDirectionsItsRulesName) {
   ops->fini();
 }
 
+// A started plugin with one port, vm1-eth0, attached as the switch attaches it (ABI 3)
+// and made adapter 0.
+struct OneVm {
+  const ovs_packet_hook_ops* ops = nullptr;
+  ovs_packet_hook_port_state st = new_state();
+  void* vm1 = nullptr;
+  void start() {
+    char err[256] = "";
+    ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+    ASSERT_NE(ops, nullptr) << err;
+    vm1 = ops->port_open("vm1-eth0", "system");
+    ops->port_attach(vm1, &st);
+    ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  }
+};
+
 TEST(Plugin, OneRuleAddedAndRemovedByCommand) {
-  char err[256] = "";
-  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
-  ASSERT_NE(ops, nullptr) << err;
-  auto st = new_state();
-  void* vm1 = ops->port_open("vm1-eth0", "system");
-  ops->port_attach(vm1, &st);
-  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  OneVm v;
+  ASSERT_NO_FATAL_FAILURE(v.start());
+  const ovs_packet_hook_ops* ops = v.ops;
+  void* vm1 = v.vm1;
+  const auto& st = v.st;
   const std::string telnet = R"({"kind": "filter", "id": 7, "adapter": 0, "bpf": "tcp dst port 23", "action": "drop"})";
   ASSERT_TRUE(command({"vportfilter/rule-add", telnet})) << g_reply;
   EXPECT_EQ(g_reply, "added filter:7");
@@ -289,13 +303,11 @@ TEST(Plugin, OneRuleAddedAndRemovedByCommand) {
 }
 
 TEST(Plugin, PacketsTheSwitchCountedAreTheAdaptersToo) {
-  char err[256] = "";
-  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
-  ASSERT_NE(ops, nullptr) << err;
-  auto st = new_state();
-  void* vm1 = ops->port_open("vm1-eth0", "system");
-  ops->port_attach(vm1, &st);
-  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  OneVm v;
+  ASSERT_NO_FATAL_FAILURE(v.start());
+  const ovs_packet_hook_ops* ops = v.ops;
+  void* vm1 = v.vm1;
+  auto& st = v.st;
   const std::string rules = write_file("counted.json", R"({"rules": [
     {"kind": "filter", "id": 1, "direction": "outgoing", "bpf": "tcp port 23", "action": "drop"}]})");
   ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
