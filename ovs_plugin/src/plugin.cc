@@ -49,36 +49,24 @@ void add_switch_counts(const ovs_packet_hook_port_state* st, Direction dir, uint
 
 LocalCounters Plugin::totals(const Port& p, Direction dir) const {
   const DirCounters& c = dir == Direction::Outgoing ? p.out : p.in;
-  LocalCounters t{c.packets.load(),       c.bytes.load(),   c.filter_packets.load(), c.filter_bytes.load(),
-                  c.dropped.load(),       c.dropped_bytes.load(), c.events.load(),  c.events_lost.load()};
-  add_switch_counts(p.state, dir, &t.packets, &t.bytes);
+  LocalCounters t;
+  for (int k = 0; k < kCounters; ++k) t.v[k] = c.v[k].load();
+  add_switch_counts(p.state, dir, &t.v[kPackets], &t.v[kBytes]);
   if (p.index >= kLocalPorts) return t;
   for (const auto& slot : local_) {
     const LocalCounters* l = slot.load(std::memory_order_acquire);
     if (!l) continue;
     l += p.index * 2 + uint32_t(dir);
-    t.packets += __atomic_load_n(&l->packets, __ATOMIC_RELAXED);
-    t.bytes += __atomic_load_n(&l->bytes, __ATOMIC_RELAXED);
-    t.filter_packets += __atomic_load_n(&l->filter_packets, __ATOMIC_RELAXED);
-    t.filter_bytes += __atomic_load_n(&l->filter_bytes, __ATOMIC_RELAXED);
-    t.dropped += __atomic_load_n(&l->dropped, __ATOMIC_RELAXED);
-    t.dropped_bytes += __atomic_load_n(&l->dropped_bytes, __ATOMIC_RELAXED);
-    t.events += __atomic_load_n(&l->events, __ATOMIC_RELAXED);
-    t.events_lost += __atomic_load_n(&l->events_lost, __ATOMIC_RELAXED);
+    for (int k = 0; k < kCounters; ++k) t.v[k] += __atomic_load_n(&l->v[k], __ATOMIC_RELAXED);
   }
   return t;
 }
 
 json Plugin::counters_json(const Port& p, Direction dir) const {
   const LocalCounters t = totals(p, dir);
-  return {{"packets", t.packets},
-          {"bytes", t.bytes},
-          {"filter_packets", t.filter_packets},
-          {"filter_bytes", t.filter_bytes},
-          {"dropped", t.dropped},
-          {"dropped_bytes", t.dropped_bytes},
-          {"events", t.events},
-          {"events_lost", t.events_lost}};
+  json j = json::object();
+  for (int k = 0; k < kCounters; ++k) j[kCounterNames[k]] = t.v[k];
+  return j;
 }
 
 namespace {
@@ -336,34 +324,15 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   // A new hold has a deadline the sleeping control thread does not know about.
   if (captured) channel::wake_consumer(region_.header()->plugin_waiting, commands_efd_);
 
+  const uint64_t add[kCounters] = {n, bytes, fpackets, fbytes, dropped, dropped_bytes, events, lost};
   if (LocalCounters* l = local_counters(slot, *port, dir)) {
-    bump(l->packets, n);
-    bump(l->bytes, bytes);
-    if (fpackets) {
-      bump(l->filter_packets, fpackets);
-      bump(l->filter_bytes, fbytes);
-    }
-    if (dropped) {
-      bump(l->dropped, dropped);
-      bump(l->dropped_bytes, dropped_bytes);
-    }
-    if (events) bump(l->events, events);
-    if (lost) bump(l->events_lost, lost);
+    for (int k = 0; k < kCounters; ++k)
+      if (add[k]) bump(l->v[k], add[k]);
     return;
   }
   DirCounters& c = dir == Direction::Outgoing ? port->out : port->in;
-  c.packets.fetch_add(n, std::memory_order_relaxed);
-  c.bytes.fetch_add(bytes, std::memory_order_relaxed);
-  if (fpackets) {
-    c.filter_packets.fetch_add(fpackets, std::memory_order_relaxed);
-    c.filter_bytes.fetch_add(fbytes, std::memory_order_relaxed);
-  }
-  if (dropped) {
-    c.dropped.fetch_add(dropped, std::memory_order_relaxed);
-    c.dropped_bytes.fetch_add(dropped_bytes, std::memory_order_relaxed);
-  }
-  if (events) c.events.fetch_add(events, std::memory_order_relaxed);
-  if (lost) c.events_lost.fetch_add(lost, std::memory_order_relaxed);
+  for (int k = 0; k < kCounters; ++k)
+    if (add[k]) c.v[k].fetch_add(add[k], std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -435,8 +404,8 @@ void Plugin::port_close(Port* port) {
     uint64_t packets = 0, bytes = 0;
     add_switch_counts(port->state, d, &packets, &bytes);
     DirCounters& c = d == Direction::Outgoing ? port->out : port->in;
-    c.packets += packets;
-    c.bytes += bytes;
+    c.v[kPackets] += packets;
+    c.v[kBytes] += bytes;
   }
   port->state = nullptr;
 }
@@ -453,8 +422,8 @@ Port* Plugin::port_of_adapter(uint32_t adapter) {
 
 void Plugin::count_drop(Port& p, Direction dir, uint32_t len) {
   DirCounters& c = dir == Direction::Outgoing ? p.out : p.in;
-  c.dropped.fetch_add(1, std::memory_order_relaxed);
-  c.dropped_bytes.fetch_add(len, std::memory_order_relaxed);
+  c.v[kDropped].fetch_add(1, std::memory_order_relaxed);
+  c.v[kDroppedBytes].fetch_add(len, std::memory_order_relaxed);
 }
 
 void Plugin::finish_hold(HoldSlot& s, VerdictAction action, const uint8_t* data, uint32_t len) {
@@ -607,17 +576,20 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
   }
   wide.add(adds);
   set_scope(std::move(wide));
+  // Then the scope of the rules in force: narrowed after the removes, or back as it was
+  // if the change was refused.
+  auto in_force = [this] {
+    RuleScope s;
+    for (const auto& info : classifier_.rules()) s.add(info.rule);
+    set_scope(std::move(s));
+  };
   try {
     classifier_.apply(removes, adds);
   } catch (...) {
-    RuleScope same;  // refused: nothing changed, the wants go back
-    for (const auto& info : classifier_.rules()) same.add(info.rule);
-    set_scope(std::move(same));
+    in_force();
     throw;
   }
-  RuleScope next;  // and ports only the removed rules needed stop getting them after
-  for (const auto& info : classifier_.rules()) next.add(info.rule);
-  set_scope(std::move(next));
+  in_force();
 }
 
 json Plugin::set_rules(const json& params) {

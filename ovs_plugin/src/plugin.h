@@ -62,19 +62,27 @@
 
 namespace vpf::plugin {
 
+// The counters of an adapter and direction, and their names in `show` and `stats`.
+enum Counter : int {
+  kPackets, kBytes,              // every packet of the adapter
+  kFilterPackets, kFilterBytes,  // matched a filter rule
+  kDropped, kDroppedBytes,
+  kEvents,      // notify copies and captures written
+  kEventsLost,  // no agent, full ring or no hold slot
+  kCounters
+};
+inline constexpr const char* kCounterNames[kCounters] = {"packets", "bytes",         "filter_packets", "filter_bytes",
+                                                         "dropped", "dropped_bytes", "events",         "events_lost"};
+
+// Shared by every thread: atomic adds.
 struct DirCounters {
-  std::atomic<uint64_t> packets{0}, bytes{0};                // every packet of the adapter
-  std::atomic<uint64_t> filter_packets{0}, filter_bytes{0};  // matched a filter rule
-  std::atomic<uint64_t> dropped{0}, dropped_bytes{0};
-  std::atomic<uint64_t> events{0};       // notify copies and captures written
-  std::atomic<uint64_t> events_lost{0};  // no agent, full ring or no hold slot
+  std::atomic<uint64_t> v[kCounters] = {};
 };
 
-// One datapath thread's counters of one port and direction (the fields of DirCounters):
-// written by that thread only, with plain stores (no locked instruction per batch), read
-// by others with relaxed loads.
+// One datapath thread's counters of one port and direction: written by that thread only,
+// with plain stores (no locked instruction per batch), read by others with relaxed loads.
 struct alignas(64) LocalCounters {
-  uint64_t packets, bytes, filter_packets, filter_bytes, dropped, dropped_bytes, events, events_lost;
+  uint64_t v[kCounters];
 };
 static_assert(sizeof(LocalCounters) == 64);
 
