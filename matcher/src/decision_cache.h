@@ -133,9 +133,9 @@ class DecisionCache {
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
 
  private:
-  // Writes the key (the header word and the shape's words); false if the packet has no
-  // shape the plan caches.
-  static bool make_key(const Plan& plan, const PacketRef& p, uint64_t* key);
+  // Writes the key (the header word and the shape's words) and returns the number of
+  // words after the header word; -1 if the packet has no shape the plan caches.
+  static int make_key(const Plan& plan, const PacketRef& p, uint64_t* key);
   static uint64_t hash(const uint64_t* key, int nwords) {
     static constexpr uint64_t kMul[kWords + 1] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
                                                   0xd6e8feb86659fd93ull, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull,
@@ -209,42 +209,43 @@ inline bool ipv6_ext_header(uint32_t nh) {
   }
 }
 
-// Writes the packet's key (the header word and the shape's words) and returns true if
-// the packet has a shape the plan caches.  The conditions are exactly those under
-// which parse_frame() finds the shape whole, with no error flag.
-__attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& plan, const PacketRef& p,
+// Writes the packet's key (the header word and the shape's words) and returns the
+// shape's number of words, or -1 if the packet has no shape the plan caches.  The
+// conditions are exactly those under which parse_frame() finds the shape whole, with no
+// error flag.
+__attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& plan, const PacketRef& p,
                                                                   uint64_t* key) {
   const uint8_t* d = p.data;
   const uint32_t len = p.len;
-  if (len < 34) return false;
+  if (len < 34) return -1;
   uint32_t et = be16(d + 12), o = 14, shape = 0;
   if (et == 0x8100 || et == 0x88a8 || et == 0x9100) {
-    if (len < 38) return false;
+    if (len < 38) return -1;
     et = be16(d + 16);
     o = 18;
     shape = 8;
   }
   uint32_t proto, l4len;
   if (et == 0x0800) {
-    if (d[o] != 0x45) return false;
+    if (d[o] != 0x45) return -1;
     const uint32_t tot = be16(d + o + 2);
-    if (tot < 20 || tot > len - o || (be16(d + o + 6) & 0x3fff)) return false;
+    if (tot < 20 || tot > len - o || (be16(d + o + 6) & 0x3fff)) return -1;
     proto = d[o + 9];
     l4len = tot - 20;
   } else if (et == 0x86dd) {
-    if (len < o + 40 || (d[o] >> 4) != 6) return false;
+    if (len < o + 40 || (d[o] >> 4) != 6) return -1;
     l4len = be16(d + o + 4);
     proto = d[o + 6];
-    if (l4len > len - o - 40 || ipv6_ext_header(proto)) return false;
+    if (l4len > len - o - 40 || ipv6_ext_header(proto)) return -1;
     shape |= 4;
   } else {
-    return false;
+    return -1;
   }
   uint32_t need;
   shape |= l4_class(proto, &need);
-  if (l4len < need) return false;
+  if (l4len < need) return -1;
   const Shape& sh = plan.shape[shape];
-  if (!sh.enabled || len < sh.end) return false;
+  if (!sh.enabled || len < sh.end) return -1;
   uint64_t cls = 0;
   if (sh.raw_len) {
     cls = len;
@@ -257,7 +258,7 @@ __attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& p
     }
   }
   const uint64_t vm = sh.uses_vm ? p.meta.vm : 0;
-  if (p.meta.adapter >= (1u << 20) || vm >= (1u << 22)) return false;
+  if (p.meta.adapter >= (1u << 20) || vm >= (1u << 22)) return -1;
   key[0] = uint64_t(p.meta.adapter) | uint64_t(p.meta.direction) << 20 | uint64_t(shape) << 22 | cls << 26 | vm << 42;
   const int nw = sh.nwords;
   for (int w = 0; w < nw; ++w) {
@@ -265,7 +266,7 @@ __attribute__((always_inline)) inline bool DecisionCache::make_key(const Plan& p
     std::memcpy(&v, d + sh.off[w], 8);
     key[w + 1] = v & sh.mask[w];
   }
-  return true;
+  return nw;
 }
 
 // ---- the batch loop ----
@@ -284,9 +285,10 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
   uint8_t nwords[kMaxBatch];
   uint32_t cacheable = 0;  // bit i: packet i has a key
   for (uint32_t i = 0; i < n; ++i) {
-    if (!make_key(plan, pkts[i], keys[i])) continue;
+    const int nw = make_key(plan, pkts[i], keys[i]);
+    if (nw < 0) continue;
     cacheable |= 1u << i;
-    nwords[i] = plan.shape[keys[i][0] >> 22 & 15].nwords;
+    nwords[i] = uint8_t(nw);
     const uint64_t h = hash(keys[i], nwords[i]);
     bucket[i] = uint32_t(h >> bucket_shift_);
     sig[i] = uint32_t(h) | 1u;
