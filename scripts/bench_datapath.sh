@@ -119,35 +119,34 @@ profile() {
                  ns, hook * ns / 100, lookup * ns / 100, cls * ns / 100 }' "$run/pmd.txt"
 }
 
-# churn SECONDS: 100 rule changes a second on the plugin (a rule added, removed, added,
-# ...) with the single-rule commands, paced to the clock.
-churn_loop() {
-  local n=0 now next end rule='{"kind": "filter", "id": 2000000, "bpf": "tcp port 7", "action": "drop"}'
+# paced SECONDS CMD...: runs CMD 50 times a second (on the clock, not after each run)
+# for SECONDS; prints how many times it ran.
+paced() {
+  local n=0 now next end secs=$1
+  shift
   next=$(date +%s%N)
-  end=$((next + $1 * 1000000000))
+  end=$((next + secs * 1000000000))
   while [ "$next" -lt "$end" ]; do
-    ovs-appctl vportfilter/rule-add "$rule" >/dev/null
-    ovs-appctl vportfilter/rule-remove filter:2000000 >/dev/null
-    n=$((n + 2)) next=$((next + 20000000)) now=$(date +%s%N)
+    "$@"
+    n=$((n + 1)) next=$((next + 20000000)) now=$(date +%s%N)
     if [ "$now" -lt "$next" ]; then sleep "$(echo "($next - $now) / 1000000000" | bc -l)"; fi
   done
-  echo "$n" > "$run/churn.count"
+  echo "$n"
 }
+
+# churn SECONDS: 100 rule changes a second on the plugin (a rule added, removed, added,
+# ...) with the single-rule commands.
+churn_once() {
+  ovs-appctl vportfilter/rule-add '{"kind": "filter", "id": 2000000, "bpf": "tcp port 7", "action": "drop"}' >/dev/null
+  ovs-appctl vportfilter/rule-remove filter:2000000 >/dev/null
+}
+churn_loop() { echo $(( $(paced "$1" churn_once) * 2 )) > "$run/churn.count"; }
 
 # command_load SECONDS: the same 100 commands a second without changing anything
 # (`ovs-appctl version`): what the generator itself costs the PMD on this 2-core machine,
 # the reference that isolates what the rule changes cost.
-command_load() {
-  local now next end
-  next=$(date +%s%N)
-  end=$((next + $1 * 1000000000))
-  while [ "$next" -lt "$end" ]; do
-    ovs-appctl version >/dev/null
-    ovs-appctl version >/dev/null
-    next=$((next + 20000000)) now=$(date +%s%N)
-    if [ "$now" -lt "$next" ]; then sleep "$(echo "($next - $now) / 1000000000" | bc -l)"; fi
-  done
-}
+version_twice() { ovs-appctl version >/dev/null && ovs-appctl version >/dev/null; }
+command_load() { paced "$1" version_twice >/dev/null; }
 
 # The PMD's core to the PMD alone, as a host isolates its PMD cores: every other thread of
 # the switch and of ovsdb-server on core 0 (threads come and go with the plugin and the
@@ -165,26 +164,22 @@ pin_others() {
 # round after round, so that each round holds every case of the series measured close
 # together in time; results go to $run/results as "NAME ROUND MPPS".
 series() {
-  local pcap=$1 table=$2 r c name args
+  local pcap=$1 table=$2 r c name args gen
   shift 2
   add_ports "$pcap"
   flows "$table"
   for r in $(seq "$rounds"); do
     for c in "$@"; do
       name=${c%%=*} args=${c#*=}
-      if [ "$args" = churn ]; then
-        plugin "$run/rules1k.json"
-        churn_loop $((secs + 2)) &
+      if [ "$args" = churn ] || [ "$args" = command-load ]; then
+        gen=command_load
+        if [ "$args" = churn ]; then plugin "$run/rules1k.json"; gen=churn_loop; else plugin none; fi
+        $gen $((secs + 2)) &
         taskset -p -c 0 $! >/dev/null
         measure "$name"
         wait
-        echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"
-      elif [ "$args" = command-load ]; then
-        plugin none
-        command_load $((secs + 2)) &
-        taskset -p -c 0 $! >/dev/null
-        measure "$name"
-        wait
+        [ "$gen" = command_load ] ||
+          echo "  (rule changes during the run: $(( $(cat "$run/churn.count") / (secs + 2) ))/s)"
       else
         plugin "$args"
         measure "$name"
