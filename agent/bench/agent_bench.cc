@@ -2,7 +2,8 @@
 // p2, flow p1 -> p2, p2's transmitted frames in $VPF_RUN/p2-tx.pcap), through the
 // vpf::NetFilter library, as an application sees it:
 //   1. rule add -> active: add_filter_rule returns once the rule is in the datapath
-//      (the agent answers after the plugin took the new rule set); p50/p99 over adds;
+//      (the agent answers after the plugin took the new rule set); p50/p99 over adds,
+//      from no rules, then on top of a large set imported first (BASE_RULES);
 //   2. notify events relayed to one client: frames injected on p1, a notify rule on p2's
 //      incoming side; events/s received and events lost (datapath ring + agent queue);
 //   3. capture round trip: one frame at a time; from the datapath seeing it (the event's
@@ -124,7 +125,7 @@ int notify_relay(const std::string& guid, const std::string& adapter, double sec
 int main(int argc, char** argv) {
   const char* run = std::getenv("VPF_RUN");
   if (!run || argc < 2) {
-    std::fprintf(stderr, "usage: VPF_RUN=DIR VPF_AGENT_SOCKET=SOCK agent_bench GUID dummy [ADDS CAPTURES] | agent_bench GUID notify ADAPTER SECS\n");
+    std::fprintf(stderr, "usage: VPF_RUN=DIR VPF_AGENT_SOCKET=SOCK agent_bench GUID dummy [ADDS CAPTURES [BASE_RULES.json]] | agent_bench GUID notify ADAPTER SECS\n");
     return 2;
   }
   const std::string guid = argv[1];
@@ -132,6 +133,7 @@ int main(int argc, char** argv) {
   if (mode == "notify") return notify_relay(guid, argc > 3 ? argv[3] : "pcap0", argc > 4 ? std::atof(argv[4]) : 5);
   const int adds = argc > 3 ? std::atoi(argv[3]) : 300;
   const int captures = argc > 4 ? std::atoi(argv[4]) : 2000;
+  const std::string base_rules = argc > 5 ? argv[5] : "";
   try {
     vpf::NetFilter nf;
     nf.initialize(guid);
@@ -166,9 +168,34 @@ int main(int argc, char** argv) {
                          "udp and udp[8] == 0xee and udp[9] == " + std::to_string(i % 256), vpf::kRuleActionDrop);
       add_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count());
     }
-    std::printf("rule_add_active_p50_us %.1f\nrule_add_active_p99_us %.1f\n", pct(add_us, 50), pct(add_us, 99));
-    std::printf("rule_add_rules_at_end %d\n", nf.filter_rule_count());
+    std::printf("rule_add_active_0_to_%d_p50_us %.1f\nrule_add_active_0_to_%d_p99_us %.1f\n", adds, pct(add_us, 50), adds,
+                pct(add_us, 99));
     nf.delete_all_filter_rules();
+
+    // 1b. the same with a large rule set in force (imported in one call), as a provisioning
+    // script meets it: each add on top of BASE rules.
+    if (!base_rules.empty()) {
+      std::ifstream f(base_rules);
+      const auto rules = nlohmann::json::parse(f);
+      vpf::AgentConnection ac(vpf::AgentConnection::default_socket());
+      const auto t0 = std::chrono::steady_clock::now();
+      ac.call("import_rules", {{"instance", guid}, {"rules", rules["rules"]}});
+      const double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+      const size_t base = rules["rules"].size();
+      add_us.clear();
+      for (int i = 0; i < adds; ++i) {
+        const auto t1 = std::chrono::steady_clock::now();
+        nf.add_filter_rule(uint32_t(200000 + i), -1, vpf::kDirectionAny, -1, -1,
+                           "udp and udp[8] == 0xee and udp[9] == " + std::to_string(i % 256), vpf::kRuleActionDrop);
+        add_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t1).count());
+      }
+      std::printf("rule_import_ms %.1f\nrule_add_base_rules %zu\n", import_ms, base);
+      std::printf("rule_add_active_p50_us %.1f\nrule_add_active_p99_us %.1f\n", pct(add_us, 50), pct(add_us, 99));
+      const auto t2 = std::chrono::steady_clock::now();
+      nf.delete_all_filter_rules();
+      std::printf("rule_delete_all_ms %.1f\n",
+                  std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t2).count());
+    }
 
     // 3. capture round trip.
     nf.add_filter_rule(2, p2, vpf::kDirectionIncoming, -1, -1, "udp and udp[8] == 0xcc", vpf::kRuleActionCapture);

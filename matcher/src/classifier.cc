@@ -255,7 +255,16 @@ struct RuleState {
   bool direct_ok = false;                 // only metadata, size and BPF: may run directly
 };
 
+// A rank is group (1 bit) | 65535 - priority (16 bits) | sequence (47 bits); rules of one
+// group and priority (a "band") are ordered by their sequence numbers.  Adds at the tail
+// or head step kSeqGap away from the band's ends; an add before a rule takes the middle of
+// the room between that rule and its predecessor (16 inserts at one spot before the room
+// is used up).
+constexpr int kSeqBits = 47;
+constexpr uint64_t kSeqMask = (uint64_t(1) << kSeqBits) - 1;
+constexpr int64_t kSeqLimit = int64_t(1) << kSeqBits;
 constexpr uint64_t kSeqBias = uint64_t(1) << 46;
+constexpr int64_t kSeqGap = int64_t(1) << 16;
 
 uint64_t make_rank(const Rule& r, int64_t seq) {
   const uint64_t group = r.kind == RuleKind::Passthrough ? 0 : 1;
@@ -279,8 +288,10 @@ struct Classifier::Impl {
   }
   size_t enabled_rules = 0;           // rules with enabled set
   size_t direct_rules = 0;            // enabled rules with direct_ok
+  std::map<uint64_t, RuleRef> by_rank;  // evaluation order
+  uint64_t moved_rules = 0;
   int64_t next_tail = int64_t(kSeqBias);
-  int64_t next_head = int64_t(kSeqBias) - 1;
+  int64_t next_head = int64_t(kSeqBias) - kSeqGap;
   uint64_t gen = 1;  // current (unpublished) generation
 
   EpochDomain epoch;
@@ -522,8 +533,59 @@ struct Classifier::Impl {
     return EntryPtr(e, EntryFree{});
   }
 
+  // ---- where a rule goes ----
+
+  int64_t tail_seq() {
+    if (next_tail >= kSeqLimit) renumber_all();
+    const int64_t seq = next_tail;
+    next_tail += kSeqGap;
+    return seq;
+  }
+  int64_t head_seq() {
+    if (next_head < 0) renumber_all();
+    const int64_t seq = next_head;
+    next_head -= kSeqGap;
+    return seq;
+  }
+  // Every rule re-added at the tail in its order: sequence numbers start afresh (after
+  // about 2^30 adds at one end).
+  void renumber_all() {
+    std::vector<Rule> all;
+    for (const auto& [rank, ref] : by_rank) all.push_back(rules.at(ref).info.rule);
+    for (const auto& r : all) erase_rule({r.kind, r.id});
+    next_tail = int64_t(kSeqBias);
+    next_head = int64_t(kSeqBias) - kSeqGap;
+    for (const auto& r : all) insert_rule(compile_rule(r, BpfMode::Lower), tail_seq());
+  }
+  // `c` is compiled, its (kind, id) is free and `before` (if any) is a rule of its band.
+  void place_rule(CompiledRule c, Placement where, const std::optional<RuleRef>& before) {
+    if (!before) {
+      insert_rule(std::move(c), where == Placement::Head ? head_seq() : tail_seq());
+      return;
+    }
+    const uint64_t rx = rules.at(*before).rank;
+    const uint64_t band = rx >> kSeqBits;
+    const int64_t sx = int64_t(rx & kSeqMask);
+    const auto it = by_rank.find(rx);
+    const bool first = it == by_rank.begin() || (std::prev(it)->first >> kSeqBits) != band;
+    const int64_t lo = first ? sx - 2 * kSeqGap : int64_t(std::prev(it)->first & kSeqMask);
+    if (lo >= 0 && sx - lo >= 2) {
+      const int64_t seq = lo + (sx - lo) / 2;
+      next_head = std::min(next_head, seq - kSeqGap);  // a later head add still goes first
+      insert_rule(std::move(c), seq);
+      return;
+    }
+    // No room: the rule, then `before` and the rest of its band, go to the band's tail.
+    std::vector<Rule> moved;
+    for (auto m = it; m != by_rank.end() && (m->first >> kSeqBits) == band; ++m) moved.push_back(rules.at(m->second).info.rule);
+    for (const auto& r : moved) erase_rule({r.kind, r.id});
+    moved_rules += moved.size();
+    insert_rule(std::move(c), tail_seq());
+    for (const auto& r : moved) insert_rule(compile_rule(r, BpfMode::Lower), tail_seq());
+  }
+
   // `c` is compiled and its (kind, id) is free; nothing here can refuse it.
-  void insert_rule(CompiledRule c, Placement where) {
+  void insert_rule(CompiledRule c, int64_t seq) {
     const Rule r = c.rule;
     RuleRef ref{r.kind, r.id};
     std::vector<int> slots;
@@ -544,8 +606,8 @@ struct Classifier::Impl {
     st.direct_ok = r.enabled && c.direct_jit && c.direct_jit->jitted() && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
                    r.local_port.any() && r.remote_port.any();
     st.slots = slots;
-    const int64_t seq = where == Placement::Head ? next_head-- : next_tail++;
     st.rank = make_rank(r, seq);
+    by_rank.emplace(st.rank, ref);
     for (const EntrySpec& spec : c.entries) {
       EntryPtr e = make_entry(c, spec, slots, st.rank, c.jit.get());
       const Fixed fx = fixed_bits(e.get());
@@ -570,6 +632,7 @@ struct Classifier::Impl {
       if (p.table->count == 0) drop_table(p.table);
     }
     release_slots(it->second.slots);
+    by_rank.erase(it->second.rank);
     enabled_rules -= it->second.info.rule.enabled;
     direct_rules -= it->second.direct_ok;
     rules.erase(it);
@@ -699,7 +762,7 @@ Classifier::~Classifier() { own_reader_.reset(); }
 void Classifier::add(const Rule& rule, Placement where) {
   if (impl_->rules.count(RuleRef{rule.kind, rule.id}))
     throw RuleError(rule, "id", "a " + std::string(to_string(rule.kind)) + " rule with this id exists already");
-  impl_->insert_rule(compile_rule(rule, BpfMode::Lower), where);
+  impl_->place_rule(compile_rule(rule, BpfMode::Lower), where, std::nullopt);
   impl_->publish();
 }
 
@@ -710,6 +773,13 @@ bool Classifier::remove(RuleRef ref) {
 }
 
 void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Rule>& adds) {
+  std::vector<RuleAdd> a;
+  a.reserve(adds.size());
+  for (const auto& r : adds) a.push_back({r, std::nullopt});
+  apply(removes, a);
+}
+
+void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<RuleAdd>& adds) {
   if (removes.empty() && adds.empty()) return;
   // Check and compile everything first so that a refused item changes nothing.
   std::set<RuleRef> removed, added;
@@ -720,15 +790,28 @@ void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Ru
   }
   std::vector<CompiledRule> compiled;
   compiled.reserve(adds.size());
-  for (const auto& r : adds) {
+  std::map<RuleRef, const Rule*> added_rules;
+  auto band = [](const Rule& r) { return std::make_pair(r.kind == RuleKind::Passthrough, r.priority); };
+  for (const auto& [r, before] : adds) {
     RuleRef ref{r.kind, r.id};
     if ((impl_->rules.count(ref) && !removed.count(ref)) || added.count(ref))
       throw RuleError(r, "id", "a " + std::string(to_string(r.kind)) + " rule with this id exists already");
+    if (before) {
+      const Rule* anchor = nullptr;
+      if (auto a = added_rules.find(*before); a != added_rules.end()) anchor = a->second;
+      else if (auto f = impl_->rules.find(*before); f != impl_->rules.end() && !removed.count(*before))
+        anchor = &f->second.info.rule;
+      const std::string name = std::string(to_string(before->kind)) + " rule " + std::to_string(before->id);
+      if (!anchor) throw RuleError(r, "before", "no " + name + " to go before");
+      if (band(*anchor) != band(r))
+        throw RuleError(r, "before", name + " is of another group or priority; rules are ordered within their own");
+    }
     added.insert(ref);
+    added_rules[ref] = &r;
     compiled.push_back(compile_rule(r, BpfMode::Lower));
   }
   for (const auto& ref : removes) impl_->erase_rule(ref);
-  for (auto& c : compiled) impl_->insert_rule(std::move(c), Placement::Tail);
+  for (size_t i = 0; i < adds.size(); ++i) impl_->place_rule(std::move(compiled[i]), Placement::Tail, adds[i].before);
   impl_->publish();
 }
 
@@ -748,11 +831,9 @@ void Classifier::set_isa(Isa isa) {
 }
 
 std::vector<RuleInfo> Classifier::rules() const {
-  std::vector<std::pair<uint64_t, const RuleInfo*>> order;
-  for (const auto& [ref, st] : impl_->rules) order.emplace_back(st.rank, &st.info);
-  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
   std::vector<RuleInfo> out;
-  for (const auto& [rank, info] : order) out.push_back(*info);
+  out.reserve(impl_->by_rank.size());
+  for (const auto& [rank, ref] : impl_->by_rank) out.push_back(impl_->rules.at(ref).info);
   return out;
 }
 
@@ -764,6 +845,7 @@ const RuleInfo* Classifier::find(RuleRef ref) const {
 ClassifierStats Classifier::stats() const {
   ClassifierStats s;
   s.rules = uint32_t(impl_->rules.size());
+  s.moved_rules = impl_->moved_rules;
   for (const auto& [ref, st] : impl_->rules) {
     s.entries += st.info.entries;
     s.jit_rules += st.jit ? 1 : 0;

@@ -73,6 +73,26 @@ void LinearClassifier::add(const Rule& rule, Placement where) {
   rules_.insert(pos, std::move(c));
 }
 
+void LinearClassifier::add(const Rule& rule, RuleRef before) {
+  auto at = [&] {
+    return std::find_if(rules_.begin(), rules_.end(),
+                        [&](const Compiled& c) { return c.rule.kind == before.kind && c.rule.id == before.id; });
+  };
+  if (at() == rules_.end()) throw RuleError(rule, "before", "no such rule");
+  add(rule, Placement::Tail);
+  auto it = std::find_if(rules_.begin(), rules_.end(),
+                         [&](const Compiled& c) { return c.rule.kind == rule.kind && c.rule.id == rule.id; });
+  Compiled c = std::move(*it);
+  rules_.erase(it);
+  rules_.insert(at(), std::move(c));
+}
+
+std::vector<RuleRef> LinearClassifier::order() const {
+  std::vector<RuleRef> out;
+  for (const auto& c : rules_) out.push_back({c.rule.kind, c.rule.id});
+  return out;
+}
+
 bool LinearClassifier::remove(RuleRef ref) {
   auto it = std::find_if(rules_.begin(), rules_.end(),
                          [&](const Compiled& c) { return c.rule.kind == ref.kind && c.rule.id == ref.id; });

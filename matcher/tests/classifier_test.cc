@@ -92,6 +92,93 @@ TEST(Classifier, IncrementalAddDeleteStaysEquivalent) {
   EXPECT_FALSE(c.classify_one(pkts[0].data.data(), uint32_t(pkts[0].data.size()), pkts[0].meta).matched());
 }
 
+// Inserts before random rules of the same group and priority, hammered at a few spots so
+// that the room between neighbours runs out and rules are moved; the order must stay the
+// linear reference's, rule for rule, and so must every decision.
+TEST(Classifier, InsertBeforeKeepsTheOrderOfTheReference) {
+  std::mt19937_64 rng(11);
+  const auto pkts = random_packets(rng, 1500);
+  Classifier c;
+  LinearClassifier ref;
+  std::vector<Rule> live;
+  uint32_t next = 0;
+  auto same_band = [](const Rule& a, const Rule& b) {
+    return (a.kind == RuleKind::Passthrough) == (b.kind == RuleKind::Passthrough) && a.priority == b.priority;
+  };
+  for (int step = 0; step < 700; ++step) {
+    Rule r = random_rule(rng, next++);
+    r.priority = uint16_t(rng() % 2);
+    std::vector<size_t> anchors;
+    for (size_t i = 0; i < live.size(); ++i)
+      if (same_band(live[i], r)) anchors.push_back(i);
+    if (step % 5 == 4 && !live.empty()) {
+      const size_t k = rng() % live.size();
+      c.apply({{live[k].kind, live[k].id}}, std::vector<RuleAdd>{});
+      ASSERT_TRUE(ref.remove({live[k].kind, live[k].id}));
+      live.erase(live.begin() + long(k));
+      continue;
+    }
+    if (anchors.empty() || step % 7 == 0) {
+      c.apply({}, {RuleAdd{r, std::nullopt}});
+      ref.add(r);
+    } else {
+      // Mostly the first three anchors of the band: the same spots again and again.
+      const Rule& a = live[anchors[rng() % 4 == 0 ? rng() % anchors.size() : std::min<size_t>(anchors.size() - 1, rng() % 3)]];
+      c.apply({}, {RuleAdd{r, RuleRef{a.kind, a.id}}});
+      ref.add(r, RuleRef{a.kind, a.id});
+    }
+    live.push_back(r);
+  }
+  // The classifier's order is the reference's.
+  std::vector<RuleRef> got;
+  for (const auto& info : c.rules()) got.push_back({info.rule.kind, info.rule.id});
+  ASSERT_EQ(got, ref.order());
+  EXPECT_GT(c.stats().moved_rules, 0u) << "the room between neighbours never ran out";
+  for (Isa isa : supported_isas()) {
+    c.set_isa(isa);
+    expect_same(c, ref, pkts, "after inserts before rules");
+  }
+}
+
+TEST(Classifier, InsertBeforeIsCheckedWhole) {
+  Classifier c;
+  Rule a;
+  a.id = 1;
+  a.priority = 3;
+  Rule b;
+  b.id = 2;
+  c.add(a);
+  c.add(b);
+  Rule x;
+  x.id = 3;
+  // Another priority, no such rule, a rule removed by the same call: refused, nothing changes.
+  EXPECT_THROW(c.apply({}, {RuleAdd{x, RuleRef{RuleKind::Filter, 1}}}), RuleError);
+  EXPECT_THROW(c.apply({}, {RuleAdd{x, RuleRef{RuleKind::Filter, 9}}}), RuleError);
+  EXPECT_THROW(c.apply({{RuleKind::Filter, 2}}, {RuleAdd{x, RuleRef{RuleKind::Filter, 2}}}), RuleError);
+  try {
+    c.apply({}, {RuleAdd{x, RuleRef{RuleKind::Passthrough, 2}}});
+    FAIL();
+  } catch (const RuleError& e) {
+    EXPECT_EQ(e.field(), "before");
+    EXPECT_NE(std::string(e.what()).find("passthrough rule 2"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(c.stats().rules, 2u);
+  // Before an add of the same call, and before a rule in force.
+  Rule y;
+  y.id = 4;
+  c.apply({}, {RuleAdd{x, RuleRef{RuleKind::Filter, 2}}, RuleAdd{y, RuleRef{RuleKind::Filter, 3}}});
+  std::vector<uint32_t> ids;
+  for (const auto& info : c.rules()) ids.push_back(info.rule.id);
+  EXPECT_EQ(ids, (std::vector<uint32_t>{1, 4, 3, 2}));
+  // A head add still goes before rules inserted before the first of the band.
+  Rule h;
+  h.id = 5;
+  c.add(h, Placement::Head);
+  ids.clear();
+  for (const auto& info : c.rules()) ids.push_back(info.rule.id);
+  EXPECT_EQ(ids, (std::vector<uint32_t>{1, 5, 4, 3, 2}));
+}
+
 TEST(Classifier, BatchSizesZeroToMany) {
   std::mt19937_64 rng(3);
   const auto pkts = random_packets(rng, 100);
@@ -214,7 +301,7 @@ TEST(Classifier, BadRuleIsRefusedWholeAndChangesNothing) {
   ASSERT_EQ(c.rules().size(), 1u);
   EXPECT_EQ(c.rules()[0].rule.id, 1u);
   EXPECT_THROW(c.add(a), RuleError);  // duplicate id
-  EXPECT_THROW(c.apply({RuleRef{RuleKind::Filter, 77}}, {}), RuleError);
+  EXPECT_THROW(c.apply({RuleRef{RuleKind::Filter, 77}}, std::vector<Rule>{}), RuleError);
   EXPECT_THROW(c.apply({}, {good, good}), RuleError);
   EXPECT_EQ(c.rules().size(), 1u);
   // Replacing a rule in one batch is fine.

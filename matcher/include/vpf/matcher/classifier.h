@@ -74,6 +74,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -113,6 +114,14 @@ struct RuleRef {
 // Where add() places a rule among rules of equal priority.
 enum class Placement { Tail, Head };
 
+// One rule for apply(): at the tail of the rules of its group (passthrough or not) and
+// priority, or, with `before`, right before that rule (of the same group and priority:
+// one in force after the call's removes, or an earlier add of the same call).
+struct RuleAdd {
+  Rule rule;
+  std::optional<RuleRef> before;
+};
+
 // How a rule was compiled (for tools and logs).
 struct RuleInfo {
   Rule rule;
@@ -131,6 +140,7 @@ struct ClassifierStats {
   // Packet shapes a decision cache keeps, bit i for shape i: bit 3 one VLAN tag, bit 2
   // IPv6 (else IPv4), bits 0..1 the transport: 0 TCP, 1 UDP/UDP-Lite/SCTP, 2 ICMP, 3 other.
   uint32_t cache_shapes = 0;
+  uint64_t moved_rules = 0;  // re-added to make room for inserts before a rule (apply)
 };
 
 namespace cache {
@@ -156,9 +166,13 @@ class Classifier {
   // Removes a rule.  Returns false if there is none with that kind and id.
   bool remove(RuleRef ref);
 
-  // Removes `removes` then adds `adds` (at the tail), publishing once.  All or nothing:
-  // if any add is refused (or a remove names an unknown rule) nothing changes and the
-  // RuleError of the first bad item is thrown.
+  // Removes `removes` then adds `adds` (at the tail, or before the rule each names), in
+  // order, publishing once.  All or nothing: if any add is refused (or a remove names an
+  // unknown rule, or a `before` names no rule of the add's group and priority) nothing
+  // changes and the RuleError of the first bad item is thrown.  A placement costs what one
+  // add costs; only when repeated inserts at one spot have used up the room between two
+  // neighbours are the rules from `before` to the end of its priority moved (re-added).
+  void apply(const std::vector<RuleRef>& removes, const std::vector<RuleAdd>& adds);
   void apply(const std::vector<RuleRef>& removes, const std::vector<Rule>& adds);
 
   void clear();
@@ -229,9 +243,11 @@ class Classifier {
 class LinearClassifier {
  public:
   void add(const Rule& rule, Placement where = Placement::Tail);  // validates like Classifier
+  void add(const Rule& rule, RuleRef before);  // right before that rule (it must exist)
   bool remove(RuleRef ref);
   Decision classify(const uint8_t* data, uint32_t len, const PacketMeta& meta) const;
   size_t size() const { return rules_.size(); }
+  std::vector<RuleRef> order() const;  // evaluation order
 
  private:
   struct Compiled {
