@@ -142,6 +142,8 @@ json ControlServer::dispatch(const json& req, bool* hello) {
       *hello = true;
     } else if (m == "set_rules") {
       result = plugin_.set_rules(params);
+    } else if (m == "change_rules") {
+      result = plugin_.change_rules(params);
     } else if (m == "set_adapters") {
       result = plugin_.set_adapters(params);
     } else if (m == "set_config") {

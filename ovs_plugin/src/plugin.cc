@@ -357,11 +357,14 @@ void Plugin::update_want(Port& p) const {
   __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
 }
 
-void Plugin::RuleScope::add(const matcher::Rule& r) {
+void Plugin::RuleScope::add(const matcher::Rule& r, int sign) {
   for (int d = 0; d < 2; ++d) {
     if (r.direction != Direction::Any && int(r.direction) != d) continue;
-    if (r.adapter == matcher::kAllAdapters) every[d] = true;
-    else adapters[d].insert(r.adapter);
+    if (r.adapter == matcher::kAllAdapters) {
+      every[d] += sign;
+    } else if ((adapters[d][r.adapter] += sign) <= 0) {
+      adapters[d].erase(r.adapter);
+    }
   }
 }
 
@@ -569,27 +572,30 @@ void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
 }
 
 void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::Rule>& adds) {
-  RuleScope wide;  // ports the new rules need get batches before the rules apply
+  std::vector<matcher::RuleAdd> a;
+  a.reserve(adds.size());
+  for (const auto& r : adds) a.push_back({r, std::nullopt});
+  change_rules(removes, a);
+}
+
+void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds) {
+  RuleScope before, wide;  // ports the new rules need get batches before the rules apply
   {
     std::lock_guard lock(ports_mu_);
-    wide = scope_;
+    before = wide = scope_;
   }
-  wide.add(adds);
-  set_scope(std::move(wide));
-  // Then the scope of the rules in force: narrowed after the removes, or back as it was
-  // if the change was refused.
-  auto in_force = [this] {
-    RuleScope s;
-    for (const auto& info : classifier_.rules()) s.add(info.rule);
-    set_scope(std::move(s));
-  };
+  for (const auto& a : adds) wide.add(a.rule);
+  RuleScope after = wide;  // narrowed by the removes once they are gone
+  for (const auto& ref : removes)
+    if (const auto* info = classifier_.find(ref)) after.add(info->rule, -1);
+  set_scope(wide);
   try {
     classifier_.apply(removes, adds);
   } catch (...) {
-    in_force();
+    set_scope(std::move(before));
     throw;
   }
-  in_force();
+  set_scope(std::move(after));
 }
 
 json Plugin::set_rules(const json& params) {
@@ -598,6 +604,36 @@ json Plugin::set_rules(const json& params) {
   const auto rules = matcher::rules_from_json(params["rules"]);  // RuleError names the rule
   replace_rules(rules);
   return {{"rules", rules.size()}};
+}
+
+json Plugin::change_rules(const json& params) {
+  if (!params.is_object()) throw std::invalid_argument("change_rules needs {\"remove\": [...], \"add\": [...]}");
+  for (const auto& [k, v] : params.items())
+    if (k != "remove" && k != "add") throw std::invalid_argument("change_rules: unknown member '" + k + "'");
+  auto ref_of = [](const json& j, const char* what) {
+    if (!j.is_object() || !j.contains("kind") || !j["kind"].is_string() || !j.contains("id") || !j["id"].is_number_unsigned() ||
+        j["id"].get<uint64_t>() > 0xffffffffu)
+      throw std::invalid_argument(std::string("change_rules: ") + what + " must be {\"kind\": KIND, \"id\": N}: " + j.dump());
+    for (RuleKind k : {RuleKind::Filter, RuleKind::Passthrough, RuleKind::Connection})
+      if (j["kind"] == matcher::to_string(k)) return matcher::RuleRef{k, j["id"].get<uint32_t>()};
+    throw std::invalid_argument(std::string("change_rules: ") + what + " names no rule kind: " + j.dump());
+  };
+  const json none = json::array();
+  const json& rm = params.contains("remove") ? params["remove"] : none;
+  const json& add = params.contains("add") ? params["add"] : none;
+  if (!rm.is_array() || !add.is_array()) throw std::invalid_argument("change_rules: 'remove' and 'add' are arrays");
+  std::vector<matcher::RuleRef> removes;
+  for (const auto& j : rm) removes.push_back(ref_of(j, "a removed rule"));
+  std::vector<matcher::RuleAdd> adds;
+  for (const auto& j : add) {
+    if (!j.is_object() || !j.contains("rule"))
+      throw std::invalid_argument("change_rules: an added rule is {\"rule\": {...}, \"before\"?: {...}}: " + j.dump());
+    adds.push_back({matcher::rules_from_json(json::array({j["rule"]}))[0],
+                    j.contains("before") && !j["before"].is_null() ? std::optional(ref_of(j["before"], "'before'")) : std::nullopt});
+  }
+  std::lock_guard lock(rules_mu_);
+  change_rules(removes, adds);  // RuleError names the rule
+  return {{"removed", removes.size()}, {"added", adds.size()}};
 }
 
 json Plugin::set_adapters(const json& params) {
@@ -818,7 +854,7 @@ std::string Plugin::rule_remove(const std::string& ref, bool* ok) {
     return "'" + ref + "' is not KIND:ID (filter, passthrough or connection, and a rule id)";
   try {
     std::lock_guard lock(rules_mu_);
-    change_rules({matcher::RuleRef{*k, uint32_t(n)}}, {});
+    change_rules({matcher::RuleRef{*k, uint32_t(n)}}, std::vector<matcher::RuleAdd>{});
     *ok = true;
     return "removed " + ref;
   } catch (const std::exception& e) {

@@ -153,6 +153,10 @@ class Plugin {
   void detach();                             // the agent is gone: release held packets
   bool attached() const { return attached_.load(std::memory_order_relaxed); }
   nlohmann::json set_rules(const nlohmann::json& params);
+  // Some rules removed and some added, each at the tail or right before a rule of its group
+  // ({"remove": [{"kind", "id"}], "add": [{"rule": {...}, "before": {"kind", "id"}}]}):
+  // one snapshot, all or nothing.
+  nlohmann::json change_rules(const nlohmann::json& params);
   nlohmann::json set_adapters(const nlohmann::json& params);
   nlohmann::json set_config(const nlohmann::json& params);
   nlohmann::json stats() const;
@@ -181,19 +185,18 @@ class Plugin {
     std::atomic_flag busy = ATOMIC_FLAG_INIT;  // only the shared (last) ring uses it
   };
 
-  // Which adapters, per direction (index: matcher::Direction), some rule can act on.
+  // Which adapters, per direction (index: matcher::Direction), some rule can act on: how
+  // many rules name every adapter, and each adapter.
   struct RuleScope {
-    bool every[2] = {false, false};
-    std::set<int32_t> adapters[2];
-    void add(const matcher::Rule& r);
-    void add(const std::vector<matcher::Rule>& rules) {
-      for (const auto& r : rules) add(r);
-    }
-    bool covers(int32_t adapter, int dir) const { return adapter >= 0 && (every[dir] || adapters[dir].count(adapter)); }
+    int64_t every[2] = {0, 0};
+    std::map<int32_t, int64_t> adapters[2];
+    void add(const matcher::Rule& r, int sign = 1);
+    bool covers(int32_t adapter, int dir) const { return adapter >= 0 && (every[dir] > 0 || adapters[dir].count(adapter)); }
   };
   void set_scope(RuleScope scope);  // and the ports' wants (takes ports_mu_)
   // Applies a change to the classifier (all or nothing; throws RuleError), with the ports'
   // wants widened before and narrowed after it.  rules_mu_ held.
+  void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds);
   void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::Rule>& adds);
   void update_want(Port& p) const;  // ports_mu_ held
   nlohmann::json counters_json(const Port& p, matcher::Direction dir) const;  // ports_mu_ held

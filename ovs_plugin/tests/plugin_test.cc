@@ -546,6 +546,34 @@ TEST(PluginChannel, AgentDrivesRulesEventsVerdictsAndInjection) {
   void* vm2 = ops->port_open("vm2-eth0", "system");
   EXPECT_EQ(run_owned(ops, vm2, true, {tcp(23)}), (std::vector<int>{D})) << "late port got its adapter";
 
+  // change_rules: bad requests are refused whole, with the reason.
+  auto refused = [&](const json& params, const char* want) {
+    try {
+      agent->call("change_rules", params);
+      ADD_FAILURE() << "accepted: " << params.dump();
+    } catch (const RpcError& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  };
+  const json count_tcp = {{"kind", "filter"}, {"id", 14}, {"bpf", "tcp"}, {"action", "count"}};
+  refused(json::array(), "change_rules needs");
+  refused({{"drop", json::array()}}, "unknown member 'drop'");
+  refused({{"remove", {{{"kind", "filter"}}}}}, "must be {\"kind\"");
+  refused({{"remove", {{{"kind", "rule"}, {"id", 12}}}}}, "names no rule kind");
+  refused({{"remove", {{{"kind", "filter"}, {"id", 99}}}}}, "no such rule");
+  refused({{"add", {count_tcp}}}, "an added rule is");
+  refused({{"add", {{{"rule", count_tcp}, {"before", {{"kind", "filter"}, {"id", 99}}}}}}}, "no filter rule 99");
+  refused({{"add", {{{"rule", count_tcp}, {"before", {{"kind", "passthrough"}, {"id", 12}}}}}}}, "no passthrough rule 12");
+  refused({{"remove", {{{"kind", "filter"}, {"id", 12}}}}, {"add", {{{"rule", {{"id", 15}, {"bpf", "tcp port x"}}}}}}},
+          "bpf");
+  EXPECT_EQ(run_owned(ops, vm2, true, {tcp(23)}), (std::vector<int>{D})) << "a refused change removed nothing";
+  // A count rule placed before the drop rule decides first; at the tail it would not.
+  r = agent->call("change_rules", {{"add", {{{"rule", count_tcp}, {"before", {{"kind", "filter"}, {"id", 12}}}}}}});
+  EXPECT_EQ(r["added"], 1);
+  EXPECT_EQ(run_owned(ops, vm2, true, {tcp(23)}), (std::vector<int>{P}));
+  agent->call("change_rules", {{"remove", {{{"kind", "filter"}, {"id", 14}}}}});
+  EXPECT_EQ(run_owned(ops, vm2, true, {tcp(23)}), (std::vector<int>{D}));
+
   // Capture and notify: the capture is taken, the notify copy is cut to the snaplen.
   EXPECT_EQ(run_owned(ops, vm1, true, {udp(53), icmp(), tcp(80)}), (std::vector<int>{OVS_PACKET_TAKEN, P, P}));
   ASSERT_TRUE(agent->wait_events(1000));
