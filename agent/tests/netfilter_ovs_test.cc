@@ -455,8 +455,10 @@ TEST_F(NetFilterOvs, HigherAltitudeDecidesFirst) {
   a.on_packet = [&](vpf::PacketEventParams&) { ++got_a; };
   b.on_packet = [&](vpf::PacketEventParams&) { ++got_b; };
   // Outgoing only: after the verdict the packet would meet the rules again on p2's way out.
-  a.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x81", vpf::kRuleActionCapture);
+  // The lower instance's rule first: the higher one's is then placed before it in the
+  // plugin (the agent sends only the added rule, with the rule it goes before).
   b.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x81", vpf::kRuleActionCapture);
+  a.add_filter_rule(1, -1, vpf::kDirectionOutgoing, -1, -1, "udp and udp[8] == 0x81", vpf::kRuleActionCapture);
   b.start_filter(0);
   a.start_filter(0);
   receive("p1", 0x81);

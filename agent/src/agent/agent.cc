@@ -235,9 +235,15 @@ void Agent::announce_adapters() {
 // ---- vportfilter database: rules, instances, ids ----
 
 void Agent::on_policy_update(const json& updates) {
+  bool rules_only = true;
   for (const auto& [table, rows] : updates.items()) {
     auto* t = table == "Adapter" ? &adapter_rows_ : table == "Instance" ? &instance_rows_ : table == "Rule" ? &rule_rows_ : nullptr;
     if (t) ovsdb_apply_rows(*t, rows);
+    rules_only = rules_only && table == "Rule";
+  }
+  if (rules_only && updates.contains("Rule")) {
+    push_rule_rows(updates["Rule"]);  // the common case: rules added, changed, deleted
+    return;
   }
   load_instances();
   assign_ids();
@@ -360,29 +366,23 @@ uint32_t Agent::internal_id(const std::string& instance, matcher::RuleKind kind,
   return it->second;
 }
 
-void Agent::retire_deleted_rules() {
-  std::set<std::tuple<std::string, int, uint32_t>> exist;
-  for (const auto& [u, row] : rule_rows_)
-    for (int k = 0; k <= int(matcher::RuleKind::Connection); ++k)
-      if (str(row, "kind") == matcher::to_string(matcher::RuleKind(k)))
-        exist.emplace(str(row, "instance"), k, uint32_t(num(row, "rule_id")));
-  const auto now = std::chrono::steady_clock::now();
-  for (auto it = internal_ids_.begin(); it != internal_ids_.end();)
-    if (exist.count(it->first)) {
-      ++it;
-    } else {
-      retired_[it->second] = now;
-      it = internal_ids_.erase(it);
-    }
+void Agent::retire_id(const std::tuple<std::string, int, uint32_t>& id) {
+  auto it = internal_ids_.find(id);
+  if (it == internal_ids_.end()) return;
+  retired_.insert(it->second);
+  retired_order_.emplace_back(std::chrono::steady_clock::now(), it->second);
+  internal_ids_.erase(it);
+}
+
+void Agent::purge_retired() {
   // Events of a deleted rule still in flight find their instance for as long as a held
   // packet may wait (the plugin's longest hold timeout is 60 s plus a client's timeout).
-  for (auto it = retired_.begin(); it != retired_.end();)
-    if (now - it->second > std::chrono::minutes(10)) {
-      origins_.erase(it->first);
-      it = retired_.erase(it);
-    } else {
-      ++it;
-    }
+  const auto now = std::chrono::steady_clock::now();
+  while (!retired_order_.empty() && now - retired_order_.front().first > std::chrono::minutes(10)) {
+    origins_.erase(retired_order_.front().second);
+    retired_.erase(retired_order_.front().second);
+    retired_order_.pop_front();
+  }
 }
 
 void Agent::commit(json ops, OvsdbClient::Reply done) {
@@ -421,7 +421,8 @@ void Agent::attach_plugin() {
     return;
   }
   log("attached to the plugin at " + opts_.plugin_socket);
-  last_rules_pushed_ = last_adapters_pushed_ = last_config_pushed_ = nullptr;
+  last_adapters_pushed_ = last_config_pushed_ = nullptr;
+  rules_synced_ = false;
   push_adapters();
   push_rules();
   push_config();
@@ -491,48 +492,169 @@ void Agent::push(const char* method, const json& params, json& last, const char*
   }
 }
 
-void Agent::push_rules() {
-  // Active instances by altitude (higher first, then by name); in each, its rules in
-  // evaluation order.  Rule ids become the plugin's own (unique across instances); the
-  // order is carried by the list itself, so priorities are folded into it.
-  std::vector<const Instance*> order;
-  for (const auto& [g, i] : instances_)
-    if (i.active) order.push_back(&i);
-  std::stable_sort(order.begin(), order.end(), [](const Instance* a, const Instance* b) { return a->altitude > b->altitude; });
-  retire_deleted_rules();
-  json rules = json::array();
-  for (const Instance* inst : order) {
-    const Session* owner = owner_of(inst->guid);
-    for (auto& spec : instance_rules(inst->guid, "")) {
-      // A row written by another client may be wrong: report it, skip it (each distinct
-      // text is parsed and checked once).
-      const std::string text = spec.dump();
-      auto it = checked_.find(text);
-      if (it == checked_.end()) {
-        Checked c;
-        try {
-          c.rule = matcher::rule_from_json(spec);
-          if (!c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
-        } catch (const std::exception& e) {
-          c.error = e.what();
-          log("rule row " + spec["kind"].get<std::string>() + " " + spec["id"].dump() + " of instance " + inst->guid +
-              " ignored: " + c.error);
-        }
-        it = checked_.emplace(text, std::move(c)).first;
+namespace {
+
+std::optional<matcher::RuleKind> kind_of(const std::string& k) {
+  for (auto c : {matcher::RuleKind::Passthrough, matcher::RuleKind::Filter, matcher::RuleKind::Connection})
+    if (k == matcher::to_string(c)) return c;
+  return std::nullopt;
+}
+
+}  // namespace
+
+void Agent::forget_row(const std::string& uuid, bool retire) {
+  const auto it = row_entries_.find(uuid);
+  if (it == row_entries_.end()) return;
+  const RowEntry& e = it->second;
+  const auto id = std::make_tuple(e.instance, e.kind, e.rule_id);
+  if (--rows_by_id_[id] <= 0) {
+    rows_by_id_.erase(id);
+    if (const auto k = kind_of(e.kind); k && retire) retire_id({e.instance, int(*k), e.rule_id});
+  }
+  auto& pos = positions_[{e.instance, e.kind}];
+  pos.erase(pos.find(e.position));
+  if (pos.empty()) positions_.erase({e.instance, e.kind});
+  if (e.place) {
+    wanted_[e.place->first].erase(e.place->second);
+    dirty_.insert(*e.place);
+  }
+  row_entries_.erase(it);
+}
+
+void Agent::learn_row(const std::string& uuid) {
+  const auto r = rule_rows_.find(uuid);
+  if (r == rule_rows_.end()) return;
+  const json& row = r->second;
+  RowEntry e{str(row, "instance"), str(row, "kind"), uint32_t(num(row, "rule_id")), num(row, "position"), std::nullopt};
+  const bool duplicate = ++rows_by_id_[std::make_tuple(e.instance, e.kind, e.rule_id)] > 1;
+  positions_[{e.instance, e.kind}].insert(e.position);
+  const auto inst = instances_.find(e.instance);
+  const auto kind = kind_of(e.kind);
+  if (inst != instances_.end() && inst->second.active && kind && !duplicate) {
+    json spec = json::parse(str(row, "spec"), nullptr, false);
+    if (!spec.is_object()) spec = json::object();
+    const int64_t prio = spec.contains("priority") && spec["priority"].is_number_integer() ? spec["priority"].get<int64_t>() : 0;
+    spec["kind"] = e.kind;
+    spec["id"] = e.rule_id;
+    // A row written by another client may be wrong: report it, skip it (each distinct
+    // text is parsed and checked once).
+    const std::string text = spec.dump();
+    auto it = checked_.find(text);
+    if (it == checked_.end()) {
+      Checked c;
+      try {
+        c.rule = matcher::rule_from_json(spec);
+        if (!c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
+      } catch (const std::exception& ex) {
+        c.error = ex.what();
+        log("rule row " + e.kind + " " + std::to_string(e.rule_id) + " of instance " + e.instance + " ignored: " + c.error);
       }
-      if (!it->second.error.empty()) continue;
-      const matcher::Rule& r = it->second.rule;
+      it = checked_.emplace(text, std::move(c)).first;
+    }
+    if (it->second.error.empty()) {
+      const matcher::Rule& rule = it->second.rule;
       // An instance whose client runs in statistics mode reports no packets: its capture
       // and notify rules only count what they match (filter-specific statistics).
-      if (owner && owner->stat_mode && r.kind == matcher::RuleKind::Filter &&
-          (r.action == matcher::Action::Capture || r.action == matcher::Action::Notify))
+      const Session* owner = owner_of(e.instance);
+      if (owner && owner->stat_mode && rule.kind == matcher::RuleKind::Filter &&
+          (rule.action == matcher::Action::Capture || rule.action == matcher::Action::Notify))
         spec["action"] = "count";
-      spec["id"] = internal_id(inst->guid, r.kind, r.id);
+      // Rule ids become the plugin's own (unique across instances); the order is the
+      // plugin's placement, so priorities are folded into it.
+      const uint32_t pid = internal_id(e.instance, rule.kind, rule.id);
+      spec["id"] = pid;
       spec.erase("priority");
-      rules.push_back(spec);
+      const Place place{rule.kind == matcher::RuleKind::Passthrough ? 0 : 1,
+                        OrderKey{-inst->second.altitude, e.instance, e.kind, -prio, e.position, e.rule_id, uuid}};
+      wanted_[place.first][place.second] = PluginRule{rule.kind, pid, spec.dump()};
+      dirty_.insert(place);
+      e.place = place;
     }
+  } else if (duplicate) {
+    log("rule row " + e.kind + " " + std::to_string(e.rule_id) + " of instance " + e.instance +
+        " ignored: another row has the same kind and id");
   }
-  push("set_rules", {{"rules", rules}}, last_rules_pushed_, "rule set");
+  row_entries_[uuid] = std::move(e);
+}
+
+void Agent::push_rule_rows(const json& changed) {
+  for (const auto& [uuid, change] : changed.items()) {
+    forget_row(uuid, true);
+    learn_row(uuid);
+  }
+  send_rule_changes();
+}
+
+void Agent::push_rules() {
+  // Every row again (instances' order and activity, owners' modes): the plugin's ids stay
+  // for rows that are still there.
+  std::vector<std::string> uuids;
+  for (const auto& [u, e] : row_entries_) uuids.push_back(u);
+  for (const auto& u : uuids) forget_row(u, false);
+  for (const auto& [u, row] : rule_rows_) learn_row(u);
+  std::set<std::tuple<std::string, int, uint32_t>> gone;
+  for (const auto& [id, internal] : internal_ids_) {
+    const auto& [inst, kind, rule_id] = id;
+    if (!rows_by_id_.count({inst, matcher::to_string(matcher::RuleKind(kind)), rule_id})) gone.insert(id);
+  }
+  for (const auto& id : gone) retire_id(id);
+  for (int g = 0; g < 2; ++g)
+    for (const auto& [k, r] : pushed_[g]) dirty_.insert({g, k});
+  send_rule_changes();
+}
+
+void Agent::send_rule_changes() {
+  purge_retired();
+  if (!plugin_) return;  // attach_plugin sends the whole set
+  auto ref = [](const PluginRule& r) { return json{{"kind", matcher::to_string(r.kind)}, {"id", r.id}}; };
+  try {
+    if (!rules_synced_) {
+      json all = json::array();
+      for (int g = 0; g < 2; ++g)
+        for (const auto& [k, r] : wanted_[g]) all.push_back(json::parse(r.text));
+      plugin_->call("set_rules", {{"rules", all}});
+      pushed_[0] = wanted_[0];
+      pushed_[1] = wanted_[1];
+      rules_synced_ = true;
+      dirty_.clear();
+      return;
+    }
+    json removes = json::array(), adds = json::array();
+    std::set<Place> adding;
+    // Adds from the last place back, each before its successor in wanted_ that the plugin
+    // holds already or that this change adds earlier.
+    for (auto d = dirty_.rbegin(); d != dirty_.rend(); ++d) {
+      const auto& [g, k] = *d;
+      const auto p = pushed_[g].find(k);
+      const auto w = wanted_[g].find(k);
+      const bool same = p != pushed_[g].end() && w != wanted_[g].end() && p->second.text == w->second.text;
+      if (same) continue;
+      if (p != pushed_[g].end()) removes.push_back(ref(p->second));
+      if (w == wanted_[g].end()) continue;
+      json before = nullptr;
+      for (auto n = std::next(w); n != wanted_[g].end(); ++n) {
+        const auto np = pushed_[g].find(n->first);
+        if (adding.count({g, n->first}) || (np != pushed_[g].end() && np->second.text == n->second.text)) {
+          before = ref(n->second);
+          break;
+        }
+      }
+      adds.push_back({{"rule", json::parse(w->second.text)}, {"before", before}});
+      adding.insert(*d);
+    }
+    if (!removes.empty() || !adds.empty()) plugin_->call("change_rules", {{"remove", removes}, {"add", adds}});
+    for (const auto& [g, k] : dirty_) {
+      const auto w = wanted_[g].find(k);
+      if (w == wanted_[g].end()) pushed_[g].erase(k);
+      else pushed_[g][k] = w->second;
+    }
+    dirty_.clear();
+  } catch (const channel::RpcError& e) {
+    log(std::string("the plugin refused the rule change: ") + e.what());
+    rules_synced_ = false;  // the next change sends the whole set
+  } catch (const std::exception& e) {
+    detach_plugin(std::string("rules: ") + e.what());
+  }
 }
 
 void Agent::push_config() {
@@ -1059,16 +1181,11 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   const std::string at = params.value("at", std::string("tail"));
   if (at != "head" && at != "tail") throw ApiError(-32602, kErrInvalidParameter, "'at' must be head or tail");
   const std::string kind = matcher::to_string(rule.kind);
-  int64_t lo = 0, hi = 0;
-  bool any = false;
-  for (const auto& [u, row] : rule_rows_) {
-    if (str(row, "instance") != inst || str(row, "kind") != kind) continue;
-    if (num(row, "rule_id") == rule.id)
-      throw ApiError(-32602, kErrAlreadyExists, kind + " rule " + std::to_string(rule.id) + " exists already");
-    lo = any ? std::min(lo, num(row, "position")) : num(row, "position");
-    hi = any ? std::max(hi, num(row, "position")) : num(row, "position");
-    any = true;
-  }
+  if (rows_by_id_.count({inst, kind, rule.id}))
+    throw ApiError(-32602, kErrAlreadyExists, kind + " rule " + std::to_string(rule.id) + " exists already");
+  const auto pos = positions_.find({inst, kind});
+  const bool any = pos != positions_.end();
+  const int64_t lo = any ? *pos->second.begin() : 0, hi = any ? *pos->second.rbegin() : 0;
   json spec = matcher::rule_to_json(rule);
   spec.erase("kind");
   spec.erase("id");

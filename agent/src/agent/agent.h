@@ -20,8 +20,10 @@
 
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange without it
 #include <boost/asio.hpp>
+#include <deque>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <string>
 
@@ -120,7 +122,7 @@ class Agent {
   void expire_due(const std::shared_ptr<Session>& s);
   void arm_expiry(Session& s);
   uint32_t internal_id(const std::string& instance, matcher::RuleKind kind, uint32_t rule_id);
-  void retire_deleted_rules();
+  void purge_retired();
 
   void connect_ovsdb();
   bool ensure_policy_db();  // true if it had to be created
@@ -128,7 +130,17 @@ class Agent {
   void on_policy_update(const nlohmann::json& updates);
   void assign_ids();
   void push_adapters();
+  // The plugin's rules.  Each Rule row is read once when it changes (learn_row/forget_row)
+  // into `wanted_`, the plugin's rules in evaluation order; send_rule_changes() then sends
+  // the plugin the difference to what it holds (`pushed_`): removes, and adds placed
+  // before their successor, so a change costs what the rows that changed cost.
+  // push_rules() re-reads every row (instances, sessions and attach change them all).
   void push_rules();
+  void push_rule_rows(const nlohmann::json& changed);  // the Rule table's part of an update
+  void learn_row(const std::string& uuid);
+  void forget_row(const std::string& uuid, bool retire);
+  void retire_id(const std::tuple<std::string, int, uint32_t>& id);
+  void send_rule_changes();
   void try_plugin();
   void accept();
   void add_rule(const nlohmann::json& params, const Reply& reply);
@@ -159,7 +171,8 @@ class Agent {
   // (instance, kind, id) of each rule that exists -> the plugin's id, never reused: a
   // deleted rule's id is retired, so a new rule with the same id starts with no hits.
   std::map<std::tuple<std::string, int, uint32_t>, uint32_t> internal_ids_;
-  std::map<uint32_t, std::chrono::steady_clock::time_point> retired_;  // kept for late events
+  std::set<uint32_t> retired_;  // deleted rules' ids, kept for late events
+  std::deque<std::pair<std::chrono::steady_clock::time_point, uint32_t>> retired_order_;  // oldest first
   uint32_t next_internal_id_ = 1;
   std::map<int32_t, std::string> announced_;  // adapter id -> key, as told to clients
   nlohmann::json last_config_pushed_;
@@ -167,7 +180,28 @@ class Agent {
            bad_verdicts_ = 0, closed_sessions_dropped_ = 0;
   boost::asio::steady_timer plugin_timer_;
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
-  nlohmann::json last_rules_pushed_, last_adapters_pushed_;  // what the plugin has
+  nlohmann::json last_adapters_pushed_;  // what the plugin has
+  // A plugin rule's place: instance altitude (higher first), instance, kind, priority
+  // (higher first), position, id, row.
+  using OrderKey = std::tuple<int64_t, std::string, std::string, int64_t, int64_t, int64_t, std::string>;
+  struct PluginRule {
+    matcher::RuleKind kind;
+    uint32_t id;       // the plugin's
+    std::string text;  // the rule object sent
+  };
+  using Place = std::pair<int, OrderKey>;  // group (0: passthrough, 1: the others), key
+  std::map<OrderKey, PluginRule> wanted_[2], pushed_[2];
+  std::set<Place> dirty_;   // places whose wanted and pushed rule may differ
+  bool rules_synced_ = false;  // pushed_ is what the plugin holds (else: send the whole set)
+  struct RowEntry {
+    std::string instance, kind;
+    uint32_t rule_id = 0;
+    int64_t position = 0;
+    std::optional<Place> place;  // in wanted_
+  };
+  std::map<std::string, RowEntry> row_entries_;  // Rule row uuid ->
+  std::map<std::tuple<std::string, std::string, uint32_t>, int> rows_by_id_;  // (instance, kind, id) -> rows
+  std::map<std::pair<std::string, std::string>, std::multiset<int64_t>> positions_;  // (instance, kind) ->
   struct Checked {
     std::string error;  // "" = valid
     matcher::Rule rule;

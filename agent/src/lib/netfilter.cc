@@ -293,35 +293,48 @@ struct NetFilter::Impl {
     }
   }
 
+  // From a rule object, as list_rules returns it or as rule_json() builds it (numbers for
+  // direction and action).
+  static FilterRule filter_rule(const json& r) {
+    FilterRule x;
+    x.rule_id = r.value("id", 0u);
+    x.adapter_id = r.value("adapter", -1);
+    const json dir = r.value("direction", json("any"));
+    x.direction = dir.is_number_integer() ? dir.get<int>()
+                  : dir == "outgoing"     ? kDirectionOutgoing
+                  : dir == "incoming"     ? kDirectionIncoming
+                                          : kDirectionAny;
+    x.min_packet_size = r.value("min_size", -1);
+    x.max_packet_size = r.value("max_size", -1);
+    x.bpf_rule = r.value("bpf", std::string());
+    const json act = r.value("action", json("drop"));
+    x.action = act.is_number_integer() ? act.get<int>()
+               : act == "capture"      ? kRuleActionCapture
+               : act == "notify"       ? kRuleActionNotify
+               : act == "count"        ? kRuleActionCount
+                                       : kRuleActionDrop;
+    return x;
+  }
+
   void refresh_rules() {
     const json all = conn->call("list_rules", {{"instance", guid}});
     std::vector<FilterRule> f, p;
     for (const auto& r : all) {
-      FilterRule x;
-      x.rule_id = r.value("id", 0u);
-      x.adapter_id = r.value("adapter", -1);
-      const std::string dir = r.value("direction", std::string("any"));
-      x.direction = dir == "outgoing" ? kDirectionOutgoing : dir == "incoming" ? kDirectionIncoming : kDirectionAny;
-      x.min_packet_size = r.value("min_size", -1);
-      x.max_packet_size = r.value("max_size", -1);
-      x.bpf_rule = r.value("bpf", std::string());
-      const std::string act = r.value("action", std::string("drop"));
-      x.action = act == "capture" ? kRuleActionCapture
-                 : act == "notify"  ? kRuleActionNotify
-                 : act == "count"   ? kRuleActionCount
-                                    : kRuleActionDrop;
       const std::string kind = r.value("kind", std::string());
-      if (kind == "filter") f.push_back(x);
-      else if (kind == "passthrough") p.push_back(x);
+      if (kind == "filter") f.push_back(filter_rule(r));
+      else if (kind == "passthrough") p.push_back(filter_rule(r));
     }
     filter_rules = std::move(f);
     passthrough_rules = std::move(p);
   }
 
+  // An added rule goes last among its kind (it has the lowest priority, 0, and the highest
+  // position): appended here without listing every rule again (a listing costs as much as
+  // the instance has rules).
   bool add_rule(const json& rule) {
     need_init();
     conn->call("add_rule", {{"instance", guid}, {"rule", rule}});
-    refresh_rules();
+    (rule.value("kind", std::string()) == "passthrough" ? passthrough_rules : filter_rules).push_back(filter_rule(rule));
     return true;
   }
 
