@@ -4,7 +4,8 @@
 #      frames from memory (net_pcap, infinite_rx=1) into null0; a notify rule selects the
 #      10% with UDP source port 9; events/s delivered and where the others went;
 #   2. on a dummy-datapath switch (ports p1 and p2, flow p1 -> p2): rule add -> active
-#      from no rules and on top of VPF_BENCH_BASE_RULES (10000) imported ACL rules, and
+#      from no rules (VPF_BENCH_ADDS, 300) and on top of VPF_BENCH_BASE_RULES (10000)
+#      imported ACL rules (VPF_BENCH_BASE_ADDS, 1000), and
 #      the capture round trip (ends with "capture_round_trip_p99_us").
 # Run by scripts/bench.sh agent (which builds first).  Needs root.
 source "$(dirname "$0")/lib.sh"
@@ -87,4 +88,4 @@ ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || fa
 dummy_bridge "$run"
 start_agent
 "$VPF_BUILD/matcher/vpf-gen" rules --style acl --count "${VPF_BENCH_BASE_RULES:-10000}" --seed 7 --out "$run/base.json"
-"$bench" "$G" dummy "${VPF_BENCH_ADDS:-300}" "${VPF_BENCH_CAPTURES:-2000}" "$run/base.json"
+"$bench" "$G" dummy "${VPF_BENCH_ADDS:-300}" "${VPF_BENCH_CAPTURES:-2000}" "$run/base.json" "${VPF_BENCH_BASE_ADDS:-1000}"

@@ -3,7 +3,8 @@
 // vpf::NetFilter library, as an application sees it:
 //   1. rule add -> active: add_filter_rule returns once the rule is in the datapath
 //      (the agent answers after the plugin took the new rule set); p50/p99 over adds,
-//      from no rules, then on top of a large set imported first (BASE_RULES);
+//      from no rules, then BASE_ADDS (1000) on top of a large set imported first
+//      (BASE_RULES);
 //   2. notify events relayed to one client: frames injected on p1, a notify rule on p2's
 //      incoming side; events/s received and events lost (datapath ring + agent queue);
 //   3. capture round trip: one frame at a time; from the datapath seeing it (the event's
@@ -125,7 +126,7 @@ int notify_relay(const std::string& guid, const std::string& adapter, double sec
 int main(int argc, char** argv) {
   const char* run = std::getenv("VPF_RUN");
   if (!run || argc < 2) {
-    std::fprintf(stderr, "usage: VPF_RUN=DIR VPF_AGENT_SOCKET=SOCK agent_bench GUID dummy [ADDS CAPTURES [BASE_RULES.json]] | agent_bench GUID notify ADAPTER SECS\n");
+    std::fprintf(stderr, "usage: VPF_RUN=DIR VPF_AGENT_SOCKET=SOCK agent_bench GUID dummy [ADDS CAPTURES [BASE_RULES.json [BASE_ADDS]]] | agent_bench GUID notify ADAPTER SECS\n");
     return 2;
   }
   const std::string guid = argv[1];
@@ -134,6 +135,7 @@ int main(int argc, char** argv) {
   const int adds = argc > 3 ? std::atoi(argv[3]) : 300;
   const int captures = argc > 4 ? std::atoi(argv[4]) : 2000;
   const std::string base_rules = argc > 5 ? argv[5] : "";
+  const int base_adds = argc > 6 ? std::atoi(argv[6]) : 1000;
   try {
     vpf::NetFilter nf;
     nf.initialize(guid);
@@ -183,7 +185,7 @@ int main(int argc, char** argv) {
       const double import_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       const size_t base = rules["rules"].size();
       add_us.clear();
-      for (int i = 0; i < adds; ++i) {
+      for (int i = 0; i < base_adds; ++i) {
         const auto t1 = std::chrono::steady_clock::now();
         nf.add_filter_rule(uint32_t(200000 + i), -1, vpf::kDirectionAny, -1, -1,
                            "udp and udp[8] == 0xee and udp[9] == " + std::to_string(i % 256), vpf::kRuleActionDrop);

@@ -386,13 +386,12 @@ void Agent::purge_retired() {
 }
 
 void Agent::commit(json ops, OvsdbClient::Reply done) {
-  // The reply to a transaction reaches us before the monitor update it causes; an echo
-  // sent after the reply is answered after that update.  So when `done` runs, this
-  // agent's view (list_rules, status, ...) already shows the change.
-  policy_db_->transact(kDb, std::move(ops), [this, done](const json& result, const json& error) {
-    if (!error.is_null()) return done(result, error);
-    policy_db_->request("echo", json::array(), [done, result](const json&, const json&) { done(result, json()); });
-  });
+  // ovsdb-server sends a session's pending monitor updates before any reply on it
+  // (ovsdb_jsonrpc_session_send flushes them first), and our monitor of this database is
+  // on the same session: when the reply comes, the update it caused has been handled
+  // (rows read, the plugin changed).  So when `done` runs, this agent's view (list_rules,
+  // status, ...) already shows the change and the rules are in force.
+  policy_db_->transact(kDb, std::move(ops), std::move(done));
 }
 
 // ---- the plugin ----
@@ -518,6 +517,7 @@ void Agent::forget_row(const std::string& uuid, bool retire) {
     wanted_[e.place->first].erase(e.place->second);
     dirty_.insert(*e.place);
   }
+  if (retire) checked_.erase(e.text);
   row_entries_.erase(it);
 }
 
@@ -525,7 +525,7 @@ void Agent::learn_row(const std::string& uuid) {
   const auto r = rule_rows_.find(uuid);
   if (r == rule_rows_.end()) return;
   const json& row = r->second;
-  RowEntry e{str(row, "instance"), str(row, "kind"), uint32_t(num(row, "rule_id")), num(row, "position"), std::nullopt};
+  RowEntry e{str(row, "instance"), str(row, "kind"), uint32_t(num(row, "rule_id")), num(row, "position"), std::nullopt, ""};
   const bool duplicate = ++rows_by_id_[std::make_tuple(e.instance, e.kind, e.rule_id)] > 1;
   positions_[{e.instance, e.kind}].insert(e.position);
   const auto inst = instances_.find(e.instance);
@@ -539,6 +539,7 @@ void Agent::learn_row(const std::string& uuid) {
     // A row written by another client may be wrong: report it, skip it (each distinct
     // text is parsed and checked once).
     const std::string text = spec.dump();
+    e.text = text;
     auto it = checked_.find(text);
     if (it == checked_.end()) {
       Checked c;
@@ -1189,6 +1190,10 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   json spec = matcher::rule_to_json(rule);
   spec.erase("kind");
   spec.erase("id");
+  json as_read = spec;  // as learn_row will read the row: checked already
+  as_read["kind"] = kind;
+  as_read["id"] = rule.id;
+  checked_[as_read.dump()] = Checked{"", rule};
   const json row = {{"instance", inst}, {"kind", kind}, {"rule_id", rule.id},
                     {"position", !any ? 0 : at == "head" ? lo - 1 : hi + 1}, {"spec", spec.dump()}};
   commit(json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),

@@ -198,6 +198,7 @@ class Agent {
     uint32_t rule_id = 0;
     int64_t position = 0;
     std::optional<Place> place;  // in wanted_
+    std::string text;            // its key in checked_
   };
   std::map<std::string, RowEntry> row_entries_;  // Rule row uuid ->
   std::map<std::tuple<std::string, std::string, uint32_t>, int> rows_by_id_;  // (instance, kind, id) -> rows
@@ -206,7 +207,9 @@ class Agent {
     std::string error;  // "" = valid
     matcher::Rule rule;
   };
-  std::map<std::string, Checked> checked_;  // rule text -> its parse
+  // Rule text -> its parse: each distinct text is parsed and checked once (add_rule puts
+  // what it checked; a row that changes or goes takes its text out).
+  std::map<std::string, Checked> checked_;
   // Sends `params` with `method` unless the plugin has them already (`last`); a refusal is
   // logged ("the plugin refused the WHAT"), a broken channel detaches the plugin.
   void push(const char* method, const nlohmann::json& params, nlohmann::json& last, const char* what);
