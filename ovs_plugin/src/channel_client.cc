@@ -136,7 +136,9 @@ bool ChannelClient::wait_events(int timeout_ms) {
       waiting.store(0, std::memory_order_relaxed);
       return true;
     }
-  pollfd p[2] = {{events_efd_, POLLIN, 0}, {sock_, POLLIN, 0}};
+  // The control socket only for its end (POLLHUP and POLLERR are always reported): a reply
+  // to another thread's call() must not wake this one (it would spin until that reply is read).
+  pollfd p[2] = {{events_efd_, POLLIN, 0}, {sock_, 0, 0}};
   const int n = poll(p, 2, timeout_ms);
   waiting.store(0, std::memory_order_relaxed);
   if (n > 0 && p[0].revents) {
