@@ -118,6 +118,26 @@ check "update in place" rpc update_rule '{"kind": "filter", "id": 60, "rule": {"
 check "updated, position kept" [ "$(order)" = "[61, 62]" ]
 check "the plugin has the edit" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 2 "'
 check "update of a missing rule" bash -c "python3 '$here/rpc.py' '$S' update_rule '{\"kind\": \"filter\", \"id\": 99, \"rule\": {\"id\": 99}}' | grep -q 'does not exist'"
+# Two adds of one id in one write, at the head (before rule 61, which matches everything),
+# the second with another priority (another place): the agent checks both before the
+# first row is back, so the database refuses the second, which never reaches the plugin;
+# the first is in force.
+out=$(python3 - "$S" <<'PY'
+import json, socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+req = lambda i, m, prio: json.dumps({"jsonrpc": "2.0", "id": i, "method": "add_rule", "params": {"at": "head",
+    "rule": {"kind": "filter", "id": 5, "priority": prio, "bpf": "udp and udp[8] == 0x%s" % m, "action": "drop"}}})
+s.sendall((req(1, "d5", 0) + "\n" + req(2, "d6", 9) + "\n").encode())
+f = s.makefile()
+outcome = lambda r: "ok" if "result" in r else "refused by the database" if "database refused" in r["error"]["message"] else r["error"]["message"]
+print(", ".join(sorted(outcome(json.loads(f.readline())) for _ in range(2))))
+PY
+)
+check "two adds of one id: one refused by the database ($out)" [ "$out" = "ok, refused by the database" ]
+check "the plugin holds the first" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 3 "'
+for m in d5 d6; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "the first drops, the second was taken back" wait_for '[ "$(markers "$run/p2b-tx.pcap")" = "d6 " ]'
+check "delete it" rpc delete_rule '{"kind": "filter", "id": 5}'
 rpc delete_all_rules >/dev/null
 check "switch alive" ovs-appctl -t ovs-vswitchd version
 [ "$fails" = 0 ] || { echo "--- agent log:"; tail -20 "$run/agent.log"; }
@@ -132,7 +152,7 @@ ovsdb-client transact unix:$run/db.sock '["vportfilter", {"op": "delete", "table
 start_agent --db "unix:$run/policy.sock"
 check "rules from the remote policy" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 1 "'
 for m in d7 07; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
-check "remote rule drops" wait_for '[ "$(pcap_markers "$run/p2b-tx.pcap" | joined)" = "07 " ]'
+check "remote rule drops" wait_for '[ "$(pcap_markers "$run/p2b-tx.pcap" | joined)" = "d6 07 " ]'
 check "add_rule goes to the remote policy" rpc add_rule '{"rule": {"id": 51, "action": "drop", "bpf": "udp and udp[8] == 0xd8"}}'
 check "the row is there" bash -c "ovsdb-client dump unix:$run/policy.sock vportfilter Rule | grep -c 'filter' | grep -qx 2"
 check "adapter ids kept in the remote policy" bash -c "ovsdb-client dump unix:$run/policy.sock vportfilter Adapter | grep -q vm1-if"

@@ -521,61 +521,84 @@ void Agent::forget_row(const std::string& uuid, bool retire) {
   row_entries_.erase(it);
 }
 
+std::optional<Agent::Place> Agent::want_rule(const std::string& instance, const std::string& kind, uint32_t rule_id,
+                                             int64_t position, json spec, std::string* text) {
+  const auto inst = instances_.find(instance);
+  if (inst == instances_.end() || !inst->second.active || !kind_of(kind)) return std::nullopt;
+  const int64_t prio = spec.contains("priority") && spec["priority"].is_number_integer() ? spec["priority"].get<int64_t>() : 0;
+  spec["kind"] = kind;
+  spec["id"] = rule_id;
+  // A row written by another client may be wrong: report it, skip it (each distinct text
+  // is parsed and checked once).
+  *text = spec.dump();
+  auto it = checked_.find(*text);
+  if (it == checked_.end()) {
+    Checked c;
+    try {
+      c.rule = matcher::rule_from_json(spec);
+      if (!c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
+    } catch (const std::exception& ex) {
+      c.error = ex.what();
+      log("rule row " + kind + " " + std::to_string(rule_id) + " of instance " + instance + " ignored: " + c.error);
+    }
+    it = checked_.emplace(*text, std::move(c)).first;
+  }
+  if (!it->second.error.empty()) return std::nullopt;
+  const matcher::Rule& rule = it->second.rule;
+  // An instance whose client runs in statistics mode reports no packets: its capture and
+  // notify rules only count what they match (filter-specific statistics).
+  const Session* owner = owner_of(instance);
+  if (owner && owner->stat_mode && rule.kind == matcher::RuleKind::Filter &&
+      (rule.action == matcher::Action::Capture || rule.action == matcher::Action::Notify))
+    spec["action"] = "count";
+  // Rule ids become the plugin's own (unique across instances); the order is the plugin's
+  // placement, so priorities are folded into it.
+  const uint32_t pid = internal_id(instance, rule.kind, rule.id);
+  spec["id"] = pid;
+  spec.erase("priority");
+  const Place place{rule.kind == matcher::RuleKind::Passthrough ? 0 : 1,
+                    OrderKey{-inst->second.altitude, instance, kind, -prio, position, rule_id}};
+  wanted_[place.first][place.second] = PluginRule{rule.kind, pid, spec.dump()};
+  dirty_.insert(place);
+  return place;
+}
+
 void Agent::learn_row(const std::string& uuid) {
   const auto r = rule_rows_.find(uuid);
   if (r == rule_rows_.end()) return;
   const json& row = r->second;
   RowEntry e{str(row, "instance"), str(row, "kind"), uint32_t(num(row, "rule_id")), num(row, "position"), std::nullopt, ""};
+  // (instance, kind, id) names one row: a second row with them (written by another client)
+  // stays out of the plugin.
   const bool duplicate = ++rows_by_id_[std::make_tuple(e.instance, e.kind, e.rule_id)] > 1;
   positions_[{e.instance, e.kind}].insert(e.position);
-  const auto inst = instances_.find(e.instance);
-  const auto kind = kind_of(e.kind);
-  if (inst != instances_.end() && inst->second.active && kind && !duplicate) {
-    json spec = json::parse(str(row, "spec"), nullptr, false);
-    if (!spec.is_object()) spec = json::object();
-    const int64_t prio = spec.contains("priority") && spec["priority"].is_number_integer() ? spec["priority"].get<int64_t>() : 0;
-    spec["kind"] = e.kind;
-    spec["id"] = e.rule_id;
-    // A row written by another client may be wrong: report it, skip it (each distinct
-    // text is parsed and checked once).
-    const std::string text = spec.dump();
-    e.text = text;
-    auto it = checked_.find(text);
-    if (it == checked_.end()) {
-      Checked c;
-      try {
-        c.rule = matcher::rule_from_json(spec);
-        if (!c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
-      } catch (const std::exception& ex) {
-        c.error = ex.what();
-        log("rule row " + e.kind + " " + std::to_string(e.rule_id) + " of instance " + e.instance + " ignored: " + c.error);
-      }
-      it = checked_.emplace(text, std::move(c)).first;
-    }
-    if (it->second.error.empty()) {
-      const matcher::Rule& rule = it->second.rule;
-      // An instance whose client runs in statistics mode reports no packets: its capture
-      // and notify rules only count what they match (filter-specific statistics).
-      const Session* owner = owner_of(e.instance);
-      if (owner && owner->stat_mode && rule.kind == matcher::RuleKind::Filter &&
-          (rule.action == matcher::Action::Capture || rule.action == matcher::Action::Notify))
-        spec["action"] = "count";
-      // Rule ids become the plugin's own (unique across instances); the order is the
-      // plugin's placement, so priorities are folded into it.
-      const uint32_t pid = internal_id(e.instance, rule.kind, rule.id);
-      spec["id"] = pid;
-      spec.erase("priority");
-      const Place place{rule.kind == matcher::RuleKind::Passthrough ? 0 : 1,
-                        OrderKey{-inst->second.altitude, e.instance, e.kind, -prio, e.position, e.rule_id, uuid}};
-      wanted_[place.first][place.second] = PluginRule{rule.kind, pid, spec.dump()};
-      dirty_.insert(place);
-      e.place = place;
-    }
-  } else if (duplicate) {
+  if (duplicate) {
     log("rule row " + e.kind + " " + std::to_string(e.rule_id) + " of instance " + e.instance +
         " ignored: another row has the same kind and id");
+  } else {
+    json spec = json::parse(str(row, "spec"), nullptr, false);
+    e.place = want_rule(e.instance, e.kind, e.rule_id, e.position, spec.is_object() ? spec : json::object(), &e.text);
+    if (e.place) provisional_.erase(*e.place);  // add_rule's guess, now the row's
   }
   row_entries_[uuid] = std::move(e);
+}
+
+void Agent::drop_provisional(const std::string& instance, const std::string& kind, uint32_t rule_id) {
+  bool dropped = false;
+  for (auto it = provisional_.begin(); it != provisional_.end();) {
+    const auto& k = it->second;
+    if (std::get<1>(k) == instance && std::get<2>(k) == kind && std::get<5>(k) == rule_id) {
+      wanted_[it->first].erase(k);
+      dirty_.insert(*it);
+      it = provisional_.erase(it);
+      dropped = true;
+    } else {
+      ++it;
+    }
+  }
+  if (!dropped) return;
+  if (const auto k = kind_of(kind); k && !rows_by_id_.count({instance, kind, rule_id})) retire_id({instance, int(*k), rule_id});
+  send_rule_changes();
 }
 
 void Agent::push_rule_rows(const json& changed) {
@@ -1194,16 +1217,30 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   as_read["kind"] = kind;
   as_read["id"] = rule.id;
   checked_[as_read.dump()] = Checked{"", rule};
-  const json row = {{"instance", inst}, {"kind", kind}, {"rule_id", rule.id},
-                    {"position", !any ? 0 : at == "head" ? lo - 1 : hi + 1}, {"spec", spec.dump()}};
+  const int64_t position = !any ? 0 : at == "head" ? lo - 1 : hi + 1;
+  const json row = {{"instance", inst}, {"kind", kind}, {"rule_id", rule.id}, {"position", position}, {"spec", spec.dump()}};
+  // The transaction goes out first; while the server commits it, the plugin gets the rule
+  // as the row will make it (learn_row then finds it in place and sends nothing).  If the
+  // row does not come as guessed (refused, or changed meanwhile), the guess is taken back.
   commit(json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),
-                       [reply](const json& result, const json& error) {
-                         if (!error.is_null()) {
-                           const ApiError e(-32000, kErrAlreadyExists, "the database refused the rule: " + error.dump());
-                           return reply(nullptr, &e);
-                         }
-                         reply({{"uuid", result[0]["uuid"][1]}}, nullptr);
-                       });
+         [this, reply, inst, kind, id = rule.id](const json& result, const json& error) {
+           drop_provisional(inst, kind, id);
+           if (!error.is_null()) {
+             const ApiError e(-32000, kErrAlreadyExists, "the database refused the rule: " + error.dump());
+             return reply(nullptr, &e);
+           }
+           reply({{"uuid", result[0]["uuid"][1]}}, nullptr);
+         });
+  // (Not while another add of the same rule is in flight: the database takes one of them.)
+  const bool in_flight = std::any_of(provisional_.begin(), provisional_.end(), [&](const Place& p) {
+    return std::get<1>(p.second) == inst && std::get<2>(p.second) == kind && std::get<5>(p.second) == rule.id;
+  });
+  std::string text;
+  if (in_flight) return;
+  if (const auto place = want_rule(inst, kind, rule.id, position, spec, &text)) {
+    provisional_.insert(*place);
+    send_rule_changes();
+  }
 }
 
 void Agent::import_rules(const json& params, const Reply& reply) {

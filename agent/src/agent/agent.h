@@ -138,6 +138,7 @@ class Agent {
   void push_rules();
   void push_rule_rows(const nlohmann::json& changed);  // the Rule table's part of an update
   void learn_row(const std::string& uuid);
+
   void forget_row(const std::string& uuid, bool retire);
   void retire_id(const std::tuple<std::string, int, uint32_t>& id);
   void send_rule_changes();
@@ -182,16 +183,23 @@ class Agent {
   std::unique_ptr<boost::asio::local::stream_protocol::acceptor> acceptor_;
   nlohmann::json last_adapters_pushed_;  // what the plugin has
   // A plugin rule's place: instance altitude (higher first), instance, kind, priority
-  // (higher first), position, id, row.
-  using OrderKey = std::tuple<int64_t, std::string, std::string, int64_t, int64_t, int64_t, std::string>;
+  // (higher first), position, id (one row per instance, kind and id is wanted).
+  using OrderKey = std::tuple<int64_t, std::string, std::string, int64_t, int64_t, int64_t>;
   struct PluginRule {
     matcher::RuleKind kind;
     uint32_t id;       // the plugin's
     std::string text;  // the rule object sent
   };
   using Place = std::pair<int, OrderKey>;  // group (0: passthrough, 1: the others), key
+  // A rule as the plugin should hold it, into wanted_ (nothing if its instance is not
+  // active or the rule is bad); *text: its key in checked_.
+  std::optional<Place> want_rule(const std::string& instance, const std::string& kind, uint32_t rule_id, int64_t position,
+                                 nlohmann::json spec, std::string* text);
+  // add_rule's provisional rule taken back unless its row claimed it.
+  void drop_provisional(const std::string& instance, const std::string& kind, uint32_t rule_id);
   std::map<OrderKey, PluginRule> wanted_[2], pushed_[2];
   std::set<Place> dirty_;   // places whose wanted and pushed rule may differ
+  std::set<Place> provisional_;  // wanted by add_rule before its row came
   bool rules_synced_ = false;  // pushed_ is what the plugin holds (else: send the whole set)
   struct RowEntry {
     std::string instance, kind;
