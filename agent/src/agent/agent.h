@@ -4,9 +4,10 @@
 // Lifecycle: (1) start(): connect to ovsdb-server, make sure the vportfilter database
 // exists (created and added to the local server if missing), monitor the Open_vSwitch
 // database's Bridge/Port/Interface tables and the vportfilter database's tables, listen
-// on the client socket; (2) every change (a port, a rule row, an adapter id) recomputes
-// what the plugin needs and pushes it; the plugin is (re)attached whenever its control
-// socket is there; (3) stop() closes everything.
+// on the client socket; (2) every change (a port, a rule row, an adapter id) updates what
+// the plugin needs and sends it the difference (for rules: the rules that changed, see
+// push_rules); the plugin is (re)attached whenever its control socket is there; (3)
+// stop() closes everything.
 //
 // Events: while the plugin is attached a pump thread reads its event rings and posts
 // batches to the io_context; there they are routed to the client that started the
