@@ -128,23 +128,30 @@ size_t ChannelClient::poll_events(const EventFn& fn, size_t max) {
   return count;
 }
 
-bool ChannelClient::wait_events(int timeout_ms) {
+bool ChannelClient::arm_wait() {
   auto& waiting = region_.header()->agent_waiting;
   prepare_sleep(waiting);
   for (uint32_t i = 0; i < region_.event_rings(); ++i)
     if (!region_.ring(i).empty()) {
       waiting.store(0, std::memory_order_relaxed);
-      return true;
+      return false;
     }
+  return true;
+}
+
+void ChannelClient::woken() {
+  region_.header()->agent_waiting.store(0, std::memory_order_relaxed);
+  uint64_t v;
+  [[maybe_unused]] ssize_t r = read(events_efd_, &v, sizeof v);  // non-blocking
+}
+
+bool ChannelClient::wait_events(int timeout_ms) {
+  if (!arm_wait()) return true;
   // The control socket only for its end (POLLHUP and POLLERR are always reported): a reply
   // to another thread's call() must not wake this one (it would spin until that reply is read).
   pollfd p[2] = {{events_efd_, POLLIN, 0}, {sock_, 0, 0}};
   const int n = poll(p, 2, timeout_ms);
-  waiting.store(0, std::memory_order_relaxed);
-  if (n > 0 && p[0].revents) {
-    uint64_t v;
-    [[maybe_unused]] ssize_t r = read(events_efd_, &v, sizeof v);
-  }
+  woken();
   if (n > 0 && (p[1].revents & (POLLHUP | POLLERR))) throw std::runtime_error("the plugin closed the control socket");
   return n > 0;
 }

@@ -426,42 +426,49 @@ void Agent::attach_plugin() {
   push_rules();
   push_config();
   if (!plugin_) return;
-  // The pump: reads the event rings, posts batches to the io thread.
-  auto stop = std::make_shared<std::atomic<bool>>(false);
-  pump_stop_ = stop;
-  pump_ = std::thread([this, client = plugin_, stop] {
-    std::vector<std::string> batch;
-    // Nothing may escape this thread: a broken ring or a closed control socket (the
-    // switch went away) detaches the plugin on the I/O thread, which then reattaches.
-    try {
-      while (!stop->load()) {
-        client->poll_events(
-            [&](const channel::PacketEvent& ev, const uint8_t* data) {
-              std::string raw(sizeof ev + ev.cap_len, '\0');
-              std::memcpy(raw.data(), &ev, sizeof ev);
-              std::memcpy(raw.data() + sizeof ev, data, ev.cap_len);
-              batch.push_back(std::move(raw));
-            },
-            512);
-        if (batch.empty()) {
-          client->wait_events(50);
-          continue;
-        }
-        asio::post(io_, [this, b = std::move(batch)]() mutable { route(std::move(b)); });
-        batch.clear();
+  // Events: this thread reads the event rings when the plugin's eventfd fires (no thread
+  // in between: one wake-up per batch of events).
+  events_wait_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(plugin_->events_fd()));
+  pump_events();
+}
+
+void Agent::pump_events() {
+  const auto client = plugin_;
+  if (!client || !events_wait_) return;
+  try {
+    // A bounded share of events per turn, then the other work of this thread gets its own.
+    for (int turn = 0; turn < 8; ++turn) {
+      std::vector<std::string> batch;
+      const size_t n = client->poll_events(
+          [&](const channel::PacketEvent& ev, const uint8_t* data) {
+            std::string raw(sizeof ev + ev.cap_len, '\0');
+            std::memcpy(raw.data(), &ev, sizeof ev);
+            std::memcpy(raw.data() + sizeof ev, data, ev.cap_len);
+            batch.push_back(std::move(raw));
+          },
+          512);
+      if (!batch.empty()) route(std::move(batch));
+      if (plugin_ != client) return;  // routing detached it
+      if (n < 512 && client->arm_wait()) {
+        events_wait_->async_wait(asio::posix::stream_descriptor::wait_read, [this, client](const boost::system::error_code& ec) {
+          if (ec || plugin_ != client) return;
+          client->woken();
+          pump_events();
+        });
+        return;
       }
-    } catch (const std::exception& e) {
-      if (!batch.empty()) asio::post(io_, [this, b = std::move(batch)]() mutable { route(std::move(b)); });
-      asio::post(io_, [this, why = std::string(e.what())] { detach_plugin("the plugin went away: " + why); });
     }
-  });
+    asio::post(io_, [this, client] {
+      if (plugin_ == client) pump_events();
+    });
+  } catch (const std::exception& e) {
+    // A broken ring: detach; the plugin is reattached by try_plugin.
+    detach_plugin(std::string("the plugin went away: ") + e.what());
+  }
 }
 
 void Agent::detach_plugin(const std::string& why) {
-  if (pump_.joinable()) {
-    pump_stop_->store(true);
-    pump_.join();
-  }
+  events_wait_.reset();  // cancels the wait on the events eventfd
   if (!plugin_) return;
   if (!why.empty()) log(why);
   plugin_.reset();

@@ -9,14 +9,13 @@
 // push_rules); the plugin is (re)attached whenever its control socket is there; (3)
 // stop() closes everything.
 //
-// Events: while the plugin is attached a pump thread reads its event rings and posts
-// batches to the io_context; there they are routed to the client that started the
-// deciding rule's instance (captures: with a deadline; the expiry verdict when the client
-// cannot take them) and copied to monitors.  Verdicts from clients go straight to the
-// plugin's command ring.
+// Events: while the plugin is attached, the io_context's thread waits on the plugin's
+// events eventfd, reads the event rings when it fires, and routes each event to the client
+// that started the deciding rule's instance (captures: with a deadline; the expiry verdict
+// when the client cannot take them) and copies it to monitors.  Verdicts from clients go
+// straight to the plugin's command ring.
 //
-// Threads: everything runs on the io_context's single thread, except the pump, which
-// touches nothing but its ChannelClient's event rings and asio::post.
+// Threads: everything runs on the io_context's single thread.
 #pragma once
 
 #include <utility>  // before Asio: its awaitable.hpp uses std::exchange without it
@@ -118,6 +117,7 @@ class Agent {
   void push_config();
   void attach_plugin();
   void detach_plugin(const std::string& why);
+  void pump_events();  // reads the event rings, routes, then waits on the eventfd again
   void route(std::vector<std::string> batch);
   void expire(uint64_t capture_id, bool deny);
   void expire_due(const std::shared_ptr<Session>& s);
@@ -165,8 +165,7 @@ class Agent {
   std::map<std::string, nlohmann::json> adapter_rows_, instance_rows_, rule_rows_;  // uuid -> row
   std::set<std::string> assigning_;                // keys with an insert in flight
   std::shared_ptr<channel::ChannelClient> plugin_;
-  std::thread pump_;
-  std::shared_ptr<std::atomic<bool>> pump_stop_;
+  std::unique_ptr<boost::asio::posix::stream_descriptor> events_wait_;  // the plugin's events eventfd (a dup)
   std::set<std::shared_ptr<Session>> sessions_;
   std::map<std::string, Instance> instances_;  // "default" is always there
   std::map<uint32_t, RuleOrigin> origins_;  // the plugin's rule id -> the instance's

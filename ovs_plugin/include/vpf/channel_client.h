@@ -4,7 +4,8 @@
 // shared-memory region and its two eventfds, and then:
 //   - call():        JSON-RPC requests (set_rules, set_adapters, set_config, stats, ports)
 //   - poll_events(): reads notify and capture events from every event ring
-//   - wait_events(): sleeps until the plugin writes events (or the timeout)
+//   - wait_events(): sleeps until the plugin writes events (or the timeout); or
+//     arm_wait()/woken() around a wait on events_fd() in the caller's own event loop
 //   - verdict() / inject(): writes to the command ring and wakes the plugin
 //
 // Thread-safety: call() from one thread at a time; poll_events()/wait_events() from one
@@ -56,6 +57,12 @@ class ChannelClient {
   size_t poll_events(const EventFn& fn, size_t max = SIZE_MAX);
   // Blocks up to timeout_ms until events may be there; true if woken (or already there).
   bool wait_events(int timeout_ms);
+  // The same for a consumer that waits in its own event loop: arm_wait() before waiting
+  // on events_fd() (false: events came meanwhile, poll again instead), woken() once it
+  // is readable (or the wait is given up).
+  bool arm_wait();
+  void woken();
+  int events_fd() const { return events_efd_; }
 
   // False if the command ring is full (the caller may retry).
   bool verdict(uint64_t capture_id, VerdictAction action, std::span<const uint8_t> data = {});
