@@ -4,7 +4,7 @@
 //   1. rule add -> active: add_filter_rule returns once the rule is in the datapath
 //      (the agent answers after the plugin took the new rule set); p50/p99 over adds,
 //      from no rules, then BASE_ADDS (1000) on top of a large set imported first
-//      (BASE_RULES);
+//      (BASE_RULES), and those deleted one at a time;
 //   2. notify events relayed to one client: frames injected on p1, a notify rule on p2's
 //      incoming side; events/s received and events lost (datapath ring + agent queue);
 //   3. capture round trip: one frame at a time; from the datapath seeing it (the event's
@@ -193,6 +193,14 @@ int main(int argc, char** argv) {
       }
       std::printf("rule_import_ms %.1f\nrule_add_base_rules %zu\n", import_ms, base);
       std::printf("rule_add_active_p50_us %.1f\nrule_add_active_p99_us %.1f\n", pct(add_us, 50), pct(add_us, 99));
+      // The same rules deleted one at a time (out of force when the call returns).
+      std::vector<double> del_us;
+      for (int i = 0; i < base_adds; ++i) {
+        const auto t1 = std::chrono::steady_clock::now();
+        nf.delete_filter_rule(uint32_t(200000 + i));
+        del_us.push_back(std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t1).count());
+      }
+      std::printf("rule_delete_active_p50_us %.1f\nrule_delete_active_p99_us %.1f\n", pct(del_us, 50), pct(del_us, 99));
       const auto t2 = std::chrono::steady_clock::now();
       nf.delete_all_filter_rules();
       std::printf("rule_delete_all_ms %.1f\n",

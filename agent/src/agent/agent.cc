@@ -513,7 +513,9 @@ void Agent::forget_row(const std::string& uuid, bool retire) {
   if (it == row_entries_.end()) return;
   const RowEntry& e = it->second;
   const auto id = std::make_tuple(e.instance, e.kind, e.rule_id);
-  if (--rows_by_id_[id] <= 0) {
+  auto& rows = rows_by_id_[id];
+  rows.erase(uuid);
+  if (rows.empty()) {
     rows_by_id_.erase(id);
     if (const auto k = kind_of(e.kind); k && retire) retire_id({e.instance, int(*k), e.rule_id});
   }
@@ -577,7 +579,9 @@ void Agent::learn_row(const std::string& uuid) {
   RowEntry e{str(row, "instance"), str(row, "kind"), uint32_t(num(row, "rule_id")), num(row, "position"), std::nullopt, ""};
   // (instance, kind, id) names one row: a second row with them (written by another client)
   // stays out of the plugin.
-  const bool duplicate = ++rows_by_id_[std::make_tuple(e.instance, e.kind, e.rule_id)] > 1;
+  auto& rows = rows_by_id_[std::make_tuple(e.instance, e.kind, e.rule_id)];
+  rows.insert(uuid);
+  const bool duplicate = rows.size() > 1;
   positions_[{e.instance, e.kind}].insert(e.position);
   if (duplicate) {
     log("rule row " + e.kind + " " + std::to_string(e.rule_id) + " of instance " + e.instance +
@@ -1365,24 +1369,42 @@ void Agent::delete_rules(const json& params, const Reply& reply) {
     where.push_back({"kind", "==", params["kind"]});
   }
   if (params.contains("id")) {
-    if (!params["id"].is_number_unsigned()) throw ApiError(-32602, kErrInvalidParameter, "'id' must be a rule id");
+    if (!params["id"].is_number_unsigned() || params["id"].get<uint64_t>() > 0xffffffffu)
+      throw ApiError(-32602, kErrInvalidParameter, "'id' must be a rule id");
     where.push_back({"rule_id", "==", params["id"]});
   }
   const bool one = params.contains("id");
   if (one && !params.contains("kind")) throw ApiError(-32602, kErrInvalidParameter, "delete_rule needs 'kind' and 'id'");
-  commit(json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", where}}}),
-                       [reply, one](const json& result, const json& error) {
-                         if (!error.is_null()) {
-                           const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
-                           return reply(nullptr, &e);
-                         }
-                         const int64_t n = result[0].value("count", 0);
-                         if (one && n == 0) {
-                           const ApiError e(-32602, kErrNotFound, "no such rule");
-                           return reply(nullptr, &e);
-                         }
-                         reply({{"deleted", n}}, nullptr);
-                       });
+  json ops = json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", where}}});
+  std::set<std::string> uuids;
+  if (one) {
+    // One rule: by its row's uuid (the server finds it at once; a condition on the other
+    // columns makes it look at every row of the table).
+    const auto rows = rows_by_id_.find({inst, params["kind"].get<std::string>(), params["id"].get<uint32_t>()});
+    if (rows == rows_by_id_.end()) throw ApiError(-32602, kErrNotFound, "no such rule");
+    uuids = rows->second;
+    ops = json::array();
+    for (const auto& u : uuids) ops.push_back({{"op", "delete"}, {"table", "Rule"}, {"where", {{"_uuid", "==", {"uuid", u}}}}});
+  }
+  commit(ops, [this, reply, one, uuids](const json& result, const json& error) {
+    if (!error.is_null()) {
+      for (const auto& u : uuids)  // still there: back into the plugin
+        if (!row_entries_.count(u)) learn_row(u);
+      send_rule_changes();
+      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
+      return reply(nullptr, &e);
+    }
+    int64_t n = 0;
+    for (const auto& r : result) n += r.value("count", 0);
+    if (one && n == 0) {
+      const ApiError e(-32602, kErrNotFound, "no such rule");
+      return reply(nullptr, &e);
+    }
+    reply({{"deleted", n}}, nullptr);
+  });
+  // The transaction is out: the rule leaves the plugin while the server commits it.
+  for (const auto& u : uuids) forget_row(u, true);
+  if (!uuids.empty()) send_rule_changes();
 }
 
 json Agent::list_rules(const json& params) const {

@@ -209,7 +209,7 @@ class Agent {
     std::string text;            // its key in checked_
   };
   std::map<std::string, RowEntry> row_entries_;  // Rule row uuid ->
-  std::map<std::tuple<std::string, std::string, uint32_t>, int> rows_by_id_;  // (instance, kind, id) -> rows
+  std::map<std::tuple<std::string, std::string, uint32_t>, std::set<std::string>> rows_by_id_;  // (instance, kind, id) -> row uuids
   std::map<std::pair<std::string, std::string>, std::multiset<int64_t>> positions_;  // (instance, kind) ->
   struct Checked {
     std::string error;  // "" = valid

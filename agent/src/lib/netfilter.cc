@@ -349,7 +349,14 @@ struct NetFilter::Impl {
       if (e.code() != kErrorNotFound) throw;
       ok = false;
     }
-    refresh_rules();
+    // The rules of this instance are known here: the deleted ones (or the one not found)
+    // leave the list without listing every rule again.
+    const std::string kind = p.value("kind", std::string());
+    for (auto* list : {&filter_rules, &passthrough_rules}) {
+      if (!kind.empty() && kind != (list == &filter_rules ? "filter" : "passthrough")) continue;
+      if (!p.contains("id")) list->clear();
+      else std::erase_if(*list, [&](const FilterRule& r) { return r.rule_id == p["id"].get<uint32_t>(); });
+    }
     return ok;
   }
 
