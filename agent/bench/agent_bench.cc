@@ -79,7 +79,8 @@ std::map<uint32_t, uint64_t> wire_times(const std::string& path, uint8_t marker)
 }  // namespace
 
 // 2. notify relay: a notify rule on ADAPTER's outgoing side selecting the frames with UDP
-// source port 9 (10% of the replayed mix); events/s the client's handler saw over SECS,
+// source port 9 (the share of the replayed mix bench_agent.sh chose); events/s the
+// client's handler saw over SECS,
 // and where the others went.
 int notify_relay(const std::string& guid, const std::string& adapter, double secs) {
   try {

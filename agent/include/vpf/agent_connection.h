@@ -30,12 +30,14 @@ class AgentConnection {
  public:
   using EventFn = std::function<void(const protocol::EventFrame&, std::vector<uint8_t> data)>;
   using NoteFn = std::function<void(const nlohmann::json& notification)>;
+  using BurstEndFn = std::function<void()>;  // after the messages of one read from the socket
 
   // $VPF_AGENT_SOCKET, else $OVS_RUNDIR/vpf-agent.sock, else /var/run/openvswitch/vpf-agent.sock.
   static std::string default_socket();
 
   // Throws NetFilterError(kErrorFileNotFound) when the agent cannot be reached.
-  explicit AgentConnection(const std::string& socket, EventFn on_event = {}, NoteFn on_note = {});
+  explicit AgentConnection(const std::string& socket, EventFn on_event = {}, NoteFn on_note = {},
+                           BurstEndFn on_burst_end = {});
   ~AgentConnection();
   AgentConnection(const AgentConnection&) = delete;
   AgentConnection& operator=(const AgentConnection&) = delete;
@@ -53,6 +55,7 @@ class AgentConnection {
   int fd_ = -1;
   EventFn on_event_;
   NoteFn on_note_;
+  BurstEndFn on_burst_end_;
   std::thread reader_;
   mutable std::mutex mu_;
   std::mutex wmu_;

@@ -20,8 +20,8 @@ std::string AgentConnection::default_socket() {
   return "/var/run/openvswitch/vpf-agent.sock";
 }
 
-AgentConnection::AgentConnection(const std::string& path, EventFn ev, NoteFn note)
-    : on_event_(std::move(ev)), on_note_(std::move(note)) {
+AgentConnection::AgentConnection(const std::string& path, EventFn ev, NoteFn note, BurstEndFn burst_end)
+    : on_event_(std::move(ev)), on_note_(std::move(note)), on_burst_end_(std::move(burst_end)) {
   fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
@@ -136,6 +136,7 @@ void AgentConnection::read_loop() {
       }
     }
     in.erase(0, pos);
+    if (on_burst_end_) on_burst_end_();
     if (bad) break;
   }
   std::lock_guard l(mu_);
