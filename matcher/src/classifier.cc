@@ -547,15 +547,24 @@ struct Classifier::Impl {
     next_head -= kSeqGap;
     return seq;
   }
+  // The rules from rank `from` on (to the end of its band, or of all), taken out in order.
+  std::vector<Rule> take_rules(uint64_t from, bool band_only) {
+    std::vector<Rule> out;
+    for (auto m = by_rank.lower_bound(from); m != by_rank.end() && (!band_only || (m->first >> kSeqBits) == (from >> kSeqBits)); ++m)
+      out.push_back(rules.at(m->second).info.rule);
+    for (const auto& r : out) erase_rule({r.kind, r.id});
+    return out;
+  }
+  void add_at_tail(const std::vector<Rule>& rs) {
+    for (const auto& r : rs) insert_rule(compile_rule(r, BpfMode::Lower), tail_seq());
+  }
   // Every rule re-added at the tail in its order: sequence numbers start afresh (after
   // about 2^30 adds at one end).
   void renumber_all() {
-    std::vector<Rule> all;
-    for (const auto& [rank, ref] : by_rank) all.push_back(rules.at(ref).info.rule);
-    for (const auto& r : all) erase_rule({r.kind, r.id});
+    const auto all = take_rules(0, false);
     next_tail = int64_t(kSeqBias);
     next_head = int64_t(kSeqBias) - kSeqGap;
-    for (const auto& r : all) insert_rule(compile_rule(r, BpfMode::Lower), tail_seq());
+    add_at_tail(all);
   }
   // `c` is compiled, its (kind, id) is free and `before` (if any) is a rule of its band.
   void place_rule(CompiledRule c, Placement where, const std::optional<RuleRef>& before) {
@@ -576,12 +585,10 @@ struct Classifier::Impl {
       return;
     }
     // No room: the rule, then `before` and the rest of its band, go to the band's tail.
-    std::vector<Rule> moved;
-    for (auto m = it; m != by_rank.end() && (m->first >> kSeqBits) == band; ++m) moved.push_back(rules.at(m->second).info.rule);
-    for (const auto& r : moved) erase_rule({r.kind, r.id});
+    const auto moved = take_rules(rx, true);
     moved_rules += moved.size();
     insert_rule(std::move(c), tail_seq());
-    for (const auto& r : moved) insert_rule(compile_rule(r, BpfMode::Lower), tail_seq());
+    add_at_tail(moved);
   }
 
   // `c` is compiled and its (kind, id) is free; nothing here can refuse it.
@@ -772,12 +779,14 @@ bool Classifier::remove(RuleRef ref) {
   return true;
 }
 
-void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Rule>& adds) {
-  std::vector<RuleAdd> a;
-  a.reserve(adds.size());
-  for (const auto& r : adds) a.push_back({r, std::nullopt});
-  apply(removes, a);
+std::vector<RuleAdd> at_tail(const std::vector<Rule>& rules) {
+  std::vector<RuleAdd> out;
+  out.reserve(rules.size());
+  for (const auto& r : rules) out.push_back({r, std::nullopt});
+  return out;
 }
+
+void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Rule>& adds) { apply(removes, at_tail(adds)); }
 
 void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<RuleAdd>& adds) {
   if (removes.empty() && adds.empty()) return;

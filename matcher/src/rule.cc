@@ -34,6 +34,12 @@ const char* to_string(RuleKind kind) {
   return "?";
 }
 
+std::optional<RuleKind> rule_kind_from(std::string_view name) {
+  for (RuleKind k : {RuleKind::Passthrough, RuleKind::Filter, RuleKind::Connection})
+    if (name == to_string(k)) return k;
+  return std::nullopt;
+}
+
 const char* to_string(Action action) {
   switch (action) {
     case Action::Pass: return "pass";

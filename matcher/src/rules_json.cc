@@ -200,10 +200,9 @@ Rule rule_from_json(const json& j, size_t position) {
   Rule r;
   if (j.contains("kind")) {
     const std::string k = rd.text("kind");
-    if (k == "filter") r.kind = RuleKind::Filter;
-    else if (k == "passthrough") r.kind = RuleKind::Passthrough;
-    else if (k == "connection") r.kind = RuleKind::Connection;
-    else rd.fail("kind", "'" + k + "' is not filter, passthrough or connection");
+    const auto kind = rule_kind_from(k);
+    if (!kind) rd.fail("kind", "'" + k + "' is not filter, passthrough or connection");
+    r.kind = *kind;
   }
   if (!j.contains("id")) rd.fail("id", "missing");
   r.id = uint32_t(rd.integer("id", 0, 0xfffffffe));

@@ -568,14 +568,7 @@ void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
   while (keep < current.size() && keep < rules.size() && current[keep].rule == rules[keep]) ++keep;
   std::vector<matcher::RuleRef> removes;
   for (size_t i = keep; i < current.size(); ++i) removes.push_back({current[i].rule.kind, current[i].rule.id});
-  change_rules(removes, std::vector<matcher::Rule>(rules.begin() + long(keep), rules.end()));
-}
-
-void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::Rule>& adds) {
-  std::vector<matcher::RuleAdd> a;
-  a.reserve(adds.size());
-  for (const auto& r : adds) a.push_back({r, std::nullopt});
-  change_rules(removes, a);
+  change_rules(removes, matcher::at_tail(std::vector<matcher::Rule>(rules.begin() + long(keep), rules.end())));
 }
 
 void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds) {
@@ -614,8 +607,7 @@ json Plugin::change_rules(const json& params) {
     if (!j.is_object() || !j.contains("kind") || !j["kind"].is_string() || !j.contains("id") || !j["id"].is_number_unsigned() ||
         j["id"].get<uint64_t>() > 0xffffffffu)
       throw std::invalid_argument(std::string("change_rules: ") + what + " must be {\"kind\": KIND, \"id\": N}: " + j.dump());
-    for (RuleKind k : {RuleKind::Filter, RuleKind::Passthrough, RuleKind::Connection})
-      if (j["kind"] == matcher::to_string(k)) return matcher::RuleRef{k, j["id"].get<uint32_t>()};
+    if (const auto k = matcher::rule_kind_from(j["kind"].get<std::string>())) return matcher::RuleRef{*k, j["id"].get<uint32_t>()};
     throw std::invalid_argument(std::string("change_rules: ") + what + " names no rule kind: " + j.dump());
   };
   const json none = json::array();
@@ -830,7 +822,7 @@ std::string Plugin::rule_add(const std::string& json_text, bool* ok) {
     if (!j.is_object()) return "a rule is a JSON object: " + json_text;
     const auto rules = matcher::rules_from_json(json::array({j}));
     std::lock_guard lock(rules_mu_);
-    change_rules({}, rules);
+    change_rules({}, matcher::at_tail(rules));
     *ok = true;
     return std::string("added ") + matcher::to_string(rules[0].kind) + ":" + std::to_string(rules[0].id);
   } catch (const json::parse_error& e) {
@@ -844,9 +836,7 @@ std::string Plugin::rule_remove(const std::string& ref, bool* ok) {
   *ok = false;
   const auto colon = ref.find(':');
   const std::string kind = ref.substr(0, colon == std::string::npos ? 0 : colon);
-  std::optional<RuleKind> k;
-  for (RuleKind c : {RuleKind::Filter, RuleKind::Passthrough, RuleKind::Connection})
-    if (kind == matcher::to_string(c)) k = c;
+  const std::optional<RuleKind> k = matcher::rule_kind_from(kind);
   char* end = nullptr;
   const std::string id = colon == std::string::npos ? "" : ref.substr(colon + 1);
   const unsigned long n = std::strtoul(id.c_str(), &end, 10);
@@ -854,7 +844,7 @@ std::string Plugin::rule_remove(const std::string& ref, bool* ok) {
     return "'" + ref + "' is not KIND:ID (filter, passthrough or connection, and a rule id)";
   try {
     std::lock_guard lock(rules_mu_);
-    change_rules({matcher::RuleRef{*k, uint32_t(n)}}, std::vector<matcher::RuleAdd>{});
+    change_rules({matcher::RuleRef{*k, uint32_t(n)}}, {});
     *ok = true;
     return "removed " + ref;
   } catch (const std::exception& e) {

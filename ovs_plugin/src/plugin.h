@@ -197,7 +197,6 @@ class Plugin {
   // Applies a change to the classifier (all or nothing; throws RuleError), with the ports'
   // wants widened before and narrowed after it.  rules_mu_ held.
   void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds);
-  void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::Rule>& adds);
   void update_want(Port& p) const;  // ports_mu_ held
   nlohmann::json counters_json(const Port& p, matcher::Direction dir) const;  // ports_mu_ held
   void replace_rules(const std::vector<matcher::Rule>& rules);  // all or nothing

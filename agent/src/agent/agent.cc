@@ -498,16 +498,6 @@ void Agent::push(const char* method, const json& params, json& last, const char*
   }
 }
 
-namespace {
-
-std::optional<matcher::RuleKind> kind_of(const std::string& k) {
-  for (auto c : {matcher::RuleKind::Passthrough, matcher::RuleKind::Filter, matcher::RuleKind::Connection})
-    if (k == matcher::to_string(c)) return c;
-  return std::nullopt;
-}
-
-}  // namespace
-
 void Agent::forget_row(const std::string& uuid, bool retire) {
   const auto it = row_entries_.find(uuid);
   if (it == row_entries_.end()) return;
@@ -517,7 +507,7 @@ void Agent::forget_row(const std::string& uuid, bool retire) {
   rows.erase(uuid);
   if (rows.empty()) {
     rows_by_id_.erase(id);
-    if (const auto k = kind_of(e.kind); k && retire) retire_id({e.instance, int(*k), e.rule_id});
+    if (const auto k = matcher::rule_kind_from(e.kind); k && retire) retire_id({e.instance, int(*k), e.rule_id});
   }
   auto& pos = positions_[{e.instance, e.kind}];
   pos.erase(pos.find(e.position));
@@ -531,9 +521,9 @@ void Agent::forget_row(const std::string& uuid, bool retire) {
 }
 
 std::optional<Agent::Place> Agent::want_rule(const std::string& instance, const std::string& kind, uint32_t rule_id,
-                                             int64_t position, json spec, std::string* text) {
+                                             int64_t position, json spec, std::string* text, const matcher::Rule* checked) {
   const auto inst = instances_.find(instance);
-  if (inst == instances_.end() || !inst->second.active || !kind_of(kind)) return std::nullopt;
+  if (inst == instances_.end() || !inst->second.active || !matcher::rule_kind_from(kind)) return std::nullopt;
   const int64_t prio = spec.contains("priority") && spec["priority"].is_number_integer() ? spec["priority"].get<int64_t>() : 0;
   spec["kind"] = kind;
   spec["id"] = rule_id;
@@ -544,8 +534,8 @@ std::optional<Agent::Place> Agent::want_rule(const std::string& instance, const 
   if (it == checked_.end()) {
     Checked c;
     try {
-      c.rule = matcher::rule_from_json(spec);
-      if (!c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
+      c.rule = checked ? *checked : matcher::rule_from_json(spec);
+      if (!checked && !c.rule.bpf.empty()) matcher::compile_bpf(c.rule.bpf);
     } catch (const std::exception& ex) {
       c.error = ex.what();
       log("rule row " + kind + " " + std::to_string(rule_id) + " of instance " + instance + " ignored: " + c.error);
@@ -597,9 +587,8 @@ void Agent::learn_row(const std::string& uuid) {
 void Agent::drop_provisional(const std::string& instance, const std::string& kind, uint32_t rule_id) {
   bool dropped = false;
   for (auto it = provisional_.begin(); it != provisional_.end();) {
-    const auto& k = it->second;
-    if (std::get<1>(k) == instance && std::get<2>(k) == kind && std::get<5>(k) == rule_id) {
-      wanted_[it->first].erase(k);
+    if (names(*it, instance, kind, rule_id)) {
+      wanted_[it->first].erase(it->second);
       dirty_.insert(*it);
       it = provisional_.erase(it);
       dropped = true;
@@ -608,7 +597,7 @@ void Agent::drop_provisional(const std::string& instance, const std::string& kin
     }
   }
   if (!dropped) return;
-  if (const auto k = kind_of(kind); k && !rows_by_id_.count({instance, kind, rule_id})) retire_id({instance, int(*k), rule_id});
+  if (const auto k = matcher::rule_kind_from(kind); k && !rows_by_id_.count({instance, kind, rule_id})) retire_id({instance, int(*k), rule_id});
   send_rule_changes();
 }
 
@@ -1224,10 +1213,6 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   json spec = matcher::rule_to_json(rule);
   spec.erase("kind");
   spec.erase("id");
-  json as_read = spec;  // as learn_row will read the row: checked already
-  as_read["kind"] = kind;
-  as_read["id"] = rule.id;
-  checked_[as_read.dump()] = Checked{"", rule};
   const int64_t position = !any ? 0 : at == "head" ? lo - 1 : hi + 1;
   const json row = {{"instance", inst}, {"kind", kind}, {"rule_id", rule.id}, {"position", position}, {"spec", spec.dump()}};
   // The transaction goes out first; while the server commits it, the plugin gets the rule
@@ -1243,12 +1228,10 @@ void Agent::add_rule(const json& params, const Reply& reply) {
            reply({{"uuid", result[0]["uuid"][1]}}, nullptr);
          });
   // (Not while another add of the same rule is in flight: the database takes one of them.)
-  const bool in_flight = std::any_of(provisional_.begin(), provisional_.end(), [&](const Place& p) {
-    return std::get<1>(p.second) == inst && std::get<2>(p.second) == kind && std::get<5>(p.second) == rule.id;
-  });
+  if (std::any_of(provisional_.begin(), provisional_.end(), [&](const Place& p) { return names(p, inst, kind, rule.id); }))
+    return;
   std::string text;
-  if (in_flight) return;
-  if (const auto place = want_rule(inst, kind, rule.id, position, spec, &text)) {
+  if (const auto place = want_rule(inst, kind, rule.id, position, spec, &text, &rule)) {  // checked above
     provisional_.insert(*place);
     send_rule_changes();
   }

@@ -191,10 +191,14 @@ class Agent {
     std::string text;  // the rule object sent
   };
   using Place = std::pair<int, OrderKey>;  // group (0: passthrough, 1: the others), key
+  static bool names(const Place& p, const std::string& instance, const std::string& kind, uint32_t rule_id) {
+    return std::get<1>(p.second) == instance && std::get<2>(p.second) == kind && std::get<5>(p.second) == int64_t(rule_id);
+  }
   // A rule as the plugin should hold it, into wanted_ (nothing if its instance is not
-  // active or the rule is bad); *text: its key in checked_.
+  // active or the rule is bad); *text: its key in checked_, where `checked` (a parse of
+  // `spec` already checked) goes instead of parsing and compiling it again.
   std::optional<Place> want_rule(const std::string& instance, const std::string& kind, uint32_t rule_id, int64_t position,
-                                 nlohmann::json spec, std::string* text);
+                                 nlohmann::json spec, std::string* text, const matcher::Rule* checked = nullptr);
   // add_rule's provisional rule taken back unless its row claimed it.
   void drop_provisional(const std::string& instance, const std::string& kind, uint32_t rule_id);
   std::map<OrderKey, PluginRule> wanted_[2], pushed_[2];

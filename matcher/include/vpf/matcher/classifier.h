@@ -121,6 +121,7 @@ struct RuleAdd {
   Rule rule;
   std::optional<RuleRef> before;
 };
+std::vector<RuleAdd> at_tail(const std::vector<Rule>& rules);  // each at the tail
 
 // How a rule was compiled (for tools and logs).
 struct RuleInfo {

@@ -20,8 +20,10 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 #include "vpf/matcher/packet_key.h"
 
@@ -125,6 +127,7 @@ class RuleError : public std::runtime_error {
 };
 
 const char* to_string(RuleKind kind);    // "passthrough", "filter", "connection"
+std::optional<RuleKind> rule_kind_from(std::string_view name);  // to_string's inverse
 const char* to_string(Action action);    // "pass", "drop", "capture", "notify"
 const char* to_string(Direction dir);    // "outgoing", "incoming", "any"
 
