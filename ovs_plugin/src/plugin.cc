@@ -620,7 +620,7 @@ json Plugin::change_rules(const json& params) {
   for (const auto& j : add) {
     if (!j.is_object() || !j.contains("rule"))
       throw std::invalid_argument("change_rules: an added rule is {\"rule\": {...}, \"before\"?: {...}}: " + j.dump());
-    adds.push_back({matcher::rules_from_json(json::array({j["rule"]}))[0],
+    adds.push_back({matcher::rule_from_json(j["rule"]),
                     j.contains("before") && !j["before"].is_null() ? std::optional(ref_of(j["before"], "'before'")) : std::nullopt});
   }
   std::lock_guard lock(rules_mu_);
@@ -820,11 +820,11 @@ std::string Plugin::rule_add(const std::string& json_text, bool* ok) {
   try {
     const json j = json::parse(json_text);
     if (!j.is_object()) return "a rule is a JSON object: " + json_text;
-    const auto rules = matcher::rules_from_json(json::array({j}));
+    const matcher::Rule rule = matcher::rule_from_json(j);
     std::lock_guard lock(rules_mu_);
-    change_rules({}, matcher::at_tail(rules));
+    change_rules({}, {{rule, std::nullopt}});
     *ok = true;
-    return std::string("added ") + matcher::to_string(rules[0].kind) + ":" + std::to_string(rules[0].id);
+    return std::string("added ") + matcher::to_string(rule.kind) + ":" + std::to_string(rule.id);
   } catch (const json::parse_error& e) {
     return "not JSON: " + json_text + " (" + e.what() + ")";
   } catch (const std::exception& e) {

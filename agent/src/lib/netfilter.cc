@@ -334,16 +334,17 @@ struct NetFilter::Impl {
     return x;
   }
 
+  // The list kept here of a rule kind's rules (null: connection rules are not kept).
+  std::vector<FilterRule>* rules_of(const std::string& kind) {
+    return kind == "filter" ? &filter_rules : kind == "passthrough" ? &passthrough_rules : nullptr;
+  }
+
   void refresh_rules() {
     const json all = conn->call("list_rules", {{"instance", guid}});
-    std::vector<FilterRule> f, p;
-    for (const auto& r : all) {
-      const std::string kind = r.value("kind", std::string());
-      if (kind == "filter") f.push_back(filter_rule(r));
-      else if (kind == "passthrough") p.push_back(filter_rule(r));
-    }
-    filter_rules = std::move(f);
-    passthrough_rules = std::move(p);
+    filter_rules.clear();
+    passthrough_rules.clear();
+    for (const auto& r : all)
+      if (auto* list = rules_of(r.value("kind", std::string()))) list->push_back(filter_rule(r));
   }
 
   // An added rule goes last among its kind (it has the lowest priority, 0, and the highest
@@ -352,7 +353,7 @@ struct NetFilter::Impl {
   bool add_rule(const json& rule) {
     need_init();
     conn->call("add_rule", {{"instance", guid}, {"rule", rule}});
-    (rule.value("kind", std::string()) == "passthrough" ? passthrough_rules : filter_rules).push_back(filter_rule(rule));
+    rules_of(rule.value("kind", std::string()))->push_back(filter_rule(rule));  // filter or passthrough
     return true;
   }
 
@@ -369,9 +370,9 @@ struct NetFilter::Impl {
     }
     // The rules of this instance are known here: the deleted ones (or the one not found)
     // leave the list without listing every rule again.
-    const std::string kind = p.value("kind", std::string());
-    for (auto* list : {&filter_rules, &passthrough_rules}) {
-      if (!kind.empty() && kind != (list == &filter_rules ? "filter" : "passthrough")) continue;
+    for (const char* kind : {"filter", "passthrough"}) {
+      if (p.value("kind", std::string(kind)) != kind) continue;
+      auto* list = rules_of(kind);
       if (!p.contains("id")) list->clear();
       else std::erase_if(*list, [&](const FilterRule& r) { return r.rule_id == p["id"].get<uint32_t>(); });
     }
