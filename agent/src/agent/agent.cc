@@ -361,7 +361,7 @@ uint32_t Agent::internal_id(const std::string& instance, matcher::RuleKind kind,
   auto it = internal_ids_.find(key);
   if (it == internal_ids_.end()) {
     it = internal_ids_.emplace(key, next_internal_id_++).first;
-    origins_[it->second] = RuleOrigin{instance, kind, rule_id};
+    origins_[it->second] = RuleOrigin{instance, kind, rule_id, false};
   }
   return it->second;
 }
@@ -369,7 +369,7 @@ uint32_t Agent::internal_id(const std::string& instance, matcher::RuleKind kind,
 void Agent::retire_id(const std::tuple<std::string, int, uint32_t>& id) {
   auto it = internal_ids_.find(id);
   if (it == internal_ids_.end()) return;
-  retired_.insert(it->second);
+  origins_[it->second].retired = true;
   retired_order_.emplace_back(std::chrono::steady_clock::now(), it->second);
   internal_ids_.erase(it);
 }
@@ -380,7 +380,6 @@ void Agent::purge_retired() {
   const auto now = std::chrono::steady_clock::now();
   while (!retired_order_.empty() && now - retired_order_.front().first > std::chrono::minutes(10)) {
     origins_.erase(retired_order_.front().second);
-    retired_.erase(retired_order_.front().second);
     retired_order_.pop_front();
   }
 }
@@ -1439,7 +1438,7 @@ json Agent::statistics() {
   json rules = json::array();
   for (const auto& r : st["rules"]) {
     const auto o = origins_.find(r["id"].get<uint32_t>());
-    if (o == origins_.end() || retired_.count(o->first)) continue;  // a deleted rule's
+    if (o == origins_.end() || o->second.retired) continue;  // a deleted rule's
     rules.push_back({{"instance", o->second.instance}, {"kind", matcher::to_string(o->second.kind)},
                      {"id", o->second.rule_id}, {"hits", r["hits"]}});
   }

@@ -94,6 +94,7 @@ class Agent {
     std::string instance;
     matcher::RuleKind kind;
     uint32_t rule_id;
+    bool retired;  // the rule was deleted: kept for its late events only
   };
   void load_instances();  // instances_ from the Instance rows
   Instance instance(const std::string& guid) const;
@@ -139,7 +140,6 @@ class Agent {
   void push_rules();
   void push_rule_rows(const nlohmann::json& changed);  // the Rule table's part of an update
   void learn_row(const std::string& uuid);
-
   void forget_row(const std::string& uuid, bool retire);
   void retire_id(const std::tuple<std::string, int, uint32_t>& id);
   void send_rule_changes();
@@ -172,8 +172,8 @@ class Agent {
   // (instance, kind, id) of each rule that exists -> the plugin's id, never reused: a
   // deleted rule's id is retired, so a new rule with the same id starts with no hits.
   std::map<std::tuple<std::string, int, uint32_t>, uint32_t> internal_ids_;
-  std::set<uint32_t> retired_;  // deleted rules' ids, kept for late events
-  std::deque<std::pair<std::chrono::steady_clock::time_point, uint32_t>> retired_order_;  // oldest first
+  // Retired ids, oldest first: their origins_ go ten minutes after.
+  std::deque<std::pair<std::chrono::steady_clock::time_point, uint32_t>> retired_order_;
   uint32_t next_internal_id_ = 1;
   std::map<int32_t, std::string> announced_;  // adapter id -> key, as told to clients
   nlohmann::json last_config_pushed_;
