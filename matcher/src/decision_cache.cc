@@ -6,6 +6,8 @@
 #include <cstdlib>
 #include <new>
 
+#include "vpf/matcher/isa.h"
+
 namespace vpf::matcher::cache {
 
 using layout::Entry;
@@ -278,7 +280,26 @@ Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load) {
       p.enabled = true;
     }
   }
+  make_fast_plan(&p);
   return p;
+}
+
+void make_fast_plan(Plan* p) {
+  FastPlan f;
+  for (int i = 0; i < 4; ++i) {  // untagged IPv4: shape index = transport class
+    const Shape& sh = p->shape[i];
+    if (!p->enabled || !sh.enabled || sh.nwords > 2 || sh.raw_len || !sh.bounds.empty()) continue;
+    f.enabled = true;
+    f.ok[i] = 1;
+    f.end[i] = sh.end;
+    f.nwords[i] = sh.nwords;
+    f.uses_vm[i] = sh.uses_vm ? ~uint64_t(0) : 0;
+    for (int w = 0; w < sh.nwords; ++w) {
+      f.off[w][i] = sh.off[w];
+      f.mask[w][i] = sh.mask[w];
+    }
+  }
+  p->fast = f;
 }
 
 namespace {
@@ -312,6 +333,7 @@ DecisionCache::DecisionCache(uint32_t flows) {
   // A slot is read only after its signature matched in a bucket of the current
   // generation, so only the buckets need clearing.
   std::memset(static_cast<void*>(buckets_), 0, sizeof(Bucket) * buckets);
+  vector_keys_ = isa_supported(Isa::Avx512);
 }
 
 DecisionCache::~DecisionCache() {

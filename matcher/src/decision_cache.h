@@ -27,6 +27,10 @@
 //
 // The structure
 // =============
+// Keys are made eight packets at a time with AVX-512 where the CPU has it, for the
+// untagged IPv4 shapes whose key is at most two words with no size class (FastPlan; the
+// 5-tuple plan is one), and one packet at a time for the rest; both give the same key.
+//
 // Buckets of one cache line: the snapshot generation the bucket was filled
 // under and 8 signatures; the 8 ways' entries (64 bytes each: key and decision)
 // sit in a parallel array.  A batch is hashed and its buckets prefetched before
@@ -91,14 +95,26 @@ struct Shape {
   std::vector<uint32_t> bounds;  // sorted; class = number of bounds <= length
 };
 
+// The untagged IPv4 shapes (0..3) again, for the vector key path: what a shape needs
+// if its key is at most two words with no size class (the common 5-tuple plan).  A shape
+// that does not qualify (ok = 0) is keyed one packet at a time like the others.
+struct FastPlan {
+  bool enabled = false;  // some untagged IPv4 shape qualifies
+  uint64_t ok[4] = {}, end[4] = {}, nwords[4] = {}, uses_vm[4] = {};  // uses_vm: 0 or ~0
+  uint64_t off[2][4] = {}, mask[2][4] = {};                          // [word][shape]
+};
+
 struct Plan {
   bool enabled = false;  // false: every packet goes to the tables
   Shape shape[kShapes];
+  FastPlan fast;
   uint32_t shapes_enabled() const;  // bit i: shape i is cached
 };
 
 // Builds the plan of a snapshot from what the entries of each shape test.
 Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load);
+// Fills plan.fast from the plan's shapes (make_plan does).
+void make_fast_plan(Plan* plan);
 
 struct alignas(64) Bucket {
   uint64_t gen;         // 0: never filled
@@ -116,6 +132,24 @@ struct alignas(64) Slot {
 };
 static_assert(sizeof(Slot) == 64);
 
+inline constexpr uint64_t kHashMul[kWords + 1] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
+                                                 0xd6e8feb86659fd93ull, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull,
+                                                 0x94d049bb133111ebull};
+
+// The keys of a batch, one array per word (so that eight packets' words are one vector),
+// with what the probes need: each key's word count, bucket and signature.
+struct BatchKeys {
+  alignas(64) uint64_t w[kWords + 1][kMaxBatch];  // w[0]: header words
+  uint32_t bucket[kMaxBatch], sig[kMaxBatch];
+  uint8_t nwords[kMaxBatch];
+};
+
+// Keys the packets of the batch that the fast plan covers, eight at a time with AVX-512
+// (decision_cache_avx512.cc); returns them as a bit set.  Exactly the keys, buckets and
+// signatures that make_keys' one-packet path gives those packets.
+uint32_t fast_keys_avx512(const FastPlan& fp, const PacketRef* pkts, uint32_t n, uint32_t bucket_shift,
+                          BatchKeys& k);
+
 class DecisionCache {
  public:
   explicit DecisionCache(uint32_t flows);  // rounded up: buckets * kWays >= 2 * flows
@@ -132,20 +166,24 @@ class DecisionCache {
   uint32_t capacity() const { return nbuckets_ * kWays; }
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
 
+  // Fills the keys, buckets and signatures of the packets the plan caches and returns
+  // them as a bit set; `vector`: the packets the fast plan covers through
+  // fast_keys_avx512 (the CPU must have AVX-512), the others one at a time.
+  uint32_t make_keys(const Plan& plan, const PacketRef* pkts, uint32_t n, BatchKeys& k, bool vector) const;
+  bool vector_keys() const { return vector_keys_; }
+
  private:
-  // Writes the key (the header word and the shape's words) and returns the number of
-  // words after the header word; -1 if the packet has no shape the plan caches.
-  static int make_key(const Plan& plan, const PacketRef& p, uint64_t* key);
-  static uint64_t hash(const uint64_t* key, int nwords) {
-    static constexpr uint64_t kMul[kWords + 1] = {0x9e3779b97f4a7c15ull, 0xc2b2ae3d27d4eb4full, 0x165667b19e3779f9ull,
-                                                  0xd6e8feb86659fd93ull, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull,
-                                                  0x94d049bb133111ebull};
-    uint64_t h = key[0] * kMul[0];
-    for (int w = 1; w <= nwords; ++w) h += key[w] * kMul[w];
+  // Writes packet i's key (the header word and the shape's words) and returns the number
+  // of words after the header word; -1 if the packet has no shape the plan caches.
+  static int make_key(const Plan& plan, const PacketRef& p, BatchKeys& k, uint32_t i);
+  static uint64_t hash(const BatchKeys& k, uint32_t i, int nwords) {
+    uint64_t h = k.w[0][i] * kHashMul[0];
+    for (int w = 1; w <= nwords; ++w) h += k.w[w][i] * kHashMul[w];
     // Buckets come from the high bits; the high half folded into the low one makes the
     // signature (low bits) depend on every key bit, not only on the words' low halves.
     return h ^ (h >> 32);
   }
+  bool vector_keys_ = false;  // the CPU has AVX-512
 
   // A flood of new flows: after kColdBatches batches in a row without a hit, only one
   // batch in kColdBatches is looked up (and inserted); the others go straight to the
@@ -214,7 +252,7 @@ inline bool ipv6_ext_header(uint32_t nh) {
 // conditions are exactly those under which parse_frame() finds the shape whole, with no
 // error flag.
 __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& plan, const PacketRef& p,
-                                                                  uint64_t* key) {
+                                                                  BatchKeys& k, uint32_t i) {
   const uint8_t* d = p.data;
   const uint32_t len = p.len;
   if (len < 34) return -1;
@@ -259,14 +297,31 @@ __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& pl
   }
   const uint64_t vm = sh.uses_vm ? p.meta.vm : 0;
   if (p.meta.adapter >= (1u << 20) || vm >= (1u << 22)) return -1;
-  key[0] = uint64_t(p.meta.adapter) | uint64_t(p.meta.direction) << 20 | uint64_t(shape) << 22 | cls << 26 | vm << 42;
+  k.w[0][i] = uint64_t(p.meta.adapter) | uint64_t(p.meta.direction) << 20 | uint64_t(shape) << 22 | cls << 26 | vm << 42;
   const int nw = sh.nwords;
   for (int w = 0; w < nw; ++w) {
     uint64_t v;
     std::memcpy(&v, d + sh.off[w], 8);
-    key[w + 1] = v & sh.mask[w];
+    k.w[w + 1][i] = v & sh.mask[w];
   }
   return nw;
+}
+
+inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketRef* pkts, uint32_t n, BatchKeys& k,
+                                         bool vector) const {
+  const uint32_t fast = vector && plan.fast.enabled ? fast_keys_avx512(plan.fast, pkts, n, bucket_shift_, k) : 0;
+  uint32_t keyed = fast;
+  for (uint32_t i = 0; i < n; ++i) {
+    if (fast >> i & 1) continue;
+    const int nw = make_key(plan, pkts[i], k, i);
+    if (nw < 0) continue;
+    keyed |= 1u << i;
+    k.nwords[i] = uint8_t(nw);
+    const uint64_t h = hash(k, i, nw);
+    k.bucket[i] = uint32_t(h >> bucket_shift_);
+    k.sig[i] = uint32_t(h) | 1u;
+  }
+  return keyed;
 }
 
 // ---- the batch loop ----
@@ -280,20 +335,11 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
     bypassed.store(bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     return;
   }
-  alignas(64) uint64_t keys[kMaxBatch][kWords + 1];
-  uint32_t bucket[kMaxBatch], sig[kMaxBatch];
-  uint8_t nwords[kMaxBatch];
-  uint32_t cacheable = 0;  // bit i: packet i has a key
-  for (uint32_t i = 0; i < n; ++i) {
-    const int nw = make_key(plan, pkts[i], keys[i]);
-    if (nw < 0) continue;
-    cacheable |= 1u << i;
-    nwords[i] = uint8_t(nw);
-    const uint64_t h = hash(keys[i], nwords[i]);
-    bucket[i] = uint32_t(h >> bucket_shift_);
-    sig[i] = uint32_t(h) | 1u;
-    __builtin_prefetch(&buckets_[bucket[i]]);
-  }
+  BatchKeys keys;
+  const uint32_t cacheable = make_keys(plan, pkts, n, keys, vector_keys_);  // bit i: packet i has a key
+  const uint32_t* const bucket = keys.bucket;
+  const uint32_t* const sig = keys.sig;
+  for (uint32_t m = cacheable; m; m &= m - 1) __builtin_prefetch(&buckets_[bucket[std::countr_zero(m)]]);
   // Which way's signature matches, once the bucket is in cache; prefetch that
   // slot.
   int8_t way[kMaxBatch];
@@ -316,8 +362,8 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
   for (uint32_t i = 0; i < n; ++i) {
     if (way[i] >= 0) {
       const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
-      uint64_t diff = s.key[0] ^ keys[i][0];  // the header word holds the shape, hence nwords
-      for (int k = 1; k <= nwords[i]; ++k) diff |= s.key[k] ^ keys[i][k];
+      uint64_t diff = s.key[0] ^ keys.w[0][i];  // the header word holds the shape, hence nwords
+      for (int k = 1; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
       if (!diff) {
         out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
         ++nhit;
@@ -349,7 +395,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
         if (b.sig[w] == 0) way = w;
       if (way < 0) way = int(b.next++ % kWays);
       Slot& s = slots_[size_t(bucket[i]) * kWays + way];
-      std::memcpy(s.key, keys[i], sizeof s.key);
+      for (int k = 0; k <= keys.nwords[i]; ++k) s.key[k] = keys.w[k][i];
       s.rule_id = out[i].rule_id;
       s.kind = uint8_t(out[i].kind);
       s.action = uint8_t(out[i].action);

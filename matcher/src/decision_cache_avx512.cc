@@ -1,0 +1,132 @@
+// The decision cache's vector key path (see decision_cache.h): eight packets at a time,
+// the untagged IPv4 shapes whose key is at most two words with no size class.  The same
+// tests as DecisionCache::make_key, lane by lane: a packet that fails any of them is left
+// to the one-packet path, which keys it or sends it to the tables.  Built with the AVX-512
+// flags; called only where the CPU has them.
+//
+// Measured choices (docs/benchmarks.md): the header words are loaded one packet at a time
+// and put into their lanes in registers (a vector load of words just stored by scalar
+// stores waits for them to drain; gathering them is slower on this AMD core); the key
+// words, whose offsets depend on the shape found, are gathered.
+#include <immintrin.h>
+
+#include <cstddef>
+#include <cstring>
+
+#include "decision_cache.h"
+
+// GCC 12's shift and permute intrinsics are built on _mm512_undefined_epi32(); the value
+// is fully overwritten.
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+
+namespace vpf::matcher::cache {
+
+namespace {
+
+__m512i set1(uint64_t v) { return _mm512_set1_epi64(int64_t(v)); }
+// Lanes 0..3 of a per-shape table; vpermq picks by shape.
+__m512i table(const uint64_t* t) { return _mm512_maskz_loadu_epi64(0x0f, t); }
+
+}  // namespace
+
+uint32_t fast_keys_avx512(const FastPlan& fp, const PacketRef* pkts, uint32_t n, uint32_t bucket_shift,
+                          BatchKeys& k) {
+  static_assert(sizeof(PacketRef) == 24 && offsetof(PacketRef, len) == 8 && offsetof(PacketRef, meta) == 12);
+  static_assert(offsetof(PacketMeta, direction) == 4 && offsetof(PacketMeta, vm) == 8 && sizeof(Direction) == 1);
+  const __m512i t_ok = table(fp.ok), t_end = table(fp.end), t_nw = table(fp.nwords), t_vm = table(fp.uses_vm);
+  const __m512i t_off0 = table(fp.off[0]), t_off1 = table(fp.off[1]);
+  const __m512i t_mask0 = table(fp.mask[0]), t_mask1 = table(fp.mask[1]);
+  const __m512i lo32 = set1(0xffffffffu), zero = _mm512_setzero_si512();
+  // A PacketRef is three words; word f of refs 0..7 is word 3k + f of the 24 loaded: those
+  // below 16 come from the first two registers, the rest from the third.
+  const __m512i first[3] = {_mm512_setr_epi64(0, 3, 6, 9, 12, 15, 0, 0), _mm512_setr_epi64(1, 4, 7, 10, 13, 0, 0, 0),
+                            _mm512_setr_epi64(2, 5, 8, 11, 14, 0, 0, 0)};
+  const __m512i second[3] = {_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 10, 13), _mm512_setr_epi64(0, 1, 2, 3, 4, 8, 11, 14),
+                             _mm512_setr_epi64(0, 1, 2, 3, 4, 9, 12, 15)};
+  uint32_t done = 0;
+  for (uint32_t base = 0; base < n; base += 8) {
+    const uint32_t cnt = n - base >= 8 ? 8 : n - base;
+    const __mmask8 live = __mmask8((1u << cnt) - 1);
+    const auto* q = reinterpret_cast<const int64_t*>(pkts + base);
+    const uint32_t words = 3 * cnt;  // never read past the last PacketRef
+    const __m512i r0 = _mm512_maskz_loadu_epi64(__mmask8(words >= 8 ? 0xff : (1u << words) - 1), q);
+    const __m512i r1 = _mm512_maskz_loadu_epi64(__mmask8(words >= 16 ? 0xff : words > 8 ? (1u << (words - 8)) - 1 : 0), q + 8);
+    const __m512i r2 = _mm512_maskz_loadu_epi64(__mmask8(words >= 24 ? 0xff : words > 16 ? (1u << (words - 16)) - 1 : 0), q + 16);
+    auto field = [&](int f) {  // word f of refs 0..7
+      return _mm512_permutex2var_epi64(_mm512_permutex2var_epi64(r0, first[f], r1), second[f], r2);
+    };
+    const __m512i ptr = field(0), w8 = field(1), w16 = field(2);
+    // The header words, one packet at a time (scalar loads: AMD's gathers are slower).
+    // Built in registers (lane by lane), not through memory: a vector load of what scalar
+    // stores have just written waits for them to drain.
+    __m512i w12 = zero, w20 = zero;
+    for (uint32_t j = 0; j < cnt; ++j) {
+      const PacketRef& p = pkts[base + j];
+      if (p.len < 34) continue;
+      uint64_t a, b;
+      std::memcpy(&a, p.data + 12, 8);
+      std::memcpy(&b, p.data + 20, 8);
+      w12 = _mm512_mask_set1_epi64(w12, __mmask8(1u << j), int64_t(a));
+      w20 = _mm512_mask_set1_epi64(w20, __mmask8(1u << j), int64_t(b));
+    }
+    const __m512i len = _mm512_and_si512(w8, lo32);
+    __mmask8 m = _mm512_mask_cmpge_epu64_mask(live, len, set1(34));
+    // Ethertype 0x0800 and the IPv4 version/IHL byte 0x45: bytes 12..14.
+    m = _mm512_mask_cmpeq_epi64_mask(m, _mm512_and_si512(w12, set1(0xffffff)), set1(0x450008));
+    // Not a fragment (bytes 20..21 & 0x3fff) and the protocol (byte 23).
+    m = _mm512_mask_testn_epi64_mask(m, w20, set1(0xff3f));
+    const __m512i proto = _mm512_and_si512(_mm512_srli_epi64(w20, 24), set1(0xff));
+    const __mmask8 tcp = _mm512_cmpeq_epi64_mask(proto, set1(6));
+    const __mmask8 udp = _mm512_cmpeq_epi64_mask(proto, set1(17)) | _mm512_cmpeq_epi64_mask(proto, set1(136));
+    const __mmask8 sctp = _mm512_cmpeq_epi64_mask(proto, set1(132));
+    const __mmask8 icmp = _mm512_cmpeq_epi64_mask(proto, set1(1)) | _mm512_cmpeq_epi64_mask(proto, set1(58));
+    __m512i shape = set1(kOther), need = zero;  // as l4_class()
+    shape = _mm512_mask_mov_epi64(shape, tcp, set1(kTcp));
+    need = _mm512_mask_mov_epi64(need, tcp, set1(20));
+    shape = _mm512_mask_mov_epi64(shape, udp | sctp, set1(kPorts));
+    need = _mm512_mask_mov_epi64(need, udp, set1(8));
+    need = _mm512_mask_mov_epi64(need, sctp, set1(12));
+    shape = _mm512_mask_mov_epi64(shape, icmp, set1(kIcmp));
+    need = _mm512_mask_mov_epi64(need, icmp, set1(8));
+    // The IP total length (big-endian bytes 16..17): tot - 20 >= need and tot <= len - 14.
+    const __m512i tot = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi64(w12, 24), set1(0xff00)),
+                                        _mm512_and_si512(_mm512_srli_epi64(w12, 40), set1(0xff)));
+    m = _mm512_mask_cmpge_epu64_mask(m, tot, _mm512_add_epi64(need, set1(20)));
+    m = _mm512_mask_cmple_epu64_mask(m, tot, _mm512_sub_epi64(len, set1(14)));
+    // The shape's plan.
+    m = _mm512_mask_test_epi64_mask(m, _mm512_permutexvar_epi64(shape, t_ok), _mm512_permutexvar_epi64(shape, t_ok));
+    m = _mm512_mask_cmpge_epu64_mask(m, len, _mm512_permutexvar_epi64(shape, t_end));
+    const __m512i adapter = _mm512_srli_epi64(w8, 32);
+    const __m512i vm = _mm512_and_si512(_mm512_srli_epi64(w16, 32), _mm512_permutexvar_epi64(shape, t_vm));
+    m = _mm512_mask_cmplt_epu64_mask(m, adapter, set1(1u << 20));
+    m = _mm512_mask_cmplt_epu64_mask(m, vm, set1(1u << 22));
+    if (!m) continue;
+    const __m512i dir = _mm512_and_si512(w16, set1(0xff));
+    const __m512i key0 = _mm512_or_si512(
+        _mm512_or_si512(adapter, _mm512_slli_epi64(dir, 20)),
+        _mm512_or_si512(_mm512_slli_epi64(shape, 22), _mm512_slli_epi64(vm, 42)));
+    // The key words at the shape's offsets (within the frame: len >= the shape's end).
+    __m512i k1 = _mm512_mask_i64gather_epi64(zero, m, _mm512_add_epi64(ptr, _mm512_permutexvar_epi64(shape, t_off0)),
+                                             nullptr, 1);
+    __m512i k2 = _mm512_mask_i64gather_epi64(zero, m, _mm512_add_epi64(ptr, _mm512_permutexvar_epi64(shape, t_off1)),
+                                             nullptr, 1);
+    k1 = _mm512_and_si512(k1, _mm512_permutexvar_epi64(shape, t_mask0));
+    k2 = _mm512_and_si512(k2, _mm512_permutexvar_epi64(shape, t_mask1));
+    __m512i h = _mm512_add_epi64(_mm512_mullo_epi64(key0, set1(kHashMul[0])),
+                                 _mm512_add_epi64(_mm512_mullo_epi64(k1, set1(kHashMul[1])),
+                                                  _mm512_mullo_epi64(k2, set1(kHashMul[2]))));
+    h = _mm512_xor_si512(h, _mm512_srli_epi64(h, 32));
+    const __m512i bucket = _mm512_srl_epi64(h, _mm_cvtsi32_si128(int(bucket_shift)));
+    const __m512i sig = _mm512_or_si512(_mm512_and_si512(h, lo32), set1(1));
+    _mm512_mask_storeu_epi64(&k.w[0][base], m, key0);
+    _mm512_mask_storeu_epi64(&k.w[1][base], m, k1);
+    _mm512_mask_storeu_epi64(&k.w[2][base], m, k2);
+    _mm512_mask_cvtepi64_storeu_epi32(&k.bucket[base], m, bucket);
+    _mm512_mask_cvtepi64_storeu_epi32(&k.sig[base], m, sig);
+    _mm512_mask_cvtepi64_storeu_epi8(&k.nwords[base], m, _mm512_permutexvar_epi64(shape, t_nw));
+    done |= uint32_t(m) << base;
+  }
+  return done;
+}
+
+}  // namespace vpf::matcher::cache
