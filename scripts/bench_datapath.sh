@@ -113,8 +113,8 @@ profile() {
   awk -v ns="$(echo "1000 / ${mpps[plugin_1k_rules_simple]}" | bc -l)" '
     { p = $1; sub("%", "", p) }
     /run_hook|Plugin::hook|host_packet|Plugin::classify|thread_slot/ { hook += p; next }
-    /DecisionCache|make_key/ { lookup += p; next }
-    /classify_avx|classify_sse|classify_scalar|classify_tables|parse_frame|parse_l4|parse_ipv|classify_in/ { cls += p }
+    /DecisionCache|make_key|fast_keys/ { lookup += p; next }
+    /classify_avx|classify_sse|classify_scalar|classify_tables|parse_frame|parse_l4|parse_ipv|classify_in|classify_batch/ { cls += p }
     END { printf "  per packet (of %.1f ns): hook %.2f ns, cache lookup %.2f ns, classifier on miss %.2f ns\n",
                  ns, hook * ns / 100, lookup * ns / 100, cls * ns / 100 }' "$run/pmd.txt"
 }

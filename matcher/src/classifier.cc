@@ -704,24 +704,51 @@ struct Classifier::Impl {
     }
   }
 
+  // Any packets, in batches of kMaxBatch.
   void classify_in(int slot, cache::DecisionCache* dc, const PacketRef* pkts, uint32_t n, Decision* out) {
+    const uint8_t* data[kMaxBatch];
+    uint32_t len[kMaxBatch];
+    PacketMeta metas[kMaxBatch];
+    for (uint32_t done = 0; done < n; done += kMaxBatch) {
+      const uint32_t m = n - done < kMaxBatch ? n - done : kMaxBatch;
+      const PacketMeta& first = pkts[done].meta;
+      bool one_meta = true;
+      for (uint32_t i = 0; i < m; ++i) {
+        const PacketRef& p = pkts[done + i];
+        data[i] = p.data;
+        len[i] = p.len;
+        metas[i] = p.meta;
+        one_meta = one_meta && p.meta.adapter == first.adapter && p.meta.direction == first.direction &&
+                   p.meta.vm == first.vm;
+      }
+      classify_batch(slot, dc, PacketBatch{data, len, m, first, one_meta ? nullptr : metas}, out + done);
+    }
+  }
+
+  uint32_t classify_batch(int slot, cache::DecisionCache* dc, const PacketBatch& b, Decision* out) {
     epoch.enter(slot);
     const Snapshot* s = current.load(std::memory_order_seq_cst);
+    uint32_t matched = 0;
     if (s->view.ntables == 0 && s->direct.empty()) {
-      std::fill(out, out + n, Decision{});  // no rules: nothing to parse, hash or look up
-    } else if (!s->direct.empty()) {
-      classify_direct(s, pkts, n, out);  // a few programs run directly: nothing to cache
-      if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    } else if (dc) {
-      for (uint32_t done = 0; done < n; done += kMaxBatch) {
-        const uint32_t m = n - done < kMaxBatch ? n - done : kMaxBatch;
-        dc->classify(s->cache_plan, s->gen, pkts + done, m, out + done,
-                     [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
-      }
+      std::fill(out, out + b.n, Decision{});  // no rules: nothing to parse, hash or look up
     } else {
-      classify_tables(s, pkts, n, out);
+      if (dc && s->direct.empty()) {
+        dc->classify(s->cache_plan, s->gen, b, out,
+                     [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
+      } else {
+        PacketRef refs[kMaxBatch];
+        for (uint32_t i = 0; i < b.n; ++i) refs[i] = b.ref(i);
+        if (!s->direct.empty()) {
+          classify_direct(s, refs, b.n, out);  // a few programs run directly: nothing to cache
+          if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + b.n, std::memory_order_relaxed);
+        } else {
+          classify_tables(s, refs, b.n, out);
+        }
+      }
+      for (uint32_t i = 0; i < b.n; ++i) matched |= uint32_t(out[i].matched()) << i;
     }
     epoch.leave(slot);
+    return matched;
   }
 
   static void classify_tables(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
@@ -902,6 +929,10 @@ Classifier::Reader::~Reader() {
 
 void Classifier::Reader::classify(const PacketRef* pkts, uint32_t n, Decision* out) {
   c_->impl_->classify_in(slot_, cache_.get(), pkts, n, out);
+}
+
+uint32_t Classifier::Reader::classify(const PacketBatch& batch, Decision* out) {
+  return c_->impl_->classify_batch(slot_, cache_.get(), batch, out);
 }
 
 void Classifier::classify(const PacketRef* pkts, uint32_t n, Decision* out) {

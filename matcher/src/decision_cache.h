@@ -144,11 +144,11 @@ struct BatchKeys {
   uint8_t nwords[kMaxBatch];
 };
 
-// Keys the packets of the batch that the fast plan covers, eight at a time with AVX-512
+// Keys the packets of the batch (one metadata for all) that the fast plan covers, eight
+// at a time with AVX-512
 // (decision_cache_avx512.cc); returns them as a bit set.  Exactly the keys, buckets and
 // signatures that make_keys' one-packet path gives those packets.
-uint32_t fast_keys_avx512(const FastPlan& fp, const PacketRef* pkts, uint32_t n, uint32_t bucket_shift,
-                          BatchKeys& k);
+uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t bucket_shift, BatchKeys& k);
 
 class DecisionCache {
  public:
@@ -157,11 +157,11 @@ class DecisionCache {
   DecisionCache(const DecisionCache&) = delete;
   DecisionCache& operator=(const DecisionCache&) = delete;
 
-  // Classifies n <= kMaxBatch packets: hits from the cache, the rest through
+  // Classifies a batch: hits from the cache, the rest through
   // `classify_misses(refs, m, out)`, which must classify with the snapshot the
   // plan and `gen` belong to.
   template <class Fn>
-  void classify(const Plan& plan, uint64_t gen, const PacketRef* pkts, uint32_t n, Decision* out, Fn&& classify_misses);
+  void classify(const Plan& plan, uint64_t gen, const PacketBatch& b, Decision* out, Fn&& classify_misses);
 
   uint32_t capacity() const { return nbuckets_ * kWays; }
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
@@ -169,7 +169,7 @@ class DecisionCache {
   // Fills the keys, buckets and signatures of the packets the plan caches and returns
   // them as a bit set; `vector`: the packets the fast plan covers through
   // fast_keys_avx512 (the CPU must have AVX-512), the others one at a time.
-  uint32_t make_keys(const Plan& plan, const PacketRef* pkts, uint32_t n, BatchKeys& k, bool vector) const;
+  uint32_t make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const;
   bool vector_keys() const { return vector_keys_; }
 
  private:
@@ -307,13 +307,12 @@ __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& pl
   return nw;
 }
 
-inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketRef* pkts, uint32_t n, BatchKeys& k,
-                                         bool vector) const {
-  const uint32_t fast = vector && plan.fast.enabled ? fast_keys_avx512(plan.fast, pkts, n, bucket_shift_, k) : 0;
+inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const {
+  const uint32_t fast = vector && plan.fast.enabled && !b.metas ? fast_keys_avx512(plan.fast, b, bucket_shift_, k) : 0;
   uint32_t keyed = fast;
-  for (uint32_t i = 0; i < n; ++i) {
+  for (uint32_t i = 0; i < b.n; ++i) {
     if (fast >> i & 1) continue;
-    const int nw = make_key(plan, pkts[i], k, i);
+    const int nw = make_key(plan, b.ref(i), k, i);
     if (nw < 0) continue;
     keyed |= 1u << i;
     k.nwords[i] = uint8_t(nw);
@@ -327,16 +326,19 @@ inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketRef* pkts
 // ---- the batch loop ----
 
 template <class Fn>
-void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pkts, uint32_t n, Decision* out,
+void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& b, Decision* out,
                              Fn&& classify_misses) {
+  const uint32_t n = b.n;
   if (!plan.enabled || skip_) {
     skip_ -= skip_ > 0;
-    classify_misses(pkts, n, out);
+    PacketRef refs[kMaxBatch];
+    for (uint32_t i = 0; i < n; ++i) refs[i] = b.ref(i);
+    classify_misses(refs, n, out);
     bypassed.store(bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     return;
   }
   BatchKeys keys;
-  const uint32_t cacheable = make_keys(plan, pkts, n, keys, vector_keys_);  // bit i: packet i has a key
+  const uint32_t cacheable = make_keys(plan, b, keys, vector_keys_);  // bit i: packet i has a key
   const uint32_t* const bucket = keys.bucket;
   const uint32_t* const sig = keys.sig;
   for (uint32_t m = cacheable; m; m &= m - 1) __builtin_prefetch(&buckets_[bucket[std::countr_zero(m)]]);
@@ -375,7 +377,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketRef* pk
   if (nmiss) {
     PacketRef miss_refs[kMaxBatch];
     Decision miss_out[kMaxBatch];
-    for (uint32_t m = 0; m < nmiss; ++m) miss_refs[m] = pkts[miss_idx[m]];
+    for (uint32_t m = 0; m < nmiss; ++m) miss_refs[m] = b.ref(miss_idx[m]);
     classify_misses(miss_refs, nmiss, miss_out);
     for (uint32_t m = 0; m < nmiss; ++m) {
       const uint32_t i = miss_idx[m];

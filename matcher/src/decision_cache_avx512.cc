@@ -29,47 +29,31 @@ __m512i table(const uint64_t* t) { return _mm512_maskz_loadu_epi64(0x0f, t); }
 
 }  // namespace
 
-uint32_t fast_keys_avx512(const FastPlan& fp, const PacketRef* pkts, uint32_t n, uint32_t bucket_shift,
-                          BatchKeys& k) {
-  static_assert(sizeof(PacketRef) == 24 && offsetof(PacketRef, len) == 8 && offsetof(PacketRef, meta) == 12);
-  static_assert(offsetof(PacketMeta, direction) == 4 && offsetof(PacketMeta, vm) == 8 && sizeof(Direction) == 1);
+uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t bucket_shift, BatchKeys& k) {
   const __m512i t_ok = table(fp.ok), t_end = table(fp.end), t_nw = table(fp.nwords), t_vm = table(fp.uses_vm);
   const __m512i t_off0 = table(fp.off[0]), t_off1 = table(fp.off[1]);
   const __m512i t_mask0 = table(fp.mask[0]), t_mask1 = table(fp.mask[1]);
   const __m512i lo32 = set1(0xffffffffu), zero = _mm512_setzero_si512();
-  // A PacketRef is three words; word f of refs 0..7 is word 3k + f of the 24 loaded: those
-  // below 16 come from the first two registers, the rest from the third.
-  const __m512i first[3] = {_mm512_setr_epi64(0, 3, 6, 9, 12, 15, 0, 0), _mm512_setr_epi64(1, 4, 7, 10, 13, 0, 0, 0),
-                            _mm512_setr_epi64(2, 5, 8, 11, 14, 0, 0, 0)};
-  const __m512i second[3] = {_mm512_setr_epi64(0, 1, 2, 3, 4, 5, 10, 13), _mm512_setr_epi64(0, 1, 2, 3, 4, 8, 11, 14),
-                             _mm512_setr_epi64(0, 1, 2, 3, 4, 9, 12, 15)};
+  const __m512i adapter = set1(b.meta.adapter), dir = set1(uint64_t(b.meta.direction)), vm_all = set1(b.meta.vm);
   uint32_t done = 0;
-  for (uint32_t base = 0; base < n; base += 8) {
-    const uint32_t cnt = n - base >= 8 ? 8 : n - base;
+  for (uint32_t base = 0; base < b.n; base += 8) {
+    const uint32_t cnt = b.n - base >= 8 ? 8 : b.n - base;
     const __mmask8 live = __mmask8((1u << cnt) - 1);
-    const auto* q = reinterpret_cast<const int64_t*>(pkts + base);
-    const uint32_t words = 3 * cnt;  // never read past the last PacketRef
-    const __m512i r0 = _mm512_maskz_loadu_epi64(__mmask8(words >= 8 ? 0xff : (1u << words) - 1), q);
-    const __m512i r1 = _mm512_maskz_loadu_epi64(__mmask8(words >= 16 ? 0xff : words > 8 ? (1u << (words - 8)) - 1 : 0), q + 8);
-    const __m512i r2 = _mm512_maskz_loadu_epi64(__mmask8(words >= 24 ? 0xff : words > 16 ? (1u << (words - 16)) - 1 : 0), q + 16);
-    auto field = [&](int f) {  // word f of refs 0..7
-      return _mm512_permutex2var_epi64(_mm512_permutex2var_epi64(r0, first[f], r1), second[f], r2);
-    };
-    const __m512i ptr = field(0), w8 = field(1), w16 = field(2);
-    // The header words, one packet at a time (scalar loads: AMD's gathers are slower).
-    // Built in registers (lane by lane), not through memory: a vector load of what scalar
+    const __m512i ptr = _mm512_maskz_loadu_epi64(live, b.data + base);
+    const __m512i len = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(live, b.len + base));
+    // The header words, one packet at a time (scalar loads: AMD's gathers are slower),
+    // put into their lanes in registers, not through memory: a vector load of what scalar
     // stores have just written waits for them to drain.
     __m512i w12 = zero, w20 = zero;
     for (uint32_t j = 0; j < cnt; ++j) {
-      const PacketRef& p = pkts[base + j];
-      if (p.len < 34) continue;
-      uint64_t a, b;
-      std::memcpy(&a, p.data + 12, 8);
-      std::memcpy(&b, p.data + 20, 8);
-      w12 = _mm512_mask_set1_epi64(w12, __mmask8(1u << j), int64_t(a));
-      w20 = _mm512_mask_set1_epi64(w20, __mmask8(1u << j), int64_t(b));
+      if (b.len[base + j] < 34) continue;
+      const uint8_t* d = b.data[base + j];
+      uint64_t x, y;
+      std::memcpy(&x, d + 12, 8);
+      std::memcpy(&y, d + 20, 8);
+      w12 = _mm512_mask_set1_epi64(w12, __mmask8(1u << j), int64_t(x));
+      w20 = _mm512_mask_set1_epi64(w20, __mmask8(1u << j), int64_t(y));
     }
-    const __m512i len = _mm512_and_si512(w8, lo32);
     __mmask8 m = _mm512_mask_cmpge_epu64_mask(live, len, set1(34));
     // Ethertype 0x0800 and the IPv4 version/IHL byte 0x45: bytes 12..14.
     m = _mm512_mask_cmpeq_epi64_mask(m, _mm512_and_si512(w12, set1(0xffffff)), set1(0x450008));
@@ -96,12 +80,10 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketRef* pkts, uint32_t n,
     // The shape's plan.
     m = _mm512_mask_test_epi64_mask(m, _mm512_permutexvar_epi64(shape, t_ok), _mm512_permutexvar_epi64(shape, t_ok));
     m = _mm512_mask_cmpge_epu64_mask(m, len, _mm512_permutexvar_epi64(shape, t_end));
-    const __m512i adapter = _mm512_srli_epi64(w8, 32);
-    const __m512i vm = _mm512_and_si512(_mm512_srli_epi64(w16, 32), _mm512_permutexvar_epi64(shape, t_vm));
+    const __m512i vm = _mm512_and_si512(vm_all, _mm512_permutexvar_epi64(shape, t_vm));
     m = _mm512_mask_cmplt_epu64_mask(m, adapter, set1(1u << 20));
     m = _mm512_mask_cmplt_epu64_mask(m, vm, set1(1u << 22));
     if (!m) continue;
-    const __m512i dir = _mm512_and_si512(w16, set1(0xff));
     const __m512i key0 = _mm512_or_si512(
         _mm512_or_si512(adapter, _mm512_slli_epi64(dir, 20)),
         _mm512_or_si512(_mm512_slli_epi64(shape, 22), _mm512_slli_epi64(vm, 42)));

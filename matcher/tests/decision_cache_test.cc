@@ -98,6 +98,10 @@ Rule drop_rule(uint32_t id, const char* bpf, uint8_t protocol) {
   return r;
 }
 
+bool same_meta(const PacketMeta& a, const PacketMeta& b) {
+  return a.adapter == b.adapter && a.direction == b.direction && a.vm == b.vm;
+}
+
 }  // namespace
 
 TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
@@ -155,10 +159,19 @@ TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
     // the cache answers) and some random frames.
     const uint32_t window = uint32_t(rng() % (nflow - 64));
     for (int b = 0; b < 8; ++b) {
+      // Half of the batches as a switch port gives them (one adapter, direction and VM:
+      // the cache's vector key path), the others mixed.
+      const bool one_port = b % 2 == 0;
       std::vector<uint32_t> pick;
-      const uint32_t n = uint32_t(rng() % 33);
-      for (uint32_t i = 0; i < n; ++i)
-        pick.push_back(rng() % 4 ? window + uint32_t(rng() % 64) : uint32_t(nflow + rng() % (pkts.size() - nflow)));
+      for (uint32_t i = 0, k = uint32_t(rng() % 33); i < k; ++i) {
+        uint32_t p = 0;
+        for (int tries = 0; tries < 40; ++tries) {
+          p = rng() % 4 ? window + uint32_t(rng() % 64) : uint32_t(nflow + rng() % (pkts.size() - nflow));
+          if (!one_port || same_meta(pkts[p].meta, pkts[window].meta)) break;
+        }
+        if (!one_port || same_meta(pkts[p].meta, pkts[window].meta)) pick.push_back(p);
+      }
+      const uint32_t n = uint32_t(pick.size());
       const auto refs = refs_of(pkts, pick);
       Decision want[kMaxBatch], got[kMaxBatch];
       plain.classify(refs.data(), n, want);

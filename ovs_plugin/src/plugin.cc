@@ -156,14 +156,11 @@ matcher::Classifier::CacheStats Plugin::cache_stats() const {
   }
   return sum;
 }
-void Plugin::classify(int slot, const PacketRef* refs, uint32_t n, Decision* out) {
-  if (slot < kMaxThreads) {
-    readers_[size_t(slot)]->classify(refs, n, out);
-    return;
-  }
+uint32_t Plugin::classify(int slot, const matcher::PacketBatch& batch, Decision* out) {
+  if (slot < kMaxThreads) return readers_[size_t(slot)]->classify(batch, out);
   std::lock_guard lock(overflow_mu_);
   if (!readers_[kMaxThreads]) open_reader(kMaxThreads);
-  readers_[kMaxThreads]->classify(refs, n, out);
+  return readers_[kMaxThreads]->classify(batch, out);
 }
 
 RuleHits& Plugin::hits(int slot) {
@@ -208,30 +205,27 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   const int32_t adapter = port->adapter.load(std::memory_order_relaxed);
   if (adapter < 0 || b->count == 0) return;
   const uint32_t n = b->count < matcher::kMaxBatch ? b->count : matcher::kMaxBatch;
-  Uninit<PacketRef, matcher::kMaxBatch> refs_buf;
   Uninit<Decision, matcher::kMaxBatch> out_buf;
-  PacketRef* const refs = refs_buf.v;
   Decision* const out = out_buf.v;
   const matcher::PacketMeta meta{uint32_t(adapter), dir, port->vm.load(std::memory_order_relaxed)};
   uint64_t bytes = 0, fpackets = 0, fbytes = 0, dropped = 0, dropped_bytes = 0, events = 0, lost = 0;
   bool captured = false;
-  if (b->version >= 2) {  // the switch gave the bytes and lengths: no call per packet
+  // The switch's arrays as they are (ABI 2: its bytes and lengths); ABI 1 asks per packet.
+  Uninit<const uint8_t*, matcher::kMaxBatch> data_buf;
+  Uninit<uint32_t, matcher::kMaxBatch> len_buf;
+  const uint8_t* const* data = b->data;
+  const uint32_t* len = b->len;
+  if (b->version < 2) {
     for (uint32_t i = 0; i < n; ++i) {
-      refs[i].data = b->data[i];
-      refs[i].len = b->len[i];
-      refs[i].meta = meta;
-      bytes += refs[i].len;
+      data_buf.v[i] = host_->packet_data(b->packets[i]);
+      len_buf.v[i] = host_->packet_size(b->packets[i]);
     }
-  } else {
-    for (uint32_t i = 0; i < n; ++i) {
-      refs[i].data = host_->packet_data(b->packets[i]);
-      refs[i].len = host_->packet_size(b->packets[i]);
-      refs[i].meta = meta;
-      bytes += refs[i].len;
-    }
+    data = data_buf.v;
+    len = len_buf.v;
   }
+  for (uint32_t i = 0; i < n; ++i) bytes += len[i];
   const int slot = thread_slot();
-  classify(slot, refs, n, out);
+  const uint32_t matched = classify(slot, matcher::PacketBatch{data, len, n, meta}, out);
 
   const bool closed = policy_.load(std::memory_order_relaxed) == Policy::FailClosed;
   const bool stat_mode = mode_.load(std::memory_order_relaxed) == Mode::Stat;
@@ -260,13 +254,13 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   const uint32_t snaplen = snap ? snap : kDefaultSnaplen;
   RuleHits& rh = hits(slot);
 
-  for (uint32_t i = 0; i < n; ++i) {
+  for (uint32_t m = matched; m; m &= m - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(m));
     const Decision& d = out[i];
-    if (!d.matched()) continue;
     rh.add(RuleHits::key(d.kind, d.rule_id), 1);
     if (d.kind != RuleKind::Passthrough) {
       ++fpackets;
-      fbytes += refs[i].len;
+      fbytes += len[i];
     }
     bool drop = false;
     if (d.action == Action::Drop) {
@@ -283,21 +277,21 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
         e.direction = uint8_t(dir);
         e.rule_kind = uint8_t(d.kind);
         e.rule_id = d.rule_id;
-        e.orig_len = refs[i].len;
+        e.orig_len = len[i];
         e.timestamp_ns = now_real;
         if (d.action == Action::Notify) {
-          e.cap_len = refs[i].len < snaplen ? refs[i].len : snaplen;
-          if (ring->ring.push(channel::kNotify, &e, sizeof e, refs[i].data, e.cap_len)) ++events;
+          e.cap_len = len[i] < snaplen ? len[i] : snaplen;
+          if (ring->ring.push(channel::kNotify, &e, sizeof e, data[i], e.cap_len)) ++events;
           else ++lost;  // the copy is lost; the packet passes
         } else {
-          e.cap_len = refs[i].len;
+          e.cap_len = len[i];
           e.deadline_ns = deadline;
-          HoldSlot* hs = ring->holds->hold(b->packets[i], port, dir, refs[i].len, deadline, &e.capture_id);
+          HoldSlot* hs = ring->holds->hold(b->packets[i], port, dir, len[i], deadline, &e.capture_id);
           if (!hs) {
             cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
             ++lost;
             drop = closed;
-          } else if (ring->ring.push(channel::kCapture, &e, sizeof e, refs[i].data, e.cap_len)) {
+          } else if (ring->ring.push(channel::kCapture, &e, sizeof e, data[i], e.cap_len)) {
             b->verdicts[i] = OVS_PACKET_TAKEN;
             ++events;
             captured = true;
@@ -316,7 +310,7 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
     if (drop) {
       b->verdicts[i] = OVS_PACKET_DROP;
       ++dropped;
-      dropped_bytes += refs[i].len;
+      dropped_bytes += len[i];
     }
   }
   if (er_locked) er->busy.clear(std::memory_order_release);

@@ -201,7 +201,8 @@ class Plugin {
   nlohmann::json counters_json(const Port& p, matcher::Direction dir) const;  // ports_mu_ held
   void replace_rules(const std::vector<matcher::Rule>& rules);  // all or nothing
   int thread_slot();
-  void classify(int slot, const matcher::PacketRef* refs, uint32_t n, matcher::Decision* out);
+  // Returns the packets a rule matched (bit i: out[i]).
+  uint32_t classify(int slot, const matcher::PacketBatch& batch, matcher::Decision* out);
   RuleHits& hits(int slot);
   void apply_mapping(Port& p, const Mapping& m);
   void finish_hold(HoldSlot& s, channel::VerdictAction action, const uint8_t* data, uint32_t len);

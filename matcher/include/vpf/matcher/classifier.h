@@ -96,6 +96,17 @@ struct PacketRef {
   PacketMeta meta;
 };
 
+// Packets as a switch hands them over: their bytes and lengths in two arrays, and one
+// metadata for all (one port and direction) or, with `metas`, one per packet.
+struct PacketBatch {
+  const uint8_t* const* data = nullptr;
+  const uint32_t* len = nullptr;
+  uint32_t n = 0;  // at most kMaxBatch
+  PacketMeta meta;
+  const PacketMeta* metas = nullptr;
+  PacketRef ref(uint32_t i) const { return PacketRef{data[i], len[i], metas ? metas[i] : meta}; }
+};
+
 struct Decision {
   uint32_t rule_id = kNoRule;        // kNoRule: no rule matched (the packet passes)
   RuleKind kind = RuleKind::Filter;  // the deciding rule's kind
@@ -203,6 +214,9 @@ class Classifier {
     Reader(const Reader&) = delete;
     // Classifies n packets (any n; internally in batches of 32).  Never blocks or allocates.
     void classify(const PacketRef* pkts, uint32_t n, Decision* out);
+    // Classifies one batch; returns the packets a rule matched as a bit set (bit i: out[i]
+    // names a rule; the others are Decision{}).  Never blocks or allocates.
+    uint32_t classify(const PacketBatch& batch, Decision* out);
 
     // Puts a decision cache for about `flows` flows in front of the tables (72 bytes of
     // memory per flow, allocated here): a packet of a flow seen under the current rules
