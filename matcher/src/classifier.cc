@@ -731,21 +731,19 @@ struct Classifier::Impl {
     uint32_t matched = 0;
     if (s->view.ntables == 0 && s->direct.empty()) {
       std::fill(out, out + b.n, Decision{});  // no rules: nothing to parse, hash or look up
+    } else if (dc && s->direct.empty()) {
+      matched = dc->classify(s->cache_plan, s->gen, b, out,
+                             [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
     } else {
-      if (dc && s->direct.empty()) {
-        dc->classify(s->cache_plan, s->gen, b, out,
-                     [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
+      PacketRef refs[kMaxBatch];
+      for (uint32_t i = 0; i < b.n; ++i) refs[i] = b.ref(i);
+      if (!s->direct.empty()) {
+        classify_direct(s, refs, b.n, out);  // a few programs run directly: nothing to cache
+        if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + b.n, std::memory_order_relaxed);
       } else {
-        PacketRef refs[kMaxBatch];
-        for (uint32_t i = 0; i < b.n; ++i) refs[i] = b.ref(i);
-        if (!s->direct.empty()) {
-          classify_direct(s, refs, b.n, out);  // a few programs run directly: nothing to cache
-          if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + b.n, std::memory_order_relaxed);
-        } else {
-          classify_tables(s, refs, b.n, out);
-        }
+        classify_tables(s, refs, b.n, out);
       }
-      for (uint32_t i = 0; i < b.n; ++i) matched |= uint32_t(out[i].matched()) << i;
+      matched = cache::matched_bits(out, b.n);
     }
     epoch.leave(slot);
     return matched;

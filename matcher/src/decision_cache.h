@@ -150,6 +150,13 @@ struct BatchKeys {
 // signatures that make_keys' one-packet path gives those packets.
 uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t bucket_shift, BatchKeys& k);
 
+// Bit i: out[i] names a rule.
+inline uint32_t matched_bits(const Decision* out, uint32_t n) {
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < n; ++i) m |= uint32_t(out[i].matched()) << i;
+  return m;
+}
+
 class DecisionCache {
  public:
   explicit DecisionCache(uint32_t flows);  // rounded up: buckets * kWays >= 2 * flows
@@ -159,9 +166,9 @@ class DecisionCache {
 
   // Classifies a batch: hits from the cache, the rest through
   // `classify_misses(refs, m, out)`, which must classify with the snapshot the
-  // plan and `gen` belong to.
+  // plan and `gen` belong to.  Returns the packets a rule matched as a bit set.
   template <class Fn>
-  void classify(const Plan& plan, uint64_t gen, const PacketBatch& b, Decision* out, Fn&& classify_misses);
+  uint32_t classify(const Plan& plan, uint64_t gen, const PacketBatch& b, Decision* out, Fn&& classify_misses);
 
   uint32_t capacity() const { return nbuckets_ * kWays; }
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
@@ -326,8 +333,8 @@ inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b,
 // ---- the batch loop ----
 
 template <class Fn>
-void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& b, Decision* out,
-                             Fn&& classify_misses) {
+uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& b, Decision* out,
+                                 Fn&& classify_misses) {
   const uint32_t n = b.n;
   if (!plan.enabled || skip_) {
     skip_ -= skip_ > 0;
@@ -335,7 +342,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& 
     for (uint32_t i = 0; i < n; ++i) refs[i] = b.ref(i);
     classify_misses(refs, n, out);
     bypassed.store(bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-    return;
+    return matched_bits(out, n);
   }
   BatchKeys keys;
   const uint32_t cacheable = make_keys(plan, b, keys, vector_keys_);  // bit i: packet i has a key
@@ -360,7 +367,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& 
     __builtin_prefetch(&slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])]);
   }
   uint8_t miss_idx[kMaxBatch];
-  uint32_t nmiss = 0, nhit = 0;
+  uint32_t nmiss = 0, nhit = 0, matched = 0;
   for (uint32_t i = 0; i < n; ++i) {
     if (way[i] >= 0) {
       const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
@@ -368,6 +375,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& 
       for (int k = 1; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
       if (!diff) {
         out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
+        matched |= uint32_t(s.rule_id != kNoRule) << i;
         ++nhit;
         continue;
       }
@@ -382,6 +390,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& 
     for (uint32_t m = 0; m < nmiss; ++m) {
       const uint32_t i = miss_idx[m];
       out[i] = miss_out[m];
+      matched |= uint32_t(out[i].matched()) << i;
       if (!(cacheable >> i & 1)) continue;
       Bucket& b = buckets_[bucket[i]];
       if (b.gen != gen) {
@@ -410,6 +419,7 @@ void DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBatch& 
   hits.store(hits.load(std::memory_order_relaxed) + nhit, std::memory_order_relaxed);
   misses.store(misses.load(std::memory_order_relaxed) + (nmiss - nbypass), std::memory_order_relaxed);
   if (nbypass) bypassed.store(bypassed.load(std::memory_order_relaxed) + nbypass, std::memory_order_relaxed);
+  return matched;
 }
 
 }  // namespace vpf::matcher::cache
