@@ -311,14 +311,15 @@ __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& pl
     std::memcpy(&v, d + sh.off[w], 8);
     k.w[w + 1][i] = v & sh.mask[w];
   }
+  for (int w = nw; w < 2; ++w) k.w[w + 1][i] = 0;  // keys of up to two words: zeros after them
   return nw;
 }
 
 inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const {
   const uint32_t fast = vector && plan.fast.enabled && !b.metas ? fast_keys_avx512(plan.fast, b, bucket_shift_, k) : 0;
   uint32_t keyed = fast;
-  for (uint32_t i = 0; i < b.n; ++i) {
-    if (fast >> i & 1) continue;
+  for (uint32_t rest = ~fast & (b.n == 32 ? ~0u : (1u << b.n) - 1); rest; rest &= rest - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(rest));
     const int nw = make_key(plan, b.ref(i), k, i);
     if (nw < 0) continue;
     keyed |= 1u << i;
@@ -352,9 +353,9 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
   // Which way's signature matches, once the bucket is in cache; prefetch that
   // slot.
   int8_t way[kMaxBatch];
-  for (uint32_t i = 0; i < n; ++i) {
-    way[i] = -1;
-    if (!(cacheable >> i & 1)) continue;
+  std::memset(way, -1, sizeof way);
+  for (uint32_t todo = cacheable; todo; todo &= todo - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(todo));
     const Bucket& b = buckets_[bucket[i]];
     if (b.gen != gen) continue;
     const __m128i s = _mm_set1_epi32(int(sig[i]));
@@ -371,8 +372,10 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
   for (uint32_t i = 0; i < n; ++i) {
     if (way[i] >= 0) {
       const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
-      uint64_t diff = s.key[0] ^ keys.w[0][i];  // the header word holds the shape, hence nwords
-      for (int k = 1; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
+      // The header word holds the shape, hence nwords; keys of up to two words have zeros
+      // after them, here and in the slot, and are compared without a loop.
+      uint64_t diff = (s.key[0] ^ keys.w[0][i]) | (s.key[1] ^ keys.w[1][i]) | (s.key[2] ^ keys.w[2][i]);
+      for (int k = 3; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
       if (!diff) {
         out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
         matched |= uint32_t(s.rule_id != kNoRule) << i;
@@ -406,7 +409,7 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
         if (b.sig[w] == 0) way = w;
       if (way < 0) way = int(b.next++ % kWays);
       Slot& s = slots_[size_t(bucket[i]) * kWays + way];
-      for (int k = 0; k <= keys.nwords[i]; ++k) s.key[k] = keys.w[k][i];
+      for (int k = 0; k <= std::max<int>(keys.nwords[i], 2); ++k) s.key[k] = keys.w[k][i];
       s.rule_id = out[i].rule_id;
       s.kind = uint8_t(out[i].kind);
       s.action = uint8_t(out[i].action);
