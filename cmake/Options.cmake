@@ -3,6 +3,7 @@
 option(VPF_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
 option(VPF_BUILD_BENCH "Build the Google Benchmark programs" ON)
 option(VPF_WERROR "Treat compiler warnings as errors" OFF)
+option(VPF_FUZZ "Build only the matcher and its libFuzzer harnesses, with clang, ASan and UBSan" OFF)
 set(VPF_TEST_PLUGIN "" CACHE FILEPATH
     "vportfilter_ovs.so for the agent's tests on the real switch in a sanitizer build (which builds no module)")
 
@@ -20,6 +21,14 @@ endif()
 add_compile_options(-Wall -Wextra)
 if(VPF_WERROR)
   add_compile_options(-Werror)
+endif()
+
+if(VPF_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "VPF_FUZZ needs clang (libFuzzer): -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_C_COMPILER=clang")
+  endif()
+  add_compile_options(-fsanitize=fuzzer-no-link,address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined)
+  add_link_options(-fsanitize=address,undefined)
 endif()
 
 if(VPF_SANITIZE)

@@ -7,6 +7,8 @@ PACKAGES=(
   # toolchain and test frameworks
   build-essential cmake ninja-build pkg-config git python3
   libgtest-dev libgmock-dev libbenchmark-dev
+  # the libFuzzer harnesses (fuzz/, scripts/fuzz.sh)
+  clang libclang-rt-14-dev
   # matcher
   libpcap-dev libasmjit-dev libdpdk-dev dpdk libnuma-dev
   # Open vSwitch, built from Debian's source package by the project

@@ -3,6 +3,7 @@ set -euo pipefail
 VPF_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VPF_BUILD="${VPF_BUILD:-$VPF_ROOT/build}"
 VPF_BUILD_ASAN="${VPF_BUILD_ASAN:-$VPF_ROOT/build-asan}"
+VPF_BUILD_FUZZ="${VPF_BUILD_FUZZ:-$VPF_ROOT/build-fuzz}"
 VPF_JOBS="${VPF_JOBS:-2}"
 
 vpf_log() { printf '\n== %s\n' "$*"; }

@@ -299,7 +299,7 @@ std::vector<Rule> rules_from_text(const std::string& text) {
   json j;
   try {
     j = json::parse(text);
-  } catch (const json::parse_error& e) {
+  } catch (const json::exception& e) {  // a syntax error, or a number out of range
     throw RulesFileError(std::string("not valid JSON: ") + e.what());
   }
   return rules_from_json(j);

@@ -61,6 +61,8 @@ TEST(RulesJson, ErrorsNameTheRuleAndField) {
   EXPECT_NE(error_of(R"([{"id": 1, "direction": "sideways"}])").find("field 'direction': 'sideways' is not a direction"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "remote_port": "80-x"}])").find("field 'remote_port'"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "remote_port": 70000}])").find("not a port"), std::string::npos);
+  // A number JSON itself cannot hold (found by fuzz/fuzz_rules_json.cc): refused as bad JSON.
+  EXPECT_NE(error_of(R"([{"id": 398797025e559953987970253}])").find("not valid JSON"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "local": "10.0.0.300"}])").find("field 'local'"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "local": "10.0.0.0/8", "remote": "::1"}])").find("different families"), std::string::npos);
   EXPECT_NE(error_of(R"([{"kind": "passthrough", "id": 1, "action": "drop"}])").find("only filter rules"), std::string::npos);
