@@ -930,6 +930,9 @@ void Classifier::Reader::classify(const PacketRef* pkts, uint32_t n, Decision* o
 }
 
 uint32_t Classifier::Reader::classify(const PacketBatch& batch, Decision* out) {
+  if (batch.n > kMaxBatch)
+    throw std::length_error("a batch of " + std::to_string(batch.n) + " packets: at most " +
+                            std::to_string(kMaxBatch));
   return c_->impl_->classify_batch(slot_, cache_.get(), batch, out);
 }
 

@@ -150,6 +150,11 @@ TEST(DecisionCacheKeys, FiveTupleTrafficGetsTheTablesDecisions) {
       for (uint32_t i = 0; i < kMaxBatch; ++i) ASSERT_EQ(got[i], want[i]) << "pass " << pass << " packet " << base + i;
       matched += uint32_t(std::popcount(mw));
     }
+  // A batch larger than a bit set can report is refused, not cut short.
+  std::vector<const uint8_t*> many(kMaxBatch + 1, frames[0].data());
+  std::vector<uint32_t> lens(kMaxBatch + 1, uint32_t(frames[0].size()));
+  Decision big[kMaxBatch + 1];
+  EXPECT_THROW(cached.classify(PacketBatch{many.data(), lens.data(), kMaxBatch + 1, {}}, big), std::length_error);
   const auto st = cached.cache_stats();
   EXPECT_GT(matched, 3u * 2048 / 4) << "too few packets matched a rule for the comparison to mean much";
   EXPECT_GT(st.hits, 2048u) << "the cache hardly answered";

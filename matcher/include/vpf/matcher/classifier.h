@@ -215,7 +215,8 @@ class Classifier {
     // Classifies n packets (any n; internally in batches of 32).  Never blocks or allocates.
     void classify(const PacketRef* pkts, uint32_t n, Decision* out);
     // Classifies one batch; returns the packets a rule matched as a bit set (bit i: out[i]
-    // names a rule; the others are Decision{}).  Never blocks or allocates.
+    // names a rule; the others are Decision{}).  Never blocks or allocates.  Throws
+    // std::length_error for a batch of more than kMaxBatch packets (and changes nothing).
     uint32_t classify(const PacketBatch& batch, Decision* out);
 
     // Puts a decision cache for about `flows` flows in front of the tables (72 bytes of
