@@ -12,7 +12,7 @@ vpf_configure "$VPF_BUILD_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMP
 ninja -C "$VPF_BUILD_FUZZ" -j"$VPF_JOBS"
 [ "${VPF_FUZZ_BUILD_ONLY:-0}" = 1 ] && exit 0
 status=0
-for h in parser bpf rules_json; do
+for h in parser bpf rules_json protocol; do
   "$VPF_ROOT/fuzz/run_one.sh" "$VPF_BUILD_FUZZ/fuzz/fuzz_$h" "$VPF_ROOT/fuzz/corpus/$h" "$secs" || status=1
 done
 exit $status

@@ -17,7 +17,9 @@
 
 // GCC 12's shift and permute intrinsics are built on _mm512_undefined_epi32(); the value
 // is fully overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace vpf::matcher::cache {
 

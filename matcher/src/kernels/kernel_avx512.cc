@@ -4,7 +4,9 @@
 
 // GCC 12 reports "may be used uninitialized" inside its own avx512fintrin.h for intrinsics
 // built on _mm512_undefined_epi32() (rol, srli); the value is fully overwritten.
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include "kernel_body.h"
 
