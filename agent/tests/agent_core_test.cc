@@ -5,6 +5,7 @@
 #include "adapters.h"
 #include "ovsdb_client.h"
 #include "vpf/protocol.h"
+#include "vpf/run_program.h"
 
 using namespace vpf::agent;
 using nlohmann::json;
@@ -140,4 +141,17 @@ TEST(Adapters, SmallestFreeId) {
   EXPECT_EQ(smallest_free_id({0, 1, 3}), 2);
   EXPECT_EQ(smallest_free_id({1, 2}), 0);
   EXPECT_EQ(smallest_free_id({0, 1, 2}), 3);
+}
+
+// The tools of Open vSwitch run with an argument vector: what a path holds (quotes,
+// blanks, `$`) reaches the program as it is, and failures say what ran and how it ended.
+TEST(RunProgram, ArgumentsReachTheProgramAsTheyAreAndFailuresAreNamed) {
+  const std::string odd = "it's a \"path\" with $HOME and `x`";
+  EXPECT_EQ(vpf::run_program({"test", odd, "=", odd}), "");
+  EXPECT_EQ(vpf::run_program({"sh", "-c", "exit 3"}), "sh -c 'exit 3': exited with status 3");
+  EXPECT_EQ(vpf::run_program({"sh", "-c", "kill -9 $$"}), "sh -c 'kill -9 $$': killed by signal 9");
+  EXPECT_EQ(vpf::run_program({"vpf-no-such-program", "a b"}),
+            "vpf-no-such-program 'a b': cannot run: No such file or directory");
+  EXPECT_EQ(vpf::run_program({}), "no program to run");
+  EXPECT_EQ(vpf::command_line({"ovs-vsctl", "set", "x=it's"}), "ovs-vsctl set 'x=it'\\''s'");
 }

@@ -14,6 +14,7 @@
 
 #include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rules_json.h"
+#include "vpf/run_program.h"
 
 namespace vpf::agent {
 
@@ -139,8 +140,8 @@ bool Agent::ensure_policy_db() {
     const json have = policy_db_->call_sync("get_schema", json::array({kDb}));
     if (want.is_object() && have.value("version", "") != want.value("version", "")) {
       const std::string server = opts_.policy_db.empty() ? opts_.ovsdb : opts_.policy_db;
-      const std::string cmd = "ovsdb-client convert '" + server + "' '" + opts_.schema + "'";
-      if (std::system(cmd.c_str()) != 0) throw std::runtime_error("could not convert the vportfilter database: " + cmd);
+      if (const std::string err = run_program({"ovsdb-client", "convert", server, opts_.schema}); !err.empty())
+        throw std::runtime_error("could not convert the vportfilter database: " + err);
       log("converted the vportfilter database from schema " + have.value("version", "?") + " to " +
           want.value("version", "?"));
       return true;
@@ -151,11 +152,12 @@ bool Agent::ensure_policy_db() {
     throw std::runtime_error("the server at " + opts_.policy_db + " has no vportfilter database");
   // Local server: create the file (if missing) and add it to the running server.
   if (::access(opts_.db_file.c_str(), F_OK) != 0) {
-    const std::string cmd = "ovsdb-tool create '" + opts_.db_file + "' '" + opts_.schema + "'";
-    if (std::system(cmd.c_str()) != 0) throw std::runtime_error("could not create the vportfilter database: " + cmd);
+    if (const std::string err = run_program({"ovsdb-tool", "create", opts_.db_file, opts_.schema}); !err.empty())
+      throw std::runtime_error("could not create the vportfilter database: " + err);
   }
-  const std::string add = "ovs-appctl -t ovsdb-server ovsdb-server/add-db '" + opts_.db_file + "'";
-  if (std::system(add.c_str()) != 0) throw std::runtime_error("could not add the vportfilter database: " + add);
+  if (const std::string err = run_program({"ovs-appctl", "-t", "ovsdb-server", "ovsdb-server/add-db", opts_.db_file});
+      !err.empty())
+    throw std::runtime_error("could not add the vportfilter database: " + err);
   log("created the vportfilter database in " + opts_.db_file);
   return true;
 }

@@ -23,6 +23,7 @@
 
 #include "vpf/agent_connection.h"
 #include "vpf/protocol.h"
+#include "vpf/run_program.h"
 
 namespace vpf {
 
@@ -689,8 +690,10 @@ bool NetFilter::install(const std::string& cab_file_name, const std::string& gui
     // Registering the plugin with Open vSwitch (other_config:packet-hook-plugin).
     if (::access(cab_file_name.c_str(), R_OK) != 0)
       throw NetFilterError(kErrorFileNotFound, "plugin " + cab_file_name + ": " + std::strerror(errno));
-    const std::string cmd = "ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin='" + cab_file_name + "'";
-    if (std::system(cmd.c_str()) != 0) throw NetFilterError(kErrorNotReady, "could not register the plugin: " + cmd);
+    if (const std::string err =
+            run_program({"ovs-vsctl", "set", "Open_vSwitch", ".", "other_config:packet-hook-plugin=" + cab_file_name});
+        !err.empty())
+      throw NetFilterError(kErrorNotReady, "could not register the plugin: " + err);
   }
   return false;
 }

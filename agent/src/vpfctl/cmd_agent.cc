@@ -21,6 +21,7 @@
 #include "vpf/capture_file.h"
 #include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rules_json.h"
+#include "vpf/run_program.h"
 
 namespace po = boost::program_options;
 using nlohmann::json;
@@ -726,9 +727,10 @@ int install(const std::vector<std::string>& args) {
         std::fprintf(stderr, "vpfctl install: %s: %s\n", plugin.c_str(), std::strerror(errno));
         return kExitFailure;
       }
-      const std::string cmd = "ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin='" + plugin + "'";
-      if (std::system(cmd.c_str()) != 0) {
-        std::fprintf(stderr, "vpfctl install: failed: %s\n", cmd.c_str());
+      const std::string err =
+          vpf::run_program({"ovs-vsctl", "set", "Open_vSwitch", ".", "other_config:packet-hook-plugin=" + plugin});
+      if (!err.empty()) {
+        std::fprintf(stderr, "vpfctl install: failed: %s\n", err.c_str());
         return kExitFailure;
       }
     }
