@@ -1,7 +1,14 @@
 #!/usr/bin/env bash
-# Builds vportfilter into build/ (or, with --asan, an ASan+UBSan build into build-asan/).
+# Builds vportfilter into build/ (or, with --asan, an ASan+UBSan build into build-asan/;
+# with --fuzz, the matcher and its libFuzzer harnesses with clang into build-fuzz/).
 source "$(dirname "$0")/lib.sh"
-if [ "${1:-}" = "--asan" ]; then
+if [ "${1:-}" = "--fuzz" ]; then
+  vpf_log "configure + build (libFuzzer, ASan+UBSan) in $VPF_BUILD_FUZZ"
+  mkdir -p "$VPF_BUILD_FUZZ"
+  vpf_configure "$VPF_BUILD_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
+    -DCMAKE_CXX_COMPILER=clang++ -DVPF_FUZZ=ON -DVPF_BUILD_BENCH=OFF
+  ninja -C "$VPF_BUILD_FUZZ" -j"$VPF_JOBS"
+elif [ "${1:-}" = "--asan" ]; then
   vpf_log "configure + build (ASan+UBSan) in $VPF_BUILD_ASAN"
   mkdir -p "$VPF_BUILD_ASAN"
   # The agent, library and vpfctl run sanitized against the normal build's plugin module

@@ -5,12 +5,7 @@
 # briefly through CTest (label "fuzz", scripts/test.sh).
 source "$(dirname "$0")/lib.sh"
 secs="${1:-60}"
-vpf_log "configure + build (libFuzzer, ASan+UBSan) in $VPF_BUILD_FUZZ"
-mkdir -p "$VPF_BUILD_FUZZ"
-vpf_configure "$VPF_BUILD_FUZZ" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=clang \
-  -DCMAKE_CXX_COMPILER=clang++ -DVPF_FUZZ=ON -DVPF_BUILD_BENCH=OFF
-ninja -C "$VPF_BUILD_FUZZ" -j"$VPF_JOBS"
-[ "${VPF_FUZZ_BUILD_ONLY:-0}" = 1 ] && exit 0
+bash "$VPF_ROOT/scripts/build.sh" --fuzz
 status=0
 for h in parser bpf rules_json protocol; do
   "$VPF_ROOT/fuzz/run_one.sh" "$VPF_BUILD_FUZZ/fuzz/fuzz_$h" "$VPF_ROOT/fuzz/corpus/$h" "$secs" || status=1

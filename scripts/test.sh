@@ -16,7 +16,7 @@ vpf_log "tests, ASan+UBSan build"
 ctest --test-dir "$VPF_BUILD_ASAN" --output-on-failure -j"$VPF_JOBS" --timeout 600
 vpf_log "tests, normal build"
 ctest --test-dir "$VPF_BUILD" --output-on-failure -j"$VPF_JOBS" --timeout 600
-VPF_FUZZ_BUILD_ONLY=1 bash "$VPF_ROOT/scripts/fuzz.sh"
+bash "$VPF_ROOT/scripts/build.sh" --fuzz
 vpf_log "fuzzing, briefly (scripts/fuzz.sh SECONDS runs longer)"
 ctest --test-dir "$VPF_BUILD_FUZZ" --output-on-failure --timeout 600 -L fuzz
 vpf_log "all tests passed in $(( $(date +%s) - start )) s"

@@ -177,7 +177,6 @@ class DecisionCache {
   // them as a bit set; `vector`: the packets the fast plan covers through
   // fast_keys_avx512 (the CPU must have AVX-512), the others one at a time.
   uint32_t make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const;
-  bool vector_keys() const { return vector_keys_; }
 
  private:
   // Writes packet i's key (the header word and the shape's words) and returns the number
@@ -318,7 +317,7 @@ __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& pl
 inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const {
   const uint32_t fast = vector && plan.fast.enabled && !b.metas ? fast_keys_avx512(plan.fast, b, bucket_shift_, k) : 0;
   uint32_t keyed = fast;
-  for (uint32_t rest = ~fast & (b.n == 32 ? ~0u : (1u << b.n) - 1); rest; rest &= rest - 1) {
+  for (uint32_t rest = ~fast & (b.n == kMaxBatch ? ~0u : (1u << b.n) - 1); rest; rest &= rest - 1) {
     const uint32_t i = uint32_t(std::countr_zero(rest));
     const int nw = make_key(plan, b.ref(i), k, i);
     if (nw < 0) continue;
@@ -378,7 +377,7 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
       for (int k = 3; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
       if (!diff) {
         out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
-        matched |= uint32_t(s.rule_id != kNoRule) << i;
+        matched |= uint32_t(out[i].matched()) << i;
         ++nhit;
         continue;
       }
