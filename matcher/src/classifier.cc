@@ -6,17 +6,21 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <condition_variable>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <new>
 #include <set>
 #include <stdexcept>
+#include <thread>
 #include <unordered_map>
 
 #include "classifier_layout.h"
 #include "decision_cache.h"
 #include "epoch.h"
 #include "rule_compile.h"
+#include "split_tree.h"
 #include "table_hash.h"
 #include "vpf/matcher/parser.h"
 
@@ -213,6 +217,10 @@ struct DirectRule {
 // the fixed cost of loads, hashing and probing exceeds the programs' own cost.
 constexpr size_t kDirectRules = 4;
 
+// The builder thread starts a split tree when at least this many entries are in force and
+// at least this many (or a sixteenth of them, if more) are outside the current tree.
+constexpr uint32_t kTreeMinEntries = 64;
+
 struct Snapshot {
   SnapshotView view{};
   std::vector<DirectRule> direct;  // non-empty: classify with these, not the tables
@@ -224,13 +232,33 @@ struct Snapshot {
   ClassifyKernel kernel = classify_scalar;
   uint64_t gen = 0;        // unique per publish: decision caches key their buckets by it
   cache::Plan cache_plan;  // what a decision cache keeps of a packet (decision_cache.h)
+  std::shared_ptr<const struct TreeSet> tree;
+  std::shared_ptr<const std::vector<uint64_t>> dead;
+  TreeView tree_view{};
 };
 
+// A split tree (split_tree.h) and the entries it was built from, in rank order.
+struct TreeSet {
+  tree::Built built;
+  std::vector<EntryPtr> owners;
+  std::vector<const Entry*> entries;
+  size_t bytes() const { return built.bytes() + entries.size() * (sizeof(const Entry*) + sizeof(EntryPtr)); }
+};
+
+std::shared_ptr<const TreeSet> make_tree_set(std::vector<EntryPtr> owners) {
+  auto ts = std::make_shared<TreeSet>();
+  ts->owners = std::move(owners);
+  for (const auto& e : ts->owners) ts->entries.push_back(e.get());
+  ts->built = tree::build(ts->entries);
+  return ts;
+}
+
 struct Placed {
-  TableState* table;
+  TableState* table;  // null while the entry is in the tree
   EntryPtr entry;
   uint32_t hash;
   uint32_t live_shapes = 0;  // the packet shapes the entry can match (decision_cache.h)
+  uint32_t tree_index = 0;   // its index in the tree's entries, when table is null
 };
 
 // True if the entry tests a field that parse_frame() computes (not metadata, frame length
@@ -293,6 +321,32 @@ struct Classifier::Impl {
   int64_t next_tail = int64_t(kSeqBias);
   int64_t next_head = int64_t(kSeqBias) - kSeqGap;
   uint64_t gen = 1;  // current (unpublished) generation
+
+  // ---- the split tree: entries of the rule set at its build; the tables hold the rest ----
+  std::shared_ptr<const TreeSet> tree;
+  std::shared_ptr<std::vector<uint64_t>> dead;  // bit i: tree entry i was removed since
+  uint64_t dead_gen = 0;                        // generation that made `dead` (copy on write)
+  uint32_t dead_count = 0;
+  uint32_t declined_live = 0;                   // entries the tree's build left to the tables
+  uint32_t live_entries = 0;                    // placed entries, in the tree or in tables
+  Classifier::TreeMode tree_mode = Classifier::TreeMode::Background;
+  uint64_t tree_builds = 0;
+
+  // The writer's state is guarded by `mu`: the public writer calls and the builder thread
+  // (which builds without it and installs with it) take it.
+  std::mutex mu;
+  std::condition_variable build_cv;
+  std::thread builder;
+  bool build_wanted = false, stopping = false;
+
+  ~Impl() {
+    {
+      std::lock_guard lk(mu);
+      stopping = true;
+    }
+    build_cv.notify_all();
+    if (builder.joinable()) builder.join();
+  }
 
   EpochDomain epoch;
   std::atomic<const Snapshot*> current{nullptr};
@@ -620,6 +674,7 @@ struct Classifier::Impl {
       const Fixed fx = fixed_bits(e.get());
       if (fx.contradictory) continue;  // can never match
       parsed_field_entries += tests_parsed_field(e.get());
+      ++live_entries;
       st.placed.push_back(place(e, fx));
       count_for_cache(st.placed.back(), +1);
     }
@@ -635,6 +690,11 @@ struct Classifier::Impl {
     for (Placed& p : it->second.placed) {
       parsed_field_entries -= tests_parsed_field(p.entry.get());
       count_for_cache(p, -1);
+      --live_entries;
+      if (!p.table) {
+        mark_dead(p.tree_index);
+        continue;
+      }
       remove_item(*p.table, p.entry.get(), p.hash);
       if (p.table->count == 0) drop_table(p.table);
     }
@@ -646,9 +706,124 @@ struct Classifier::Impl {
     return true;
   }
 
+  // ---- the split tree ----
+
+  void mark_dead(uint32_t i) {
+    if (dead_gen != gen) {  // the published snapshot holds the old bits
+      dead = std::make_shared<std::vector<uint64_t>>(*dead);
+      dead_gen = gen;
+    }
+    (*dead)[i >> 6] |= uint64_t(1) << (i & 63);
+    ++dead_count;
+  }
+
+  uint32_t table_entries() const {
+    uint32_t n = 0;
+    for (const auto& t : tables) n += t->count;
+    return n;
+  }
+
+  // Entries that the tree does not serve well: in the tables, or dead in the tree.
+  // (The entries the last build declined stay in the tables without counting.)
+  uint32_t pending() const {
+    const uint32_t t = table_entries();
+    return (t > declined_live ? t - declined_live : 0) + dead_count;
+  }
+
+  // Every entry in force, in rank order (the input of a build).
+  std::vector<EntryPtr> all_entries() const {
+    std::vector<EntryPtr> out;
+    out.reserve(live_entries);
+    for (const auto& [rank, ref] : by_rank)
+      for (const Placed& p : rules.at(ref).placed) out.push_back(p.entry);
+    return out;
+  }
+
+  // Takes a tree built from an earlier rule set: its entries still in force leave the
+  // tables, those removed since are dead, those added since stay in (rebuilt) tables.
+  void install_tree(std::shared_ptr<const TreeSet> ts) {
+    std::unordered_map<const Entry*, uint32_t> index;
+    index.reserve(ts->entries.size());
+    for (uint32_t i = 0; i < ts->entries.size(); ++i) index.emplace(ts->entries[i], i);
+    for (uint32_t i : ts->built.declined) index.erase(ts->entries[i]);  // they stay in tables
+    const uint32_t declined = uint32_t(ts->built.declined.size());
+    auto bits = std::make_shared<std::vector<uint64_t>>((ts->entries.size() + 63) / 64, ~uint64_t(0));
+    uint32_t live = 0;
+    tables.clear();
+    by_tuple.clear();
+    for (auto& [ref, st] : rules) {
+      for (Placed& p : st.placed) {
+        if (auto it = index.find(p.entry.get()); it != index.end()) {
+          p.table = nullptr;
+          p.tree_index = it->second;
+          (*bits)[it->second >> 6] &= ~(uint64_t(1) << (it->second & 63));
+          ++live;
+        } else {
+          const Placed q = place(p.entry, fixed_bits(p.entry.get()));
+          p.table = q.table;
+          p.hash = q.hash;
+        }
+      }
+    }
+    tree = std::move(ts);
+    dead = std::move(bits);
+    dead_gen = gen;
+    dead_count = uint32_t(tree->entries.size()) - declined - live;
+    // Declined entries are dead in the tree's numbering (none of its leaves lists them).
+    declined_live = declined;
+    ++tree_builds;
+  }
+
+  void drop_tree() {
+    if (!tree) return;
+    tables.clear();
+    by_tuple.clear();
+    for (auto& [ref, st] : rules)
+      for (Placed& p : st.placed) {
+        const Placed q = place(p.entry, fixed_bits(p.entry.get()));
+        p.table = q.table;
+        p.hash = q.hash;
+      }
+    tree.reset();
+    dead.reset();
+    dead_count = 0;
+    declined_live = 0;
+  }
+
+  // Called before each publish: asks the builder thread for a new tree (Background) when
+  // enough entries are outside the current one.
+  void plan_tree() {
+    if (tree_mode != Classifier::TreeMode::Background) return;
+    const uint32_t p = pending();
+    if (live_entries < kTreeMinEntries || p < std::max(kTreeMinEntries, live_entries / 16)) return;
+    if (build_wanted) return;
+    build_wanted = true;
+    if (!builder.joinable()) builder = std::thread([this] { build_loop(); });
+    build_cv.notify_one();
+  }
+
+  void build_loop() {
+    std::unique_lock lk(mu);
+    while (true) {
+      build_cv.wait(lk, [&] { return stopping || build_wanted; });
+      if (stopping) return;
+      std::vector<EntryPtr> input = all_entries();
+      lk.unlock();
+      auto ts = make_tree_set(std::move(input));
+      lk.lock();
+      build_wanted = false;
+      if (stopping) return;
+      // Nothing outside the tree now (build_tree() ran meanwhile): keep it.
+      if (tree_mode != Classifier::TreeMode::Background || pending() == 0) continue;
+      install_tree(std::move(ts));
+      publish();  // may want the next build at once, if much changed meanwhile
+    }
+  }
+
   // ---- publishing ----
 
   void publish() {
+    plan_tree();
     auto s = std::make_shared<Snapshot>();
     for (const auto& t : tables) {
       if (t->count == 0) continue;
@@ -659,6 +834,16 @@ struct Classifier::Impl {
     for (const auto& t : s->tables) s->views.push_back(&t->view);
     s->view.tables = s->views.data();
     s->view.ntables = uint32_t(s->views.size());
+    if (tree) {
+      s->tree = tree;
+      s->dead = dead;
+      const tree::Built& b = tree->built;
+      s->tree_view = TreeView{b.nodes.data(), b.leaves.data(), b.items.data(), tree->entries.data(), b.boxes.data(),
+                              {}, dead_count ? dead->data() : nullptr, uint32_t(b.roots.size()), {}};
+      std::copy(std::begin(b.box_field), std::end(b.box_field), s->tree_view.box_field);
+      std::copy(b.roots.begin(), b.roots.end(), s->tree_view.root);
+      s->view.tree = &s->tree_view;
+    }
     for (int i = 0; i < kDynamicSlots; ++i) {
       if (!slot_refs[i]) continue;
       s->slot_mask |= 1u << i;
@@ -729,7 +914,7 @@ struct Classifier::Impl {
     epoch.enter(slot);
     const Snapshot* s = current.load(std::memory_order_seq_cst);
     uint32_t matched = 0;
-    if (s->view.ntables == 0 && s->direct.empty()) {
+    if (s->view.ntables == 0 && !s->view.tree && s->direct.empty()) {
       std::fill(out, out + b.n, Decision{});  // no rules: nothing to parse, hash or look up
     } else if (dc && s->direct.empty()) {
       matched = dc->classify(s->cache_plan, s->gen, b, out,
@@ -792,6 +977,7 @@ Classifier::Classifier() : impl_(std::make_unique<Impl>()), isa_(default_isa()) 
 Classifier::~Classifier() { own_reader_.reset(); }
 
 void Classifier::add(const Rule& rule, Placement where) {
+  std::lock_guard lk(impl_->mu);
   if (impl_->rules.count(RuleRef{rule.kind, rule.id}))
     throw RuleError(rule, "id", "a " + std::string(to_string(rule.kind)) + " rule with this id exists already");
   impl_->place_rule(compile_rule(rule, BpfMode::Lower), where, std::nullopt);
@@ -799,6 +985,7 @@ void Classifier::add(const Rule& rule, Placement where) {
 }
 
 bool Classifier::remove(RuleRef ref) {
+  std::lock_guard lk(impl_->mu);
   if (!impl_->erase_rule(ref)) return false;
   impl_->publish();
   return true;
@@ -815,6 +1002,7 @@ void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Ru
 
 void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<RuleAdd>& adds) {
   if (removes.empty() && adds.empty()) return;
+  std::lock_guard lk(impl_->mu);
   // Check and compile everything first so that a refused item changes nothing.
   std::set<RuleRef> removed, added;
   for (const auto& ref : removes) {
@@ -850,6 +1038,7 @@ void Classifier::apply(const std::vector<RuleRef>& removes, const std::vector<Ru
 }
 
 void Classifier::clear() {
+  std::lock_guard lk(impl_->mu);
   std::vector<RuleRef> all;
   for (const auto& [ref, st] : impl_->rules) all.push_back(ref);
   for (const auto& ref : all) impl_->erase_rule(ref);
@@ -859,12 +1048,28 @@ void Classifier::clear() {
 void Classifier::set_isa(Isa isa) {
   if (!isa_supported(isa))
     throw std::invalid_argument(std::string("ISA ") + isa_name(isa) + " is not supported by this CPU");
+  std::lock_guard lk(impl_->mu);
   isa_ = isa;
   impl_->kernel = kernel_for(isa);
   impl_->publish();
 }
 
+void Classifier::set_tree_mode(TreeMode mode) {
+  std::lock_guard lk(impl_->mu);
+  impl_->tree_mode = mode;
+  if (mode == TreeMode::Off) impl_->drop_tree();
+  impl_->publish();
+}
+
+void Classifier::build_tree() {
+  std::lock_guard lk(impl_->mu);
+  if (impl_->tree_mode == TreeMode::Off || !impl_->pending()) return;
+  impl_->install_tree(make_tree_set(impl_->all_entries()));
+  impl_->publish();
+}
+
 std::vector<RuleInfo> Classifier::rules() const {
+  std::lock_guard lk(impl_->mu);
   std::vector<RuleInfo> out;
   out.reserve(impl_->by_rank.size());
   for (const auto& [rank, ref] : impl_->by_rank) out.push_back(impl_->rules.at(ref).info);
@@ -872,11 +1077,13 @@ std::vector<RuleInfo> Classifier::rules() const {
 }
 
 const RuleInfo* Classifier::find(RuleRef ref) const {
+  std::lock_guard lk(impl_->mu);
   auto it = impl_->rules.find(ref);
   return it == impl_->rules.end() ? nullptr : &it->second.info;
 }
 
 ClassifierStats Classifier::stats() const {
+  std::lock_guard lk(impl_->mu);
   ClassifierStats s;
   s.rules = uint32_t(impl_->rules.size());
   s.moved_rules = impl_->moved_rules;
@@ -892,6 +1099,13 @@ ClassifierStats Classifier::stats() const {
     for (const auto& seg : t->cur->segs) s.memory_bytes += seg->items.size() * (sizeof(Item) + sizeof(EntryPtr));
     s.memory_bytes += t->cur->filter.size() * sizeof(uint64_t);
   }
+  if (const auto& t = impl_->tree) {
+    s.tree_entries = uint32_t(t->entries.size() - t->built.declined.size()) - impl_->dead_count;
+    s.tree_items = uint32_t(t->built.items.size());
+    s.tree_depth = t->built.depth;
+    s.memory_bytes += t->bytes() + (impl_->dead ? impl_->dead->size() * sizeof(uint64_t) : 0);
+  }
+  s.tree_builds = impl_->tree_builds;
   for (uint32_t r : impl_->slot_refs) s.dynamic_slots += r ? 1 : 0;
   s.cache_shapes = impl_->current_owner->cache_plan.shapes_enabled();
   return s;

@@ -75,9 +75,49 @@ struct TableView {
 // The filter bit of hash h: rotated so that it does not reuse the bucket index bits first.
 #define VPF_FILTER_BIT(h, mask) ((((h) << 16) | ((h) >> 16)) & (mask))
 
+// The split tree (split_tree.h).  An inner node sends a packet with value v of `field`
+// to kid[c], c = the number of cut values <= v (unused cuts are ~0u and the kids after
+// the last real one repeat it).
+struct alignas(64) TreeNode {
+  uint32_t cut[7];
+  uint8_t field;
+  uint8_t reserved[3];
+  int32_t kid[8];  // >= 0: a node; < 0: the leaf ~kid
+};
+static_assert(sizeof(TreeNode) == 64);
+
+struct TreeLeaf {
+  uint32_t first, count;  // items [first, first + count), in rank order
+};
+
+inline constexpr uint32_t kMaxTrees = 4;
+inline constexpr int kBoxFields = 7;
+
+// An entry of the tree as its leaves first test it, in one cache line: its intervals on
+// the tree's kBoxFields most telling fields (a superset of what it matches) in lanes
+// 0..6, and its rank in lane 7 (low half in lo, high half in hi).
+struct alignas(64) TreeBox {
+  uint32_t lo[8];
+  uint32_t hi[8];
+};
+static_assert(sizeof(TreeBox) == 64);
+
+struct TreeView {
+  const TreeNode* nodes;
+  const TreeLeaf* leaves;
+  const uint32_t* items;        // indices into entries and boxes
+  const Entry* const* entries;
+  const TreeBox* boxes;
+  uint8_t box_field[kBoxFields];
+  const uint64_t* dead;         // bit i: entries[i] was removed after the build (or null)
+  uint32_t ntrees;
+  int32_t root[kMaxTrees];      // as kids
+};
+
 struct SnapshotView {
   const TableView* const* tables;
   uint32_t ntables;
+  const TreeView* tree;  // null: no tree; the tables hold every entry
 };
 
 // A kernel classifies n <= 32 packets whose keys are complete (dynamic slots included).

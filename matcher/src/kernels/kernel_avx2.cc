@@ -33,6 +33,19 @@ struct Avx2Match {
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(hash + o), h);
     }
   }
+  static inline uint32_t child(const TreeNode& nd, uint32_t v) {
+    const __m256i x = _mm256_set1_epi32(int(v));
+    const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i*>(nd.cut));
+    const __m256i ge = _mm256_cmpeq_epi32(_mm256_max_epu32(x, c), x);
+    return uint32_t(__builtin_popcount(_mm256_movemask_ps(_mm256_castsi256_ps(ge)) & 0x7f));
+  }
+  static inline bool in_box(const uint32_t* v, const TreeBox& b) {
+    const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.lo));
+    const __m256i d = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(v)), lo);
+    const __m256i w = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(b.hi)), lo);
+    const __m256i ok = _mm256_cmpeq_epi32(_mm256_min_epu32(d, w), d);
+    return (_mm256_movemask_ps(_mm256_castsi256_ps(ok)) | 0x80) == 0xff;
+  }
   static inline bool match(const uint32_t* f, const EntryBlock* b) {
     const __m128i idx8 = _mm_load_si128(reinterpret_cast<const __m128i*>(b->idx));
     __m256i all = _mm256_set1_epi32(-1);

@@ -39,6 +39,16 @@ struct Avx512Match {
       _mm512_store_si512(hash + o, h);
     }
   }
+  static inline uint32_t child(const TreeNode& nd, uint32_t v) {
+    const __m256i c = _mm256_load_si256(reinterpret_cast<const __m256i*>(nd.cut));
+    return uint32_t(__builtin_popcount(_mm256_mask_cmpge_epu32_mask(0x7f, _mm256_set1_epi32(int(v)), c)));
+  }
+  static inline bool in_box(const uint32_t* v, const TreeBox& b) {
+    const __m256i lo = _mm256_load_si256(reinterpret_cast<const __m256i*>(b.lo));
+    const __m256i d = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(v)), lo);
+    const __m256i w = _mm256_sub_epi32(_mm256_load_si256(reinterpret_cast<const __m256i*>(b.hi)), lo);
+    return (_mm256_cmple_epu32_mask(d, w) | 0x80) == 0xff;
+  }
   static inline bool match(const uint32_t* f, const EntryBlock* b) {
     const __m512i idx = _mm512_maskz_cvtepu8_epi32(0xffff, _mm_load_si128(reinterpret_cast<const __m128i*>(b->idx)));
     const __m512i k0 = _mm512_load_si512(f), k1 = _mm512_load_si512(f + 16);

@@ -28,6 +28,79 @@ static inline void hash_batch_scalar(const PacketKey* keys, const uint8_t* open,
   for (uint32_t o = 0; o < nopen; ++o) hash[o] = table_hash(keys[open[o]].f, tb);
 }
 
+// The kid of a node for value v: how many cut values are <= v (portable form).
+static inline uint32_t child_scalar(const TreeNode& nd, uint32_t v) {
+  uint32_t c = 0;
+  for (int j = 0; j < 7; ++j) c += v >= nd.cut[j];
+  return c;
+}
+
+// True if the packet's values v (lanes 0..6) lie in the box's intervals (portable form).
+static inline bool in_box_scalar(const uint32_t* v, const TreeBox& b) {
+  bool in = true;
+  for (int j = 0; j < kBoxFields; ++j) in &= v[j] - b.lo[j] <= b.hi[j] - b.lo[j];
+  return in;
+}
+
+// An entry's full tests (and its program), as the tables' stage 4 and the tree's leaves
+// run them.
+template <class MatchPolicy>
+static inline bool entry_matches(const Entry* e, const PacketRef& p, const PacketKey& key) {
+  const EntryBlock* blk = e->blocks();
+  bool ok = MatchPolicy::match(key.f, blk);
+  if (ok && e->nblocks > 1) ok = MatchPolicy::match(key.f, blk + 1);
+  if (ok && e->bpf) ok = e->bpf(e->bpf_ctx, p.data, p.len, p.len) != 0;
+  return ok;
+}
+
+// The split tree (split_tree.h): every packet walks down to its leaf, the batch one level
+// at a time so that the next level's loads of all packets are in flight together; then
+// each leaf's entries are tested in rank order and the first that passes is the packet's
+// best so far.
+template <class MatchPolicy>
+static inline void tree_body(const TreeView* tv, int32_t root, const PacketRef* pkts, const PacketKey* keys,
+                             const uint32_t (*box_vals)[8], uint32_t n, uint64_t* best, const Entry** win) {
+  int32_t at[32];
+  const uint32_t all = n >= 32 ? ~0u : (1u << n) - 1;
+  for (uint32_t i = 0; i < n; ++i) at[i] = root;
+  uint32_t inner = root >= 0 ? all : 0;
+  while (inner) {
+    for (uint32_t m = inner; m; m &= m - 1) {
+      const uint32_t i = uint32_t(__builtin_ctz(m));
+      const TreeNode& nd = tv->nodes[at[i]];
+      const int32_t k = nd.kid[MatchPolicy::child(nd, keys[i].f[nd.field])];
+      at[i] = k;
+      if (k >= 0) {
+        __builtin_prefetch(&tv->nodes[k]);
+      } else {
+        inner &= ~(1u << i);
+        __builtin_prefetch(&tv->leaves[~k]);
+      }
+    }
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const TreeLeaf lf = tv->leaves[~at[i]];
+    if (lf.count) __builtin_prefetch(&tv->boxes[tv->items[lf.first]]);
+  }
+  for (uint32_t i = 0; i < n; ++i) {
+    const TreeLeaf lf = tv->leaves[~at[i]];
+    const uint32_t* items = tv->items + lf.first;
+    for (uint32_t k = 0; k < lf.count; ++k) {
+      const uint32_t x = items[k];
+      const TreeBox& bx = tv->boxes[x];
+      if ((uint64_t(bx.hi[7]) << 32 | bx.lo[7]) >= best[i]) break;
+      if (!MatchPolicy::in_box(box_vals[i], bx)) continue;
+      if (tv->dead && (tv->dead[x >> 6] >> (x & 63) & 1)) continue;
+      const Entry* e = tv->entries[x];
+      if (entry_matches<MatchPolicy>(e, pkts[i], keys[i])) {
+        best[i] = e->rank;
+        win[i] = e;
+        break;
+      }
+    }
+  }
+}
+
 template <class MatchPolicy>
 static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, const PacketKey* keys,
                                  uint32_t n, Decision* out) {
@@ -41,6 +114,16 @@ static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, c
   for (uint32_t i = 0; i < n; ++i) {
     best[i] = ~uint64_t(0);
     win[i] = nullptr;
+  }
+  if (const TreeView* tv = s->tree) {
+    // Each packet's values of the boxes' fields (lane 7 unused), for every tree's leaves.
+    alignas(32) uint32_t box_vals[32][8];
+    for (uint32_t i = 0; i < n; ++i) {
+      for (int j = 0; j < kBoxFields; ++j) box_vals[i][j] = keys[i].f[tv->box_field[j]];
+      box_vals[i][7] = 0;
+    }
+    for (uint32_t t = 0; t < tv->ntrees; ++t)
+      tree_body<MatchPolicy>(tv, tv->root[t], pkts, keys, box_vals, n, best, win);
   }
   for (uint32_t t = 0; t < s->ntables; ++t) {
     const TableView* tb = s->tables[t];
@@ -99,11 +182,7 @@ static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, c
         if (it.rank >= best[i]) break;
         if (it.hash != h) continue;
         const Entry* e = it.entry;
-        const EntryBlock* blk = reinterpret_cast<const EntryBlock*>(e + 1);
-        bool ok = MatchPolicy::match(keys[i].f, blk);
-        if (ok && e->nblocks > 1) ok = MatchPolicy::match(keys[i].f, blk + 1);
-        if (ok && e->bpf) ok = e->bpf(e->bpf_ctx, pkts[i].data, pkts[i].len, pkts[i].len) != 0;
-        if (ok) {
+        if (entry_matches<MatchPolicy>(e, pkts[i], keys[i])) {
           best[i] = it.rank;
           win[i] = e;
           break;

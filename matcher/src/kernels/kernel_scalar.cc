@@ -8,6 +8,8 @@ struct ScalarMatch {
                                 uint32_t* hash) {
     hash_batch_scalar(keys, open, nopen, tb, hash);
   }
+  static inline uint32_t child(const TreeNode& nd, uint32_t v) { return child_scalar(nd, v); }
+  static inline bool in_box(const uint32_t* v, const TreeBox& b) { return in_box_scalar(v, b); }
   static inline bool match(const uint32_t* f, const EntryBlock* b) {
     for (int i = 0; i < kTestsPerBlock; ++i) {
       const uint32_t v = f[b->idx[i]] & b->mask[i];

@@ -153,6 +153,10 @@ struct ClassifierStats {
   // IPv6 (else IPv4), bits 0..1 the transport: 0 TCP, 1 UDP/UDP-Lite/SCTP, 2 ICMP, 3 other.
   uint32_t cache_shapes = 0;
   uint64_t moved_rules = 0;  // re-added to make room for inserts before a rule (apply)
+  uint32_t tree_entries = 0;  // entries the split tree serves (the rest are in tables)
+  uint32_t tree_items = 0;    // their copies in the tree's leaves
+  uint32_t tree_depth = 0;    // inner nodes on the longest path
+  uint64_t tree_builds = 0;   // trees installed so far
 };
 
 namespace cache {
@@ -168,7 +172,8 @@ class Classifier {
   Classifier(const Classifier&) = delete;
   Classifier& operator=(const Classifier&) = delete;
 
-  // ---- single writer ----
+  // ---- writer (one thread at a time; the calls below lock against each other and
+  // against the classifier's own tree builder) ----
 
   // Adds one rule.  Throws RuleError (naming the rule, the field and the reason, with
   // libpcap's text for a bad BPF expression) and changes nothing if the rule is invalid or
@@ -193,6 +198,18 @@ class Classifier {
   // this CPU cannot run.
   void set_isa(Isa isa);
   Isa isa() const { return isa_; }
+
+  // The split tree (src/split_tree.h): a decision tree over the rules in force, searched
+  // before the tuple tables, which then hold only the rules changed since the tree was
+  // built.  Background (the default): a thread of the classifier builds a new tree when
+  // enough rules have changed (at least 64 in force, and 64 or a sixteenth of them
+  // changed) and publishes it; changes never wait for a build.  Manual: only build_tree()
+  // builds one.  Off: tables only.
+  enum class TreeMode { Off, Background, Manual };
+  void set_tree_mode(TreeMode mode);
+  // Builds the tree over every rule in force now, if any is outside it, and publishes
+  // it (blocking; for loaders and benchmarks that want it at once).  Nothing in Off mode.
+  void build_tree();
 
   // ---- introspection (writer thread) ----
   std::vector<RuleInfo> rules() const;  // in evaluation order

@@ -1,0 +1,336 @@
+// The split tree's builder: see split_tree.h.
+#include "split_tree.h"
+
+#include <algorithm>
+#include <bit>
+#include <functional>
+
+namespace vpf::matcher::tree {
+
+using layout::Entry;
+using layout::EntryBlock;
+using layout::kTestsPerBlock;
+
+Box entry_box(const Entry* e) {
+  Box b;
+  std::fill(std::begin(b.lo), std::end(b.lo), 0u);
+  std::fill(std::begin(b.hi), std::end(b.hi), ~0u);
+  const EntryBlock* blk = e->blocks();
+  for (unsigned k = 0; k < e->nblocks; ++k) {
+    for (int i = 0; i < kTestsPerBlock; ++i) {
+      const uint32_t m = blk[k].mask[i];
+      if (m == 0 || std::countl_one(m) + std::countr_zero(m) != 32) continue;  // not a prefix
+      // (v & m) in [lo, hi] with m a prefix and lo a multiple of its step:
+      // v in [lo, (hi & m) | ~m].
+      const uint8_t f = blk[k].idx[i];
+      b.lo[f] = std::max(b.lo[f], blk[k].lo[i]);
+      b.hi[f] = std::min(b.hi[f], (blk[k].hi[i] & m) | ~m);
+    }
+  }
+  return b;
+}
+
+namespace {
+
+struct Ctx {
+  uint32_t n = 0;
+  std::vector<uint8_t> dims;     // fields some entry narrows
+  std::vector<uint32_t> lo, hi;  // [d * n + entry]
+  Built out;
+  int64_t budget = 0;  // copies left
+};
+
+struct Split {
+  bool ok = false;
+  uint32_t dim = 0;
+  uint32_t ncuts = 0;
+  uint32_t cut[7] = {};
+  size_t max_child = 0, sum = 0;
+};
+
+// The best split of `ids` on dimension d inside [rlo, rhi]: the fewest entries in the
+// largest child, with at most 8 children.
+Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint32_t rlo, uint32_t rhi) {
+  Split best;
+  const size_t n = ids.size();
+  std::vector<uint32_t> a(n), b(n), p;
+  p.reserve(2 * n);
+  bool narrows = false;
+  for (size_t k = 0; k < n; ++k) {
+    a[k] = std::max(c.lo[size_t(d) * c.n + ids[k]], rlo);
+    b[k] = std::min(c.hi[size_t(d) * c.n + ids[k]], rhi);
+    if (a[k] > rlo) p.push_back(a[k]);
+    if (b[k] < rhi) p.push_back(b[k] + 1);
+    narrows = narrows || a[k] > rlo || b[k] < rhi;
+  }
+  if (!narrows) return best;
+  std::sort(a.begin(), a.end());
+  std::sort(b.begin(), b.end());
+  std::sort(p.begin(), p.end());
+  p.erase(std::unique(p.begin(), p.end()), p.end());
+  // Entries overlapping [s, e]: a <= e and b >= s.
+  auto count = [&](uint32_t s, uint32_t e) {
+    return size_t(std::upper_bound(a.begin(), a.end(), e) - a.begin()) -
+           size_t(std::lower_bound(b.begin(), b.end(), s) - b.begin());
+  };
+  // Greedy: each child extends to the last cut that keeps it within `bound`.
+  auto plan = [&](size_t bound, uint32_t* cuts, uint32_t* ncuts) {
+    uint32_t s = rlo;
+    size_t j = 0;  // first cut point > s
+    *ncuts = 0;
+    while (true) {
+      if (count(s, rhi) <= bound) return true;
+      if (*ncuts == 7) return false;
+      // The furthest cut point q (index >= j) with count(s, p[q] - 1) <= bound.
+      size_t lo = j, hi = p.size();  // candidates [lo, hi)
+      while (lo < hi) {
+        const size_t mid = (lo + hi) / 2;
+        if (count(s, p[mid] - 1) <= bound) lo = mid + 1;
+        else hi = mid;
+      }
+      if (lo == j) return false;  // even the first elementary interval is too full
+      s = p[lo - 1];
+      cuts[(*ncuts)++] = s;
+      j = lo;
+    }
+  };
+  size_t lo = 1, hi = n;  // the smallest feasible bound in [lo, hi]; n always is
+  while (lo < hi) {
+    const size_t mid = (lo + hi) / 2;
+    uint32_t cuts[7], k;
+    if (plan(mid, cuts, &k)) hi = mid;
+    else lo = mid + 1;
+  }
+  if (lo >= n) return best;  // no child smaller than the node
+  best.ok = plan(lo, best.cut, &best.ncuts);
+  best.dim = d;
+  best.max_child = 0;
+  best.sum = 0;
+  for (uint32_t g = 0; g <= best.ncuts; ++g) {
+    const uint32_t s = g == 0 ? rlo : best.cut[g - 1];
+    const uint32_t e = g == best.ncuts ? rhi : best.cut[g] - 1;
+    const size_t k = count(s, e);
+    best.max_child = std::max(best.max_child, k);
+    best.sum += k;
+  }
+  return best;
+}
+
+int32_t make_leaf(Ctx& c, const std::vector<uint32_t>& ids) {
+  layout::TreeLeaf lf{uint32_t(c.out.items.size()), uint32_t(ids.size())};
+  c.out.items.insert(c.out.items.end(), ids.begin(), ids.end());  // ids are in rank order
+  c.out.leaves.push_back(lf);
+  return ~int32_t(c.out.leaves.size() - 1);
+}
+
+int32_t make(Ctx& c, const std::vector<uint32_t>& ids, std::vector<uint32_t>& rlo, std::vector<uint32_t>& rhi,
+             uint32_t depth) {
+  if (ids.size() <= kLeafEntries || depth >= kMaxDepth) return make_leaf(c, ids);
+  Split best;
+  for (uint32_t d = 0; d < c.dims.size(); ++d) {
+    const Split s = split_on(c, ids, d, rlo[d], rhi[d]);
+    if (!s.ok) continue;
+    if (!best.ok || s.max_child < best.max_child || (s.max_child == best.max_child && s.sum < best.sum)) best = s;
+  }
+  if (!best.ok || int64_t(best.sum - ids.size()) > c.budget) return make_leaf(c, ids);
+  c.budget -= int64_t(best.sum - ids.size());
+  c.out.depth = std::max(c.out.depth, depth + 1);
+  const size_t at = c.out.nodes.size();
+  c.out.nodes.emplace_back();
+  layout::TreeNode node{};
+  node.field = c.dims[best.dim];
+  const uint32_t d = best.dim;
+  const uint32_t rl = rlo[d], rh = rhi[d];
+  std::vector<uint32_t> child;
+  for (uint32_t g = 0; g < 8; ++g) {
+    if (g < 7) node.cut[g] = g < best.ncuts ? best.cut[g] : ~0u;
+    if (g > best.ncuts) {
+      node.kid[g] = node.kid[best.ncuts];
+      continue;
+    }
+    const uint32_t s = g == 0 ? rl : best.cut[g - 1];
+    const uint32_t e = g == best.ncuts ? rh : best.cut[g] - 1;
+    child.clear();
+    for (uint32_t id : ids)
+      if (c.lo[size_t(d) * c.n + id] <= e && c.hi[size_t(d) * c.n + id] >= s) child.push_back(id);
+    rlo[d] = s;
+    rhi[d] = e;
+    node.kid[g] = make(c, child, rlo, rhi, depth + 1);
+  }
+  rlo[d] = rl;
+  rhi[d] = rh;
+  c.out.nodes[at] = node;
+  return int32_t(at);
+}
+
+// The estimated cost of a lookup in the forest: the mean over a sample of the entries
+// (a packet at the low corner of each one's box) of the nodes visited and leaf boxes
+// tested, with a fixed cost per tree.
+double lookup_cost(const Ctx& c, const std::vector<uint32_t>& ids, const layout::TreeBox* boxes) {
+  if (ids.empty()) return 0;
+  const size_t step = std::max<size_t>(1, ids.size() / 512);
+  double total = 0;
+  size_t samples = 0;
+  uint32_t v[F_COUNT] = {};
+  for (size_t k = 0; k < ids.size(); k += step, ++samples) {
+    for (uint32_t d = 0; d < c.dims.size(); ++d) v[c.dims[d]] = c.lo[size_t(d) * c.n + ids[k]];
+    for (int32_t at : c.out.roots) {
+      total += kTreeCost;
+      while (at >= 0) {
+        const layout::TreeNode& nd = c.out.nodes[size_t(at)];
+        uint32_t ch = 0;
+        for (int j = 0; j < 7; ++j) ch += v[nd.field] >= nd.cut[j];
+        at = nd.kid[ch];
+        total += kNodeCost;
+      }
+      const layout::TreeLeaf& lf = c.out.leaves[size_t(~at)];
+      for (uint32_t x = 0; x < lf.count; ++x) {
+        total += kBoxCost;
+        const layout::TreeBox& b = boxes[c.out.items[lf.first + x]];
+        bool in = true;
+        for (int j = 0; j < layout::kBoxFields; ++j) in &= v[c.out.box_field[j]] - b.lo[j] <= b.hi[j] - b.lo[j];
+        if (in) break;  // most likely the match: the rest of the leaf ranks lower
+      }
+    }
+  }
+  return total / double(samples);
+}
+
+}  // namespace
+
+Built build(const std::vector<const Entry*>& entries) {
+  Ctx c;
+  c.n = uint32_t(entries.size());
+  std::vector<Box> boxes(entries.size());
+  bool used[F_COUNT] = {};
+  std::vector<uint32_t> ids;
+  for (uint32_t i = 0; i < c.n; ++i) {
+    boxes[i] = entry_box(entries[i]);
+    bool empty = false;
+    for (int f = 0; f < F_COUNT; ++f) {
+      empty = empty || boxes[i].lo[f] > boxes[i].hi[f];
+      // A field is worth cutting only where the entries' intervals differ.
+      used[f] = used[f] || boxes[i].lo[f] != boxes[0].lo[f] || boxes[i].hi[f] != boxes[0].hi[f];
+    }
+    if (!empty) ids.push_back(i);  // an entry with an empty interval never matches
+  }
+  // Partition: each entry goes with the field it narrows most (fewest values left), so
+  // that an entry narrow in one field is not copied across the cuts of another; the
+  // largest groups get a tree each, the rest share the last one.
+  // Only fields with many distinct intervals partition (a protocol does not), and an
+  // entry counts as narrow in a field when it keeps at most half of the field's bits
+  // (the field's width: the bits of its largest value among the entries).
+  bool partitions[F_COUNT] = {};
+  std::vector<std::pair<size_t, int>> telling;  // (distinct intervals, field)
+  uint32_t domain_bits[F_COUNT] = {};
+  for (int f = 0; f < F_COUNT; ++f) {
+    if (!used[f]) continue;
+    std::vector<uint64_t> iv;
+    uint32_t top = 0;
+    for (uint32_t i : ids) {
+      iv.push_back(uint64_t(boxes[i].lo[f]) << 32 | boxes[i].hi[f]);
+      top = std::max(top, boxes[i].hi[f] == ~0u ? boxes[i].lo[f] : boxes[i].hi[f]);
+    }
+    std::sort(iv.begin(), iv.end());
+    const size_t distinct = size_t(std::unique(iv.begin(), iv.end()) - iv.begin());
+    partitions[f] = distinct >= kPartitionDistinct;
+    domain_bits[f] = std::max<uint32_t>(uint32_t(std::bit_width(top)), 1);
+    telling.push_back({distinct, f});
+  }
+  // The leaves' first test: the fields with the most distinct intervals.
+  std::sort(telling.begin(), telling.end(), std::greater<>());
+  for (int j = 0; j < layout::kBoxFields; ++j)
+    c.out.box_field[j] = j < int(telling.size()) ? uint8_t(telling[size_t(j)].second) : uint8_t(F_RESERVED_31);
+  c.out.boxes.resize(c.n);
+  for (uint32_t i = 0; i < c.n; ++i) {
+    layout::TreeBox& b = c.out.boxes[i];
+    b.lo[7] = uint32_t(entries[i]->rank);
+    b.hi[7] = uint32_t(entries[i]->rank >> 32);
+    for (int j = 0; j < layout::kBoxFields; ++j) {
+      const bool real = j < int(telling.size());
+      b.lo[j] = real ? boxes[i].lo[c.out.box_field[j]] : 0;
+      b.hi[j] = real ? boxes[i].hi[c.out.box_field[j]] : ~0u;
+    }
+  }
+  std::vector<std::vector<uint32_t>> by_field(F_COUNT + 1);
+  for (uint32_t i : ids) {
+    int best = F_COUNT;
+    double best_share = 0.5;
+    for (int f = 0; f < F_COUNT; ++f) {
+      if (!partitions[f]) continue;
+      const double share = double(std::bit_width(boxes[i].hi[f] - boxes[i].lo[f])) / domain_bits[f];
+      if (share <= best_share) {
+        best_share = share;
+        best = f;
+      }
+    }
+    by_field[size_t(best)].push_back(i);
+  }
+  std::sort(by_field.begin(), by_field.end(), [](const auto& a, const auto& b) { return a.size() > b.size(); });
+  while (!by_field.empty() && by_field.back().empty()) by_field.pop_back();
+  for (int f = 0; f < F_COUNT; ++f)
+    if (used[f]) c.dims.push_back(uint8_t(f));
+  c.lo.resize(c.dims.size() * c.n);
+  c.hi.resize(c.dims.size() * c.n);
+  for (uint32_t d = 0; d < c.dims.size(); ++d)
+    for (uint32_t i = 0; i < c.n; ++i) {
+      c.lo[size_t(d) * c.n + i] = boxes[i].lo[c.dims[d]];
+      c.hi[size_t(d) * c.n + i] = boxes[i].hi[c.dims[d]];
+    }
+  boxes.clear();
+  boxes.shrink_to_fit();
+  // Forests of 1, 2 and kMaxTrees trees (the largest groups each alone, the rest in the
+  // last tree); the one with the lowest estimated lookup cost is kept.
+  Built best;
+  double best_cost = 0;
+  const layout::TreeBox* tbox = c.out.boxes.data();
+  size_t tried = 0;
+  for (size_t want : {size_t(1), size_t(2), size_t(layout::kMaxTrees)}) {
+    const size_t ntrees = std::max<size_t>(1, std::min(want, by_field.size()));
+    if (ntrees == tried) continue;
+    tried = ntrees;
+    std::vector<std::vector<uint32_t>> groups;
+    for (const auto& g : by_field) {
+      if (groups.size() < ntrees) groups.push_back(g);
+      else groups.back().insert(groups.back().end(), g.begin(), g.end());
+    }
+    if (groups.empty()) groups.emplace_back();  // no entries: one empty leaf
+    Ctx t = c;  // the fields and intervals; an empty forest
+    t.out.depth = 0;
+    t.out.nodes.clear();
+    t.out.leaves.clear();
+    t.out.items.clear();
+    t.out.roots.clear();
+    t.out.declined.clear();
+    std::vector<uint32_t> rlo(t.dims.size(), 0), rhi(t.dims.size(), ~0u);
+    for (auto& g : groups) {
+      std::sort(g.begin(), g.end());  // rank order
+      t.budget = int64_t(kMaxCopies) * int64_t(g.size());
+      const size_t nodes = t.out.nodes.size(), leaves = t.out.leaves.size(), items = t.out.items.size();
+      const int32_t root = make(t, g, rlo, rhi, 0);
+      std::vector<int32_t> roots;
+      std::swap(roots, t.out.roots);
+      t.out.roots.push_back(root);
+      const double own = lookup_cost(t, g, tbox);
+      std::swap(roots, t.out.roots);
+      if (own > kDeclinedCost) {
+        // Too slow a tree (the copies ran out, leaving long leaves): these entries are
+        // better served by the tuple tables.
+        t.out.nodes.resize(nodes);
+        t.out.leaves.resize(leaves);
+        t.out.items.resize(items);
+        t.out.declined.insert(t.out.declined.end(), g.begin(), g.end());
+        continue;
+      }
+      t.out.roots.push_back(root);
+    }
+    const double cost = lookup_cost(t, ids, tbox) + kDeclinedCost * double(t.out.declined.size()) / double(ids.size());
+    if (ntrees == 1 || cost < best_cost) {
+      best = std::move(t.out);
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
+}  // namespace vpf::matcher::tree

@@ -1,0 +1,72 @@
+// The split tree: a decision tree over key fields that narrows a packet down to the few
+// entries that can match it.
+//
+// Each inner node cuts one field of the key into up to eight intervals (seven cut
+// values); a packet goes to the child whose interval holds its value.  A leaf lists, in
+// rank order, every entry whose tests leave room for a packet in the leaf's region, so
+// the first entry of the leaf that passes its full tests is the best match among the
+// tree's entries.  The tree is only a filter: an entry is kept wherever it might match
+// and always tested whole, so a field the tree cannot express (a mask that is not a
+// prefix, a BPF program) costs a larger leaf, never a wrong answer.
+//
+// Building (HyperSplit-like, multiway): at a node, for every field, the cut points are
+// the starts and ends of the entries' intervals inside the node's region; the cuts are
+// chosen so that the largest child holds as few entries as possible (a greedy walk over
+// the cut points, for the smallest child bound that leaves at most eight children); the
+// field whose largest child is smallest wins (fewer copies break ties).  A node with few
+// entries, or that no field can split, is a leaf.  Entries that span a cut are copied
+// into both sides; the total of copies is bounded (kMaxCopies per entry), past which
+// nodes become leaves.  So that wide entries are not copied across the cuts of narrow
+// ones, the entries are first partitioned by the field each narrows most, and the
+// largest groups get a tree each (at most layout::kMaxTrees); a packet walks them all.
+//
+// The classifier builds a tree in the background from the entries of a snapshot and
+// keeps the entries added since in its tuple tables (classifier.cc).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+#include "classifier_layout.h"
+
+namespace vpf::matcher::tree {
+
+inline constexpr uint32_t kLeafEntries = 8;  // a node with at most this many entries is a leaf
+inline constexpr uint32_t kMaxDepth = 24;
+inline constexpr uint32_t kMaxCopies = 16;   // leaf items per entry, at most (on average)
+// A field partitions the entries (see build()) when they hold at least this many distinct
+// intervals of it.
+inline constexpr uint32_t kPartitionDistinct = 16;
+// Weights of the lookup cost estimate that chooses between forests (measured: a tree walk
+// of a batch costs about as much as three node visits besides its nodes and leaves).
+inline constexpr double kTreeCost = 3, kNodeCost = 1, kBoxCost = 0.6;
+// ... and of a forest that leaves all entries to the tables (their share of it, otherwise).
+inline constexpr double kDeclinedCost = 60;
+
+struct Built {
+  std::vector<layout::TreeNode> nodes;
+  std::vector<layout::TreeLeaf> leaves;
+  std::vector<uint32_t> items;  // indices into the entries given to build()
+  std::vector<layout::TreeBox> boxes;  // one per entry given to build()
+  uint8_t box_field[layout::kBoxFields] = {};
+  std::vector<uint32_t> declined;  // entries left to the tables: no tree served them well
+  std::vector<int32_t> roots;   // one per tree, as kids: >= 0 a node, < 0 the leaf ~root
+  uint32_t depth = 0;           // the longest path, in inner nodes
+  size_t bytes() const {
+    return nodes.size() * sizeof(layout::TreeNode) + leaves.size() * sizeof(layout::TreeLeaf) +
+           items.size() * sizeof(uint32_t) + boxes.size() * sizeof(layout::TreeBox);
+  }
+};
+
+// The interval [lo, hi] of field values that an entry's tests allow; the whole range
+// when a field is tested only under masks that are not prefixes.
+struct Box {
+  uint32_t lo[F_COUNT], hi[F_COUNT];
+};
+Box entry_box(const layout::Entry* e);
+
+// Builds the tree of `entries`, which must be in rank order (lowest first).
+Built build(const std::vector<const layout::Entry*>& entries);
+
+}  // namespace vpf::matcher::tree
