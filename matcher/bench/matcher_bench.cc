@@ -449,6 +449,7 @@ BpfData& bpfdata() {
     many.push_back(x);
   }
   d->hundred.apply({}, many);
+  d->hundred.build_tree();  // what the background builder publishes a moment later
   // Agreement check: all executors accept the same packets.
   size_t pcap_acc = 0, jit_acc = 0, rte_acc = 0, ours_acc = 0;
   for (size_t i = 0; i < d->frames.size(); ++i) {

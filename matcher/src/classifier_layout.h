@@ -9,6 +9,11 @@
 // A table hashes a few (field, mask) pairs of the key (its "tuple"); every entry in it
 // fixes at least those bits, so a packet only needs the entries of one bucket.  Buckets are
 // grouped 64 to a segment so that one change copies one segment, not the table.
+//
+//   SnapshotView ─▶ TreeView ─▶ TreeNode[] ─▶ TreeLeaf[] ─▶ items ─▶ TreeBox / Entry
+//
+// The split tree (split_tree.h) serves the entries in force when it was built; the
+// tables then hold only the entries added since.
 #pragma once
 
 #include <cstdint>

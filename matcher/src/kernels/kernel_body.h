@@ -4,7 +4,11 @@
 // compiled for one ISA can be picked by the linker for another.
 //
 // Algorithm, for a batch of n <= 32 packets:
-//   for each table, in ascending min_rank:
+//   if the snapshot has a split tree: for each of its trees, walk every packet down to its
+//     leaf (the batch one level at a time) and test the leaf's entries in rank order, a
+//     one-line box test first; the first that passes is the packet's best so far;
+//   then for each table (the entries changed since the tree was built), in ascending
+//   min_rank:
 //     the packets whose best match so far ranks above the table's min_rank are "open";
 //     hash each open packet's tuple fields, prefetch its bucket;
 //     walk each open packet's bucket in rank order until an item ranks at or above the
