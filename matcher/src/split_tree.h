@@ -32,9 +32,9 @@
 
 namespace vpf::matcher::tree {
 
-inline constexpr uint32_t kLeafEntries = 8;  // a node with at most this many entries is a leaf
+inline constexpr uint32_t kLeafEntries = 16;  // a node with at most this many entries is a leaf
 inline constexpr uint32_t kMaxDepth = 24;
-inline constexpr uint32_t kMaxCopies = 16;   // leaf items per entry, at most (on average)
+inline constexpr uint32_t kMaxCopies = 32;   // leaf items per entry, at most (on average)
 // A field partitions the entries (see build()) when they hold at least this many distinct
 // intervals of it.
 inline constexpr uint32_t kPartitionDistinct = 16;
