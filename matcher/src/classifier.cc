@@ -742,6 +742,14 @@ struct Classifier::Impl {
   // Takes a tree built from an earlier rule set: its entries still in force leave the
   // tables, those removed since are dead, those added since stay in (rebuilt) tables.
   void install_tree(std::shared_ptr<const TreeSet> ts) {
+    if (ts->built.roots.empty()) {
+      // Every entry declined: the tables serve them all, and nothing of the build is kept
+      // (without a tree before, nothing moves).
+      drop_tree();
+      declined_live = uint32_t(ts->built.declined.size());
+      ++tree_builds;
+      return;
+    }
     std::unordered_map<const Entry*, uint32_t> index;
     index.reserve(ts->entries.size());
     for (uint32_t i = 0; i < ts->entries.size(); ++i) index.emplace(ts->entries[i], i);

@@ -156,7 +156,7 @@ struct ClassifierStats {
   uint32_t tree_entries = 0;  // entries the split tree serves (the rest are in tables)
   uint32_t tree_items = 0;    // their copies in the tree's leaves
   uint32_t tree_depth = 0;    // inner nodes on the longest path
-  uint64_t tree_builds = 0;   // trees installed so far
+  uint64_t tree_builds = 0;   // builds installed so far (also those that declined every rule)
 };
 
 namespace cache {
