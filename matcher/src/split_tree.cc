@@ -324,7 +324,8 @@ Built build(const std::vector<const Entry*>& entries) {
       }
       t.out.roots.push_back(root);
     }
-    const double cost = lookup_cost(t, ids, tbox) + kDeclinedCost * double(t.out.declined.size()) / double(ids.size());
+    const double declined_share = ids.empty() ? 0 : double(t.out.declined.size()) / double(ids.size());
+    const double cost = lookup_cost(t, ids, tbox) + kDeclinedCost * declined_share;
     if (ntrees == 1 || cost < best_cost) {
       best = std::move(t.out);
       best_cost = cost;

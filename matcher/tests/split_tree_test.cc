@@ -296,3 +296,29 @@ TEST(SplitTree, BackgroundBuilderPublishesWhileChangesAndReadersGoOn) {
   EXPECT_GT(read.load(), 0u);
   expect_same(c, ref, pkts, "after background builds");
 }
+
+TEST(SplitTree, EmptyAndTinyRuleSetsBuild) {
+  Classifier c;
+  c.set_tree_mode(Classifier::TreeMode::Manual);
+  c.build_tree();  // nothing in force: nothing to build
+  EXPECT_EQ(c.stats().tree_builds, 0u);
+  bench::GenOptions g;
+  g.count = 10;
+  g.seed = 2;
+  const auto rules = bench::generate_rules(g);
+  c.apply({}, rules);
+  c.build_tree();
+  EXPECT_EQ(c.stats().tree_builds, 1u);
+  EXPECT_EQ(c.stats().tree_entries, 10u);
+  const auto pkts = trace_packets(rules, 200, 1);
+  size_t matched = 0;
+  for (const auto& p : pkts) matched += c.classify_one(p.data.data(), uint32_t(p.data.size())).matched();
+  EXPECT_GT(matched, 100u);
+  std::vector<RuleRef> all;
+  for (const auto& r : rules) all.push_back({r.kind, r.id});
+  c.apply(all, std::vector<Rule>{});
+  EXPECT_EQ(c.stats().tree_entries, 0u) << "removed entries are dead";
+  c.build_tree();  // a tree of no entries
+  EXPECT_EQ(c.stats().tree_builds, 2u);
+  for (const auto& p : pkts) ASSERT_FALSE(c.classify_one(p.data.data(), uint32_t(p.data.size())).matched());
+}
