@@ -91,6 +91,12 @@ struct alignas(64) TreeNode {
 };
 static_assert(sizeof(TreeNode) == 64);
 
+// A leaf item: the index of an entry (into TreeView::entries and boxes), with the top bit
+// set when the entry's box is exactly its tests (prefixes and ranges on box fields only, no
+// program), so that a packet in the box needs no further test.
+inline constexpr uint32_t kItemExact = 1u << 31;
+inline constexpr uint32_t kItemIndex = kItemExact - 1;
+
 struct TreeLeaf {
   uint32_t first, count;  // items [first, first + count), in rank order
 };
@@ -110,7 +116,7 @@ static_assert(sizeof(TreeBox) == 64);
 struct TreeView {
   const TreeNode* nodes;
   const TreeLeaf* leaves;
-  const uint32_t* items;        // indices into entries and boxes
+  const uint32_t* items;        // leaf items (kItemExact | index into entries and boxes)
   const Entry* const* entries;
   const TreeBox* boxes;
   uint8_t box_field[kBoxFields];

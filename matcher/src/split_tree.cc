@@ -30,12 +30,31 @@ Box entry_box(const Entry* e) {
   return b;
 }
 
+bool box_is_exact(const Entry* e, const uint8_t* box_field) {
+  if (e->bpf) return false;
+  const EntryBlock* blk = e->blocks();
+  for (unsigned k = 0; k < e->nblocks; ++k) {
+    for (int i = 0; i < kTestsPerBlock; ++i) {
+      const uint32_t m = blk[k].mask[i];
+      if (m == 0) {
+        if (blk[k].lo[i] != 0) return false;  // a lane that no value passes
+        continue;                              // an unused lane
+      }
+      if (std::countl_one(m) + std::countr_zero(m) != 32 || (blk[k].lo[i] & ~m) != 0) return false;
+      if (std::find(box_field, box_field + layout::kBoxFields, blk[k].idx[i]) == box_field + layout::kBoxFields)
+        return false;
+    }
+  }
+  return true;
+}
+
 namespace {
 
 struct Ctx {
   uint32_t n = 0;
   std::vector<uint8_t> dims;     // fields some entry narrows
   std::vector<uint32_t> lo, hi;  // [d * n + entry]
+  std::vector<uint32_t> item;    // [entry]: its leaf item (layout::kItemExact | entry)
   Built out;
   int64_t budget = 0;  // copies left
 };
@@ -118,7 +137,7 @@ Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint3
 
 int32_t make_leaf(Ctx& c, const std::vector<uint32_t>& ids) {
   layout::TreeLeaf lf{uint32_t(c.out.items.size()), uint32_t(ids.size())};
-  c.out.items.insert(c.out.items.end(), ids.begin(), ids.end());  // ids are in rank order
+  for (uint32_t id : ids) c.out.items.push_back(c.item[id]);  // ids are in rank order
   c.out.leaves.push_back(lf);
   return ~int32_t(c.out.leaves.size() - 1);
 }
@@ -173,6 +192,7 @@ double lookup_cost(const Ctx& c, const std::vector<uint32_t>& ids, const layout:
   size_t samples = 0;
   uint32_t v[F_COUNT] = {};
   for (size_t k = 0; k < ids.size(); k += step, ++samples) {
+    for (int j = 0; j < layout::kBoxFields; ++j) v[c.out.box_field[j]] = boxes[ids[k]].lo[j];
     for (uint32_t d = 0; d < c.dims.size(); ++d) v[c.dims[d]] = c.lo[size_t(d) * c.n + ids[k]];
     for (int32_t at : c.out.roots) {
       total += kTreeCost;
@@ -186,7 +206,7 @@ double lookup_cost(const Ctx& c, const std::vector<uint32_t>& ids, const layout:
       const layout::TreeLeaf& lf = c.out.leaves[size_t(~at)];
       for (uint32_t x = 0; x < lf.count; ++x) {
         total += kBoxCost;
-        const layout::TreeBox& b = boxes[c.out.items[lf.first + x]];
+        const layout::TreeBox& b = boxes[c.out.items[lf.first + x] & layout::kItemIndex];
         bool in = true;
         for (int j = 0; j < layout::kBoxFields; ++j) in &= v[c.out.box_field[j]] - b.lo[j] <= b.hi[j] - b.lo[j];
         if (in) break;  // most likely the match: the rest of the leaf ranks lower
@@ -202,7 +222,7 @@ Built build(const std::vector<const Entry*>& entries) {
   Ctx c;
   c.n = uint32_t(entries.size());
   std::vector<Box> boxes(entries.size());
-  bool used[F_COUNT] = {};
+  bool used[F_COUNT] = {}, tested[F_COUNT] = {};
   std::vector<uint32_t> ids;
   for (uint32_t i = 0; i < c.n; ++i) {
     boxes[i] = entry_box(entries[i]);
@@ -211,6 +231,7 @@ Built build(const std::vector<const Entry*>& entries) {
       empty = empty || boxes[i].lo[f] > boxes[i].hi[f];
       // A field is worth cutting only where the entries' intervals differ.
       used[f] = used[f] || boxes[i].lo[f] != boxes[0].lo[f] || boxes[i].hi[f] != boxes[0].hi[f];
+      tested[f] = tested[f] || boxes[i].lo[f] != 0 || boxes[i].hi[f] != ~0u;
     }
     if (!empty) ids.push_back(i);  // an entry with an empty interval never matches
   }
@@ -237,12 +258,17 @@ Built build(const std::vector<const Entry*>& entries) {
     domain_bits[f] = std::max<uint32_t>(uint32_t(std::bit_width(top)), 1);
     telling.push_back({distinct, f});
   }
-  // The leaves' first test: the fields with the most distinct intervals.
+  // The leaves' first test: the fields with the most distinct intervals, then those that
+  // every entry tests alike (a direction, a version), so that the box can be the whole test.
   std::sort(telling.begin(), telling.end(), std::greater<>());
+  for (int f = 0; f < F_COUNT; ++f)
+    if (tested[f] && !used[f]) telling.push_back({1, f});
   for (int j = 0; j < layout::kBoxFields; ++j)
     c.out.box_field[j] = j < int(telling.size()) ? uint8_t(telling[size_t(j)].second) : uint8_t(F_RESERVED_31);
   c.out.boxes.resize(c.n);
+  c.item.resize(c.n);
   for (uint32_t i = 0; i < c.n; ++i) {
+    c.item[i] = i | (box_is_exact(entries[i], c.out.box_field) ? layout::kItemExact : 0);
     layout::TreeBox& b = c.out.boxes[i];
     b.lo[7] = uint32_t(entries[i]->rank);
     b.hi[7] = uint32_t(entries[i]->rank >> 32);

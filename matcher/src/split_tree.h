@@ -6,8 +6,10 @@
 // rank order, every entry whose tests leave room for a packet in the leaf's region, so
 // the first entry of the leaf that passes its full tests is the best match among the
 // tree's entries.  The tree is only a filter: an entry is kept wherever it might match
-// and always tested whole, so a field the tree cannot express (a mask that is not a
-// prefix, a BPF program) costs a larger leaf, never a wrong answer.
+// and tested whole, so a field the tree cannot express (a mask that is not a prefix, a
+// BPF program) costs a larger leaf, never a wrong answer.  Where an entry's box (its
+// intervals on the leaves' box fields) says all its tests say, the box test is the whole
+// test (the item is marked exact).
 //
 // Building (HyperSplit-like, multiway): at a node, for every field, the cut points are
 // the starts and ends of the entries' intervals inside the node's region; the cuts are
@@ -47,7 +49,7 @@ inline constexpr double kDeclinedCost = 60;
 struct Built {
   std::vector<layout::TreeNode> nodes;
   std::vector<layout::TreeLeaf> leaves;
-  std::vector<uint32_t> items;  // indices into the entries given to build()
+  std::vector<uint32_t> items;  // indices into the entries given to build(), | kItemExact
   std::vector<layout::TreeBox> boxes;  // one per entry given to build()
   uint8_t box_field[layout::kBoxFields] = {};
   std::vector<uint32_t> declined;  // entries left to the tables: no tree served them well
@@ -65,6 +67,9 @@ struct Box {
   uint32_t lo[F_COUNT], hi[F_COUNT];
 };
 Box entry_box(const layout::Entry* e);
+// True if a value in the entry's box on the fields box_field[0..kBoxFields) passes all of
+// its tests: each tests a box field under a prefix mask, and it has no program.
+bool box_is_exact(const layout::Entry* e, const uint8_t* box_field);
 
 // Builds the tree of `entries`, which must be in rank order (lowest first).
 Built build(const std::vector<const layout::Entry*>& entries);

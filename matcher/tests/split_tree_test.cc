@@ -109,6 +109,28 @@ TEST(SplitTree, EntryIntervalsFollowPrefixesAndRanges) {
   EXPECT_GT(nb.lo[F_DST_PORT], nb.hi[F_DST_PORT]);
 }
 
+TEST(SplitTree, BoxIsExactOnlyForPrefixTestsOnBoxFields) {
+  const uint8_t fields[layout::kBoxFields] = {F_SRC_IP0, F_DST_IP0, F_SRC_PORT, F_DST_PORT, F_IP_PROTO,
+                                              F_RESERVED_31, F_RESERVED_31};
+  const auto five = entry_of({{F_SRC_IP0, 0xffffff00u, 0x0a000100u, 0x0a000100u},
+                              {F_DST_PORT, ~0u, 80, 90},
+                              {F_IP_PROTO, ~0u, 6, 6}});
+  EXPECT_TRUE(tree::box_is_exact(&five->e, fields));
+  const auto not_prefix = entry_of({{F_SRC_IP0, 0xff00ff00u, 0x0a000100u, 0x0a000100u}});
+  EXPECT_FALSE(tree::box_is_exact(&not_prefix->e, fields));
+  const auto other_field = entry_of({{F_SRC_PORT, ~0u, 80, 80}, {F_VM, ~0u, 3, 3}});
+  EXPECT_FALSE(tree::box_is_exact(&other_field->e, fields));
+  auto below_prefix = entry_of({{F_DST_IP0, 0xffff0000u, 0x0a010000u, 0x0a010000u}});
+  below_prefix->b.lo[0] |= 1;  // (v & mask) can never equal lo
+  EXPECT_FALSE(tree::box_is_exact(&below_prefix->e, fields));
+  auto never = entry_of({});
+  never->b.lo[0] = 1;  // a mask-0 lane that no value passes
+  EXPECT_FALSE(tree::box_is_exact(&never->e, fields));
+  auto program = entry_of({{F_DST_PORT, ~0u, 53, 53}});
+  program->e.bpf = [](const void*, const uint8_t*, uint32_t, uint32_t) -> uint32_t { return 1; };
+  EXPECT_FALSE(tree::box_is_exact(&program->e, fields));
+}
+
 TEST(SplitTree, BuildListsEveryEntryInEveryLeafItCanReach) {
   // Entries on two fields; for random points, the leaf each tree sends the point to must
   // list every entry whose intervals hold it (in rank order), unless the build declined it.
@@ -119,7 +141,9 @@ TEST(SplitTree, BuildListsEveryEntryInEveryLeafItCanReach) {
     const uint32_t plen = uint32_t(rng() % 33);
     const uint32_t mask = plen ? ~0u << (32 - plen) : 0;
     const uint32_t a = uint32_t(rng() % 2000), w = uint32_t(rng() % 300);
-    owned.push_back(entry_of({{F_SRC_IP0, mask, uint32_t(rng()), uint32_t(rng())}, {F_DST_PORT, ~0u, a, a + w}}));
+    owned.push_back(entry_of({{F_SRC_IP0, mask, uint32_t(rng()), uint32_t(rng())},
+                              {F_DST_PORT, ~0u, a, a + w},
+                              {F_TCP_FLAGS, i % 5 ? 0u : 0x12u, 0, ~0u}}));
     // lo <= hi within the prefix: make them equal
     owned.back()->b.hi[0] = owned.back()->b.lo[0];
     owned.back()->e.rank = i;
@@ -146,9 +170,12 @@ TEST(SplitTree, BuildListsEveryEntryInEveryLeafItCanReach) {
       }
       const auto& lf = t.leaves[size_t(~at)];
       for (uint32_t x = 0; x < lf.count; ++x) {
-        listed[t.items[lf.first + x]] = true;
+        const uint32_t id = t.items[lf.first + x] & layout::kItemIndex;
+        listed[id] = true;
+        // Exact: every fifth entry also has a test under a mask that is not a prefix.
+        EXPECT_EQ((t.items[lf.first + x] & layout::kItemExact) != 0, id % 5 != 0);
         if (x) {
-          ASSERT_LT(t.items[lf.first + x - 1], t.items[lf.first + x]) << "leaf not in rank order";
+          ASSERT_LT(t.items[lf.first + x - 1] & layout::kItemIndex, id) << "leaf not in rank order";
         }
       }
     }

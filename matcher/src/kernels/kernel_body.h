@@ -6,7 +6,8 @@
 // Algorithm, for a batch of n <= 32 packets:
 //   if the snapshot has a split tree: for each of its trees, walk every packet down to its
 //     leaf (the batch one level at a time) and test the leaf's entries in rank order, a
-//     one-line box test first; the first that passes is the packet's best so far;
+//     one-line box test first (for most entries the only one); the first that passes is
+//     the packet's best so far;
 //   then for each table (the entries changed since the tree was built), in ascending
 //   min_rank:
 //     the packets whose best match so far ranks above the table's min_rank are "open";
@@ -84,20 +85,22 @@ static inline void tree_body(const TreeView* tv, int32_t root, const PacketRef* 
   }
   for (uint32_t i = 0; i < n; ++i) {
     const TreeLeaf lf = tv->leaves[~at[i]];
-    if (lf.count) __builtin_prefetch(&tv->boxes[tv->items[lf.first]]);
+    if (lf.count) __builtin_prefetch(&tv->boxes[tv->items[lf.first] & kItemIndex]);
   }
   for (uint32_t i = 0; i < n; ++i) {
     const TreeLeaf lf = tv->leaves[~at[i]];
     const uint32_t* items = tv->items + lf.first;
     for (uint32_t k = 0; k < lf.count; ++k) {
-      const uint32_t x = items[k];
+      const uint32_t it = items[k];
+      const uint32_t x = it & kItemIndex;
       const TreeBox& bx = tv->boxes[x];
-      if ((uint64_t(bx.hi[7]) << 32 | bx.lo[7]) >= best[i]) break;
+      const uint64_t rank = uint64_t(bx.hi[7]) << 32 | bx.lo[7];
+      if (rank >= best[i]) break;
       if (!MatchPolicy::in_box(box_vals[i], bx)) continue;
       if (tv->dead && (tv->dead[x >> 6] >> (x & 63) & 1)) continue;
       const Entry* e = tv->entries[x];
-      if (entry_matches<MatchPolicy>(e, pkts[i], keys[i])) {
-        best[i] = e->rank;
+      if ((it & kItemExact) || entry_matches<MatchPolicy>(e, pkts[i], keys[i])) {
+        best[i] = rank;
         win[i] = e;
         break;
       }
