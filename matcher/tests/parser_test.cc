@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <random>
 
 #include "frames.h"
@@ -146,4 +147,53 @@ TEST(Parser, RandomFramesNeverReadPastTheEnd) {
     ASSERT_LE(uint32_t(k.l3_offset) + k.l3_size, f.size());
     ASSERT_LE(k.l4_offset, f.size());
   }
+}
+
+TEST(Parser, CommonFramePathEqualsTheFullWalk) {
+  // Common frames, then each with one header byte changed and cut at every length: where
+  // the straight-line path takes a frame, its key must be the full walk's; elsewhere it
+  // must leave the key alone.
+  std::vector<std::vector<uint8_t>> base = {
+      FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(ip4(10, 0, 0, 1), ip4(10, 0, 0, 2), 6).tcp(1234, 80, 0x12).build(),
+      FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(ip4(192, 168, 1, 9), ip4(8, 8, 8, 8), 17).udp(5353, 53).payload(30).build(),
+      FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(1, 2, 17).udp(1, 2).build(),
+  };
+  auto padded = base[2];
+  padded.resize(padded.size() + 18, 0);  // Ethernet padding after the IP packet
+  base.push_back(padded);
+  std::mt19937_64 rng(7);
+  std::vector<std::vector<uint8_t>> frames;
+  for (const auto& f : base) {
+    frames.push_back(f);
+    for (size_t at = 12; at < 14 + 20 + 20 && at < f.size(); ++at) {
+      auto g = f;
+      g[at] = uint8_t(rng());
+      frames.push_back(g);
+      g[at] = f[at] ^ 0x40;
+      frames.push_back(g);
+    }
+    for (size_t n = 0; n < f.size(); ++n) frames.emplace_back(f.begin(), f.begin() + long(n));
+  }
+  for (int i = 0; i < 2000; ++i) frames.push_back(random_frame(rng));
+  size_t taken = 0;
+  for (const auto& f : frames) {
+    const PacketMeta meta{3, Direction::Incoming, 7};
+    PacketKey want, got;
+    std::memset(&want, 0xab, sizeof want);
+    std::memset(&got, 0xab, sizeof got);
+    parse_any_frame(f.data(), uint32_t(f.size()), meta, &want);
+    if (!parse_common_frame(f.data(), uint32_t(f.size()), meta, &got)) {
+      PacketKey untouched;
+      std::memset(&untouched, 0xab, sizeof untouched);
+      ASSERT_EQ(std::memcmp(&got, &untouched, sizeof got), 0);
+      continue;
+    }
+    ++taken;
+    for (int x = 0; x < kFixedFields; ++x) ASSERT_EQ(got.f[x], want.f[x]) << "field " << x;
+    ASSERT_EQ(got.l3_offset, want.l3_offset);
+    ASSERT_EQ(got.l3_size, want.l3_size);
+    ASSERT_EQ(got.l4_offset, want.l4_offset);
+  }
+  EXPECT_GE(taken, 40u);                 // the common frames and their harmless changes
+  EXPECT_LE(taken, frames.size() / 2);  // not the cut or changed headers
 }

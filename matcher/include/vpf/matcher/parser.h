@@ -23,4 +23,11 @@ namespace vpf::matcher {
 // are (a classifier snapshot fills the ones it uses).  `frame` may be null when len is 0.
 void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
 
+// The two halves of parse_frame(), for tests: the most common frame (untagged IPv4
+// without options or fragmentation, carrying a whole TCP or UDP header) in straight-line
+// code, which answers false and leaves *key alone for any other frame; and the walk that
+// handles every frame.  Both give the same key wherever the first answers true.
+bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
+void parse_any_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
+
 }  // namespace vpf::matcher
