@@ -450,6 +450,13 @@ BpfData& bpfdata() {
   }
   d->hundred.apply({}, many);
   d->hundred.build_tree();  // what the background builder publishes a moment later
+  for (auto [name, c] : {std::pair<const char*, Classifier*>{"ours_bpf_1", &d->one}, {"ours_bpf_100", &d->hundred}}) {
+    const auto s = c->stats();
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "%u rules -> %u entries, %u dynamic slots, tree of %u entries (%u leaf items), %u tables",
+                  s.rules, s.entries, s.dynamic_slots, s.tree_entries, s.tree_items, s.tables);
+    g_notes[name] = buf;
+  }
   // Agreement check: all executors accept the same packets.
   size_t pcap_acc = 0, jit_acc = 0, rte_acc = 0, ours_acc = 0;
   for (size_t i = 0; i < d->frames.size(); ++i) {

@@ -61,7 +61,26 @@ struct BpfLoad {
 
 // Loads `l` from a packet.  Returns false if it is out of bounds (the program would
 // reject the packet).
-bool bpf_load(const BpfLoad& l, const uint8_t* pkt, uint32_t len, uint32_t* value);
+// (Inline: the classifier runs it for every dynamic slot of every packet.)
+inline bool bpf_load(const BpfLoad& l, const uint8_t* pkt, uint32_t len, uint32_t* value) {
+  uint64_t off = l.off;
+  if (l.kind == BpfLoad::Len) {
+    *value = len;
+    return true;
+  }
+  if (l.kind == BpfLoad::Ind) {
+    if (l.msh_off >= len) return false;
+    off += 4u * (pkt[l.msh_off] & 0xfu);
+  }
+  if (off + l.size > len) return false;
+  const uint8_t* p = pkt + off;
+  switch (l.size) {
+    case 1: *value = p[0]; break;
+    case 2: *value = uint32_t(p[0]) << 8 | p[1]; break;
+    default: *value = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+  }
+  return true;
+}
 
 // One test: (value of loads[load] & mask) in [lo, hi].
 struct BpfTerm {
