@@ -182,9 +182,20 @@ int32_t make(Ctx& c, const std::vector<uint32_t>& ids, std::vector<uint32_t>& rl
   return int32_t(at);
 }
 
+// A value in [lo, hi], drawn from `seed` (deterministic: a build depends only on its input).
+uint32_t draw_in(uint32_t lo, uint32_t hi, uint64_t seed) {
+  uint64_t z = seed + 0x9e3779b97f4a7c15ull;  // splitmix64
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  z ^= z >> 31;
+  const uint64_t span = uint64_t(hi) - lo + 1;
+  return lo + uint32_t(z % span);
+}
+
 // The estimated cost of a lookup in the forest: the mean over a sample of the entries
-// (a packet at the low corner of each one's box) of the nodes visited and leaf boxes
-// tested, with a fixed cost per tree.
+// (a packet at a pseudo-random point of each one's box: where an entry leaves a field
+// open, traffic takes any value of it) of the nodes visited and leaf boxes tested, with a
+// fixed cost per tree.
 double lookup_cost(const Ctx& c, const std::vector<uint32_t>& ids, const layout::TreeBox* boxes) {
   if (ids.empty()) return 0;
   const size_t step = std::max<size_t>(1, ids.size() / 512);
@@ -193,7 +204,8 @@ double lookup_cost(const Ctx& c, const std::vector<uint32_t>& ids, const layout:
   uint32_t v[F_COUNT] = {};
   for (size_t k = 0; k < ids.size(); k += step, ++samples) {
     for (int j = 0; j < layout::kBoxFields; ++j) v[c.out.box_field[j]] = boxes[ids[k]].lo[j];
-    for (uint32_t d = 0; d < c.dims.size(); ++d) v[c.dims[d]] = c.lo[size_t(d) * c.n + ids[k]];
+    for (uint32_t d = 0; d < c.dims.size(); ++d)
+      v[c.dims[d]] = draw_in(c.lo[size_t(d) * c.n + ids[k]], c.hi[size_t(d) * c.n + ids[k]], uint64_t(k) << 8 | d);
     for (int32_t at : c.out.roots) {
       total += kTreeCost;
       while (at >= 0) {
