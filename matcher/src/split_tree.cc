@@ -57,6 +57,7 @@ struct Ctx {
   std::vector<uint32_t> item;    // [entry]: its leaf item (layout::kItemExact | entry)
   Built out;
   int64_t budget = 0;  // copies left
+  bool exhausted = false;  // a split was refused for want of copies: the tree is declined
 };
 
 struct Split {
@@ -144,14 +145,15 @@ int32_t make_leaf(Ctx& c, const std::vector<uint32_t>& ids) {
 
 int32_t make(Ctx& c, const std::vector<uint32_t>& ids, std::vector<uint32_t>& rlo, std::vector<uint32_t>& rhi,
              uint32_t depth) {
-  if (ids.size() <= kLeafEntries || depth >= kMaxDepth) return make_leaf(c, ids);
+  if (ids.size() <= kLeafEntries || depth >= kMaxDepth || c.exhausted) return make_leaf(c, ids);
   Split best;
   for (uint32_t d = 0; d < c.dims.size(); ++d) {
     const Split s = split_on(c, ids, d, rlo[d], rhi[d]);
     if (!s.ok) continue;
     if (!best.ok || s.max_child < best.max_child || (s.max_child == best.max_child && s.sum < best.sum)) best = s;
   }
-  if (!best.ok || int64_t(best.sum - ids.size()) > c.budget) return make_leaf(c, ids);
+  if (best.ok && int64_t(best.sum - ids.size()) > c.budget) c.exhausted = true;
+  if (!best.ok || c.exhausted) return make_leaf(c, ids);
   c.budget -= int64_t(best.sum - ids.size());
   c.out.depth = std::max(c.out.depth, depth + 1);
   const size_t at = c.out.nodes.size();
@@ -344,16 +346,17 @@ Built build(const std::vector<const Entry*>& entries) {
     for (auto& g : groups) {
       std::sort(g.begin(), g.end());  // rank order
       t.budget = int64_t(kMaxCopies) * int64_t(g.size());
+      t.exhausted = false;
       const size_t nodes = t.out.nodes.size(), leaves = t.out.leaves.size(), items = t.out.items.size();
       const int32_t root = make(t, g, rlo, rhi, 0);
       std::vector<int32_t> roots;
       std::swap(roots, t.out.roots);
       t.out.roots.push_back(root);
-      const double own = lookup_cost(t, g, tbox);
+      const double own = t.exhausted ? 0 : lookup_cost(t, g, tbox);
       std::swap(roots, t.out.roots);
-      if (own > kDeclinedCost) {
-        // Too slow a tree (the copies ran out, leaving long leaves): these entries are
-        // better served by the tuple tables.
+      if (t.exhausted || own > kDeclinedCost) {
+        // The copies ran out (the rest of the build was cut short: long leaves), or too
+        // slow a tree: these entries are better served by the tuple tables.
         t.out.nodes.resize(nodes);
         t.out.leaves.resize(leaves);
         t.out.items.resize(items);
