@@ -58,6 +58,7 @@ struct Ctx {
   Built out;
   int64_t budget = 0;  // copies left
   bool exhausted = false;  // a split was refused for want of copies: the tree is declined
+  size_t leaf = kLeafEntries;  // entries a leaf may hold in the tree being built
 };
 
 struct Split {
@@ -145,7 +146,7 @@ int32_t make_leaf(Ctx& c, const std::vector<uint32_t>& ids) {
 
 int32_t make(Ctx& c, const std::vector<uint32_t>& ids, std::vector<uint32_t>& rlo, std::vector<uint32_t>& rhi,
              uint32_t depth) {
-  if (ids.size() <= kLeafEntries || depth >= kMaxDepth || c.exhausted) return make_leaf(c, ids);
+  if (ids.size() <= c.leaf || depth >= kMaxDepth || c.exhausted) return make_leaf(c, ids);
   Split best;
   for (uint32_t d = 0; d < c.dims.size(); ++d) {
     const Split s = split_on(c, ids, d, rlo[d], rhi[d]);
@@ -347,6 +348,7 @@ Built build(const std::vector<const Entry*>& entries) {
       std::sort(g.begin(), g.end());  // rank order
       t.budget = int64_t(kMaxCopies) * int64_t(g.size());
       t.exhausted = false;
+      t.leaf = g.size() > kLargeTree ? kLargeLeafEntries : kLeafEntries;
       const size_t nodes = t.out.nodes.size(), leaves = t.out.leaves.size(), items = t.out.items.size();
       const int32_t root = make(t, g, rlo, rhi, 0);
       std::vector<int32_t> roots;
