@@ -899,6 +899,12 @@ struct Classifier::Impl {
 
   // Any packets, in batches of kMaxBatch.
   void classify_in(int slot, cache::DecisionCache* dc, const PacketRef* pkts, uint32_t n, Decision* out) {
+    if (!dc) {  // no cache: the packets as they are, no per-batch arrays
+      epoch.enter(slot);
+      decide_uncached(current.load(std::memory_order_seq_cst), pkts, n, out);
+      epoch.leave(slot);
+      return;
+    }
     const uint8_t* data[kMaxBatch];
     uint32_t len[kMaxBatch];
     PacketMeta metas[kMaxBatch];
@@ -922,24 +928,30 @@ struct Classifier::Impl {
     epoch.enter(slot);
     const Snapshot* s = current.load(std::memory_order_seq_cst);
     uint32_t matched = 0;
-    if (s->view.ntables == 0 && !s->view.tree && s->direct.empty()) {
-      std::fill(out, out + b.n, Decision{});  // no rules: nothing to parse, hash or look up
-    } else if (dc && s->direct.empty()) {
+    if (dc && s->direct.empty() && (s->view.ntables != 0 || s->view.tree)) {
       matched = dc->classify(s->cache_plan, s->gen, b, out,
                              [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
     } else {
       PacketRef refs[kMaxBatch];
       for (uint32_t i = 0; i < b.n; ++i) refs[i] = b.ref(i);
-      if (!s->direct.empty()) {
-        classify_direct(s, refs, b.n, out);  // a few programs run directly: nothing to cache
-        if (dc) dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + b.n, std::memory_order_relaxed);
-      } else {
-        classify_tables(s, refs, b.n, out);
-      }
+      decide_uncached(s, refs, b.n, out);
+      // A few programs run directly: nothing to cache.
+      if (dc && !s->direct.empty())
+        dc->bypassed.store(dc->bypassed.load(std::memory_order_relaxed) + b.n, std::memory_order_relaxed);
       matched = cache::matched_bits(out, b.n);
     }
     epoch.leave(slot);
     return matched;
+  }
+
+  // Decides any number of packets without a decision cache.
+  static void decide_uncached(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
+    if (s->view.ntables == 0 && !s->view.tree && s->direct.empty())
+      std::fill(out, out + n, Decision{});  // no rules: nothing to parse, hash or look up
+    else if (!s->direct.empty())
+      classify_direct(s, pkts, n, out);
+    else
+      classify_tables(s, pkts, n, out);
   }
 
   static void classify_tables(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
