@@ -34,8 +34,9 @@ inline uint32_t rd32(const uint8_t* p) {
   return __builtin_bswap32(v);
 }
 
-// Zeroes key fields 0..kFixedFields-1.
-inline void zero_fixed_fields(PacketKey* k) {
+// Starts a key: the fixed fields zeroed but for the packet's metadata and frame length,
+// the offsets 0; dynamic slots are the snapshot's to fill.
+inline void start_key(const PacketMeta& meta, uint32_t len, PacketKey* k) {
   // Sixteen bytes at a time: for a 128-byte memset (or a loop it recognises as one) GCC
   // emits `rep stos`, whose start-up costs more than the rest of the parse; the empty asm
   // hides that the value is zero.
@@ -43,6 +44,11 @@ inline void zero_fixed_fields(PacketKey* k) {
   __m128i zero = _mm_setzero_si128();
   asm("" : "+x"(zero));
   for (int i = 0; i < kFixedFields; i += 4) _mm_store_si128(reinterpret_cast<__m128i*>(k->f + i), zero);
+  k->l3_offset = k->l3_size = k->l4_offset = k->reserved = 0;
+  k->f[F_ADAPTER] = meta.adapter;
+  k->f[F_DIRECTION] = static_cast<uint32_t>(meta.direction);
+  k->f[F_VM] = meta.vm;
+  k->f[F_FRAME_LEN] = len;
 }
 
 // Transport header at frame[off, end).  Fills ports / flags / ICMP type and code.
@@ -211,11 +217,7 @@ bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& me
   if (rd16(frame + 12) != kEthIpv4 || ip[0] != 0x45 || l4_len == 0 || (rd16(ip + 6) & 0x3fff) != 0 ||
       tot < 20 + l4_len || tot > len - 14)
     return false;
-  zero_fixed_fields(k);
-  k->f[F_ADAPTER] = meta.adapter;
-  k->f[F_DIRECTION] = static_cast<uint32_t>(meta.direction);
-  k->f[F_VM] = meta.vm;
-  k->f[F_FRAME_LEN] = len;
+  start_key(meta, len, k);
   k->f[F_ETH_DST_HI] = rd16(frame);
   k->f[F_ETH_DST_LO] = rd32(frame + 2);
   k->f[F_ETH_SRC_HI] = rd16(frame + 6);
@@ -232,7 +234,6 @@ bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& me
   k->l3_offset = 14;
   k->l3_size = static_cast<uint16_t>(tot);
   k->l4_offset = 34;
-  k->reserved = 0;
   return true;
 }
 
@@ -242,13 +243,7 @@ void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, Pac
 }
 
 void parse_any_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* k) {
-  // The fixed fields and the offsets; dynamic slots are the snapshot's to fill.
-  zero_fixed_fields(k);
-  k->l3_offset = k->l3_size = k->l4_offset = k->reserved = 0;
-  k->f[F_ADAPTER] = meta.adapter;
-  k->f[F_DIRECTION] = static_cast<uint32_t>(meta.direction);
-  k->f[F_VM] = meta.vm;
-  k->f[F_FRAME_LEN] = len;
+  start_key(meta, len, k);
   uint32_t& flags = k->f[F_PARSE_FLAGS];
   if (len >= 6) {
     k->f[F_ETH_DST_HI] = rd16(frame);

@@ -11,6 +11,11 @@ using layout::Entry;
 using layout::EntryBlock;
 using layout::kTestsPerBlock;
 
+namespace {
+// True if m is ones from the top, then zeros (0 is: no bits).
+bool is_prefix(uint32_t m) { return std::countl_one(m) + std::countr_zero(m) == 32; }
+}  // namespace
+
 Box entry_box(const Entry* e) {
   Box b;
   std::fill(std::begin(b.lo), std::end(b.lo), 0u);
@@ -19,7 +24,7 @@ Box entry_box(const Entry* e) {
   for (unsigned k = 0; k < e->nblocks; ++k) {
     for (int i = 0; i < kTestsPerBlock; ++i) {
       const uint32_t m = blk[k].mask[i];
-      if (m == 0 || std::countl_one(m) + std::countr_zero(m) != 32) continue;  // not a prefix
+      if (m == 0 || !is_prefix(m)) continue;  // not a prefix
       // (v & m) in [lo, hi] with m a prefix and lo a multiple of its step:
       // v in [lo, (hi & m) | ~m].
       const uint8_t f = blk[k].idx[i];
@@ -40,7 +45,7 @@ bool box_is_exact(const Entry* e, const uint8_t* box_field) {
         if (blk[k].lo[i] != 0) return false;  // a lane that no value passes
         continue;                              // an unused lane
       }
-      if (std::countl_one(m) + std::countr_zero(m) != 32 || (blk[k].lo[i] & ~m) != 0) return false;
+      if (!is_prefix(m) || (blk[k].lo[i] & ~m) != 0) return false;
       if (std::find(box_field, box_field + layout::kBoxFields, blk[k].idx[i]) == box_field + layout::kBoxFields)
         return false;
     }
