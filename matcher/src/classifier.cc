@@ -18,7 +18,7 @@
 
 #include "classifier_layout.h"
 #include "decision_cache.h"
-#include "epoch.h"
+#include "vpf/matcher/epoch.h"
 #include "rule_compile.h"
 #include "split_tree.h"
 #include "table_hash.h"

@@ -30,7 +30,8 @@ size_t region_size(uint32_t rings, uint64_t capacity) {
   return 64 + size_t(rings) * ring_stride(capacity);
 }
 
-bool Ring::push(uint16_t type, const void* fixed, uint32_t fixed_len, const void* data, uint32_t data_len) {
+bool Ring::push(uint16_t type, const void* fixed, uint32_t fixed_len, const void* data, uint32_t data_len,
+                uint16_t flags) {
   const uint64_t total = align8(uint64_t(fixed_len) + data_len);
   if (fixed_len < sizeof(RecordHeader) || total > cap_ / 2) {
     hdr_->dropped.fetch_add(1, std::memory_order_relaxed);
@@ -52,7 +53,7 @@ bool Ring::push(uint16_t type, const void* fixed, uint32_t fixed_len, const void
   }
   uint8_t* p = buf_ + (head & (cap_ - 1));
   std::memcpy(p, fixed, fixed_len);
-  RecordHeader rh{uint32_t(total), type, 0};
+  RecordHeader rh{uint32_t(total), type, flags};
   std::memcpy(p, &rh, sizeof rh);
   if (data_len) std::memcpy(p + fixed_len, data, data_len);
   hdr_->pushed.fetch_add(1, std::memory_order_relaxed);
@@ -237,13 +238,14 @@ bool send_with_fds(int sock, const void* buf, size_t len, const int* fds, int nf
     std::memcpy(CMSG_DATA(c), fds, sizeof(int) * size_t(nfds));
   }
   size_t done = 0;
+  int waits = 0;
   while (done < len) {
     iov.iov_base = static_cast<char*>(const_cast<void*>(buf)) + done;
     iov.iov_len = len - done;
     const ssize_t n = sendmsg(sock, &msg, MSG_NOSIGNAL);
     if (n < 0) {
       if (errno == EINTR) continue;
-      if (errno == EAGAIN) {  // a non-blocking socket with a full buffer: wait a little
+      if (errno == EAGAIN && ++waits < 10000) {  // a non-blocking socket with a full buffer: up to 1 s
         usleep(100);
         continue;
       }

@@ -86,13 +86,15 @@ json ChannelClient::read_reply(std::vector<int>* fds, const std::string& send_er
   return reply;
 }
 
-json ChannelClient::call(const std::string& method, const json& params) {
+json ChannelClient::call(const std::string& method, const json& params) { return call_with_fds(method, params, nullptr); }
+
+json ChannelClient::call_with_fds(const std::string& method, const json& params, std::vector<int>* fds) {
   const uint64_t id = next_id_++;
   const json req = {{"jsonrpc", "2.0"}, {"id", id}, {"method", method}, {"params", params}};
   const std::string line = req.dump() + "\n";
   if (!send_with_fds(sock_, line.data(), line.size(), nullptr, 0))
     throw std::runtime_error(std::string("control socket: ") + std::strerror(errno));
-  const json reply = read_reply(nullptr, "");
+  const json reply = read_reply(fds, "");
   if (!reply.contains("id") || reply["id"] != id) throw std::runtime_error("reply to another request");
   return reply["result"];
 }

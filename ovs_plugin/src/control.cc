@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <algorithm>
 #include <cstring>
 #include <stdexcept>
 
@@ -120,7 +122,7 @@ void ControlServer::accept_one() {
   inbuf_.clear();
 }
 
-json ControlServer::dispatch(const json& req, bool* hello) {
+json ControlServer::dispatch(const json& req, bool* hello, std::vector<int>* fds) {
   *hello = false;
   if (!req.is_object() || !req.contains("method") || !req["method"].is_string())
     return error_reply(req.is_object() && req.contains("id") ? req["id"] : json(nullptr), kInvalidRequest,
@@ -148,6 +150,13 @@ json ControlServer::dispatch(const json& req, bool* hello) {
       result = plugin_.set_adapters(params);
     } else if (m == "set_config") {
       result = plugin_.set_config(params);
+    } else if (m == "client_open") {
+      std::vector<int> none;
+      result = plugin_.client_open(params, fds ? fds : &none);
+    } else if (m == "client_set") {
+      result = plugin_.client_set(params);
+    } else if (m == "client_close") {
+      result = plugin_.client_close(params);
     } else if (m == "stats") {
       result = plugin_.stats();
     } else if (m == "ports") {
@@ -174,9 +183,10 @@ bool ControlServer::serve_agent() {
     const std::string line = inbuf_.substr(start, nl - start);
     json req, reply;
     bool hello = false;
+    std::vector<int> reply_fds;  // the plugin's own: sent, not closed
     try {
       req = json::parse(line);
-      reply = dispatch(req, &hello);
+      reply = dispatch(req, &hello, &reply_fds);
     } catch (const json::parse_error& e) {
       reply = error_reply(nullptr, kParseError, std::string("malformed JSON: ") + e.what());
     }
@@ -186,7 +196,8 @@ bool ControlServer::serve_agent() {
       agent_hello_ = true;
       plugin_.log(OVS_PACKET_HOOK_LOG_INFO, "vportfilter: agent attached");
       if (!send_line(reply, out, 3)) return false;
-    } else if (!notification && !send_line(reply, nullptr, 0)) {
+    } else if (!notification && !send_line(reply, reply.contains("error") ? nullptr : reply_fds.data(),
+                                           reply.contains("error") ? 0 : int(reply_fds.size()))) {
       return false;
     }
   }
@@ -202,27 +213,53 @@ bool ControlServer::serve_agent() {
 
 void ControlServer::run() {
   auto& waiting = plugin_.region().header()->plugin_waiting;
+  uint64_t last_work = 0;   // a capture was held or a verdict applied
+  uint64_t next_scan = 0;   // for held packets past their deadline (1 ms granularity)
+  uint32_t spins = 0;
   for (;;) {
-    int timeout_ms = 1000;
+    uint64_t now = mono_ns();
     if (agent_hello_) {
+      const size_t before = plugin_.channel_counters().verdicts.load(std::memory_order_relaxed);
       if (!plugin_.process_commands()) drop_agent("its command ring is corrupt");
+      plugin_.process_client_verdicts();
+      if (plugin_.channel_counters().verdicts.load(std::memory_order_relaxed) != before) last_work = now;
     }
-    const uint64_t next = plugin_.expire_holds();
-    if (next != UINT64_MAX) timeout_ms = int(next / 1000000) + 1;
-    if (agent_hello_) {
+    if (now >= next_scan) next_scan = now + std::min<uint64_t>(plugin_.expire_holds(), 1000000000);
+    // Busy-poll for a while after a capture or a verdict: the verdict of a held packet is
+    // then applied without a wake-up, and one capture soon after another finds this
+    // thread awake (bounded: kSpinNs after the last one).  The sockets are looked at
+    // every kSpinPolls turns meanwhile.
+    int timeout_ms = int((next_scan - now) / 1000000) + 1;
+    const bool spin = agent_hello_ && now - last_work < kSpinNs;
+    if (spin) {
+      sched_yield();
+      if (++spins % kSpinPolls) continue;
+      timeout_ms = 0;
+    } else if (agent_hello_) {
       channel::prepare_sleep(waiting);
-      if (!plugin_.region().command_ring().empty()) timeout_ms = 0;
+      if (!plugin_.region().command_ring().empty() || !plugin_.client_prepare_sleep()) timeout_ms = 0;
     }
-    pollfd p[4] = {{stop_fd_, POLLIN, 0}, {listen_fd_, POLLIN, 0}, {plugin_.commands_fd(), POLLIN, 0},
-                   {agent_fd_, POLLIN, 0}};
-    const int n = poll(p, agent_fd_ >= 0 ? 4 : 3, timeout_ms);
+    std::vector<pollfd> p = {{stop_fd_, POLLIN, 0}, {listen_fd_, POLLIN, 0}, {plugin_.commands_fd(), POLLIN, 0},
+                             {agent_fd_, POLLIN, 0}};
+    if (agent_hello_ && !spin)
+      for (int fd : plugin_.client_wait_fds()) p.push_back({fd, POLLIN, 0});
+    const int n = poll(p.data(), agent_fd_ >= 0 ? nfds_t(p.size()) : 3, timeout_ms);
     waiting.store(0, std::memory_order_relaxed);
+    if (agent_hello_ && !spin) plugin_.client_woken();
     if (n < 0) continue;
     if (p[0].revents) return;
-    if (p[2].revents) {
+    if (p[2].revents) {  // a command, or a datapath thread that held a packet
       uint64_t v;
       [[maybe_unused]] ssize_t r = read(plugin_.commands_fd(), &v, sizeof v);
+      now = mono_ns();
+      last_work = now;
+      next_scan = std::min(next_scan, now + 1000000);  // the new hold's deadline
     }
+    for (size_t i = 4; i < p.size(); ++i)
+      if (p[i].revents) {
+        uint64_t v;
+        [[maybe_unused]] ssize_t r = read(p[i].fd, &v, sizeof v);
+      }
     if (p[1].revents) accept_one();
     if (agent_fd_ >= 0 && (p[3].revents & (POLLIN | POLLHUP | POLLERR)) && !serve_agent())
       drop_agent("its socket closed");

@@ -12,8 +12,10 @@
 // thread" ones of plugin.h.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -31,10 +33,16 @@ class ControlServer {
 
   const std::string& path() const { return path_; }
 
-  // One request (a parsed JSON-RPC object) to its reply object; public for tests.
-  nlohmann::json dispatch(const nlohmann::json& req, bool* hello);
+  // One request (a parsed JSON-RPC object) to its reply object; descriptors to send with
+  // the reply go to *fds (client_open).  Public for tests.
+  nlohmann::json dispatch(const nlohmann::json& req, bool* hello, std::vector<int>* fds = nullptr);
 
  private:
+  // How long the thread keeps polling the rings after a capture or a verdict (instead of
+  // sleeping until the next verdict or capture wakes it), and how often it looks at its
+  // sockets meanwhile.
+  static constexpr uint64_t kSpinNs = 500000;
+  static constexpr uint32_t kSpinPolls = 64;
   void run();
   void accept_one();
   bool serve_agent();  // false: the agent is gone

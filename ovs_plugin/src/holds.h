@@ -10,6 +10,11 @@
 //
 // A capture id names a slot and its use: (generation << 32) | (ring << 16) | slot, so a
 // verdict for a slot's earlier use is recognised as stale.
+//
+// Owner: 0 when the agent decides the packet; a client channel's serial when the capture
+// went straight to that client (clients.h): only that channel's verdicts are accepted
+// for it (another client's is "foreign"), and `expiry` (a VerdictAction, 0: the plugin's
+// own) is what the packet gets when its deadline passes or its channel closes.
 #pragma once
 
 #include <openvswitch/packet-hook.h>
@@ -34,6 +39,8 @@ struct HoldSlot {
   matcher::Direction direction = matcher::Direction::Outgoing;
   uint32_t len = 0;
   uint64_t deadline_ns = 0;  // CLOCK_MONOTONIC; UINT64_MAX: none
+  uint32_t owner = 0;        // 0: the agent; else the deciding client channel's serial
+  uint8_t expiry = 0;        // VerdictAction on expiry; 0: the plugin's expiry action
 };
 
 class HoldTable {
@@ -45,7 +52,7 @@ class HoldTable {
   // Producer.  Takes a free slot for `packet` and returns it with its capture id, or
   // nullptr if the next few slots are all busy (the caller applies the policy).
   HoldSlot* hold(ovs_packet* packet, Port* port, matcher::Direction dir, uint32_t len, uint64_t deadline_ns,
-                 uint64_t* capture_id) {
+                 uint64_t* capture_id, uint32_t owner = 0, uint8_t expiry = 0) {
     for (uint32_t tries = 0; tries < 8; ++tries) {
       const uint32_t i = cursor_++ & (kSlots - 1);
       HoldSlot& s = slots_[i];
@@ -56,6 +63,8 @@ class HoldTable {
       s.direction = dir;
       s.len = len;
       s.deadline_ns = deadline_ns;
+      s.owner = owner;
+      s.expiry = expiry;
       held_.fetch_add(1, std::memory_order_relaxed);
       s.state.store(kHeld, std::memory_order_release);
       *capture_id = (uint64_t(s.generation) << 32) | (uint64_t(ring_) << 16) | i;
@@ -74,18 +83,35 @@ class HoldTable {
   }
 
   // Control thread: claims the slot named by `capture_id` if it is still held for that
-  // use; nullptr for a stale or unknown id.
-  HoldSlot* claim(uint64_t capture_id) {
+  // use (and, unless `any_owner`, owned by `owner`); nullptr for a stale or unknown id,
+  // with *foreign set when the packet is held for another owner.
+  HoldSlot* claim(uint64_t capture_id, bool any_owner = true, uint32_t owner = 0, bool* foreign = nullptr) {
     const uint32_t i = uint32_t(capture_id & 0xffff);
     if (((capture_id >> 16) & 0xffff) != ring_ || i >= kSlots) return nullptr;
     HoldSlot& s = slots_[i];
     uint32_t expected = kHeld;
     if (!s.state.compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) return nullptr;
-    if (s.generation != uint32_t(capture_id >> 32)) {
+    if (s.generation != uint32_t(capture_id >> 32) || (!any_owner && s.owner != owner)) {
+      if (foreign && s.generation == uint32_t(capture_id >> 32)) *foreign = true;
       s.state.store(kHeld, std::memory_order_release);
       return nullptr;
     }
     return &s;
+  }
+
+  // Control thread: claims every held slot of `owner` and calls fn(slot) for each.
+  template <class Fn>
+  void claim_owned(uint32_t owner, Fn&& fn) {
+    if (held_.load(std::memory_order_relaxed) == 0) return;
+    for (uint32_t i = 0; i < kSlots; ++i) {
+      HoldSlot& s = slots_[i];
+      if (s.state.load(std::memory_order_acquire) != kHeld || s.owner != owner) continue;
+      uint32_t expected = kHeld;
+      if (s.state.compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) {
+        if (s.owner == owner) fn(s);
+        else s.state.store(kHeld, std::memory_order_release);
+      }
+    }
   }
 
   // Control thread: claims every held slot whose deadline is before `now_ns` (all of them

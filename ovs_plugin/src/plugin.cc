@@ -209,7 +209,7 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   Decision* const out = out_buf.v;
   const matcher::PacketMeta meta{uint32_t(adapter), dir, port->vm.load(std::memory_order_relaxed)};
   uint64_t bytes = 0, fpackets = 0, fbytes = 0, dropped = 0, dropped_bytes = 0, events = 0, lost = 0;
-  bool captured = false;
+  bool to_agent = false;  // something written to the agent's ring
   // The switch's arrays as they are (ABI 2: its bytes and lengths); ABI 1 asks per packet.
   Uninit<const uint8_t*, matcher::kMaxBatch> data_buf;
   Uninit<uint32_t, matcher::kMaxBatch> len_buf;
@@ -253,11 +253,110 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   const uint32_t snap = port->snaplen.load(std::memory_order_relaxed);
   const uint32_t snaplen = snap ? snap : kDefaultSnaplen;
   RuleHits& rh = hits(slot);
+  // Client channels (clients.h): threads with their own event ring only (the shared ring's
+  // threads use the agent's path); entered on the batch's first event.
+  const bool direct_ok = slot < int(kEventRings) - 1;
+  const ClientTable::RouteMap* routes = nullptr;
+  ClientChannel* touched[matcher::kMaxBatch];
+  uint32_t ntouched = 0;
+  bool held_any = false;
+
+  // An event: to its client's channel when its rule has a route there, else to the
+  // agent's ring.  Returns true if the packet is to be dropped.
+  auto event = [&](uint32_t i, const Decision& d, uint64_t key) -> bool {
+    ClientChannel* cc = nullptr;
+    const Route* route = nullptr;
+    if (direct_ok) {
+      if (!routes) {
+        clients_.enter(slot);
+        routes = clients_.routes();
+      }
+      if (!routes->empty()) {
+        const auto it = routes->find(key);
+        if (it != routes->end()) {
+          route = &it->second;
+          cc = clients_.channel(route->client);
+        }
+      }
+    }
+    EventRing* ring = take_ring();  // the agent's (also the thread's hold table)
+    if (!ring) {
+      ++lost;  // the shared ring was busy
+      return closed && d.action == Action::Capture;
+    }
+    PacketEvent e{};
+    e.adapter = uint32_t(adapter);
+    e.direction = uint8_t(dir);
+    e.rule_kind = uint8_t(d.kind);
+    e.rule_id = d.rule_id;
+    e.orig_len = len[i];
+    e.timestamp_ns = now_real;
+    const bool notify = d.action == Action::Notify;
+    e.cap_len = notify && len[i] > snaplen ? snaplen : len[i];
+    const uint16_t type = notify ? channel::kNotify : channel::kCapture;
+    uint64_t dl = deadline;
+    uint32_t owner = 0;
+    uint8_t expiry = 0;
+    if (cc) {
+      const uint64_t t = cc->timeout_ns.load(std::memory_order_relaxed);
+      if (t) dl = mono_ns() + t;
+      owner = cc->serial;
+      expiry = uint8_t(cc->expiry());
+    }
+    // What a capture that cannot be held or written gets: the client's expiry action, or
+    // without a client channel the policy.
+    const bool refuse_drops = cc ? cc->expiry() == VerdictAction::Drop : closed;
+    HoldSlot* hs = nullptr;
+    if (!notify) {
+      e.deadline_ns = dl;
+      hs = ring->holds->hold(b->packets[i], port, dir, len[i], dl, &e.capture_id, owner, expiry);
+      if (!hs) {
+        cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
+        ++lost;
+        return refuse_drops;
+      }
+    }
+    bool written;
+    if (cc) {
+      PacketEvent ce = e;
+      ce.rule_id = route->rule_id;
+      written = cc->region.ring(uint32_t(slot)).push(type, &ce, sizeof ce, data[i], ce.cap_len);
+      (written ? cc->events : cc->lost).fetch_add(1, std::memory_order_relaxed);
+      if (written) {
+        uint32_t t = 0;
+        while (t < ntouched && touched[t] != cc) ++t;
+        if (t == ntouched) touched[ntouched++] = cc;
+        if (cc->mirror.load(std::memory_order_relaxed) &&
+            ring->ring.push(type, &e, sizeof e, data[i], e.cap_len, channel::kFlagMirrored))
+          to_agent = true;
+      }
+    } else {
+      written = ring->ring.push(type, &e, sizeof e, data[i], e.cap_len);
+      to_agent = to_agent || written;
+    }
+    if (notify) {
+      written ? ++events : ++lost;  // a lost copy: the packet passes
+      return false;
+    }
+    if (written) {
+      b->verdicts[i] = OVS_PACKET_TAKEN;
+      ++events;
+      held_any = true;
+      return false;
+    }
+    if (ring->holds->unhold(hs)) {
+      ++lost;
+      return refuse_drops;
+    }
+    b->verdicts[i] = OVS_PACKET_TAKEN;  // already expired by the control thread
+    return false;
+  };
 
   for (uint32_t m = matched; m; m &= m - 1) {
     const uint32_t i = uint32_t(std::countr_zero(m));
     const Decision& d = out[i];
-    rh.add(RuleHits::key(d.kind, d.rule_id), 1);
+    const uint64_t key = RuleHits::key(d.kind, d.rule_id);
+    rh.add(key, 1);
     if (d.kind != RuleKind::Passthrough) {
       ++fpackets;
       fbytes += len[i];
@@ -271,40 +370,8 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
       } else if (!events_on) {
         ++lost;
         drop = closed;
-      } else if (EventRing* ring = take_ring()) {
-        PacketEvent e{};
-        e.adapter = uint32_t(adapter);
-        e.direction = uint8_t(dir);
-        e.rule_kind = uint8_t(d.kind);
-        e.rule_id = d.rule_id;
-        e.orig_len = len[i];
-        e.timestamp_ns = now_real;
-        if (d.action == Action::Notify) {
-          e.cap_len = len[i] < snaplen ? len[i] : snaplen;
-          if (ring->ring.push(channel::kNotify, &e, sizeof e, data[i], e.cap_len)) ++events;
-          else ++lost;  // the copy is lost; the packet passes
-        } else {
-          e.cap_len = len[i];
-          e.deadline_ns = deadline;
-          HoldSlot* hs = ring->holds->hold(b->packets[i], port, dir, len[i], deadline, &e.capture_id);
-          if (!hs) {
-            cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
-            ++lost;
-            drop = closed;
-          } else if (ring->ring.push(channel::kCapture, &e, sizeof e, data[i], e.cap_len)) {
-            b->verdicts[i] = OVS_PACKET_TAKEN;
-            ++events;
-            captured = true;
-          } else if (ring->holds->unhold(hs)) {
-            ++lost;
-            drop = closed;
-          } else {
-            b->verdicts[i] = OVS_PACKET_TAKEN;  // already expired by the control thread
-          }
-        }
       } else {
-        ++lost;  // the shared ring was busy
-        drop = closed && d.action == Action::Capture;
+        drop = event(i, d, key);
       }
     }
     if (drop) {
@@ -314,9 +381,13 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
     }
   }
   if (er_locked) er->busy.clear(std::memory_order_release);
-  if (events) channel::wake_consumer(region_.header()->agent_waiting, events_efd_);
-  // A new hold has a deadline the sleeping control thread does not know about.
-  if (captured) channel::wake_consumer(region_.header()->plugin_waiting, commands_efd_);
+  if (to_agent) channel::wake_consumer(region_.header()->agent_waiting, events_efd_);
+  for (uint32_t t = 0; t < ntouched; ++t)
+    channel::wake_consumer(touched[t]->region.header()->agent_waiting, touched[t]->events_efd);
+  if (routes) clients_.leave(slot);
+  // A new hold: the control thread polls for its verdict (and learns its deadline).  The
+  // wake-up runs beside the event's way to the client, not after it.
+  if (held_any) channel::wake_consumer(region_.header()->plugin_waiting, commands_efd_);
 
   const uint64_t add[kCounters] = {n, bytes, fpackets, fbytes, dropped, dropped_bytes, events, lost};
   if (LocalCounters* l = local_counters(slot, *port, dir)) {
@@ -432,7 +503,7 @@ void Plugin::finish_hold(HoldSlot& s, VerdictAction action, const uint8_t* data,
     ovs_packet* repl = host_->packet_replace(pkt, data, len);
     if (!repl) {  // length out of range: the packet is unchanged; refuse the verdict
       cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
-      action = expiry_action();
+      action = expiry_of(s);
     } else {
       pkt = repl;
     }
@@ -444,12 +515,20 @@ void Plugin::finish_hold(HoldSlot& s, VerdictAction action, const uint8_t* data,
   }
   // Send: back where it was going.  Outgoing packets enter the switch as if received
   // from the port; incoming ones go out of the port to the VM.
-  const int err = host_->inject(port.name.c_str(), dir == Direction::Outgoing ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX,
-                                pkt);
+  const int err = send_on(port, dir, pkt);
   if (err) {
     cc_.inject_errors.fetch_add(1, std::memory_order_relaxed);
     count_drop(port, dir, orig_len);
   }
+}
+
+int Plugin::send_on(const Port& port, Direction dir, ovs_packet* p) {
+  // To the VM: sent by this (the control) thread at once where the switch offers it, not
+  // queued for its main thread's next turn.
+  if (dir == Direction::Incoming && host_->size >= offsetof(ovs_packet_hook_host, send_now) + sizeof host_->send_now &&
+      host_->send_now)
+    return host_->send_now(port.name.c_str(), p);
+  return host_->inject(port.name.c_str(), dir == Direction::Outgoing ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX, p);
 }
 
 void Plugin::do_inject(const Inject& rec, const uint8_t* data) {
@@ -462,9 +541,37 @@ void Plugin::do_inject(const Inject& rec, const uint8_t* data) {
   for (uint32_t k = 0; k < times; ++k) {
     ovs_packet* p = host_->packet_new(data, rec.len);
     if (!p) break;
-    const int err = host_->inject(port->name.c_str(), rec.direction == 0 ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX, p);
+    const int err = send_on(*port, rec.direction == 0 ? Direction::Outgoing : Direction::Incoming, p);
     (err ? cc_.inject_errors : cc_.injected).fetch_add(1, std::memory_order_relaxed);
   }
+}
+
+void Plugin::apply_verdict(const RecordHeader* rec, uint32_t len, ClientChannel* from) {
+  auto bad = [&] {
+    cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+    if (from) from->bad.fetch_add(1, std::memory_order_relaxed);
+  };
+  // Copy the fixed part out of the shared memory before checking it.
+  Verdict v;
+  if (len < sizeof v) return bad();
+  std::memcpy(&v, rec, sizeof v);
+  if (v.len > len - sizeof(Verdict) || v.action < uint8_t(VerdictAction::Drop) ||
+      v.action > uint8_t(VerdictAction::SendModified) ||
+      (v.action == uint8_t(VerdictAction::SendModified) && (v.len < 14 || v.len > 65535)))
+    return bad();
+  const uint32_t r = HoldTable::ring_of(v.capture_id);
+  bool foreign = false;
+  HoldSlot* s = r < kEventRings ? rings_[r].holds->claim(v.capture_id, !from, from ? from->serial : 0, &foreign) : nullptr;
+  if (!s) {
+    cc_.stale_verdicts.fetch_add(1, std::memory_order_relaxed);
+    if (from) (foreign ? from->foreign : from->stale).fetch_add(1, std::memory_order_relaxed);
+    return;
+  }
+  // The replacement is copied by packet_replace before the record is freed.
+  finish_hold(*s, VerdictAction(v.action), reinterpret_cast<const uint8_t*>(rec) + sizeof(Verdict), v.len);
+  rings_[r].holds->release(s);
+  cc_.verdicts.fetch_add(1, std::memory_order_relaxed);
+  if (from) from->verdicts.fetch_add(1, std::memory_order_relaxed);
 }
 
 bool Plugin::process_commands() {
@@ -475,25 +582,8 @@ bool Plugin::process_commands() {
     const auto st = cmd.peek(&rec, &len);
     if (st == channel::Ring::Status::Empty) break;
     if (st == channel::Ring::Status::Corrupt) return false;
-    // Copy the fixed part out of the shared memory before checking it.
-    if (rec->type == channel::kVerdict && len >= sizeof(Verdict)) {
-      Verdict v;
-      std::memcpy(&v, rec, sizeof v);
-      if (v.len > len - sizeof(Verdict) || v.action < uint8_t(VerdictAction::Drop) ||
-          v.action > uint8_t(VerdictAction::SendModified)) {
-        cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      const uint32_t r = HoldTable::ring_of(v.capture_id);
-      HoldSlot* s = r < kEventRings ? rings_[r].holds->claim(v.capture_id) : nullptr;
-      if (!s) {
-        cc_.stale_verdicts.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      // The replacement is copied by packet_replace before the record is freed.
-      finish_hold(*s, VerdictAction(v.action), reinterpret_cast<const uint8_t*>(rec) + sizeof(Verdict), v.len);
-      rings_[r].holds->release(s);
-      cc_.verdicts.fetch_add(1, std::memory_order_relaxed);
+    if (rec->type == channel::kVerdict) {
+      apply_verdict(rec, len, nullptr);
     } else if (rec->type == channel::kInject && len >= sizeof(Inject)) {
       Inject in;
       std::memcpy(&in, rec, sizeof in);
@@ -510,13 +600,39 @@ bool Plugin::process_commands() {
   return true;
 }
 
+size_t Plugin::process_client_verdicts() {
+  size_t n = 0;
+  std::vector<uint16_t> corrupt;
+  for (const auto& ch : client_list_) {
+    channel::Ring r = ch->region.command_ring();
+    const RecordHeader* rec;
+    uint32_t len;
+    for (int budget = 0; budget < 4096; ++budget, ++n) {
+      const auto st = r.peek(&rec, &len);
+      if (st == channel::Ring::Status::Empty) break;
+      if (st == channel::Ring::Status::Corrupt) {
+        corrupt.push_back(ch->route);
+        break;
+      }
+      if (rec->type == channel::kVerdict) {
+        apply_verdict(rec, len, ch.get());
+      } else {  // a client only decides its packets
+        cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+        ch->bad.fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    r.release();
+  }
+  for (uint16_t route : corrupt) close_client(route, "its verdict ring is corrupt");
+  return n;
+}
+
 uint64_t Plugin::expire_holds() {
   const uint64_t now = mono_ns();
-  const VerdictAction act = expiry_action();
   const bool detached = !attached();
   for (auto& r : rings_) {
     r.holds->claim_expired(detached ? UINT64_MAX : now, [&](HoldSlot& s) {
-      finish_hold(s, act, nullptr, 0);
+      finish_hold(s, expiry_of(s), nullptr, 0);
       r.holds->release(&s);
       (detached ? cc_.released_on_detach : cc_.expired).fetch_add(1, std::memory_order_relaxed);
     });
@@ -526,6 +642,112 @@ uint64_t Plugin::expire_holds() {
   if (!held) return UINT64_MAX;
   // Held packets remain: look again soon (deadlines are not sorted; 1 ms granularity).
   return 1000000;
+}
+
+// ---------------------------------------------------------------------------------------
+// Client channels (control thread).
+
+namespace {
+
+ClientOptions client_options(const json& p, ClientOptions o) {
+  for (const auto& [k, v] : p.items()) {
+    if (k == "route") continue;
+    if (k == "timeout_ms" && v.is_number_unsigned() && v.get<uint64_t>() <= 86400000)
+      o.timeout_ns = v.get<uint64_t>() * 1000000;
+    else if (k == "deny_expired" && v.is_boolean())
+      o.deny_expired = v.get<bool>();
+    else if (k == "mirror" && v.is_boolean())
+      o.mirror = v.get<bool>();
+    else
+      throw std::invalid_argument("bad client setting '" + k + "': " + v.dump() +
+                                  " (timeout_ms 0..86400000, deny_expired true|false, mirror true|false)");
+  }
+  return o;
+}
+
+uint16_t route_of(const json& p) {
+  if (!p.is_object() || !p.contains("route") || !p["route"].is_number_unsigned() || p["route"].get<uint64_t>() == 0 ||
+      p["route"].get<uint64_t>() >= ClientTable::kMaxRoutes)
+    throw std::invalid_argument("needs {\"route\": 1.." + std::to_string(ClientTable::kMaxRoutes - 1) + "}");
+  return p["route"].get<uint16_t>();
+}
+
+}  // namespace
+
+json Plugin::client_open(const json& params, std::vector<int>* fds) {
+  const uint16_t route = route_of(params);
+  const ClientOptions o = client_options(params, {});  // checked before anything changes
+  std::shared_ptr<ClientChannel> old;
+  auto ch = clients_.open(route, kEventRings, o, &old);
+  if (old) {
+    close_client_holds(*old);
+  }
+  client_list_ = clients_.open_channels();
+  fds->assign({ch->region.fd(), ch->events_efd, ch->verdicts_efd});
+  return {{"route", route},
+          {"serial", ch->serial},
+          {"event_rings", kEventRings},
+          {"ring_bytes", ClientTable::kRingBytes},
+          {"channel_version", channel::kVersion}};
+}
+
+json Plugin::client_set(const json& params) {
+  const uint16_t route = route_of(params);
+  auto ch = clients_.find(route);
+  if (!ch) throw std::invalid_argument("no client channel on route " + std::to_string(route));
+  ch->set_options(client_options(params, ch->options()));
+  return {{"route", route}};
+}
+
+json Plugin::client_close(const json& params) {
+  const uint16_t route = route_of(params);
+  auto ch = clients_.find(route);
+  if (!ch) return {{"route", route}, {"closed", false}};
+  close_client(route, "");
+  return {{"route", route}, {"closed", true}};
+}
+
+void Plugin::close_client_holds(ClientChannel& ch) {
+  // Verdicts the client wrote before it went still count; the rest get the expiry action.
+  channel::Ring r = ch.region.command_ring();
+  const RecordHeader* rec;
+  uint32_t len;
+  for (int budget = 0; budget < 65536 && r.peek(&rec, &len) == channel::Ring::Status::Ok; ++budget)
+    if (rec->type == channel::kVerdict) apply_verdict(rec, len, &ch);
+  r.release();
+  for (auto& er : rings_)
+    er.holds->claim_owned(ch.serial, [&](HoldSlot& s) {
+      finish_hold(s, expiry_of(s), nullptr, 0);
+      er.holds->release(&s);
+      cc_.released_on_detach.fetch_add(1, std::memory_order_relaxed);
+    });
+}
+
+void Plugin::close_client(uint16_t route, const char* why) {
+  auto ch = clients_.close(route);  // no datapath thread writes to it any more
+  client_list_ = clients_.open_channels();
+  if (!ch) return;
+  ch->broken.store(*why != 0, std::memory_order_relaxed);
+  close_client_holds(*ch);
+  if (*why) log(OVS_PACKET_HOOK_LOG_WARN, "vportfilter: client channel " + std::to_string(route) + " closed: " + why);
+  if (*why) cc_.clients_broken.fetch_add(1, std::memory_order_relaxed);
+}
+
+std::vector<int> Plugin::client_wait_fds() const {
+  std::vector<int> v;
+  for (const auto& ch : client_list_) v.push_back(ch->verdicts_efd);
+  return v;
+}
+
+bool Plugin::client_prepare_sleep() {
+  for (const auto& ch : client_list_) channel::prepare_sleep(ch->region.header()->plugin_waiting);
+  for (const auto& ch : client_list_)
+    if (!ch->region.command_ring().empty()) return false;
+  return true;
+}
+
+void Plugin::client_woken() {
+  for (const auto& ch : client_list_) ch->region.header()->plugin_waiting.store(0, std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -548,6 +770,7 @@ json Plugin::attach(int pid) {
 void Plugin::detach() {
   attached_.store(false, std::memory_order_release);
   agent_pid_ = 0;
+  for (const auto& ch : clients_.open_channels()) close_client(ch->route, "");
   expire_holds();  // every held packet gets the expiry action now
 }
 
@@ -585,12 +808,39 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
   set_scope(std::move(after));
 }
 
+namespace {
+
+// A rule's route: {"client": 1..255, "rule_id": N} (clients.h).
+Route route_from(const json& j) {
+  if (!j.is_object() || !j.contains("client") || !j["client"].is_number_unsigned() || j["client"].get<uint64_t>() == 0 ||
+      j["client"].get<uint64_t>() >= ClientTable::kMaxRoutes || !j.contains("rule_id") || !j["rule_id"].is_number_unsigned() ||
+      j["rule_id"].get<uint64_t>() > 0xffffffffu)
+    throw std::invalid_argument("a route is {\"client\": 1.." + std::to_string(ClientTable::kMaxRoutes - 1) +
+                                ", \"rule_id\": N}: " + j.dump());
+  return {j["client"].get<uint16_t>(), j["rule_id"].get<uint32_t>()};
+}
+
+}  // namespace
+
 json Plugin::set_rules(const json& params) {
   if (!params.is_object() || !params.contains("rules"))
-    throw std::invalid_argument("set_rules needs {\"rules\": [...]}");
+    throw std::invalid_argument("set_rules needs {\"rules\": [...], \"routes\"?: [...]}");
   const auto rules = matcher::rules_from_json(params["rules"]);  // RuleError names the rule
+  std::vector<std::pair<uint64_t, Route>> routes;
+  if (params.contains("routes")) {
+    if (!params["routes"].is_array()) throw std::invalid_argument("set_rules: 'routes' is an array");
+    for (const auto& r : params["routes"]) {
+      const auto kind = r.is_object() && r.contains("kind") && r["kind"].is_string()
+                            ? matcher::rule_kind_from(r["kind"].get<std::string>())
+                            : std::nullopt;
+      if (!kind || !r.contains("id") || !r["id"].is_number_unsigned() || r["id"].get<uint64_t>() > 0xffffffffu)
+        throw std::invalid_argument("set_rules: a route names its rule by \"kind\" and \"id\": " + r.dump());
+      routes.emplace_back(RuleHits::key(*kind, r["id"].get<uint32_t>()), route_from(r));
+    }
+  }
   replace_rules(rules);
-  return {{"rules", rules.size()}};
+  clients_.change_routes({}, routes, true);
+  return {{"rules", rules.size()}, {"routes", routes.size()}};
 }
 
 json Plugin::change_rules(const json& params) {
@@ -611,14 +861,21 @@ json Plugin::change_rules(const json& params) {
   std::vector<matcher::RuleRef> removes;
   for (const auto& j : rm) removes.push_back(ref_of(j, "a removed rule"));
   std::vector<matcher::RuleAdd> adds;
+  std::vector<std::pair<uint64_t, Route>> routes;
   for (const auto& j : add) {
     if (!j.is_object() || !j.contains("rule"))
-      throw std::invalid_argument("change_rules: an added rule is {\"rule\": {...}, \"before\"?: {...}}: " + j.dump());
+      throw std::invalid_argument("change_rules: an added rule is {\"rule\": {...}, \"before\"?: {...}, \"route\"?: {...}}: " +
+                                  j.dump());
     adds.push_back({matcher::rule_from_json(j["rule"]),
                     j.contains("before") && !j["before"].is_null() ? std::optional(ref_of(j["before"], "'before'")) : std::nullopt});
+    if (j.contains("route") && !j["route"].is_null())
+      routes.emplace_back(RuleHits::key(adds.back().rule.kind, adds.back().rule.id), route_from(j["route"]));
   }
+  std::vector<uint64_t> unrouted;
+  for (const auto& r : removes) unrouted.push_back(RuleHits::key(r.kind, r.id));
   std::lock_guard lock(rules_mu_);
   change_rules(removes, adds);  // RuleError names the rule
+  clients_.change_routes(unrouted, routes, false);
   return {{"removed", removes.size()}, {"added", adds.size()}};
 }
 
@@ -737,7 +994,27 @@ json Plugin::stats() const {
   uint32_t held = 0;
   for (const auto& r : rings_) held += r.holds->held();
   const auto cs = cache_stats();
+  json clients = json::array();
+  for (const auto& ch : clients_.open_channels()) {
+    const auto o = ch->options();
+    uint64_t used = 0;
+    for (uint32_t i = 0; i < kEventRings; ++i) used += ch->region.ring(i).used();
+    clients.push_back({{"route", ch->route},
+                       {"serial", ch->serial},
+                       {"events", ch->events.load()},
+                       {"lost", ch->lost.load()},
+                       {"verdicts", ch->verdicts.load()},
+                       {"foreign_verdicts", ch->foreign.load()},
+                       {"stale_verdicts", ch->stale.load()},
+                       {"bad_records", ch->bad.load()},
+                       {"ring_used", used},
+                       {"timeout_ms", o.timeout_ns / 1000000},
+                       {"deny_expired", o.deny_expired},
+                       {"mirror", o.mirror}});
+  }
   return {{"adapters", adapters},
+          {"clients", clients},
+          {"routes", clients_.route_count()},
           {"rules", rules},
           {"decision_cache",
            {{"flows_per_thread", cache_flows_}, {"hits", cs.hits}, {"misses", cs.misses}, {"bypassed", cs.bypassed}}},
@@ -753,7 +1030,8 @@ json Plugin::stats() const {
             {"injected", cc_.injected.load()},
             {"inject_errors", cc_.inject_errors.load()},
             {"hold_full", cc_.hold_full.load()},
-            {"plugin_errors", cc_.plugin_errors.load()}}}};
+            {"plugin_errors", cc_.plugin_errors.load()},
+            {"clients_broken", cc_.clients_broken.load()}}}};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -794,6 +1072,7 @@ std::string Plugin::show() const {
     o << " " << r["ring"] << "(" << r["role"].get<std::string>() << " used " << r["used"] << "/" << r["capacity"]
       << " pushed " << r["pushed"] << " dropped " << r["dropped"] << ")";
   o << "\nheld: " << st["held"] << "\nchannel: " << st["channel"].dump() << "\n";
+  for (const auto& c : st["clients"]) o << "client channel " << c["route"] << ": " << c.dump() << "\n";
   return o.str();
 }
 

@@ -55,6 +55,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "clients.h"
 #include "holds.h"
 #include "rule_hits.h"
 #include "vpf/channel.h"
@@ -119,6 +120,7 @@ struct ChannelCounters {
   std::atomic<uint64_t> injected{0}, inject_errors{0};
   std::atomic<uint64_t> hold_full{0};
   std::atomic<uint64_t> plugin_errors{0};
+  std::atomic<uint64_t> clients_broken{0};  // client channels closed for a corrupt ring
 };
 
 class Plugin {
@@ -162,9 +164,25 @@ class Plugin {
   nlohmann::json stats() const;
   nlohmann::json ports() const;
 
+  // Client channels (clients.h): opened, changed and closed by the agent.  client_open
+  // returns the region's memfd and the two eventfds in *fds (owned by the plugin: send,
+  // do not close).
+  nlohmann::json client_open(const nlohmann::json& params, std::vector<int>* fds);
+  nlohmann::json client_set(const nlohmann::json& params);
+  nlohmann::json client_close(const nlohmann::json& params);
+  // The open channels' verdict eventfds, for the control thread's sleep; prepare_sleep
+  // marks the plugin asleep in each channel and returns false if verdicts came meanwhile.
+  std::vector<int> client_wait_fds() const;
+  bool client_prepare_sleep();
+  void client_woken();
+
   // Consumer side of the command ring: verdicts and injections.  Returns false if the
   // ring is corrupt (the agent must be detached).
   bool process_commands();
+  // Consumer side of the client channels' verdict rings; a channel whose ring is corrupt
+  // is closed.  Returns the number of records read.
+  size_t process_client_verdicts();
+
   // Finishes held packets whose deadline passed.  Returns the nanoseconds until the
   // next deadline (UINT64_MAX: none).
   uint64_t expire_holds();
@@ -206,8 +224,20 @@ class Plugin {
   RuleHits& hits(int slot);
   void apply_mapping(Port& p, const Mapping& m);
   void finish_hold(HoldSlot& s, channel::VerdictAction action, const uint8_t* data, uint32_t len);
+  // A verdict record (`rec`, `len` bytes in the ring) from the agent (from == nullptr) or
+  // from a client channel: checked, then applied to the packet held for it.
+  void apply_verdict(const channel::RecordHeader* rec, uint32_t len, ClientChannel* from);
+  // Takes a channel away: its held packets get its expiry action.
+  void close_client(uint16_t route, const char* why);
+  void close_client_holds(ClientChannel& ch);
+  channel::VerdictAction expiry_of(const HoldSlot& s) const {
+    return s.expiry ? channel::VerdictAction(s.expiry) : expiry_action();
+  }
   void count_drop(Port& p, matcher::Direction dir, uint32_t len);
   void do_inject(const channel::Inject& rec, const uint8_t* data);
+  // A packet back into the switch (outgoing: as received from the port) or out of the
+  // port to the VM (incoming).  Control thread.
+  int send_on(const Port& port, matcher::Direction dir, ovs_packet* p);
   Port* port_of_adapter(uint32_t adapter);
   channel::VerdictAction expiry_action() const {
     return deny_expired_.load() ? channel::VerdictAction::Drop : channel::VerdictAction::Send;
@@ -256,6 +286,8 @@ class Plugin {
   int events_efd_ = -1;
   int commands_efd_ = -1;
   ChannelCounters cc_;
+  ClientTable clients_;
+  std::vector<std::shared_ptr<ClientChannel>> client_list_;  // control thread's copy
 };
 
 // Monotonic and real-time clocks in nanoseconds.

@@ -55,7 +55,7 @@
 namespace vpf::channel {
 
 inline constexpr uint32_t kMagic = 0x43465056;  // "VPFC"
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr size_t kMaxControlMessage = size_t(64) << 20;  // one JSON line
 
 enum RecordType : uint16_t {
@@ -69,7 +69,14 @@ enum RecordType : uint16_t {
 struct RecordHeader {
   uint32_t size;  // total bytes of the record, header included, a multiple of 8
   uint16_t type;  // RecordType
-  uint16_t flags;
+  uint16_t flags;  // RecordFlags
+};
+
+enum RecordFlags : uint16_t {
+  // An event in the agent's ring that also went to its client's own channel (see
+  // "Client channels" in docs/channel.md): a copy for monitors and logging; the client
+  // decides a capture, the agent does not.
+  kFlagMirrored = 1,
 };
 static_assert(sizeof(RecordHeader) == 8);
 
@@ -155,7 +162,8 @@ class Ring {
   // bytes, which must start with the RecordHeader's space: the record's own struct) then
   // `data` (data_len bytes).  Returns false, counting a drop, if the ring lacks room or the
   // record is larger than half the ring.
-  bool push(uint16_t type, const void* fixed, uint32_t fixed_len, const void* data, uint32_t data_len);
+  bool push(uint16_t type, const void* fixed, uint32_t fixed_len, const void* data, uint32_t data_len,
+            uint16_t flags = 0);
 
   // Reads the next record: on Ok, *rec points at it (valid until release() or the next
   // peek(), which frees it), *len is its total size.  Padding is skipped.  Corrupt if the
@@ -224,7 +232,7 @@ inline void prepare_sleep(std::atomic<uint32_t>& waiting) {
 }
 
 // Sends `len` bytes of `buf` and `nfds` descriptors in one sendmsg (SCM_RIGHTS).  Returns
-// false with errno set on failure.
+// false with errno set on failure (also when a non-blocking socket stays full for 1 s).
 bool send_with_fds(int sock, const void* buf, size_t len, const int* fds, int nfds);
 // One recvmsg: up to `len` bytes into `buf`, and up to `max_fds` descriptors into `fds`
 // (*nfds set; descriptors beyond max_fds are closed).  Returns bytes read, 0 at end of

@@ -50,6 +50,9 @@ class ChannelClient {
 
   const nlohmann::json& hello() const { return hello_; }
   nlohmann::json call(const std::string& method, const nlohmann::json& params = nlohmann::json::object());
+  // The same for a reply that carries descriptors (client_open): they go to *fds (the
+  // caller closes them).
+  nlohmann::json call_with_fds(const std::string& method, const nlohmann::json& params, std::vector<int>* fds);
 
   // Calls fn for each event (at most `max`); returns how many.  `data` has ev.cap_len
   // bytes and is valid during the call only.
