@@ -23,6 +23,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vpf/agent_connection.h"
+#include "vpf/channel.h"
 #include "vpf/netfilter.h"
 #include "vpf/protocol.h"
 
@@ -676,6 +677,155 @@ TEST_F(NetFilterOvs, ASlowClientLosesItsEventsNotTheDatapath) {
   EXPECT_LT(dropped, uint64_t(kFrames));
   ::close(slow);
   nf.stop_filter();
+}
+
+// The plugin's state as `ovs-appctl vportfilter/show` prints it: the "channel:" counters
+// and each open client channel's.
+struct PluginView {
+  json channel;
+  std::vector<json> clients;
+};
+PluginView plugin_view() {
+  PluginView v;
+  FILE* f = ::popen("ovs-appctl vportfilter/show", "r");
+  char line[8192];
+  while (f && std::fgets(line, sizeof line, f)) {
+    const std::string l = line;
+    if (l.rfind("channel: ", 0) == 0) v.channel = json::parse(l.substr(9));
+    if (l.rfind("client channel ", 0) == 0) v.clients.push_back(json::parse(l.substr(l.find(": ") + 2)));
+  }
+  if (f) ::pclose(f);
+  return v;
+}
+
+// A raw client of its own channel (as vpf::NetFilter uses it), writing what it likes.
+constexpr uint8_t kSend = uint8_t(vpf::channel::VerdictAction::Send);
+constexpr uint8_t kSendModified = uint8_t(vpf::channel::VerdictAction::SendModified);
+struct ChannelClient {
+  std::unique_ptr<vpf::AgentConnection> conn;
+  vpf::channel::Region region;
+  int verdicts_efd = -1;
+  std::vector<vpf::protocol::EventFrame> agent_events;  // what came through the agent
+  std::mutex mu;
+
+  ChannelClient(const std::string& guid, int adapter, uint32_t rule_id, uint8_t marker) {
+    conn = std::make_unique<vpf::AgentConnection>(vpf::AgentConnection::default_socket(),
+                                                  [this](const vpf::protocol::EventFrame& f, std::vector<uint8_t>) {
+                                                    std::lock_guard l(mu);
+                                                    agent_events.push_back(f);
+                                                  });
+    char bpf[64];
+    std::snprintf(bpf, sizeof bpf, "udp and udp[8] == 0x%02x", marker);
+    conn->call("add_rule", {{"instance", guid},
+                            {"rule", {{"kind", "filter"}, {"id", rule_id}, {"adapter", adapter}, {"direction", "incoming"},
+                                      {"bpf", bpf}, {"action", "capture"}}}});
+    conn->call("start_filter", {{"instance", guid}});
+    conn->call("open_channel");
+    auto fds = conn->take_fds();
+    EXPECT_EQ(fds.size(), 3u);
+    region = vpf::channel::Region::attach(fds[0]);
+    ::close(fds[0]);
+    ::close(fds[1]);
+    verdicts_efd = fds[2];
+  }
+  ~ChannelClient() { ::close(verdicts_efd); }
+  // The next capture event in the channel (0 if none within 5 s).
+  uint64_t next_capture() {
+    uint64_t id = 0;
+    eventually([&] {
+      for (uint32_t i = 0; i < region.event_rings() && !id; ++i) {
+        auto r = region.ring(i);
+        const vpf::channel::RecordHeader* rec;
+        uint32_t len;
+        if (r.peek(&rec, &len) == vpf::channel::Ring::Status::Ok && rec->type == vpf::channel::kCapture) {
+          vpf::channel::PacketEvent ev;
+          std::memcpy(&ev, rec, sizeof ev);
+          id = ev.capture_id;
+        }
+        r.release();
+      }
+      return id != 0;
+    });
+    return id;
+  }
+  void write(uint64_t id, uint8_t action, uint32_t claimed_len, const std::vector<uint8_t>& data = {},
+             uint16_t type = vpf::channel::kVerdict) {
+    vpf::channel::Verdict v{};
+    v.capture_id = id;
+    v.action = action;
+    v.len = claimed_len;
+    ASSERT_TRUE(region.command_ring().push(type, &v, sizeof v, data.data(), uint32_t(data.size())));
+    vpf::channel::wake_consumer(region.header()->plugin_waiting, verdicts_efd);
+  }
+};
+
+// Everything a client writes into its channel is checked: verdicts for unknown, stale and
+// other clients' packets, lengths past the record, bad actions and record types are
+// counted and change nothing; a corrupt ring closes the channel (its held packet gets
+// the expiry verdict) and the client's events come through the agent again.  The switch
+// forwards throughout.
+TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
+  vpf::NetFilter probe;
+  probe.initialize(guid);
+  const int p2 = adapter_of(probe, "p2");
+  char g2[64];
+  std::snprintf(g2, sizeof g2, "{00000000-0000-0000-0001-%012d}", ::getpid() % 1000000);
+  probe.install("", g2, 50, 0, "");
+  {
+    ChannelClient a(guid, p2, 1, 0x91), b(g2, p2, 1, 0x9f);
+    const size_t sent0 = count_marker("p2", 0x91), other0 = count_marker("p2", 0x95);
+    receive("p1", 0x91);
+    const uint64_t id = a.next_capture();
+    ASSERT_NE(id, 0u);
+    const auto before = plugin_view();
+    ASSERT_EQ(before.clients.size(), 2u) << "both clients have a channel";
+    a.write(id ^ (uint64_t(1) << 40), kSend, 0);   // no such use of the slot
+    a.write(id, 9, 0);                                                  // no such action
+    a.write(id, kSendModified, 5, std::vector<uint8_t>(8, 0));  // 5 bytes
+    a.write(id, kSend, 4000);                      // longer than the record
+    a.write(id, kSend, 0, {}, vpf::channel::kInject);  // not a client's record
+    b.write(id, kSend, 0);                         // another client's packet
+    std::this_thread::sleep_for(200ms);
+    EXPECT_EQ(count_marker("p2", 0x91), sent0) << "a refused verdict released the packet";
+    const auto mid = plugin_view();
+    uint64_t stale = 0, bad = 0, foreign = 0;
+    for (const auto& c : mid.clients) {
+      stale += c["stale_verdicts"].get<uint64_t>();
+      bad += c["bad_records"].get<uint64_t>();
+      foreign += c["foreign_verdicts"].get<uint64_t>();
+    }
+    EXPECT_EQ(stale, 1u);
+    EXPECT_EQ(bad, 4u);
+    EXPECT_EQ(foreign, 1u);
+    a.write(id, kSend, 0);  // the owner's verdict counts
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 1; }));
+
+    // A corrupt verdict ring: the channel closes, the held packet is sent on (instance
+    // without DenyExpiredRequests), later events come through the agent.
+    receive("p1", 0x91);
+    ASSERT_NE(a.next_capture(), 0u);
+    auto* h = a.region.command_ring().header();
+    h->head.store(h->tail.load() + 3);  // not a record boundary
+    vpf::channel::wake_consumer(a.region.header()->plugin_waiting, a.verdicts_efd);
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 2; }));
+    EXPECT_TRUE(eventually([] { return plugin_view().clients.size() == 1; }));
+    EXPECT_EQ(plugin_view().channel["clients_broken"], before.channel["clients_broken"].get<uint64_t>() + 1);
+    receive("p1", 0x91);
+    EXPECT_TRUE(eventually([&] {
+      std::lock_guard l(a.mu);
+      return !a.agent_events.empty();
+    })) << "no event through the agent after the channel closed";
+    {
+      std::lock_guard l(a.mu);
+      a.conn->verdict(a.agent_events.front().event_id, vpf::protocol::kSend);
+    }
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 3; }));
+    receive("p1", 0x95);  // other traffic was never touched
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x95) == other0 + 1; }));
+  }
+  // Both clients gone: no channel left, nothing held.
+  EXPECT_TRUE(eventually([] { return plugin_view().clients.empty(); }));
+  probe.uninstall("", g2, 0);
 }
 
 TEST(RawProtocol, BadFramesAreRefusedAndEndTheConnection) {

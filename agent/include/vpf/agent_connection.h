@@ -47,6 +47,9 @@ class AgentConnection {
   void verdict(uint64_t event_id, uint8_t action, std::span<const uint8_t> data = {});
   bool closed() const;
   std::string close_reason() const;
+  // Descriptors the agent sent (SCM_RIGHTS) with its messages, oldest first; the caller
+  // owns them.  Only open_channel's reply carries any.
+  std::vector<int> take_fds();
 
  private:
   void write(const std::string& s);
@@ -63,6 +66,7 @@ class AgentConnection {
   uint64_t next_id_ = 1;
   bool closed_ = false;
   std::string close_reason_;
+  std::vector<int> fds_;  // received, not taken yet
 };
 
 }  // namespace vpf

@@ -41,7 +41,24 @@ static_assert(sizeof(FrameHeader) == 16);
 enum EventType : uint8_t { kNotify = 1, kCapture = 2 };
 enum EventFlags : uint8_t {
   kMonitorCopy = 1,  // a copy for a monitor (vpfctl capture/notify): no verdict expected
+  kFromChannel = 0x80,  // never on the wire: the client library marks events read from its channel
 };
+
+// Where the IP header starts in an Ethernet frame (after up to two VLAN tags), 0 if the
+// frame carries no IP: an event's ip_offset.
+inline uint32_t ip_offset(const uint8_t* d, uint32_t len) {
+  uint32_t off = 12;
+  for (int tags = 0; tags < 3; ++tags) {
+    if (len < off + 2) return 0;
+    const uint16_t type = uint16_t(d[off] << 8 | d[off + 1]);
+    if (type == 0x8100 || type == 0x88a8) {
+      off += 4;
+      continue;
+    }
+    return (type == 0x0800 || type == 0x86dd) && len > off + 2 ? off + 2 : 0;
+  }
+  return 0;
+}
 
 // DLT values of the seed's packet_type (every event carries an Ethernet frame today).
 inline constexpr uint8_t kDltEthernet = 1;

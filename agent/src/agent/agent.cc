@@ -251,6 +251,7 @@ void Agent::on_policy_update(const json& updates) {
   assign_ids();
   push_rules();
   push_config();
+  sync_channels();
 }
 
 json Agent::instance_rules(const std::string& instance, const std::string& kind) const {
@@ -427,6 +428,10 @@ void Agent::attach_plugin() {
   push_rules();
   push_config();
   if (!plugin_) return;
+  // Clients that read a channel of the plugin that went may open one again.
+  for (const auto& s : sessions_)
+    if (s->wants_direct && !s->owned_instance.empty() && !s->direct_route)
+      s->send_json({{"jsonrpc", "2.0"}, {"method", "channel_available"}, {"params", json::object()}});
   // Events: this thread reads the event rings when the plugin's eventfd fires (no thread
   // in between: one wake-up per batch of events).
   events_wait_ = std::make_unique<asio::posix::stream_descriptor>(io_, ::dup(plugin_->events_fd()));
@@ -473,6 +478,13 @@ void Agent::detach_plugin(const std::string& why) {
   if (!plugin_) return;
   if (!why.empty()) log(why);
   plugin_.reset();
+  // The plugin closes its client channels when the agent goes; a new one has none.
+  channel_pushed_.clear();
+  for (const auto& s : sessions_)
+    if (s->direct_route) {
+      s->direct_route = 0;
+      s->send_json({{"jsonrpc", "2.0"}, {"method", "channel_closed"}, {"params", {{"reason", "the plugin went away"}}}});
+    }
   // The plugin decides its held packets itself when the agent goes; forget ours.
   for (const auto& s : sessions_) {
     s->pending.clear();
@@ -558,7 +570,11 @@ std::optional<Agent::Place> Agent::want_rule(const std::string& instance, const 
   spec.erase("priority");
   const Place place{rule.kind == matcher::RuleKind::Passthrough ? 0 : 1,
                     OrderKey{-inst->second.altitude, instance, kind, -prio, position, rule_id}};
-  wanted_[place.first][place.second] = PluginRule{rule.kind, pid, spec.dump()};
+  json route = nullptr;  // events of capture and notify rules may go straight to the instance's client
+  const bool events = rule.action == matcher::Action::Capture || rule.action == matcher::Action::Notify;
+  if (events && !(owner && owner->stat_mode))
+    if (const uint16_t slot = route_slot(instance)) route = {{"client", slot}, {"rule_id", rule.id}};
+  wanted_[place.first][place.second] = PluginRule{rule.kind, pid, spec.dump(), route};
   dirty_.insert(place);
   return place;
 }
@@ -634,10 +650,18 @@ void Agent::send_rule_changes() {
   auto ref = [](const PluginRule& r) { return json{{"kind", matcher::to_string(r.kind)}, {"id", r.id}}; };
   try {
     if (!rules_synced_) {
-      json all = json::array();
+      json all = json::array(), routes = json::array();
       for (int g = 0; g < 2; ++g)
-        for (const auto& [k, r] : wanted_[g]) all.push_back(json::parse(r.text));
-      plugin_->call("set_rules", {{"rules", all}});
+        for (const auto& [k, r] : wanted_[g]) {
+          all.push_back(json::parse(r.text));
+          if (!r.route.is_null()) {
+            json e = r.route;
+            e["kind"] = matcher::to_string(r.kind);
+            e["id"] = r.id;
+            routes.push_back(std::move(e));
+          }
+        }
+      plugin_->call("set_rules", {{"rules", all}, {"routes", routes}});
       pushed_[0] = wanted_[0];
       pushed_[1] = wanted_[1];
       rules_synced_ = true;
@@ -664,7 +688,7 @@ void Agent::send_rule_changes() {
           break;
         }
       }
-      adds.push_back({{"rule", json::parse(w->second.text)}, {"before", before}});
+      adds.push_back({{"rule", json::parse(w->second.text)}, {"before", before}, {"route", w->second.route}});
       adding.insert(*d);
     }
     if (!removes.empty() || !adds.empty()) plugin_->call("change_rules", {{"remove", removes}, {"add", adds}});
@@ -700,22 +724,6 @@ void Agent::push_config() {
 
 namespace {
 
-// Where the IP header starts in an Ethernet frame (after up to two VLAN tags), 0 if the
-// frame carries no IP.
-uint32_t ip_offset(const uint8_t* d, uint32_t len) {
-  uint32_t off = 12;
-  for (int tags = 0; tags < 3; ++tags) {
-    if (len < off + 2) return 0;
-    const uint16_t type = uint16_t(d[off] << 8 | d[off + 1]);
-    if (type == 0x8100 || type == 0x88a8) {
-      off += 4;
-      continue;
-    }
-    return (type == 0x0800 || type == 0x86dd) && len > off + 2 ? off + 2 : 0;
-  }
-  return 0;
-}
-
 std::string event_frame(const protocol::EventFrame& e, const uint8_t* data) {
   protocol::FrameHeader h{protocol::kFrameMagic, uint16_t(protocol::kVersion), protocol::kEventFrame,
                           uint32_t(sizeof e + e.data_size), 0};
@@ -742,6 +750,8 @@ void Agent::route(std::vector<std::string> batch) {
       continue;
     }
     const RuleOrigin& o = origin->second;
+    // A copy of an event that went straight to its client: for monitors and logging only.
+    const bool mirrored = ev.h.flags & channel::kFlagMirrored;
     protocol::EventFrame e{};
     e.event_id = capture ? ev.capture_id : 0;
     e.timestamp_ns = ev.timestamp_ns;
@@ -753,20 +763,22 @@ void Agent::route(std::vector<std::string> batch) {
     e.rule_kind = uint8_t(o.kind);
     e.packet_size = ev.orig_len;
     e.data_size = ev.cap_len;
-    e.ip_offset = ip_offset(data, ev.cap_len);
+    e.ip_offset = protocol::ip_offset(data, ev.cap_len);
     e.ip_size = e.ip_offset ? ev.cap_len - e.ip_offset : 0;
     Session* owner = owner_of(o.instance);
     if (owner && owner->stat_mode) owner = nullptr;
-    bool taken = owner && owner->send_event(event_frame(e, data));
+    const bool taken = mirrored ? owner != nullptr : owner && owner->send_event(event_frame(e, data));
     const Instance& inst = instances_.count(o.instance) ? instances_.at(o.instance) : instances_.at(kDefaultInstance);
     if (inst.logging)  // LoggingEnabled: one line per event of the instance
       log("instance " + o.instance + ": " + (capture ? "capture " + std::to_string(ev.capture_id) : std::string("notify")) +
           " adapter " + std::to_string(ev.adapter) + (ev.direction ? " in" : " out") + " rule " +
           std::to_string(o.rule_id) + " " + std::to_string(ev.orig_len) + " bytes -> " +
-          (taken ? "client pid " + std::to_string(owner->peer().pid)
+          (taken ? "client pid " + std::to_string(owner->peer().pid) + (mirrored ? " (its channel)" : "")
                  : capture ? std::string(inst.deny_expired ? "dropped" : "sent") + " (no client to decide)"
                            : std::string("no client")));
-    if (capture) {
+    if (mirrored) {
+      // decided by the client (or the plugin's expiry): nothing to route
+    } else if (capture) {
       if (taken) {
         const auto deadline = owner->timeout_ms ? Session::Clock::now() + std::chrono::milliseconds(owner->timeout_ms)
                                                 : Session::Clock::time_point::max();
@@ -880,6 +892,7 @@ void Agent::accept() {
 void Agent::on_session_closed(Session& s) {
   closed_sessions_dropped_ += s.events_dropped;
   const bool owned = !s.owned_instance.empty();
+  close_channel(s);  // the plugin gives its held packets their expiry verdict
   if (owned) {
     const bool deny = instance(s.owned_instance).deny_expired;
     for (const auto& [id, t] : s.pending) expire(id, deny);
@@ -896,6 +909,7 @@ void Agent::on_session_closed(Session& s) {
       push_rules();
       push_config();
     }
+    sync_channels();  // a monitor less
   });
 }
 
@@ -982,8 +996,10 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
         throw ApiError(-32602, kErrInvalidParameter, "'adapters' must be true or false");
       s.monitor = params.value("packets", true) ? what : "";
       s.adapter_events = params.value("adapters", s.adapter_events);
+      sync_channels();  // monitors get copies of events that go to client channels
       return reply({{"ok", true}}, nullptr);
     }
+    if (method == "open_channel") return open_channel(s, reply);
     if (method == "send_packet") return inject(params, 0, reply);
     if (method == "insert_incoming_packet") return inject(params, 1, reply);
     if (method == "set_adapter") return set_adapter(params, reply);
@@ -1055,11 +1071,94 @@ void Agent::stop_filter(Session& s, const Reply& reply) {
   for (const auto& [id, t] : s.pending) expire(id, deny);
   s.pending.clear();
   s.expiry_timer.cancel();
+  close_channel(s);
+  s.wants_direct = false;
   s.owned_instance.clear();
   s.stat_mode = false;
   push_config();
   // The seed's stop_filter detaches the filter: the instance's rules leave the datapath.
   set_instance(inst, {{"active", "false"}}, reply);
+}
+
+uint16_t Agent::route_slot(const std::string& instance) {
+  if (const auto it = route_slots_.find(instance); it != route_slots_.end()) return it->second;
+  if (route_slots_.size() >= 255) return 0;  // the plugin has 255 client channels; the rest use the agent's path
+  const uint16_t slot = uint16_t(route_slots_.size() + 1);
+  route_slots_[instance] = slot;
+  return slot;
+}
+
+json Agent::channel_options(const Session& s) const {
+  const Instance i = instance(s.owned_instance);
+  bool monitored = i.logging;  // LoggingEnabled logs every event: the agent needs copies
+  for (const auto& m : sessions_)
+    monitored = monitored || (!m->closed() && (m->monitor == "*" || (!m->monitor.empty() && m->monitor == s.owned_instance)));
+  return {{"timeout_ms", s.timeout_ms}, {"deny_expired", i.deny_expired}, {"mirror", monitored}};
+}
+
+void Agent::open_channel(Session& s, const Reply& reply) {
+  if (s.owned_instance.empty() || s.stat_mode)
+    throw ApiError(-32000, kErrNotReady, "open_channel: this client has not started a filter in capture mode");
+  s.wants_direct = true;
+  if (s.direct_route) throw ApiError(-32000, kErrConnectionActive, "open_channel: this client has a channel already");
+  if (!plugin_) throw ApiError(-32000, kErrNotReady, "open_channel: the plugin is not attached");
+  const uint16_t route = route_slot(s.owned_instance);
+  if (!route) throw ApiError(-32000, kErrImplementationLimit, "open_channel: every client channel is taken");
+  json params = channel_options(s);
+  const json opts = params;
+  params["route"] = route;
+  std::vector<int> fds;
+  json result;
+  try {
+    result = plugin_->call_with_fds("client_open", params, &fds);
+  } catch (const channel::RpcError& e) {
+    throw ApiError(-32000, kErrNotReady, std::string("open_channel: the plugin refused: ") + e.what());
+  } catch (const std::exception& e) {
+    detach_plugin(std::string("client_open: ") + e.what());
+    throw ApiError(-32000, kErrNotReady, "open_channel: the plugin went away");
+  }
+  if (fds.size() != 3) {
+    for (int fd : fds) ::close(fd);
+    throw ApiError(-32000, kErrNotReady, "open_channel: the plugin sent " + std::to_string(fds.size()) + " descriptors, not 3");
+  }
+  s.direct_route = route;
+  channel_pushed_[route] = opts;
+  s.reply_fds = std::move(fds);  // the memfd, the events eventfd, the verdicts eventfd
+  reply(result, nullptr);
+}
+
+void Agent::close_channel(Session& s) {
+  if (!s.direct_route) return;
+  const uint16_t route = s.direct_route;
+  s.direct_route = 0;
+  channel_pushed_.erase(route);
+  if (!plugin_) return;
+  try {
+    plugin_->call("client_close", {{"route", route}});
+  } catch (const channel::RpcError& e) {
+    log(std::string("the plugin refused to close client channel ") + std::to_string(route) + ": " + e.what());
+  } catch (const std::exception& e) {
+    detach_plugin(std::string("client_close: ") + e.what());
+  }
+}
+
+void Agent::sync_channels() {
+  for (const auto& s : sessions_) {
+    if (!s->direct_route || !plugin_) continue;
+    const json opts = channel_options(*s);
+    auto& pushed = channel_pushed_[s->direct_route];
+    if (pushed == opts) continue;
+    json params = opts;
+    params["route"] = s->direct_route;
+    try {
+      plugin_->call("client_set", params);
+      pushed = opts;
+    } catch (const channel::RpcError& e) {
+      log(std::string("the plugin refused client channel settings: ") + e.what());
+    } catch (const std::exception& e) {
+      return detach_plugin(std::string("client_set: ") + e.what());
+    }
+  }
 }
 
 void Agent::inject(const json& params, uint8_t direction, const Reply& reply) {

@@ -104,6 +104,17 @@ class Agent {
   Session* owner_of(const std::string& guid);
   void set_instance(const std::string& guid, const nlohmann::json& changes, const Reply& reply);
   void start_filter(Session& s, const nlohmann::json& params, const Reply& reply);
+  // Client channels (docs/channel.md): the plugin writes an instance's events straight to
+  // the client that started it, and takes its verdicts straight back.  open_channel asks
+  // the plugin for one and hands its descriptors to the client; the agent keeps control:
+  // it closes the channel when the client stops or goes (the plugin then gives the
+  // client's held packets their expiry verdict) and keeps its settings (timeout,
+  // DenyExpiredRequests, whether monitors or logging need copies) in step.
+  void open_channel(Session& s, const Reply& reply);
+  void close_channel(Session& s);
+  void sync_channels();
+  nlohmann::json channel_options(const Session& s) const;
+  uint16_t route_slot(const std::string& instance);  // 0: none left
   void stop_filter(Session& s, const Reply& reply);
   void inject(const nlohmann::json& params, uint8_t direction, const Reply& reply);
   void set_adapter(const nlohmann::json& params, const Reply& reply);
@@ -189,6 +200,7 @@ class Agent {
     matcher::RuleKind kind;
     uint32_t id;       // the plugin's
     std::string text;  // the rule object sent
+    nlohmann::json route;  // capture and notify rules: {"client", "rule_id"} (null: none)
   };
   using Place = std::pair<int, OrderKey>;  // group (0: passthrough, 1: the others), key
   static bool names(const Place& p, const std::string& instance, const std::string& kind, uint32_t rule_id) {
@@ -222,6 +234,8 @@ class Agent {
   // Rule text -> its parse: each distinct text is parsed and checked once (add_rule puts
   // what it checked; a row that changes or goes takes its text out).
   std::map<std::string, Checked> checked_;
+  std::map<std::string, uint16_t> route_slots_;  // instance -> its client channel's number
+  std::map<uint16_t, nlohmann::json> channel_pushed_;  // open channels' settings as the plugin has them
   // Sends `params` with `method` unless the plugin has them already (`last`); a refusal is
   // logged ("the plugin refused the WHAT"), a broken channel detaches the plugin.
   void push(const char* method, const nlohmann::json& params, nlohmann::json& last, const char* what);

@@ -1,7 +1,11 @@
 // vpf-agent: see session.h.
 #include "session.h"
 
+#include <unistd.h>
+
 #include <cstring>
+
+#include "vpf/channel.h"
 
 #include "agent.h"
 #include "vpf/protocol.h"
@@ -26,10 +30,12 @@ void Session::refuse(const json& error) {
   close_after_write_ = true;
 }
 
-void Session::send_json(const json& msg) {
-  if (closed_) return;
-  out_.push_back(msg.dump() + "\n");
-  out_is_event_.push_back(false);
+void Session::send_json(const json& msg, std::vector<int> fds) {
+  if (closed_) {
+    for (int fd : fds) ::close(fd);
+    return;
+  }
+  out_.push_back({msg.dump() + "\n", false, std::move(fds)});
   if (!writing_) flush();
 }
 
@@ -39,8 +45,7 @@ bool Session::send_event(std::string frame) {
     return false;
   }
   queued_event_bytes_ += frame.size();
-  out_.push_back(std::move(frame));
-  out_is_event_.push_back(true);
+  out_.push_back({std::move(frame), true, {}});
   ++events_sent;
   if (!writing_) flush();
   return true;
@@ -53,13 +58,23 @@ void Session::flush() {
     return;
   }
   writing_ = true;
+  // A message with descriptors goes alone, in one sendmsg (they travel with its first
+  // byte); nothing is being written meanwhile, so it keeps its place in the stream.
+  if (!out_.front().fds.empty()) {
+    Out m = std::move(out_.front());
+    out_.pop_front();
+    const bool sent = channel::send_with_fds(sock_.native_handle(), m.data.data(), m.data.size(), m.fds.data(),
+                                             int(m.fds.size()));
+    for (int fd : m.fds) ::close(fd);
+    if (!sent) return close();  // a client whose socket is full this long is gone
+    return flush();
+  }
   // Gather what is queued into one write (fewer system calls for bursts of events).
   auto data = std::make_shared<std::string>();
-  while (!out_.empty() && data->size() < 256 * 1024) {
-    if (out_is_event_.front()) queued_event_bytes_ -= out_.front().size();
-    data->append(out_.front());
+  while (!out_.empty() && out_.front().fds.empty() && data->size() < 256 * 1024) {
+    if (out_.front().event) queued_event_bytes_ -= out_.front().data.size();
+    data->append(out_.front().data);
     out_.pop_front();
-    out_is_event_.pop_front();
   }
   auto self = shared_from_this();
   asio::async_write(sock_, asio::buffer(*data), [self, data](const boost::system::error_code& ec, size_t) {
@@ -75,8 +90,9 @@ void Session::close() {
   sock_.shutdown(asio::socket_base::shutdown_both, ec);
   sock_.close(ec);
   expiry_timer.cancel();
+  for (const auto& m : out_)
+    for (int fd : m.fds) ::close(fd);
   out_.clear();
-  out_is_event_.clear();
   agent_.on_session_closed(*this);
 }
 
@@ -132,7 +148,7 @@ void Session::parse() {
                       self->send_json({{"jsonrpc", "2.0"}, {"id", id},
                                        {"error", {{"code", e->code}, {"message", e->what()}, {"data", {{"seed_error", e->seed}}}}}});
                     else
-                      self->send_json({{"jsonrpc", "2.0"}, {"id", id}, {"result", result}});
+                      self->send_json({{"jsonrpc", "2.0"}, {"id", id}, {"result", result}}, std::exchange(self->reply_fds, {}));
                   });
   }
   in_.erase(0, pos);

@@ -20,6 +20,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -43,7 +44,8 @@ class Session : public std::enable_shared_from_this<Session> {
   // Writes one error line and closes (a refused peer).
   void refuse(const nlohmann::json& error);
 
-  void send_json(const nlohmann::json& msg);
+  // `fds` (taken over: closed once sent) go with the message's first byte (SCM_RIGHTS).
+  void send_json(const nlohmann::json& msg, std::vector<int> fds = {});
   // Queues an event frame (header + body + data already laid out); false if the client's
   // queue is full (counted).
   bool send_event(std::string frame);
@@ -57,6 +59,9 @@ class Session : public std::enable_shared_from_this<Session> {
   bool stat_mode = false;           // started in operation mode stat
   uint32_t timeout_ms = 0;          // start_filter's event timeout (0 = none)
   std::string monitor;              // "" none, "*" every instance, or one instance
+  uint16_t direct_route = 0;        // the plugin's client channel this client reads (0: none)
+  bool wants_direct = false;
+  std::vector<int> reply_fds;       // descriptors for the reply being made (taken by it)        // asked for one (open_channel): offered again after a plugin restart
   bool adapter_events = false;      // receives adapter_added / adapter_removed
   // Captured packets sent to this client and not yet decided, by event id -> deadline.
   std::map<uint64_t, Clock::time_point> pending;
@@ -74,10 +79,14 @@ class Session : public std::enable_shared_from_this<Session> {
   Peer peer_;
   std::string in_;
   char rbuf_[65536];
-  std::deque<std::string> out_;
+  struct Out {
+    std::string data;
+    bool event;            // counts against max_queued_event_bytes_
+    std::vector<int> fds;  // descriptors sent with it
+  };
+  std::deque<Out> out_;
   size_t queued_event_bytes_ = 0;
   size_t max_queued_event_bytes_;
-  std::deque<bool> out_is_event_;
   bool writing_ = false, closed_ = false, close_after_write_ = false;
 };
 

@@ -8,6 +8,9 @@
 #include <cerrno>
 #include <algorithm>
 #include <cstring>
+#include <utility>
+
+#include "vpf/channel.h"
 
 namespace vpf {
 
@@ -39,6 +42,12 @@ AgentConnection::~AgentConnection() {
   ::shutdown(fd_, SHUT_RDWR);
   if (reader_.joinable()) reader_.join();
   ::close(fd_);
+  for (int fd : fds_) ::close(fd);
+}
+
+std::vector<int> AgentConnection::take_fds() {
+  std::lock_guard l(mu_);
+  return std::exchange(fds_, {});
 }
 
 json AgentConnection::call(const std::string& method, const json& params, int timeout_ms) {
@@ -99,7 +108,16 @@ void AgentConnection::read_loop() {
   char buf[65536];
   std::string why = "vpf-agent closed the connection";
   for (;;) {
-    const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    int fds[8], nfds = 0;
+    const long n = channel::recv_with_fds(fd_, buf, sizeof buf, fds, 8, &nfds);
+    if (nfds) {
+      std::lock_guard l(mu_);
+      fds_.insert(fds_.end(), fds, fds + nfds);
+      if (fds_.size() > 16) {  // nobody takes them: not ours to keep open
+        for (size_t i = 0; i + 16 < fds_.size(); ++i) ::close(fds_[i]);
+        fds_.erase(fds_.begin(), fds_.end() - 16);
+      }
+    }
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) break;
     in.append(buf, size_t(n));

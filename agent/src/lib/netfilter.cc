@@ -21,6 +21,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "direct_channel.h"
 #include "vpf/agent_connection.h"
 #include "vpf/protocol.h"
 #include "vpf/run_program.h"
@@ -52,6 +53,25 @@ bool parse_bool(const std::string& name, const std::string& v) {
 }
 
 // ---- the worker pool that fires events ----
+
+// Every thread that fires events (pool workers, a client channel's threads) starts and
+// ends with these.
+void worker_started(NetFilter& nf) {
+  if (!nf.on_worker_thread_creation) return;
+  WorkerThreadCreationEventParams e;
+  try {
+    nf.on_worker_thread_creation(e);
+  } catch (...) {
+  }
+}
+void worker_stopped(NetFilter& nf) {
+  if (!nf.on_worker_thread_termination) return;
+  WorkerThreadTerminationEventParams e;
+  try {
+    nf.on_worker_thread_termination(e);
+  } catch (...) {  // errors here are ignored, as documented
+  }
+}
 
 class Pool {
  public:
@@ -101,21 +121,9 @@ class Pool {
   }
   static void* main(void* arg) {
     auto* p = static_cast<Pool*>(arg);
-    if (p->nf_.on_worker_thread_creation) {
-      WorkerThreadCreationEventParams e;
-      try {
-        p->nf_.on_worker_thread_creation(e);
-      } catch (...) {
-      }
-    }
+    worker_started(p->nf_);
     p->run();
-    if (p->nf_.on_worker_thread_termination) {
-      WorkerThreadTerminationEventParams e;
-      try {
-        p->nf_.on_worker_thread_termination(e);
-      } catch (...) {  // errors here are ignored, as documented
-      }
-    }
+    worker_stopped(p->nf_);
     return nullptr;
   }
   void run() {
@@ -153,6 +161,10 @@ struct NetFilter::Impl {
   NetFilter& nf;
   std::string socket;
   std::unique_ptr<AgentConnection> conn;
+  // The plugin's channel to this client (direct_channel.h): events and verdicts without
+  // the agent in between; null while the agent's path is used.
+  std::shared_ptr<DirectChannel> direct;
+  std::mutex direct_mu;
   std::unique_ptr<Pool> pool;
   std::mutex pool_mu;  // guards `pool` against the reader posting while start/stop swap it
   std::string guid;
@@ -218,6 +230,10 @@ struct NetFilter::Impl {
           fire_error(kErrorInvalidParameter, std::string("adapter event handler: ") + ex.what());
         }
       });
+    } else if (method == "channel_closed") {
+      close_direct();  // the plugin went away: events come through the agent until it offers another
+    } else if (method == "channel_available") {
+      dispatch([this] { open_direct(); });
     } else if (method == "verdict_refused") {
       dispatch([this, p] { fire_error(p.value("seed_error", kErrorInvalidParameter), p.value("message", std::string())); });
     }
@@ -237,15 +253,79 @@ struct NetFilter::Impl {
     }
     dispatch([this, f, d = std::move(data)]() mutable { fire_packet(f, std::move(d)); });
   }
-  void flush_notify() {
-    if (notify_batch.empty()) return;
-    dispatch([this, b = std::move(notify_batch)]() mutable {
+  void flush_notify() { flush(notify_batch); }
+  void flush(std::vector<std::pair<proto::EventFrame, std::vector<uint8_t>>>& batch) {
+    if (batch.empty()) return;
+    dispatch([this, b = std::move(batch)]() mutable {
       for (auto& [f, d] : b) fire_packet(f, std::move(d));
     });
-    notify_batch.clear();
+    batch.clear();
   }
 
-  void fire_packet(const proto::EventFrame& f, std::vector<uint8_t> data) {
+  // Events read from the channel (its reading thread): notify copies as from the agent; a
+  // captured packet's handler runs on the channel's thread that read it, the other one
+  // reading on meanwhile (DirectChannel::handover), else on a worker; verdicts go to the
+  // channel.
+  std::vector<std::pair<proto::EventFrame, std::vector<uint8_t>>> direct_batch;  // the reading thread only
+  void on_direct_event(DirectChannel& ch, const proto::EventFrame& f, std::vector<uint8_t> data) {
+    if (f.type == proto::kNotify) {
+      direct_batch.emplace_back(f, std::move(data));
+      if (direct_batch.size() >= kNotifyBatch) flush(direct_batch);
+      return;
+    }
+    if (!serialize && ch.handover()) {
+      flush(direct_batch);  // earlier notify copies go first
+      return fire_packet(f, std::move(data), &ch);
+    }
+    dispatch([this, f, d = std::move(data), via = ch.shared_from_this()]() mutable { fire_packet(f, std::move(d), via.get()); });
+  }
+
+  // Asks the agent for a channel (after start_filter in capture mode, or when the agent
+  // offers one again); without one, events keep coming through the agent.
+  // VPF_DIRECT_CHANNEL=0 keeps the agent's path (for comparisons).
+  void open_direct() {
+    if (const char* e = std::getenv("VPF_DIRECT_CHANNEL"); e && std::string(e) == "0") return;
+    if (!conn || !active || mode != OperationMode::Capture) return;
+    try {
+      conn->call("open_channel", json::object());
+      DirectChannel::Callbacks cb;
+      cb.on_event = [this](DirectChannel& c, const proto::EventFrame& f, std::vector<uint8_t> d) {
+        on_direct_event(c, f, std::move(d));
+      };
+      cb.on_burst_end = [this] { flush(direct_batch); };
+      cb.on_thread_start = [this] { worker_started(nf); };
+      cb.on_thread_stop = [this] { worker_stopped(nf); };
+      auto ch = DirectChannel::open(conn->take_fds(), std::move(cb));
+      std::lock_guard l(direct_mu);
+      direct = std::move(ch);
+    } catch (const NetFilterError& e) {
+      for (int fd : conn->take_fds()) ::close(fd);
+      if (e.code() != kErrorNotReady) fire_error(e.code(), e.what());
+    } catch (const std::exception& e) {
+      fire_error(kErrorNotReady, std::string("the plugin's channel could not be used (events come through vpf-agent): ") +
+                                     e.what());
+    }
+  }
+  void close_direct() {
+    std::shared_ptr<DirectChannel> old;
+    {
+      std::lock_guard l(direct_mu);
+      old = std::move(direct);
+    }
+    if (old) old->stop();
+  }
+  // Handlers running on the channel's threads finish (stop_filter: every event already
+  // delivered runs to its verdict).
+  void drain_direct() {
+    std::shared_ptr<DirectChannel> ch;
+    {
+      std::lock_guard l(direct_mu);
+      ch = direct;
+    }
+    if (ch) ch->drain();
+  }
+
+  void fire_packet(const proto::EventFrame& f, std::vector<uint8_t> data, DirectChannel* via = nullptr) {
     const auto ts = std::chrono::system_clock::time_point(std::chrono::milliseconds(f.timestamp_ns / 1000000));
     const int64_t sub_ns = int64_t(f.timestamp_ns % 1000000);
     if (f.type == proto::kNotify || (f.flags & proto::kMonitorCopy)) {
@@ -302,11 +382,16 @@ struct NetFilter::Impl {
         break;
       }
     }
+    const auto out = action == kPacketActionSendModified ? std::span<const uint8_t>(buf.data(), size_t(data_size))
+                                                         : std::span<const uint8_t>();
     try {
-      if (conn)
-        conn->verdict(f.event_id, action,
-                      action == kPacketActionSendModified ? std::span<const uint8_t>(buf.data(), size_t(data_size))
-                                                          : std::span<const uint8_t>());
+      if (via) {
+        if (!via->verdict(f.event_id, action, out))
+          fire_error(kErrorNotReady, "verdict for event " + std::to_string(f.event_id) +
+                                         ": the plugin's verdict ring stayed full; the packet gets its expiry verdict");
+      } else if (conn) {
+        conn->verdict(f.event_id, action, out);
+      }
     } catch (const NetFilterError& ex) {
       fire_error(ex.code(), ex.what());
     }
@@ -451,6 +536,7 @@ NetFilter::~NetFilter() {
     if (d_->active) stop_filter();
   } catch (...) {
   }
+  d_->close_direct();
   d_->conn.reset();
   std::lock_guard l(d_->pool_mu);
   d_->pool.reset();
@@ -767,6 +853,7 @@ void NetFilter::start_filter(int timeout_ms) {
   d_->conn->call("start_filter", {{"instance", d_->guid}, {"timeout_ms", timeout_ms},
                                   {"mode", d_->mode == OperationMode::Stat ? "stat" : "capture"}});
   d_->active = true;
+  d_->open_direct();
   if (d_->mode == OperationMode::Stat) {
     d_->stats_stop = false;
     d_->stats_thread = std::thread([this] {
@@ -795,12 +882,19 @@ void NetFilter::stop_filter() {
     d_->stats_thread.join();
   }
   // Every event already delivered runs to its verdict, then the agent detaches us.
+  d_->drain_direct();
   {
     std::lock_guard l(d_->pool_mu);
     if (d_->pool) d_->pool->drain();
   }
   d_->active = false;
-  d_->conn->call("stop_filter", json::object());
+  try {
+    d_->conn->call("stop_filter", json::object());  // the agent closes the channel first
+  } catch (...) {
+    d_->close_direct();
+    throw;
+  }
+  d_->close_direct();
   std::unique_ptr<Pool> old;
   {
     std::lock_guard l(d_->pool_mu);
