@@ -8,6 +8,7 @@
 #      from no rules (VPF_BENCH_ADDS, 300) and on top of VPF_BENCH_BASE_RULES (10000)
 #      imported ACL rules (VPF_BENCH_BASE_ADDS, 1000), those deleted one at a time, and
 #      the capture round trip (ends with "capture_round_trip_p99_us").
+# VPF_BENCH_ONLY=capture runs only the capture round trip (a few seconds; for tuning).
 # Run by scripts/bench.sh agent (which builds first).  Needs root.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
@@ -43,6 +44,7 @@ start_agent() {
   "$ctl" install --guid "$G" --altitude 1
 }
 
+if [ "${VPF_BENCH_ONLY:-}" != capture ]; then
 echo "-- notify relay (OVS-DPDK, ${VPF_BENCH_SECS:-5} s)"
 "$VPF_BUILD/matcher/vpf-gen" mix --count 1000 --len 64 --drop-share "${VPF_BENCH_NOTIFY_SHARE:-40}" --out "$run/mix10.pcap"
 cp "$run/mix10.pcap" /tmp/vpf-bench-agent-mix10.pcap
@@ -83,10 +85,15 @@ printf "other_port_mpps_without_relay %.3f\nother_port_mpps_with_relay %.3f\nrat
   "$quiet" "$busy" "$(echo "$busy / $quiet" | bc -l)"
 stop_all dpdk
 rm -f /tmp/vpf-bench-agent-mix10.pcap
+fi
 
 echo "-- rule add and capture round trip (dummy datapath)"
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || fail "cannot start Open vSwitch"
 dummy_bridge "$run"
 start_agent
-"$VPF_BUILD/matcher/vpf-gen" rules --style acl --count "${VPF_BENCH_BASE_RULES:-10000}" --seed 7 --out "$run/base.json"
-"$bench" "$G" dummy "${VPF_BENCH_ADDS:-300}" "${VPF_BENCH_CAPTURES:-2000}" "$run/base.json" "${VPF_BENCH_BASE_ADDS:-1000}"
+if [ "${VPF_BENCH_ONLY:-}" = capture ]; then
+  "$bench" "$G" dummy 1 "${VPF_BENCH_CAPTURES:-2000}"
+else
+  "$VPF_BUILD/matcher/vpf-gen" rules --style acl --count "${VPF_BENCH_BASE_RULES:-10000}" --seed 7 --out "$run/base.json"
+  "$bench" "$G" dummy "${VPF_BENCH_ADDS:-300}" "${VPF_BENCH_CAPTURES:-2000}" "$run/base.json" "${VPF_BENCH_BASE_ADDS:-1000}"
+fi
