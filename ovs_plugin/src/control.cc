@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
@@ -64,7 +65,10 @@ ControlServer::ControlServer(Plugin& plugin, std::string path) : plugin_(plugin)
   // Everyone may connect; the credentials check decides (and answers with a reason).
   chmod(path_.c_str(), 0666);
   stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-  thread_ = std::thread([this] { run(); });
+  thread_ = std::thread([this] {
+    pthread_setname_np(pthread_self(), "vpf_control");  // as top -H and perf show it
+    run();
+  });
 }
 
 ControlServer::~ControlServer() {

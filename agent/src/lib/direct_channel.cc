@@ -2,6 +2,7 @@
 #include "direct_channel.h"
 
 #include <poll.h>
+#include <pthread.h>
 #include <sched.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -170,6 +171,7 @@ void DirectChannel::lead() {
 }
 
 void DirectChannel::thread_main() {
+  pthread_setname_np(pthread_self(), "vpf_channel");  // as top -H and perf show it
   if (cb_.on_thread_start) cb_.on_thread_start();
   while (!stop_.load(std::memory_order_relaxed)) {
     standby_.fetch_add(1, std::memory_order_acq_rel);
