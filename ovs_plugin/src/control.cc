@@ -219,6 +219,7 @@ void ControlServer::run() {
   auto& waiting = plugin_.region().header()->plugin_waiting;
   uint64_t last_work = 0;   // a capture was held or a verdict applied
   uint64_t next_scan = 0;   // for held packets past their deadline (1 ms granularity)
+  uint64_t spin_ns = kMinSpinNs;
   uint32_t spins = 0;
   for (;;) {
     uint64_t now = mono_ns();
@@ -229,12 +230,14 @@ void ControlServer::run() {
       if (plugin_.channel_counters().verdicts.load(std::memory_order_relaxed) != before) last_work = now;
     }
     if (now >= next_scan) next_scan = now + std::min<uint64_t>(plugin_.expire_holds(), 1000000000);
-    // Busy-poll for a while after a capture or a verdict: the verdict of a held packet is
-    // then applied without a wake-up, and one capture soon after another finds this
-    // thread awake (bounded: kSpinNs after the last one).  The sockets are looked at
-    // every kSpinPolls turns meanwhile.
+    // Busy-poll after a capture or a verdict instead of sleeping: while packets are held
+    // (their verdicts are probably on their way; up to kMaxSpinNs), and for spin_ns more
+    // (adaptive, as a halt-polling governor does: captures that keep coming soon after
+    // this thread went to sleep lengthen it, long sleeps shorten it).  The sockets are
+    // looked at every kSpinPolls turns meanwhile.
     int timeout_ms = int((next_scan - now) / 1000000) + 1;
-    const bool spin = agent_hello_ && now - last_work < kSpinNs;
+    const uint64_t idle = now - last_work;
+    const bool spin = agent_hello_ && (idle < spin_ns || (idle < kMaxSpinNs && plugin_.held()));
     if (spin) {
       sched_yield();
       if (++spins % kSpinPolls) continue;
@@ -252,18 +255,30 @@ void ControlServer::run() {
     if (agent_hello_ && !spin) plugin_.client_woken();
     if (n < 0) continue;
     if (p[0].revents) return;
+    bool woken_by_work = false;
     if (p[2].revents) {  // a command, or a datapath thread that held a packet
       uint64_t v;
       [[maybe_unused]] ssize_t r = read(plugin_.commands_fd(), &v, sizeof v);
-      now = mono_ns();
-      last_work = now;
-      next_scan = std::min(next_scan, now + 1000000);  // the new hold's deadline
+      woken_by_work = true;
+      next_scan = std::min(next_scan, mono_ns() + 1000000);  // the new hold's deadline
     }
     for (size_t i = 4; i < p.size(); ++i)
       if (p[i].revents) {
         uint64_t v;
         [[maybe_unused]] ssize_t r = read(p[i].fd, &v, sizeof v);
+        woken_by_work = true;
       }
+    if (!spin && timeout_ms) {  // slept: was the spin too short?
+      const uint64_t woke = mono_ns();
+      if (woken_by_work) {
+        spin_ns = woke - now < kMaxSpinNs ? std::min(spin_ns * 2, kMaxSpinNs) : std::max(spin_ns / 2, kMinSpinNs);
+        last_work = woke;
+      } else {
+        spin_ns = std::max(spin_ns / 2, kMinSpinNs);
+      }
+    } else if (woken_by_work) {
+      last_work = mono_ns();
+    }
     if (p[1].revents) accept_one();
     if (agent_fd_ >= 0 && (p[3].revents & (POLLIN | POLLHUP | POLLERR)) && !serve_agent())
       drop_agent("its socket closed");

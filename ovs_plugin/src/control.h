@@ -38,10 +38,10 @@ class ControlServer {
   nlohmann::json dispatch(const nlohmann::json& req, bool* hello, std::vector<int>* fds = nullptr);
 
  private:
-  // How long the thread keeps polling the rings after a capture or a verdict (instead of
-  // sleeping until the next verdict or capture wakes it), and how often it looks at its
-  // sockets meanwhile.
-  static constexpr uint64_t kSpinNs = 500000;
+  // How long the thread keeps polling the rings after a capture or a verdict instead of
+  // sleeping until the next one wakes it (adaptive, see run()), and how often it looks at
+  // its sockets meanwhile.
+  static constexpr uint64_t kMinSpinNs = 20000, kMaxSpinNs = 1000000;
   static constexpr uint32_t kSpinPolls = 64;
   void run();
   void accept_one();

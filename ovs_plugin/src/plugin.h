@@ -173,6 +173,12 @@ class Plugin {
   // The open channels' verdict eventfds, for the control thread's sleep; prepare_sleep
   // marks the plugin asleep in each channel and returns false if verdicts came meanwhile.
   std::vector<int> client_wait_fds() const;
+  // Packets held for a verdict now.
+  uint32_t held() const {
+    uint32_t n = 0;
+    for (const auto& r : rings_) n += r.holds->held();
+    return n;
+  }
   bool client_prepare_sleep();
   void client_woken();
 

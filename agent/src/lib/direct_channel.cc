@@ -38,7 +38,7 @@ DirectChannel::DirectChannel(std::vector<int> fds, Callbacks cb) : cb_(std::move
 std::shared_ptr<DirectChannel> DirectChannel::open(std::vector<int> fds, Callbacks cb) {
   std::shared_ptr<DirectChannel> ch(new DirectChannel(std::move(fds), std::move(cb)));
   std::lock_guard l(ch->stop_mu_);
-  for (int i = 0; i < 2; ++i) ch->threads_.emplace_back([self = ch] { self->thread_main(); });
+  for (size_t i = 0; i < kThreads; ++i) ch->threads_.emplace_back([self = ch] { self->thread_main(); });
   return ch;
 }
 

@@ -50,6 +50,7 @@ class DirectChannel : public std::enable_shared_from_this<DirectChannel> {
     Fn on_thread_stop;
   };
   static constexpr std::chrono::microseconds kMinSpin{20}, kMaxSpin{1000};
+  static constexpr size_t kThreads = 2;
 
   // Maps the region and starts the threads (each keeps the channel alive until it ends).
   // Takes over `fds` (closed on failure too).  Throws std::runtime_error naming what is

@@ -273,7 +273,7 @@ struct NetFilter::Impl {
       if (direct_batch.size() >= kNotifyBatch) flush(direct_batch);
       return;
     }
-    if (!serialize && ch.handover()) {
+    if (channel_workers && ch.handover()) {
       flush(direct_batch);  // earlier notify copies go first
       return fire_packet(f, std::move(data), &ch);
     }
@@ -283,9 +283,13 @@ struct NetFilter::Impl {
   // Asks the agent for a channel (after start_filter in capture mode, or when the agent
   // offers one again); without one, events keep coming through the agent.
   // VPF_DIRECT_CHANNEL=0 keeps the agent's path (for comparisons).
+  static bool direct_wanted() {
+    const char* e = std::getenv("VPF_DIRECT_CHANNEL");
+    return !e || std::string(e) != "0";
+  }
+  bool channel_workers = false;  // the channel's threads run handlers (start_filter decides)
   void open_direct() {
-    if (const char* e = std::getenv("VPF_DIRECT_CHANNEL"); e && std::string(e) == "0") return;
-    if (!conn || !active || mode != OperationMode::Capture) return;
+    if (!direct_wanted() || !conn || !active || mode != OperationMode::Capture) return;
     try {
       conn->call("open_channel", json::object());
       DirectChannel::Callbacks cb;
@@ -293,8 +297,10 @@ struct NetFilter::Impl {
         on_direct_event(c, f, std::move(d));
       };
       cb.on_burst_end = [this] { flush(direct_batch); };
-      cb.on_thread_start = [this] { worker_started(nf); };
-      cb.on_thread_stop = [this] { worker_stopped(nf); };
+      if (channel_workers) {
+        cb.on_thread_start = [this] { worker_started(nf); };
+        cb.on_thread_stop = [this] { worker_stopped(nf); };
+      }
       auto ch = DirectChannel::open(conn->take_fds(), std::move(cb));
       std::lock_guard l(direct_mu);
       direct = std::move(ch);
@@ -842,6 +848,14 @@ void NetFilter::start_filter(int timeout_ms) {
     size_t max = d_->max_workers ? d_->max_workers : 4 * ncpu;
     size_t min = d_->min_workers ? std::min(d_->min_workers, max) : std::min<size_t>(std::max(ncpu, 4u), max);
     if (d_->serialize) min = max = 1;
+    // A client channel's two threads fire events too (captured packets' handlers): they
+    // count toward MaxWorkerThreadCount, the pool gets the rest.  With fewer than three
+    // workers allowed, or events serialized, every event goes to the pool.
+    d_->channel_workers = d_->mode == OperationMode::Capture && d_->direct_wanted() && max >= 3;
+    if (d_->channel_workers) {
+      max -= DirectChannel::kThreads;
+      min = std::max<size_t>(1, std::min(min, max));
+    }
     auto pool = std::make_unique<Pool>(*this, min, max, d_->stack_size);
     std::unique_ptr<Pool> old;
     {
