@@ -3,7 +3,9 @@
 #   1. notify relay: OVS-DPDK without hugepages, one PMD, pcap0 replaying a mix of 64-byte
 #      frames from memory (net_pcap, infinite_rx=1) into null0; a notify rule selects the
 #      VPF_BENCH_NOTIFY_SHARE percent (40: over a million events a second) with UDP source
-#      port 9; events/s delivered and where the others went;
+#      port 9; events/s delivered and where the others went; and the rate of another port
+#      (pcap1 -> null1, same PMD) with no rule, with the rule and no client, and with the
+#      relay to a client running;
 #   2. on a dummy-datapath switch (ports p1 and p2, flow p1 -> p2): rule add -> active
 #      from no rules (VPF_BENCH_ADDS, 300) and on top of VPF_BENCH_BASE_RULES (10000)
 #      imported ACL rules (VPF_BENCH_BASE_ADDS, 1000), those deleted one at a time, and
@@ -78,16 +80,33 @@ other_rate() {
   [ -n "$a" ] && [ -n "$b" ] && [ "$b" -gt "$a" ] || fail "pcap1 received nothing in 3 s (rx $a -> $b)"
   echo "($b - $a) / ($t1 - $t0) / 1000000" | bc -l
 }
+# The PMD's core is the PMD's, as OVS-DPDK deployments keep it (isolcpus): every other
+# thread of the switch, the agent and the client run on core 0 (VPF_BENCH_SHARE_PMD=1:
+# anywhere).
+pin0=
+if [ -z "${VPF_BENCH_SHARE_PMD:-}" ]; then
+  pin0="taskset -c 0"
+  vs=$(pgrep -x ovs-vswitchd | head -1)
+  for t in $(ps -T -p "$vs" -o spid=,comm= | awk '$2 !~ /^pmd/ {print $1}'); do taskset -p -c 0 "$t" >/dev/null; done
+  taskset -a -p -c 0 "$apid" >/dev/null
+fi
 sleep 2
 quiet=$(other_rate)
-"$bench" "$G" notify pcap0 "${VPF_BENCH_SECS:-5}" >"$run/notify.txt" &
+# The same with the notify rule in force and no client: the datapath's share (classifying
+# pcap0, copying 40% of it into the rings) without the relay to a client.
+$pin0 "$bench" "$G" notify-rule pcap0 || fail "cannot add the notify rule"
+sleep 1
+rule_only=$(other_rate)
+$pin0 "$bench" "$G" notify pcap0 "${VPF_BENCH_SECS:-5}" >"$run/notify.txt" &
 bpid=$!
 sleep 2.5
 busy=$(other_rate)
 wait $bpid || fail "notify phase failed"
 cat "$run/notify.txt"
-printf "other_port_mpps_without_relay %.3f\nother_port_mpps_with_relay %.3f\nratio other_port_with_relay_vs_without %.3f\n" \
-  "$quiet" "$busy" "$(echo "$busy / $quiet" | bc -l)"
+printf "other_port_mpps_without_relay %.3f\nother_port_mpps_rule_only %.3f\nother_port_mpps_with_relay %.3f\n" \
+  "$quiet" "$rule_only" "$busy"
+printf "ratio other_port_with_relay_vs_rule_only %.3f\nratio other_port_with_relay_vs_without %.3f\n" \
+  "$(echo "$busy / $rule_only" | bc -l)" "$(echo "$busy / $quiet" | bc -l)"
 stop_all dpdk
 rm -f /tmp/vpf-bench-agent-mix10.pcap
 fi

@@ -82,17 +82,46 @@ std::map<uint32_t, uint64_t> wire_times(const std::string& path, uint8_t marker)
 // source port 9 (the share of the replayed mix bench_agent.sh chose); events/s the
 // client's handler saw over SECS,
 // and where the others went.
+// The notify rule of the relay (rule 1 on ADAPTER's outgoing side); already there is fine.
+void add_notify_rule(vpf::NetFilter& nf, const std::string& adapter) {
+  nf.list_adapters();
+  int id = -1;
+  for (const auto& a : nf.adapters())
+    if (a.name == adapter) id = a.id;
+  try {
+    nf.add_filter_rule(1, id, vpf::kDirectionOutgoing, -1, -1, "udp src port 9", vpf::kRuleActionNotify);
+  } catch (const vpf::NetFilterError& e) {
+    if (e.code() != vpf::kErrorAlreadyExists) throw;
+  }
+}
+
+// 2a. the notify rule in force with no client taking its events (they reach the agent,
+// which has nobody to give them to): what the datapath's share of the relay costs the
+// other port, without the relay itself.
+int notify_rule_only(const std::string& guid, const std::string& adapter) {
+  try {
+    vpf::NetFilter nf;
+    nf.initialize(guid);
+    add_notify_rule(nf, adapter);
+    vpf::AgentConnection ac(vpf::AgentConnection::default_socket());
+    ac.call("set_active", {{"instance", guid}, {"active", true}});
+    return 0;
+  } catch (const vpf::NetFilterError& e) {
+    std::fprintf(stderr, "agent_bench notify-rule: %s (error %d)\n", e.what(), e.code());
+    return 1;
+  }
+}
+
 int notify_relay(const std::string& guid, const std::string& adapter, double secs) {
   try {
     vpf::NetFilter nf;
     nf.initialize(guid);
-    nf.list_adapters();
+    add_notify_rule(nf, adapter);
     int id = -1;
     for (const auto& a : nf.adapters())
       if (a.name == adapter) id = a.id;
     std::atomic<uint64_t> notified{0};
     nf.on_notify_packet = [&](vpf::NotifyPacketEventParams&) { notified.fetch_add(1, std::memory_order_relaxed); };
-    nf.add_filter_rule(1, id, vpf::kDirectionOutgoing, -1, -1, "udp src port 9", vpf::kRuleActionNotify);
     vpf::AgentConnection ac(vpf::AgentConnection::default_socket());
     auto counters = [&] {
       const auto st = ac.call("get_statistics");
@@ -127,12 +156,13 @@ int notify_relay(const std::string& guid, const std::string& adapter, double sec
 int main(int argc, char** argv) {
   const char* run = std::getenv("VPF_RUN");
   if (!run || argc < 2) {
-    std::fprintf(stderr, "usage: VPF_RUN=DIR VPF_AGENT_SOCKET=SOCK agent_bench GUID dummy [ADDS CAPTURES [BASE_RULES.json [BASE_ADDS]]] | agent_bench GUID notify ADAPTER SECS\n");
+    std::fprintf(stderr, "usage: VPF_RUN=DIR VPF_AGENT_SOCKET=SOCK agent_bench GUID dummy [ADDS CAPTURES [BASE_RULES.json [BASE_ADDS]]] | agent_bench GUID notify ADAPTER SECS | agent_bench GUID notify-rule ADAPTER\n");
     return 2;
   }
   const std::string guid = argv[1];
   const std::string mode = argc > 2 ? argv[2] : "";
   if (mode == "notify") return notify_relay(guid, argc > 3 ? argv[3] : "pcap0", argc > 4 ? std::atof(argv[4]) : 5);
+  if (mode == "notify-rule") return notify_rule_only(guid, argc > 3 ? argv[3] : "pcap0");
   const int adds = argc > 3 ? std::atoi(argv[3]) : 300;
   const int captures = argc > 4 ? std::atoi(argv[4]) : 2000;
   const std::string base_rules = argc > 5 ? argv[5] : "";
