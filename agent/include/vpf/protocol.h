@@ -81,6 +81,27 @@ struct EventFrame {
 };
 static_assert(sizeof(EventFrame) == 48);
 
+// The event frame of one of the plugin's event records (`Ev`: vpf::channel::PacketEvent;
+// `capture`: its record is a kCapture), with the deciding rule as its instance knows it and
+// the frame's `data` (ev.cap_len bytes).  Flags are the caller's.
+template <class Ev>
+EventFrame event_frame_of(const Ev& ev, bool capture, uint32_t rule_id, uint8_t rule_kind, const uint8_t* data) {
+  EventFrame e{};
+  e.event_id = capture ? ev.capture_id : 0;
+  e.timestamp_ns = ev.timestamp_ns;
+  e.adapter = ev.adapter;
+  e.direction = ev.direction;
+  e.type = capture ? kCapture : kNotify;
+  e.packet_type = kDltEthernet;
+  e.rule_id = rule_id;
+  e.rule_kind = rule_kind;
+  e.packet_size = ev.orig_len;
+  e.data_size = ev.cap_len;
+  e.ip_offset = ip_offset(data, ev.cap_len);
+  e.ip_size = e.ip_offset ? ev.cap_len - e.ip_offset : 0;
+  return e;
+}
+
 enum VerdictAction : uint8_t { kDrop = 1, kSend = 2, kSendModified = 3 };  // the seed's PACKET_ACTION_*
 
 struct VerdictFrame {

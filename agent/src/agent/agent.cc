@@ -752,19 +752,7 @@ void Agent::route(std::vector<std::string> batch) {
     const RuleOrigin& o = origin->second;
     // A copy of an event that went straight to its client: for monitors and logging only.
     const bool mirrored = ev.h.flags & channel::kFlagMirrored;
-    protocol::EventFrame e{};
-    e.event_id = capture ? ev.capture_id : 0;
-    e.timestamp_ns = ev.timestamp_ns;
-    e.adapter = ev.adapter;
-    e.direction = ev.direction;
-    e.type = capture ? protocol::kCapture : protocol::kNotify;
-    e.packet_type = protocol::kDltEthernet;
-    e.rule_id = o.rule_id;
-    e.rule_kind = uint8_t(o.kind);
-    e.packet_size = ev.orig_len;
-    e.data_size = ev.cap_len;
-    e.ip_offset = protocol::ip_offset(data, ev.cap_len);
-    e.ip_size = e.ip_offset ? ev.cap_len - e.ip_offset : 0;
+    protocol::EventFrame e = protocol::event_frame_of(ev, capture, o.rule_id, uint8_t(o.kind), data);
     Session* owner = owner_of(o.instance);
     if (owner && owner->stat_mode) owner = nullptr;
     const bool taken = mirrored ? owner != nullptr : owner && owner->send_event(event_frame(e, data));

@@ -111,20 +111,8 @@ size_t DirectChannel::poll_once() {
       }
       const auto* data = reinterpret_cast<const uint8_t*>(rec) + sizeof ev;
       const bool capture = rec->type == channel::kCapture;
-      proto::EventFrame e{};
-      e.event_id = capture ? ev.capture_id : 0;
-      e.timestamp_ns = ev.timestamp_ns;
-      e.adapter = ev.adapter;
-      e.direction = ev.direction;
-      e.type = capture ? proto::kCapture : proto::kNotify;
+      proto::EventFrame e = proto::event_frame_of(ev, capture, ev.rule_id, ev.rule_kind, data);
       e.flags = proto::kFromChannel;
-      e.packet_type = proto::kDltEthernet;
-      e.rule_id = ev.rule_id;
-      e.rule_kind = ev.rule_kind;
-      e.packet_size = ev.orig_len;
-      e.data_size = ev.cap_len;
-      e.ip_offset = proto::ip_offset(data, ev.cap_len);
-      e.ip_size = e.ip_offset ? ev.cap_len - e.ip_offset : 0;
       std::vector<uint8_t> bytes(data, data + ev.cap_len);
       r.release();  // freed before the callback: the other thread may read on meanwhile
       ++count;
