@@ -10,7 +10,8 @@
 #      from no rules (VPF_BENCH_ADDS, 300) and on top of VPF_BENCH_BASE_RULES (10000)
 #      imported ACL rules (VPF_BENCH_BASE_ADDS, 1000), those deleted one at a time, and
 #      the capture round trip (ends with "capture_round_trip_p99_us").
-# VPF_BENCH_ONLY=capture runs only the capture round trip (a few seconds; for tuning).
+# VPF_BENCH_ONLY=capture runs only the capture round trip (a few seconds; for tuning),
+# VPF_BENCH_ONLY=notify only the notify relay.
 # Run by scripts/bench.sh agent (which builds first).  Needs root.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
@@ -111,6 +112,7 @@ stop_all dpdk
 rm -f /tmp/vpf-bench-agent-mix10.pcap
 fi
 
+[ "${VPF_BENCH_ONLY:-}" = notify ] && exit 0
 echo "-- rule add and capture round trip (dummy datapath)"
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || fail "cannot start Open vSwitch"
 dummy_bridge "$run"

@@ -70,10 +70,10 @@ class ClientChannel {
   std::atomic<uint64_t> timeout_ns{0};
   std::atomic<bool> mirror{false};
   std::atomic<bool> broken{false};  // its verdict ring was corrupt: closed by the control thread
-  // Counters: events written, events lost (ring full), verdicts applied, verdicts for a
-  // packet held for someone else, for no packet held (late, decided, unknown), and
-  // records refused (bad sizes or actions).
-  std::atomic<uint64_t> events{0}, lost{0}, verdicts{0}, foreign{0}, stale{0}, bad{0};
+  // Counters (events written and lost are the event rings' own): verdicts applied,
+  // verdicts for a packet held for someone else, for no packet held (late, decided,
+  // unknown), and records refused (bad sizes or actions).
+  std::atomic<uint64_t> verdicts{0}, foreign{0}, stale{0}, bad{0};
 
  private:
   std::atomic<bool> deny_expired_{false};

@@ -321,7 +321,6 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
       PacketEvent ce = e;
       ce.rule_id = route->rule_id;
       written = cc->region.ring(uint32_t(slot)).push(type, &ce, sizeof ce, data[i], ce.cap_len);
-      (written ? cc->events : cc->lost).fetch_add(1, std::memory_order_relaxed);
       if (written) {
         uint32_t t = 0;
         while (t < ntouched && touched[t] != cc) ++t;
@@ -997,12 +996,17 @@ json Plugin::stats() const {
   json clients = json::array();
   for (const auto& ch : clients_.open_channels()) {
     const auto o = ch->options();
-    uint64_t used = 0;
-    for (uint32_t i = 0; i < kEventRings; ++i) used += ch->region.ring(i).used();
+    uint64_t used = 0, events = 0, lost = 0;
+    for (uint32_t i = 0; i < kEventRings; ++i) {
+      const channel::Ring r = ch->region.ring(i);
+      used += r.used();
+      events += r.pushed();
+      lost += r.dropped();
+    }
     clients.push_back({{"route", ch->route},
                        {"serial", ch->serial},
-                       {"events", ch->events.load()},
-                       {"lost", ch->lost.load()},
+                       {"events", events},
+                       {"lost", lost},
                        {"verdicts", ch->verdicts.load()},
                        {"foreign_verdicts", ch->foreign.load()},
                        {"stale_verdicts", ch->stale.load()},
