@@ -764,9 +764,10 @@ struct ChannelClient {
 
 // Everything a client writes into its channel is checked: verdicts for unknown, stale and
 // other clients' packets, lengths past the record, bad actions and record types are
-// counted and change nothing; a corrupt ring closes the channel (its held packet gets
-// the expiry verdict) and the client's events come through the agent again.  The switch
-// forwards throughout.
+// counted and change nothing; event rings whose reading end lies only lose that client's
+// events (a capture then gets its expiry verdict at once); a corrupt verdict ring closes
+// the channel (its held packet gets the expiry verdict) and the client's events come
+// through the agent again.  The switch forwards throughout.
 TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
   vpf::NetFilter probe;
   probe.initialize(guid);
@@ -803,6 +804,19 @@ TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
     a.write(id, kSend, 0);  // the owner's verdict counts
     EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 1; }));
 
+    // Event rings whose reading end lies (tail past head): nothing more fits, so the next
+    // capture cannot be written; it is not held but sent on at once (the expiry verdict)
+    // and counted lost.  Put right again, the channel carries events as before.
+    for (uint32_t i = 0; i < a.region.event_rings(); ++i) {
+      auto* rh = a.region.ring(i).header();
+      rh->tail.store(rh->head.load() + 4096);
+    }
+    const uint64_t lost0 = plugin_view().clients.at(0)["lost"].get<uint64_t>() + plugin_view().clients.at(1)["lost"].get<uint64_t>();
+    receive("p1", 0x91);
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 2; })) << "a capture waited on a broken ring";
+    EXPECT_EQ(plugin_view().clients.at(0)["lost"].get<uint64_t>() + plugin_view().clients.at(1)["lost"].get<uint64_t>(), lost0 + 1);
+    for (uint32_t i = 0; i < a.region.event_rings(); ++i) a.region.ring(i).header()->tail.store(a.region.ring(i).header()->head.load());
+
     // A corrupt verdict ring: the channel closes, the held packet is sent on (instance
     // without DenyExpiredRequests), later events come through the agent.
     receive("p1", 0x91);
@@ -810,7 +824,7 @@ TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
     auto* h = a.region.command_ring().header();
     h->head.store(h->tail.load() + 3);  // not a record boundary
     vpf::channel::wake_consumer(a.region.header()->plugin_waiting, a.verdicts_efd);
-    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 2; }));
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 3; }));
     EXPECT_TRUE(eventually([] { return plugin_view().clients.size() == 1; }));
     EXPECT_EQ(plugin_view().channel["clients_broken"], before.channel["clients_broken"].get<uint64_t>() + 1);
     receive("p1", 0x91);
@@ -822,7 +836,7 @@ TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
       std::lock_guard l(a.mu);
       a.conn->verdict(a.agent_events.front().event_id, vpf::protocol::kSend);
     }
-    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 3; }));
+    EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x91) == sent0 + 4; }));
     receive("p1", 0x95);  // other traffic was never touched
     EXPECT_TRUE(eventually([&] { return count_marker("p2", 0x95) == other0 + 1; }));
   }
