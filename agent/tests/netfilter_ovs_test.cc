@@ -783,6 +783,11 @@ TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
     ASSERT_NE(id, 0u);
     const auto before = plugin_view();
     ASSERT_EQ(before.clients.size(), 2u) << "both clients have a channel";
+    for (const auto& inst : a.conn->call("status")["instances"]) {
+      if (inst["guid"] == guid) {
+        EXPECT_EQ(inst["client_channel"], true) << inst.dump();
+      }
+    }
     a.write(id ^ (uint64_t(1) << 40), kSend, 0);   // no such use of the slot
     a.write(id, 9, 0);                                                  // no such action
     a.write(id, kSendModified, 5, std::vector<uint8_t>(8, 0));  // 5 bytes

@@ -1005,7 +1005,8 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
       for (const auto& [g, i] : instances_) {
         const Session* o = owner_of(g);
         inst.push_back({{"guid", g}, {"altitude", i.altitude}, {"active", i.active}, {"installed", i.exists},
-                        {"client_pid", o ? json(o->peer().pid) : json(nullptr)}});
+                        {"client_pid", o ? json(o->peer().pid) : json(nullptr)},
+                        {"client_channel", o != nullptr && o->direct_route != 0}});
       }
       return reply({{"plugin_attached", bool(plugin_)},
                     {"adapters", adapters_.size()},
