@@ -783,7 +783,8 @@ TEST_F(NetFilterOvs, AHostileChannelClientCannotHurtTheSwitchOrOthers) {
     ASSERT_NE(id, 0u);
     const auto before = plugin_view();
     ASSERT_EQ(before.clients.size(), 2u) << "both clients have a channel";
-    for (const auto& inst : a.conn->call("status")["instances"]) {
+    const json status = a.conn->call("status");
+    for (const auto& inst : status["instances"]) {
       if (inst["guid"] == guid) {
         EXPECT_EQ(inst["client_channel"], true) << inst.dump();
       }
