@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <new>
 #include <stdexcept>
 
@@ -63,6 +64,12 @@ bool Ring::push(uint16_t type, const void* fixed, uint32_t fixed_len, const void
   count(hdr_->pushed);
   hdr_->head.store(head + total, std::memory_order_release);
   return true;
+}
+
+bool read_event(const RecordHeader* rec, uint32_t len, PacketEvent* ev) {
+  if ((rec->type != kNotify && rec->type != kCapture) || len < sizeof *ev) return false;
+  std::memcpy(ev, rec, sizeof *ev);  // a copy: checked values stay checked
+  return ev->cap_len <= len - sizeof *ev && ev->cap_len <= ev->orig_len;
 }
 
 Ring::Status Ring::peek(const RecordHeader** rec, uint32_t* len) {

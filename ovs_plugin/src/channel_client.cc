@@ -112,12 +112,7 @@ size_t ChannelClient::poll_events(const EventFn& fn, size_t max) {
       if (st == Ring::Status::Empty) break;
       if (st == Ring::Status::Corrupt) throw std::runtime_error("event ring " + std::to_string(i) + " is corrupt");
       PacketEvent ev;
-      if ((rec->type != kNotify && rec->type != kCapture) || len < sizeof ev) {
-        ++bad_events_;
-        continue;
-      }
-      std::memcpy(&ev, rec, sizeof ev);  // a copy: checked values stay checked
-      if (ev.cap_len > len - sizeof ev || ev.cap_len > ev.orig_len) {
+      if (!read_event(rec, len, &ev)) {
         ++bad_events_;
         continue;
       }

@@ -69,7 +69,6 @@ class ClientChannel {
   int verdicts_efd = -1;  // the client wakes the plugin
   std::atomic<uint64_t> timeout_ns{0};
   std::atomic<bool> mirror{false};
-  std::atomic<bool> broken{false};  // its verdict ring was corrupt: closed by the control thread
   // Counters (events written and lost are the event rings' own): verdicts applied,
   // verdicts for a packet held for someone else, for no packet held (late, decided,
   // unknown), and records refused (bad sizes or actions).

@@ -99,33 +99,17 @@ class HoldTable {
     return &s;
   }
 
-  // Control thread: claims every held slot of `owner` and calls fn(slot) for each.
-  template <class Fn>
-  void claim_owned(uint32_t owner, Fn&& fn) {
-    if (held_.load(std::memory_order_relaxed) == 0) return;
-    for (uint32_t i = 0; i < kSlots; ++i) {
-      HoldSlot& s = slots_[i];
-      if (s.state.load(std::memory_order_acquire) != kHeld || s.owner != owner) continue;
-      uint32_t expected = kHeld;
-      if (s.state.compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) {
-        if (s.owner == owner) fn(s);
-        else s.state.store(kHeld, std::memory_order_release);
-      }
-    }
-  }
-
   // Control thread: claims every held slot whose deadline is before `now_ns` (all of them
   // with now_ns = UINT64_MAX) and calls fn(slot) for each; fn must finish the packet.
   template <class Fn>
   void claim_expired(uint64_t now_ns, Fn&& fn) {
-    if (held_.load(std::memory_order_relaxed) == 0) return;
-    for (uint32_t i = 0; i < kSlots; ++i) {
-      HoldSlot& s = slots_[i];
-      if (s.state.load(std::memory_order_acquire) != kHeld) continue;
-      if (now_ns != UINT64_MAX && s.deadline_ns > now_ns) continue;
-      uint32_t expected = kHeld;
-      if (s.state.compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) fn(s);
-    }
+    claim_where([&](const HoldSlot& s) { return now_ns == UINT64_MAX || s.deadline_ns <= now_ns; }, fn);
+  }
+
+  // Control thread: the same for every held slot of `owner`.
+  template <class Fn>
+  void claim_owned(uint32_t owner, Fn&& fn) {
+    claim_where([&](const HoldSlot& s) { return s.owner == owner; }, fn);
   }
 
   // Control thread: the slot's packet is finished.
@@ -139,6 +123,21 @@ class HoldTable {
   static uint32_t ring_of(uint64_t capture_id) { return uint32_t((capture_id >> 16) & 0xffff); }
 
  private:
+  // Claims every held slot for which pred(slot) holds, checked again once claimed (the
+  // producer may have reused the slot in between), and calls fn(slot).
+  template <class Pred, class Fn>
+  void claim_where(Pred&& pred, Fn&& fn) {
+    if (held_.load(std::memory_order_relaxed) == 0) return;
+    for (uint32_t i = 0; i < kSlots; ++i) {
+      HoldSlot& s = slots_[i];
+      if (s.state.load(std::memory_order_acquire) != kHeld || !pred(s)) continue;
+      uint32_t expected = kHeld;
+      if (!s.state.compare_exchange_strong(expected, kBusy, std::memory_order_acq_rel)) continue;
+      if (pred(s)) fn(s);
+      else s.state.store(kHeld, std::memory_order_release);
+    }
+  }
+
   const uint32_t ring_;
   std::unique_ptr<HoldSlot[]> slots_;
   uint32_t cursor_ = 0;  // producer only

@@ -599,31 +599,30 @@ bool Plugin::process_commands() {
   return true;
 }
 
-size_t Plugin::process_client_verdicts() {
-  size_t n = 0;
-  std::vector<uint16_t> corrupt;
-  for (const auto& ch : client_list_) {
-    channel::Ring r = ch->region.command_ring();
-    const RecordHeader* rec;
-    uint32_t len;
-    for (int budget = 0; budget < 4096; ++budget, ++n) {
-      const auto st = r.peek(&rec, &len);
-      if (st == channel::Ring::Status::Empty) break;
-      if (st == channel::Ring::Status::Corrupt) {
-        corrupt.push_back(ch->route);
-        break;
-      }
-      if (rec->type == channel::kVerdict) {
-        apply_verdict(rec, len, ch.get());
-      } else {  // a client only decides its packets
-        cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
-        ch->bad.fetch_add(1, std::memory_order_relaxed);
-      }
+bool Plugin::read_verdicts(ClientChannel& ch, int budget) {
+  channel::Ring r = ch.region.command_ring();
+  const RecordHeader* rec;
+  uint32_t len;
+  for (; budget > 0; --budget) {
+    const auto st = r.peek(&rec, &len);
+    if (st == channel::Ring::Status::Empty) break;
+    if (st == channel::Ring::Status::Corrupt) return false;
+    if (rec->type == channel::kVerdict) {
+      apply_verdict(rec, len, &ch);
+    } else {  // a client only decides its packets
+      cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+      ch.bad.fetch_add(1, std::memory_order_relaxed);
     }
-    r.release();
   }
+  r.release();
+  return true;
+}
+
+void Plugin::process_client_verdicts() {
+  std::vector<uint16_t> corrupt;
+  for (const auto& ch : client_list_)
+    if (!read_verdicts(*ch, 4096)) corrupt.push_back(ch->route);
   for (uint16_t route : corrupt) close_client(route, "its verdict ring is corrupt");
-  return n;
 }
 
 uint64_t Plugin::expire_holds() {
@@ -636,9 +635,7 @@ uint64_t Plugin::expire_holds() {
       (detached ? cc_.released_on_detach : cc_.expired).fetch_add(1, std::memory_order_relaxed);
     });
   }
-  uint32_t held = 0;
-  for (auto& r : rings_) held += r.holds->held();
-  if (!held) return UINT64_MAX;
+  if (!held()) return UINT64_MAX;
   // Held packets remain: look again soon (deadlines are not sorted; 1 ms granularity).
   return 1000000;
 }
@@ -708,12 +705,7 @@ json Plugin::client_close(const json& params) {
 
 void Plugin::close_client_holds(ClientChannel& ch) {
   // Verdicts the client wrote before it went still count; the rest get the expiry action.
-  channel::Ring r = ch.region.command_ring();
-  const RecordHeader* rec;
-  uint32_t len;
-  for (int budget = 0; budget < 65536 && r.peek(&rec, &len) == channel::Ring::Status::Ok; ++budget)
-    if (rec->type == channel::kVerdict) apply_verdict(rec, len, &ch);
-  r.release();
+  read_verdicts(ch, 65536);
   for (auto& er : rings_)
     er.holds->claim_owned(ch.serial, [&](HoldSlot& s) {
       finish_hold(s, expiry_of(s), nullptr, 0);
@@ -726,7 +718,6 @@ void Plugin::close_client(uint16_t route, const char* why) {
   auto ch = clients_.close(route);  // no datapath thread writes to it any more
   client_list_ = clients_.open_channels();
   if (!ch) return;
-  ch->broken.store(*why != 0, std::memory_order_relaxed);
   close_client_holds(*ch);
   if (*why) log(OVS_PACKET_HOOK_LOG_WARN, "vportfilter: client channel " + std::to_string(route) + " closed: " + why);
   if (*why) cc_.clients_broken.fetch_add(1, std::memory_order_relaxed);
@@ -990,8 +981,6 @@ json Plugin::stats() const {
                      {"pushed", r.pushed()},
                      {"dropped", r.dropped()}});
   }
-  uint32_t held = 0;
-  for (const auto& r : rings_) held += r.holds->held();
   const auto cs = cache_stats();
   json clients = json::array();
   for (const auto& ch : clients_.open_channels()) {
@@ -1024,7 +1013,7 @@ json Plugin::stats() const {
            {{"flows_per_thread", cache_flows_}, {"hits", cs.hits}, {"misses", cs.misses}, {"bypassed", cs.bypassed}}},
           {"hits_unaccounted", unaccounted},
           {"rings", rings},
-          {"held", held},
+          {"held", held()},
           {"channel",
            {{"verdicts", cc_.verdicts.load()},
             {"stale_verdicts", cc_.stale_verdicts.load()},

@@ -186,8 +186,8 @@ class Plugin {
   // ring is corrupt (the agent must be detached).
   bool process_commands();
   // Consumer side of the client channels' verdict rings; a channel whose ring is corrupt
-  // is closed.  Returns the number of records read.
-  size_t process_client_verdicts();
+  // is closed.
+  void process_client_verdicts();
 
   // Finishes held packets whose deadline passed.  Returns the nanoseconds until the
   // next deadline (UINT64_MAX: none).
@@ -236,6 +236,8 @@ class Plugin {
   // Takes a channel away: its held packets get its expiry action.
   void close_client(uint16_t route, const char* why);
   void close_client_holds(ClientChannel& ch);
+  // Applies up to `budget` records of the channel's verdict ring; false if it is corrupt.
+  bool read_verdicts(ClientChannel& ch, int budget);
   channel::VerdictAction expiry_of(const HoldSlot& s) const {
     return s.expiry ? channel::VerdictAction(s.expiry) : expiry_action();
   }

@@ -100,12 +100,7 @@ size_t DirectChannel::poll_once() {
       if (st == channel::Ring::Status::Empty) break;
       if (st == channel::Ring::Status::Corrupt) throw std::runtime_error("event ring " + std::to_string(i) + " is corrupt");
       channel::PacketEvent ev;
-      if ((rec->type != channel::kNotify && rec->type != channel::kCapture) || len < sizeof ev) {
-        bad_events_.fetch_add(1, std::memory_order_relaxed);
-        continue;
-      }
-      std::memcpy(&ev, rec, sizeof ev);  // a copy: checked values stay checked
-      if (ev.cap_len > len - sizeof ev || ev.cap_len > ev.orig_len) {
+      if (!channel::read_event(rec, len, &ev)) {
         bad_events_.fetch_add(1, std::memory_order_relaxed);
         continue;
       }

@@ -220,6 +220,11 @@ class Region {
   uint64_t capacity_ = 0;
 };
 
+// Consumer side of an event ring: copies the event record `rec` (`len` bytes, as peek()
+// returned it) to *ev if it is a notify or capture event whose sizes agree (cap_len bytes
+// of frame follow it, no more than orig_len); false for anything else.
+bool read_event(const RecordHeader* rec, uint32_t len, PacketEvent* ev);
+
 // Wakes the consumer sleeping on `efd` if `waiting` says it sleeps (producer side, after
 // publishing records).
 void wake_consumer(std::atomic<uint32_t>& waiting, int efd);
