@@ -16,6 +16,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "bpf_vector.h"
 #include "classifier_layout.h"
 #include "decision_cache.h"
 #include "vpf/matcher/epoch.h"
@@ -199,7 +200,9 @@ struct TableState {
   std::unordered_map<uint32_t, uint32_t> per_hash;
 };
 
-// A rule of a tiny rule set, evaluated directly: its metadata tests, then its program.
+// A rule of a tiny rule set, evaluated directly: its metadata tests, then its program (its
+// branch-free vector form when it has one and the AVX-512 kernel is in use, else its
+// machine code).
 struct DirectRule {
   uint64_t rank;
   uint32_t rule_id;
@@ -210,6 +213,9 @@ struct DirectRule {
   uint32_t min_len, max_len;
   BpfJit::Fn fn;
   const void* ctx;
+  const BpfVector* vec;  // non-null: used instead of fn
+
+  bool any_meta() const { return adapter < 0 && direction == Direction::Any && min_len == 0 && max_len == ~0u; }
 };
 
 // Up to this many enabled rules that test nothing but metadata, size and a BPF program are
@@ -280,7 +286,9 @@ struct RuleState {
   std::vector<int> slots;                 // dynamic slots referenced (one per load)
   std::shared_ptr<const BpfJit> jit;      // keeps the code alive while entries point at it
   std::shared_ptr<const BpfJit> direct_jit;
+  std::shared_ptr<const BpfVector> direct_vector;
   bool direct_ok = false;                 // only metadata, size and BPF: may run directly
+  bool direct_jitted = false;             // direct_ok and its program is machine code
 };
 
 // A rank is group (1 bit) | 65535 - priority (16 bits) | sequence (47 bits); rules of one
@@ -316,6 +324,11 @@ struct Classifier::Impl {
   }
   size_t enabled_rules = 0;           // rules with enabled set
   size_t direct_rules = 0;            // enabled rules with direct_ok
+  size_t direct_jitted_rules = 0;     // enabled rules with direct_jitted
+  bool vector_bpf = false;            // the AVX-512 kernel is in use: direct_vector may run
+  // Programs that rules removed since the last publish still pointed at (entries and
+  // direct rules of the published snapshot call them): retired with that snapshot.
+  std::vector<std::shared_ptr<const void>> dropped_code;
   std::map<uint64_t, RuleRef> by_rank;  // evaluation order
   uint64_t moved_rules = 0;
   int64_t next_tail = int64_t(kSeqBias);
@@ -663,8 +676,11 @@ struct Classifier::Impl {
     st.info.bpf_note = c.note;
     st.jit = c.jit;
     st.direct_jit = c.direct_jit;
-    // The direct path only pays with machine code (not with the interpreter).
-    st.direct_ok = r.enabled && c.direct_jit && c.direct_jit->jitted() && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
+    st.direct_vector = c.direct_vector;
+    // The direct path only pays with machine code or the vector form (not with the
+    // interpreter).
+    st.direct_jitted = c.direct_jit && c.direct_jit->jitted();
+    st.direct_ok = r.enabled && (st.direct_jitted || st.direct_vector) && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
                    r.local_port.any() && r.remote_port.any();
     st.slots = slots;
     st.rank = make_rank(r, seq);
@@ -681,6 +697,8 @@ struct Classifier::Impl {
     st.info.entries = uint32_t(st.placed.size());
     enabled_rules += r.enabled;
     direct_rules += st.direct_ok;
+    st.direct_jitted = st.direct_ok && st.direct_jitted;
+    direct_jitted_rules += st.direct_jitted;
     rules.emplace(ref, std::move(st));
   }
 
@@ -702,6 +720,10 @@ struct Classifier::Impl {
     by_rank.erase(it->second.rank);
     enabled_rules -= it->second.info.rule.enabled;
     direct_rules -= it->second.direct_ok;
+    direct_jitted_rules -= it->second.direct_jitted;
+    for (const auto& code : {std::shared_ptr<const void>(it->second.jit), std::shared_ptr<const void>(it->second.direct_jit),
+                             std::shared_ptr<const void>(it->second.direct_vector)})
+      if (code) dropped_code.push_back(code);
     rules.erase(it);
     return true;
   }
@@ -861,14 +883,16 @@ struct Classifier::Impl {
     s->needs_parse = parsed_field_entries > 0;
     s->gen = gen;
     s->cache_plan = cache::make_plan(cache_usage, slot_load);
-    if (enabled_rules > 0 && enabled_rules <= kDirectRules && direct_rules == enabled_rules) {
+    const size_t direct_usable = vector_bpf ? direct_rules : direct_jitted_rules;
+    if (enabled_rules > 0 && enabled_rules <= kDirectRules && direct_usable == enabled_rules) {
       for (const auto& [ref, st] : rules) {
         if (!st.info.rule.enabled) continue;
         const Rule& r = st.info.rule;
+        const BpfVector* vec = vector_bpf ? st.direct_vector.get() : nullptr;
         s->direct.push_back(DirectRule{st.rank, r.id, r.kind, effective_action(r), r.adapter, r.direction,
                                        r.min_size > 0 ? uint32_t(r.min_size) : 0,
-                                       r.max_size > 0 ? uint32_t(r.max_size) : ~0u, st.direct_jit->fn(),
-                                       st.direct_jit->ctx()});
+                                       r.max_size > 0 ? uint32_t(r.max_size) : ~0u,
+                                       vec ? nullptr : st.direct_jit->fn(), vec ? nullptr : st.direct_jit->ctx(), vec});
       }
       std::sort(s->direct.begin(), s->direct.end(),
                 [](const DirectRule& a, const DirectRule& b) { return a.rank < b.rank; });
@@ -878,21 +902,41 @@ struct Classifier::Impl {
     current.store(s.get(), std::memory_order_seq_cst);
     ++gen;  // everything made so far is now visible to readers: copy before changing it
     if (old) epoch.retire(std::move(old));
+    for (auto& code : dropped_code) epoch.retire(std::move(code));
+    dropped_code.clear();
   }
 
   // ---- reading ----
 
+  // Rule after rule over up to 32 packets: each rule sees the packets no earlier rule took.
   static void classify_direct(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
-    for (uint32_t i = 0; i < n; ++i) {
-      const PacketRef& p = pkts[i];
-      out[i] = Decision{};
+    for (uint32_t done = 0; done < n; done += 32) {
+      const uint32_t m = n - done < 32 ? n - done : 32;
+      const PacketRef* p = pkts + done;
+      Decision* o = out + done;
+      uint32_t open = m == 32 ? ~0u : (1u << m) - 1;
+      for (uint32_t i = 0; i < m; ++i) o[i] = Decision{};
       for (const DirectRule& r : s->direct) {
-        if (r.adapter >= 0 && p.meta.adapter != uint32_t(r.adapter)) continue;
-        if (r.direction != Direction::Any && p.meta.direction != r.direction) continue;
-        if (p.len < r.min_len || p.len > r.max_len) continue;
-        if (r.fn(r.ctx, p.data, p.len, p.len) == 0) continue;
-        out[i] = Decision{r.rule_id, r.kind, r.action};
-        break;
+        uint32_t cand = r.any_meta() ? open : 0;
+        for (uint32_t bits = r.any_meta() ? 0 : open; bits; bits &= bits - 1) {
+          const int i = std::countr_zero(bits);
+          const bool meta_ok = (r.adapter < 0 || p[i].meta.adapter == uint32_t(r.adapter)) &&
+                               (r.direction == Direction::Any || p[i].meta.direction == r.direction) &&
+                               p[i].len >= r.min_len && p[i].len <= r.max_len;
+          cand |= uint32_t(meta_ok) << i;
+        }
+        uint32_t hits = 0;
+        if (r.vec) {
+          hits = cand ? bpf_vector_match_bits(*r.vec, p, cand) : 0;
+        } else {
+          for (uint32_t bits = cand; bits; bits &= bits - 1) {
+            const int i = std::countr_zero(bits);
+            hits |= uint32_t(r.fn(r.ctx, p[i].data, p[i].len, p[i].len) != 0) << i;
+          }
+        }
+        for (uint32_t bits = hits; bits; bits &= bits - 1) o[std::countr_zero(bits)] = Decision{r.rule_id, r.kind, r.action};
+        open &= ~hits;
+        if (!open) break;
       }
     }
   }
@@ -990,6 +1034,7 @@ struct Classifier::Impl {
 
 Classifier::Classifier() : impl_(std::make_unique<Impl>()), isa_(default_isa()) {
   impl_->kernel = kernel_for(isa_);
+  impl_->vector_bpf = isa_ == Isa::Avx512;
   impl_->publish();
   own_reader_ = std::make_unique<Reader>(reader());
 }
@@ -1071,6 +1116,7 @@ void Classifier::set_isa(Isa isa) {
   std::lock_guard lk(impl_->mu);
   isa_ = isa;
   impl_->kernel = kernel_for(isa);
+  impl_->vector_bpf = isa == Isa::Avx512;
   impl_->publish();
 }
 

@@ -16,7 +16,7 @@ uint64_t xgetbv0() {
 }
 
 struct Features {
-  bool sse42 = false, avx2 = false, avx512 = false;
+  bool sse42 = false, avx2 = false, avx512 = false, avx512_vbmi = false;
 };
 
 Features detect() {
@@ -37,6 +37,7 @@ Features detect() {
              avx512vl = (b >> 31) & 1;
   f.avx2 = ymm_state && avx2 && bmi1 && bmi2 && f.sse42;
   f.avx512 = f.avx2 && zmm_state && avx512f && avx512dq && avx512bw && avx512vl;
+  f.avx512_vbmi = f.avx512 && ((c >> 1) & 1);
   return f;
 }
 
@@ -46,6 +47,8 @@ const Features& features() {
 }
 
 }  // namespace
+
+bool cpu_has_avx512_vbmi() { return features().avx512_vbmi; }
 
 const char* isa_name(Isa isa) {
   switch (isa) {

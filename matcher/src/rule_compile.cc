@@ -1,6 +1,7 @@
 // Rule -> entry specifications.
 #include "rule_compile.h"
 
+#include "bpf_vector.h"
 #include "classifier_layout.h"
 #include "vpf/matcher/packet_key.h"
 
@@ -152,7 +153,10 @@ CompiledRule compile_rule(const Rule& r, BpfMode mode) {
     }
     bool fits = out.entries.size() <= kMaxEntriesPerRule;
     for (const auto& e : out.entries) fits = fits && lanes(e) <= size_t(layout::kMaxTests);
-    if (fits) return out;
+    if (fits) {
+      out.direct_vector = make_bpf_vector(low);
+      return out;
+    }
     low.lowered = false;
     low.why_not = "expands to more entries or tests than one rule may have";
   }

@@ -10,6 +10,8 @@
 
 namespace vpf::matcher {
 
+struct BpfVector;  // bpf_vector.h
+
 // One test lane: on a fixed key field, or on a BPF load (index into CompiledRule::loads).
 struct TestSpec {
   bool dynamic = false;
@@ -36,6 +38,7 @@ struct CompiledRule {
   std::vector<EntrySpec> entries;
   std::shared_ptr<const BpfJit> jit;  // set when the BPF expression is not lowered
   std::shared_ptr<const BpfJit> direct_jit;  // the expression's code, for tiny rule sets
+  std::shared_ptr<const BpfVector> direct_vector;  // lowered and fits: its branch-free form
   bool lowered = true;
   std::string note;                   // why not lowered
 };

@@ -22,6 +22,10 @@ std::optional<Isa> parse_isa(const std::string& name);
 // True if this CPU (and its OS) can run the kernel.
 bool isa_supported(Isa isa);
 
+// True if the CPU also has AVX-512 VBMI (byte permutes across a register): the BPF vector
+// evaluator (bpf_vector.h) needs it on top of the AVX-512 kernel's features.
+bool cpu_has_avx512_vbmi();
+
 // Every supported ISA, scalar first.
 std::vector<Isa> supported_isas();
 
