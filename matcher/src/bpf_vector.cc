@@ -21,24 +21,76 @@ struct Lane {
   friend bool operator==(const Lane&, const Lane&) = default;
 };
 
+// Every load must be readable from the window; the x + k loads must share their x.
+// Returns false if not; sets *msh to the x + k loads' header length offset.
+bool loads_fit(const std::vector<BpfLoad>& loads, uint32_t* msh) {
+  bool have_msh = false;
+  *msh = 0;
+  for (const BpfLoad& l : loads) {
+    if (l.kind == BpfLoad::Len) continue;
+    if (l.kind == BpfLoad::Abs && uint64_t(l.off) + l.size > kWindow) return false;
+    if (l.kind == BpfLoad::Ind) {
+      if (uint64_t(l.off) + l.size + kMaxHeaderLen > kWindow || l.msh_off >= kWindow) return false;
+      if (have_msh && l.msh_off != *msh) return false;
+      have_msh = true;
+      *msh = l.msh_off;
+    }
+  }
+  return true;
+}
+
+// Lane i takes load loads[i]: byte indices, end, the length and x + k lane bits.
+void place_load(BpfVector& v, unsigned i, const BpfLoad& l) {
+  v.lanes |= uint16_t(1u << i);
+  if (l.kind == BpfLoad::Len) {
+    v.len_lanes |= uint16_t(1u << i);
+    return;
+  }
+  v.end[i] = l.off + l.size;
+  if (l.kind == BpfLoad::Ind) v.ind_lanes |= uint16_t(1u << i);
+  // Lane byte b (little-endian) holds packet byte off + size - 1 - b: network order.
+  for (uint32_t b = 0; b < l.size; ++b) {
+    const unsigned at = 4 * i + b;
+    v.idx[at] = uint8_t(l.off + l.size - 1 - b);
+    v.used_bytes |= uint64_t(1) << at;
+    if (l.kind == BpfLoad::Ind) v.ind_bytes |= uint64_t(1) << at;
+  }
+}
+
+std::shared_ptr<BpfVector> empty_vector(uint32_t msh) {
+  auto v = std::make_shared<BpfVector>();
+  std::fill(std::begin(v->idx), std::end(v->idx), uint8_t(0));
+  std::fill(std::begin(v->end), std::end(v->end), 0u);
+  std::fill(std::begin(v->mask), std::end(v->mask), 0u);
+  std::fill(std::begin(v->lo), std::end(v->lo), 0u);
+  std::fill(std::begin(v->range), std::end(v->range), ~0u);
+  std::fill(std::begin(v->need), std::end(v->need), 0u);
+  v->msh_off = uint8_t(msh);
+  return v;
+}
+
 }  // namespace
+
+std::shared_ptr<const BpfVector> make_bpf_slot_loader(const BpfLoad* slot_load, uint32_t slot_mask) {
+  if (!cpu_has_avx512_vbmi() || slot_mask >> kLanes) return nullptr;
+  std::vector<BpfLoad> loads;
+  for (uint32_t m = slot_mask; m; m &= m - 1) loads.push_back(slot_load[__builtin_ctz(m)]);
+  uint32_t msh = 0;
+  if (!loads_fit(loads, &msh)) return nullptr;
+  auto v = empty_vector(msh);
+  for (uint32_t m = slot_mask; m; m &= m - 1) {
+    const unsigned i = unsigned(__builtin_ctz(m));
+    place_load(*v, i, slot_load[i]);
+    v->mask[i] = ~0u;  // the lane's test: any value, in bounds
+  }
+  return v;
+}
 
 std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low) {
   if (!low.lowered || !cpu_has_avx512_vbmi()) return nullptr;
   if (low.conjunctions.size() > kLanes) return nullptr;
-  // Every load must be readable from the window; the x + k loads must share their x.
-  bool have_msh = false;
   uint32_t msh = 0;
-  for (const BpfLoad& l : low.loads) {
-    if (l.kind == BpfLoad::Len) continue;
-    if (l.kind == BpfLoad::Abs && uint64_t(l.off) + l.size > kWindow) return nullptr;
-    if (l.kind == BpfLoad::Ind) {
-      if (uint64_t(l.off) + l.size + kMaxHeaderLen > kWindow || l.msh_off >= kWindow) return nullptr;
-      if (have_msh && l.msh_off != msh) return nullptr;
-      have_msh = true;
-      msh = l.msh_off;
-    }
-  }
+  if (!loads_fit(low.loads, &msh)) return nullptr;
   // One lane per distinct test; a load a conjunction needs in bounds but does not test
   // gets a test that always holds.
   std::vector<Lane> lanes;
@@ -67,14 +119,7 @@ std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low) {
     need.push_back(bits);
   }
 
-  auto v = std::make_shared<BpfVector>();
-  std::fill(std::begin(v->idx), std::end(v->idx), uint8_t(0));
-  std::fill(std::begin(v->end), std::end(v->end), 0u);
-  std::fill(std::begin(v->mask), std::end(v->mask), 0u);
-  std::fill(std::begin(v->lo), std::end(v->lo), 0u);
-  std::fill(std::begin(v->range), std::end(v->range), ~0u);
-  std::fill(std::begin(v->need), std::end(v->need), 0u);
-  v->msh_off = uint8_t(msh);
+  auto v = empty_vector(msh);
   for (size_t j = 0; j < need.size(); ++j) {
     v->need[j] = need[j];
     v->conjunctions |= uint16_t(1u << j);
@@ -87,8 +132,7 @@ std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low) {
   }
   for (size_t i = 0; i < lanes.size(); ++i) {
     const Lane& t = lanes[i];
-    v->lanes |= uint16_t(1u << i);
-    const BpfLoad& l = low.loads.at(t.load);
+    place_load(*v, unsigned(i), low.loads.at(t.load));
     v->mask[i] = t.mask;
     v->lo[i] = t.lo;
     v->range[i] = t.hi - t.lo;
@@ -96,19 +140,6 @@ std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low) {
       v->mask[i] = 0;
       v->lo[i] = 1;
       v->range[i] = 0;
-    }
-    if (l.kind == BpfLoad::Len) {
-      v->len_lanes |= uint16_t(1u << i);
-      continue;
-    }
-    v->end[i] = l.off + l.size;
-    if (l.kind == BpfLoad::Ind) v->ind_lanes |= uint16_t(1u << i);
-    // Lane byte b (little-endian) holds packet byte off + size - 1 - b: network order.
-    for (uint32_t b = 0; b < l.size; ++b) {
-      const unsigned at = unsigned(4 * i + b);
-      v->idx[at] = uint8_t(l.off + l.size - 1 - b);
-      v->used_bytes |= uint64_t(1) << at;
-      if (l.kind == BpfLoad::Ind) v->ind_bytes |= uint64_t(1) << at;
     }
   }
   return v;

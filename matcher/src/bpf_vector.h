@@ -58,6 +58,16 @@ struct alignas(64) BpfVector {
 // Null if the lowering does not fit (above) or the CPU cannot run the evaluator.
 std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low);
 
+// The same machinery as a loader of a snapshot's dynamic slots (the BPF loads its entries
+// test): lane i loads slot i.  Null unless every slot in `slot_mask` is below 16 and its
+// load fits the window (above), or if the CPU lacks VBMI.
+std::shared_ptr<const BpfVector> make_bpf_slot_loader(const BpfLoad* slot_load, uint32_t slot_mask);
+
+// For each of n packets: writes slots 0..15 to slots[k * stride + 0..15] (0 where a load is
+// out of bounds or unused) and the in-bounds bits to valid[k * stride].
+void bpf_vector_load_slots(const BpfVector& v, const PacketRef* pkts, uint32_t n, uint32_t* slots,
+                           uint32_t* valid, size_t stride);
+
 // True if the expression accepts the packet (len = bytes available).  Only call with a
 // BpfVector that make_bpf_vector() made (the CPU was checked there).
 bool bpf_vector_match(const BpfVector& v, const uint8_t* pkt, uint32_t len);

@@ -33,17 +33,23 @@ struct Regs {
         lo(_mm512_load_si512(v.lo)), range(_mm512_load_si512(v.range)), need(_mm512_load_si512(v.need)) {}
 };
 
-inline uint32_t match_one(const BpfVector& v, const Regs& r, const uint8_t* pkt, uint32_t len) {
+// Steps 1-3 of bpf_vector.h: every lane's load, and the lanes whose load is in bounds.
+inline __m512i load_lanes(const BpfVector& v, const Regs& r, const uint8_t* pkt, uint32_t len, __mmask16* ok) {
   const HalfMasks& m = kHalfMasks[len < 128 ? len : 128];
   const __m512i a = _mm512_maskz_loadu_epi8(m.first, pkt);  // masked bytes are not read
   const __m512i b = _mm512_maskz_loadu_epi8(m.second, pkt + 64);
   const uint32_t x = v.msh_off < len ? 4u * (pkt[v.msh_off] & 0xfu) : kNoX;
   const __m512i at = _mm512_add_epi8(r.idx, _mm512_maskz_set1_epi8(v.ind_bytes, char(x)));
-  __m512i val = _mm512_maskz_permutex2var_epi8(v.used_bytes, a, at, b);
+  const __m512i val = _mm512_maskz_permutex2var_epi8(v.used_bytes, a, at, b);
   const __m512i plen = _mm512_set1_epi32(int(len));
-  val = _mm512_mask_mov_epi32(val, v.len_lanes, plen);
   const __m512i ends = _mm512_add_epi32(r.end, _mm512_maskz_set1_epi32(v.ind_lanes, int(x)));
-  const __mmask16 ok = _mm512_mask_cmple_epu32_mask(v.lanes, ends, plen);
+  *ok = _mm512_mask_cmple_epu32_mask(v.lanes, ends, plen);
+  return _mm512_mask_mov_epi32(val, v.len_lanes, plen);
+}
+
+inline uint32_t match_one(const BpfVector& v, const Regs& r, const uint8_t* pkt, uint32_t len) {
+  __mmask16 ok;
+  const __m512i val = load_lanes(v, r, pkt, len, &ok);
   const __m512i t = _mm512_sub_epi32(_mm512_and_si512(val, r.mask), r.lo);
   const __mmask16 holds = _mm512_mask_cmple_epu32_mask(ok, t, r.range);
   if (v.table) return v.table[holds];  // 0 or 1
@@ -65,6 +71,17 @@ uint32_t bpf_vector_match_bits(const BpfVector& v, const PacketRef* pkts, uint32
     hits |= match_one(v, r, pkts[i].data, pkts[i].len) << i;
   }
   return hits;
+}
+
+void bpf_vector_load_slots(const BpfVector& v, const PacketRef* pkts, uint32_t n, uint32_t* slots,
+                           uint32_t* valid, size_t stride) {
+  const Regs r(v);
+  for (uint32_t k = 0; k < n; ++k) {
+    __mmask16 ok;
+    const __m512i val = load_lanes(v, r, pkts[k].data, pkts[k].len, &ok);
+    _mm512_storeu_si512(slots + k * stride, _mm512_maskz_mov_epi32(ok, val));
+    valid[k * stride] = ok;
+  }
 }
 
 }  // namespace vpf::matcher

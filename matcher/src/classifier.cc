@@ -233,6 +233,7 @@ struct Snapshot {
   std::vector<std::shared_ptr<const TableVersion>> tables;
   std::vector<const TableView*> views;
   uint32_t slot_mask = 0;  // dynamic slots in use
+  std::shared_ptr<const BpfVector> slot_loader;  // loads them all at once (bpf_vector.h), if set
   bool needs_parse = true; // some entry tests a field only the parser fills
   BpfLoad slot_load[kDynamicSlots];
   ClassifyKernel kernel = classify_scalar;
@@ -325,7 +326,10 @@ struct Classifier::Impl {
   size_t enabled_rules = 0;           // rules with enabled set
   size_t direct_rules = 0;            // enabled rules with direct_ok
   size_t direct_jitted_rules = 0;     // enabled rules with direct_jitted
-  bool vector_bpf = false;            // the AVX-512 kernel is in use: direct_vector may run
+  bool vector_bpf = false;            // the AVX-512 kernel is in use: BpfVectors may run
+  std::shared_ptr<const BpfVector> slot_loader;  // of the last publish, and what it loads:
+  uint32_t slot_loader_mask = 0;
+  BpfLoad slot_loader_loads[kDynamicSlots];
   // Programs that rules removed since the last publish still pointed at (entries and
   // direct rules of the published snapshot call them): retired with that snapshot.
   std::vector<std::shared_ptr<const void>> dropped_code;
@@ -879,6 +883,15 @@ struct Classifier::Impl {
       s->slot_mask |= 1u << i;
       s->slot_load[i] = slot_load[i];
     }
+    if (!vector_bpf) {
+      slot_loader.reset();
+    } else if (!slot_loader || slot_loader_mask != s->slot_mask ||
+               !std::equal(s->slot_load, s->slot_load + kDynamicSlots, slot_loader_loads)) {
+      slot_loader = make_bpf_slot_loader(s->slot_load, s->slot_mask);
+      slot_loader_mask = s->slot_mask;
+      std::copy(s->slot_load, s->slot_load + kDynamicSlots, slot_loader_loads);
+    }
+    s->slot_loader = slot_loader;
     s->kernel = kernel;
     s->needs_parse = parsed_field_entries > 0;
     s->gen = gen;
@@ -1012,6 +1025,7 @@ struct Classifier::Impl {
           keys[i].f[F_VM] = pkts[i].meta.vm;
           keys[i].f[F_FRAME_LEN] = pkts[i].len;
         }
+        if (s->slot_loader) continue;
         uint32_t mask = s->slot_mask, valid = 0;
         while (mask) {
           const int sl = std::countr_zero(mask);
@@ -1022,6 +1036,9 @@ struct Classifier::Impl {
         }
         keys[i].f[F_BPF_VALID] = valid;
       }
+      if (s->slot_loader)
+        bpf_vector_load_slots(*s->slot_loader, pkts, m, &keys[0].f[F_DYN0], &keys[0].f[F_BPF_VALID],
+                              sizeof(PacketKey) / sizeof(uint32_t));
       s->kernel(&s->view, pkts, keys, m, out);
       pkts += m;
       out += m;

@@ -10,6 +10,8 @@
 #include "bpf_vector.h"
 #include "frames.h"
 #include "vpf/matcher/bpf.h"
+#include "vpf/matcher/classifier.h"
+#include "vpf/matcher/packet_key.h"
 #include "vpf/matcher/isa.h"
 
 using namespace vpf::matcher;
@@ -164,6 +166,52 @@ TEST(BpfVector, EveryLengthAndLongFrames) {
       }
     }
   }
+}
+
+// The slot loader fills a snapshot's dynamic slots as bpf_load() does, one by one.
+TEST(BpfVector, SlotLoaderEqualsScalarLoads) {
+  if (!cpu_has_avx512_vbmi()) GTEST_SKIP() << "this CPU has no AVX-512 VBMI: the loader is not used";
+  std::mt19937_64 rng(11);
+  for (int round = 0; round < 200; ++round) {
+    BpfLoad loads[kDynamicSlots];
+    uint32_t mask = 0;
+    for (int k = 0; k < 1 + int(rng() % 10); ++k) {
+      const unsigned slot = unsigned(rng() % 16);
+      BpfLoad& l = loads[slot];
+      l.kind = static_cast<BpfLoad::Kind>(rng() % 3);
+      l.size = uint8_t(1u << (rng() % 3));
+      l.off = uint32_t(rng() % (l.kind == BpfLoad::Ind ? 64 : 124));
+      l.msh_off = 14;
+      mask |= 1u << slot;
+    }
+    const auto v = make_bpf_slot_loader(loads, mask);
+    ASSERT_TRUE(v) << "round " << round;
+    for (int k = 0; k < 20; ++k) {
+      std::vector<uint8_t> f = vpf::test::random_frame(rng);
+      f.resize(f.size() + rng() % 100);
+      const uint32_t len = uint32_t(rng() % (f.size() + 1));
+      std::vector<uint8_t> cut(f.begin(), f.begin() + len);
+      PacketRef p{cut.data(), len, {}};
+      alignas(64) uint32_t got[24] = {};
+      bpf_vector_load_slots(*v, &p, 1, got, &got[16], 24);
+      uint32_t valid = 0;
+      for (uint32_t m = mask; m; m &= m - 1) {
+        const int slot = __builtin_ctz(m);
+        uint32_t want = 0;
+        const bool ok = bpf_load(loads[slot], cut.data(), len, &want);
+        valid |= uint32_t(ok) << slot;
+        if (ok) {
+          ASSERT_EQ(got[slot], want) << "round " << round << " slot " << slot << " len " << len;
+        }
+      }
+      ASSERT_EQ(got[16], valid) << "round " << round << " len " << len;
+    }
+  }
+  // More than 16 slots, or a load past the window: no loader.
+  BpfLoad far[kDynamicSlots];
+  far[0].off = 200;
+  EXPECT_FALSE(make_bpf_slot_loader(far, 1));
+  EXPECT_FALSE(make_bpf_slot_loader(far + 1, 1u << 20));
 }
 
 TEST(BpfVector, RefusesWhatDoesNotFit) {
