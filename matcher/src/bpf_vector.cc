@@ -57,6 +57,22 @@ void place_load(BpfVector& v, unsigned i, const BpfLoad& l) {
   }
 }
 
+// True if load `a` in bounds means load `b` is in bounds too (so a conjunction that tests a
+// needs no lane for requiring b).
+bool implies(const BpfLoad& a, const BpfLoad& b) {
+  if (a == b || b.kind == BpfLoad::Len) return true;
+  const uint64_t b_end = uint64_t(b.off) + b.size;
+  switch (a.kind) {
+    case BpfLoad::Abs: return b.kind == BpfLoad::Abs && b_end <= uint64_t(a.off) + a.size;
+    case BpfLoad::Ind:
+      // In bounds: the header length byte is, and so is everything up to off + size (x >= 0).
+      if (b.kind == BpfLoad::Abs) return b_end <= std::max(uint64_t(a.msh_off) + 1, uint64_t(a.off) + a.size);
+      return b.msh_off == a.msh_off && b_end <= uint64_t(a.off) + a.size;
+    case BpfLoad::Len: return false;
+  }
+  return false;
+}
+
 std::shared_ptr<BpfVector> empty_vector(uint32_t msh) {
   auto v = std::make_shared<BpfVector>();
   std::fill(std::begin(v->idx), std::end(v->idx), uint8_t(0));
@@ -110,8 +126,10 @@ std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low) {
       bits |= 1u << i;
     }
     for (uint16_t r : c.required) {
-      const bool tested = std::any_of(c.terms.begin(), c.terms.end(), [&](const BpfTerm& t) { return t.load == r; });
-      if (tested) continue;
+      const bool implied = std::any_of(c.terms.begin(), c.terms.end(), [&](const BpfTerm& t) {
+        return implies(low.loads.at(t.load), low.loads.at(r));
+      });
+      if (implied) continue;
       const int i = lane_of(Lane{r, 0, 0, ~0u});
       if (i < 0) return nullptr;
       bits |= 1u << i;
