@@ -585,7 +585,9 @@ int main(int argc, char** argv) {
     const std::string name = bench::style_name(style);
     benchmark::RegisterBenchmark(("classify_" + name + "/ours_avx512").c_str(),
                                  [](benchmark::State& s) { BM_Ours(s, Isa::Avx512); })->Args({10000, int64_t(style), 4});
-    for (auto alg : {RTE_ACL_CLASSIFY_SSE, RTE_ACL_CLASSIFY_AVX2, RTE_ACL_CLASSIFY_AVX512X32})
+    benchmark::RegisterBenchmark(("classify_" + name + "/ours_scalar").c_str(),
+                                 [](benchmark::State& s) { BM_Ours(s, Isa::Scalar); })->Args({10000, int64_t(style), 4});
+    for (auto alg : {RTE_ACL_CLASSIFY_SCALAR, RTE_ACL_CLASSIFY_SSE, RTE_ACL_CLASSIFY_AVX2, RTE_ACL_CLASSIFY_AVX512X32})
       benchmark::RegisterBenchmark(("classify_" + name + "/rte_acl_" + alg_name(alg)).c_str(),
                                    [alg](benchmark::State& s) { BM_RteAcl(s, alg); })->Args({10000, int64_t(style), 4});
   }
@@ -634,6 +636,8 @@ int main(int argc, char** argv) {
       ratio(std::string("classify_acl_") + tag + "_" + isa_name(isa) + "_vs_rte_acl",
             "classify/ours_" + std::string(isa_name(isa)) + "/" + s + "/0/4", best_acl);
     ratio(std::string("classify_acl_") + tag + "_vs_linear", best_ours, "classify/linear/" + s + "/0/4");
+    ratio(std::string("classify_acl_") + tag + "_scalar_vs_rte_acl_scalar", "classify/ours_scalar/" + s + "/0/4",
+          "classify/rte_acl_scalar/" + s + "/0/4");
   }
   for (auto style : {bench::Style::Fw, bench::Style::Ipc}) {
     const std::string name = bench::style_name(style), args = "/10000/" + std::to_string(int(style)) + "/4";
@@ -642,6 +646,8 @@ int main(int argc, char** argv) {
     for (const auto& [k, v] : g_ns_per_pkt)
       if (k.rfind("classify_" + name + "/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
     ratio("classify_" + name + "_10k_vs_rte_acl", "classify_" + name + "/ours_avx512" + args, best_acl);
+    ratio("classify_" + name + "_10k_scalar_vs_rte_acl_scalar", "classify_" + name + "/ours_scalar" + args,
+          "classify_" + name + "/rte_acl_scalar" + args);
   }
   ratio("classify_acl6_10k_vs_linear", "classify_acl6/ours_avx512/10000/0/6", "classify_acl6/linear/10000/0/6");
   ratio("update_add_p99_10k_vs_rte_acl_rebuild", "update_add_p99_10000", "rte_acl_rebuild_10000");

@@ -6,8 +6,10 @@
 // them, and a mispredict costs more than the whole test.  Here every test of the expression
 // is one 32-bit lane of an AVX-512 register and is computed on every packet:
 //
-//   1. the packet's first 128 bytes are read with byte masks at its length (no read past
-//      the end, and bytes past the end read as zero);
+//   1. the packet's first 128 bytes are read in two 64-byte loads; bytes past the end may
+//      hold anything, since no valid lane takes one (step 3).  A window that would cross
+//      into the next page (where a read could fault) is read with byte masks at the
+//      packet's length instead;
 //   2. one two-source byte permute (VBMI `vpermt2b`) puts every lane's load into its lane,
 //      already in network byte order, with the zero bytes of 1- and 2-byte loads; loads
 //      at `x + k` (x = 4 * (pkt[m] & 0xf), the IP header length) add x to their byte

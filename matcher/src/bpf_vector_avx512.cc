@@ -34,10 +34,27 @@ struct Regs {
 };
 
 // Steps 1-3 of bpf_vector.h: every lane's load, and the lanes whose load is in bounds.
-inline __m512i load_lanes(const BpfVector& v, const Regs& r, const uint8_t* pkt, uint32_t len, __mmask16* ok) {
+// Reads the window.  Bytes past the end may be anything: only lanes whose load ends within
+// the packet are valid, and those take no byte past it.  So a window that stays within the
+// page of the packet's first byte is read whole (no fault is possible there); an empty
+// packet, or a window that would cross into the next page, is read with byte masks at the
+// packet's length.
+__attribute__((no_sanitize("address", "undefined"))) inline void read_window(const uint8_t* pkt, uint32_t len,
+                                                                             __m512i* a, __m512i* b) {
+  const bool in_page = (reinterpret_cast<uintptr_t>(pkt) & 4095) <= 4096 - 128;
+  if (__builtin_expect(len >= 128 || (len > 0 && in_page), 1)) {
+    *a = _mm512_loadu_si512(pkt);
+    *b = _mm512_loadu_si512(pkt + 64);
+    return;
+  }
   const HalfMasks& m = kHalfMasks[len < 128 ? len : 128];
-  const __m512i a = _mm512_maskz_loadu_epi8(m.first, pkt);  // masked bytes are not read
-  const __m512i b = _mm512_maskz_loadu_epi8(m.second, pkt + 64);
+  *a = _mm512_maskz_loadu_epi8(m.first, pkt);  // masked bytes are not read
+  *b = _mm512_maskz_loadu_epi8(m.second, pkt + 64);
+}
+
+inline __m512i load_lanes(const BpfVector& v, const Regs& r, const uint8_t* pkt, uint32_t len, __mmask16* ok) {
+  __m512i a, b;
+  read_window(pkt, len, &a, &b);
   const uint32_t x = v.msh_off < len ? 4u * (pkt[v.msh_off] & 0xfu) : kNoX;
   const __m512i at = _mm512_add_epi8(r.idx, _mm512_maskz_set1_epi8(v.ind_bytes, char(x)));
   const __m512i val = _mm512_maskz_permutex2var_epi8(v.used_bytes, a, at, b);
