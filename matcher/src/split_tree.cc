@@ -74,12 +74,41 @@ struct Split {
   size_t max_child = 0, sum = 0;
 };
 
+// One least-significant-digit radix pass per digit of `bits` bits; a digit that every value
+// shares is skipped.
+template <int Bits>
+void radix_sort(std::vector<uint32_t>& v, std::vector<uint32_t>& tmp) {
+  constexpr uint32_t kDigits = 1u << Bits;
+  tmp.resize(v.size());
+  for (int shift = 0; shift < 32; shift += Bits) {
+    uint32_t count[kDigits] = {};
+    for (uint32_t x : v) ++count[(x >> shift) & (kDigits - 1)];
+    if (count[(v[0] >> shift) & (kDigits - 1)] == v.size()) continue;  // one digit: already in order
+    uint32_t at = 0;
+    for (uint32_t& k : count) {
+      const uint32_t c = k;
+      k = at;
+      at += c;
+    }
+    for (uint32_t x : v) tmp[count[(x >> shift) & (kDigits - 1)]++] = x;
+    v.swap(tmp);
+  }
+}
+
+// Sorts 32-bit values: std::sort for a few, radix sorts above (8-bit digits, then 11-bit
+// digits once the array dwarfs their counters).
+void sort_values(std::vector<uint32_t>& v, std::vector<uint32_t>& tmp) {
+  if (v.size() < 64) std::sort(v.begin(), v.end());
+  else if (v.size() < 4096) radix_sort<8>(v, tmp);
+  else radix_sort<11>(v, tmp);
+}
+
 // The best split of `ids` on dimension d inside [rlo, rhi]: the fewest entries in the
 // largest child, with at most 8 children.
 Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint32_t rlo, uint32_t rhi) {
   Split best;
   const size_t n = ids.size();
-  std::vector<uint32_t> a(n), b(n), p;
+  std::vector<uint32_t> a(n), b(n), p, tmp;
   p.reserve(2 * n);
   bool narrows = false;
   for (size_t k = 0; k < n; ++k) {
@@ -90,33 +119,43 @@ Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint3
     narrows = narrows || a[k] > rlo || b[k] < rhi;
   }
   if (!narrows) return best;
-  std::sort(a.begin(), a.end());
-  std::sort(b.begin(), b.end());
-  std::sort(p.begin(), p.end());
+  sort_values(a, tmp);
+  sort_values(b, tmp);
+  sort_values(p, tmp);
   p.erase(std::unique(p.begin(), p.end()), p.end());
   // Entries overlapping [s, e]: a <= e and b >= s.
   auto count = [&](uint32_t s, uint32_t e) {
     return size_t(std::upper_bound(a.begin(), a.end(), e) - a.begin()) -
            size_t(std::lower_bound(b.begin(), b.end(), s) - b.begin());
   };
+  // The plan below only asks for children that start at rlo or at a cut point and end at
+  // rhi or just before one: for cut point q, upto[q] entries start before p[q] and
+  // before[q] end before it, so such a count is a difference of two of these.
+  std::vector<uint32_t> upto(p.size()), before(p.size());
+  for (size_t q = 0, ia = 0, ib = 0; q < p.size(); ++q) {
+    while (ia < n && a[ia] < p[q]) ++ia;
+    while (ib < n && b[ib] < p[q]) ++ib;
+    upto[q] = uint32_t(ia);
+    before[q] = uint32_t(ib);
+  }
   // Greedy: each child extends to the last cut that keeps it within `bound`.
   auto plan = [&](size_t bound, uint32_t* cuts, uint32_t* ncuts) {
-    uint32_t s = rlo;
-    size_t j = 0;  // first cut point > s
+    size_t ended = 0;  // entries that end before the child's start (none at rlo)
+    size_t j = 0;      // first cut point above the child's start
     *ncuts = 0;
     while (true) {
-      if (count(s, rhi) <= bound) return true;
+      if (n - ended <= bound) return true;  // the child may run to rhi
       if (*ncuts == 7) return false;
-      // The furthest cut point q (index >= j) with count(s, p[q] - 1) <= bound.
+      // The furthest cut point q (index >= j) with the child [start, p[q] - 1] in bound.
       size_t lo = j, hi = p.size();  // candidates [lo, hi)
       while (lo < hi) {
         const size_t mid = (lo + hi) / 2;
-        if (count(s, p[mid] - 1) <= bound) lo = mid + 1;
+        if (upto[mid] - ended <= bound) lo = mid + 1;
         else hi = mid;
       }
       if (lo == j) return false;  // even the first elementary interval is too full
-      s = p[lo - 1];
-      cuts[(*ncuts)++] = s;
+      cuts[(*ncuts)++] = p[lo - 1];
+      ended = before[lo - 1];
       j = lo;
     }
   };
@@ -348,9 +387,9 @@ Built build(const std::vector<const Entry*>& entries) {
     t.out.items.clear();
     t.out.roots.clear();
     t.out.declined.clear();
-    std::vector<uint32_t> rlo(t.dims.size(), 0), rhi(t.dims.size(), ~0u);
+    std::vector<uint32_t> rlo(t.dims.size(), 0), rhi(t.dims.size(), ~0u), scratch;
     for (auto& g : groups) {
-      std::sort(g.begin(), g.end());  // rank order
+      sort_values(g, scratch);  // rank order
       t.budget = int64_t(kMaxCopies) * int64_t(g.size());
       t.exhausted = false;
       t.leaf = g.size() > kLargeTree ? kLargeLeafEntries : kLeafEntries;
