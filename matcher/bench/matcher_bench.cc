@@ -79,11 +79,16 @@ struct OursCache {
     auto& c = by_n[{n, int(style), family}];
     if (!c) {
       c = std::make_unique<Classifier>();
+      // The tree is built once, alone and timed, as the background builder would build it
+      // a moment after the load (in Background mode it would start during the load and
+      // run beside build_tree(): two builds at once on this machine's two cores).
+      c->set_tree_mode(Classifier::TreeMode::Manual);
       const auto t0 = std::chrono::steady_clock::now();
       c->apply({}, ruleset(n, style, family).rules);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
-      c->build_tree();  // what the background builder would publish a moment later
+      c->build_tree();
       const double tree_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() - ms;
+      c->set_tree_mode(Classifier::TreeMode::Background);
       const auto s = c->stats();
       char buf[320];
       std::snprintf(buf, sizeof buf,

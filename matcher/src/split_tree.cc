@@ -55,6 +55,11 @@ bool box_is_exact(const Entry* e, const uint8_t* box_field) {
 
 namespace {
 
+// Buffers of split_on, kept across its calls (a build makes millions of them).
+struct SplitScratch {
+  std::vector<uint32_t> a, b, p, tmp, upto, before;
+};
+
 struct Ctx {
   uint32_t n = 0;
   std::vector<uint8_t> dims;     // fields some entry narrows
@@ -64,6 +69,7 @@ struct Ctx {
   int64_t budget = 0;  // copies left
   bool exhausted = false;  // a split was refused for want of copies: the tree is declined
   size_t leaf = kLeafEntries;  // entries a leaf may hold in the tree being built
+  SplitScratch scratch;
 };
 
 struct Split {
@@ -105,11 +111,14 @@ void sort_values(std::vector<uint32_t>& v, std::vector<uint32_t>& tmp) {
 
 // The best split of `ids` on dimension d inside [rlo, rhi]: the fewest entries in the
 // largest child, with at most 8 children.
-Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint32_t rlo, uint32_t rhi) {
+Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint32_t rlo, uint32_t rhi,
+               SplitScratch& w) {
   Split best;
   const size_t n = ids.size();
-  std::vector<uint32_t> a(n), b(n), p, tmp;
-  p.reserve(2 * n);
+  std::vector<uint32_t>&a = w.a, &b = w.b, &p = w.p, &tmp = w.tmp;
+  a.resize(n);
+  b.resize(n);
+  p.clear();
   bool narrows = false;
   for (size_t k = 0; k < n; ++k) {
     a[k] = std::max(c.lo[size_t(d) * c.n + ids[k]], rlo);
@@ -131,7 +140,9 @@ Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint3
   // The plan below only asks for children that start at rlo or at a cut point and end at
   // rhi or just before one: for cut point q, upto[q] entries start before p[q] and
   // before[q] end before it, so such a count is a difference of two of these.
-  std::vector<uint32_t> upto(p.size()), before(p.size());
+  std::vector<uint32_t>&upto = w.upto, &before = w.before;
+  upto.resize(p.size());
+  before.resize(p.size());
   for (size_t q = 0, ia = 0, ib = 0; q < p.size(); ++q) {
     while (ia < n && a[ia] < p[q]) ++ia;
     while (ib < n && b[ib] < p[q]) ++ib;
@@ -193,7 +204,7 @@ int32_t make(Ctx& c, const std::vector<uint32_t>& ids, std::vector<uint32_t>& rl
   if (ids.size() <= c.leaf || depth >= kMaxDepth || c.exhausted) return make_leaf(c, ids);
   Split best;
   for (uint32_t d = 0; d < c.dims.size(); ++d) {
-    const Split s = split_on(c, ids, d, rlo[d], rhi[d]);
+    const Split s = split_on(c, ids, d, rlo[d], rhi[d], c.scratch);
     if (!s.ok) continue;
     if (!best.ok || s.max_child < best.max_child || (s.max_child == best.max_child && s.sum < best.sum)) best = s;
   }
