@@ -381,6 +381,16 @@ Built build(const std::vector<const Entry*>& entries) {
   double best_cost = 0;
   const layout::TreeBox* tbox = c.out.boxes.data();
   size_t tried = 0;
+  // The largest group is the first tree of every forest of 2 or more trees, built from the
+  // same entries each time: its result (what it added to an empty forest) is kept.
+  struct FirstTree {
+    bool valid = false;
+    std::vector<layout::TreeNode> nodes;
+    std::vector<layout::TreeLeaf> leaves;
+    std::vector<uint32_t> items, declined;
+    std::vector<int32_t> roots;
+    uint32_t depth = 0;
+  } first;
   for (size_t want : {size_t(1), size_t(2), size_t(layout::kMaxTrees)}) {
     const size_t ntrees = std::max<size_t>(1, std::min(want, by_field.size()));
     if (ntrees == tried) continue;
@@ -400,6 +410,16 @@ Built build(const std::vector<const Entry*>& entries) {
     t.out.declined.clear();
     std::vector<uint32_t> rlo(t.dims.size(), 0), rhi(t.dims.size(), ~0u), scratch;
     for (auto& g : groups) {
+      const bool first_of_many = &g == &groups.front() && ntrees > 1;
+      if (first_of_many && first.valid) {
+        t.out.nodes = first.nodes;
+        t.out.leaves = first.leaves;
+        t.out.items = first.items;
+        t.out.declined = first.declined;
+        t.out.roots = first.roots;
+        t.out.depth = first.depth;
+        continue;
+      }
       sort_values(g, scratch);  // rank order
       t.budget = int64_t(kMaxCopies) * int64_t(g.size());
       t.exhausted = false;
@@ -418,9 +438,12 @@ Built build(const std::vector<const Entry*>& entries) {
         t.out.leaves.resize(leaves);
         t.out.items.resize(items);
         t.out.declined.insert(t.out.declined.end(), g.begin(), g.end());
-        continue;
+      } else {
+        t.out.roots.push_back(root);
       }
-      t.out.roots.push_back(root);
+      if (first_of_many) {
+        first = FirstTree{true, t.out.nodes, t.out.leaves, t.out.items, t.out.declined, t.out.roots, t.out.depth};
+      }
     }
     const double declined_share = ids.empty() ? 0 : double(t.out.declined.size()) / double(ids.size());
     const double cost = lookup_cost(t, ids, tbox) + kDeclinedCost * declined_share;
