@@ -123,15 +123,20 @@ Split split_on(const Ctx& c, const std::vector<uint32_t>& ids, uint32_t d, uint3
   for (size_t k = 0; k < n; ++k) {
     a[k] = std::max(c.lo[size_t(d) * c.n + ids[k]], rlo);
     b[k] = std::min(c.hi[size_t(d) * c.n + ids[k]], rhi);
-    if (a[k] > rlo) p.push_back(a[k]);
-    if (b[k] < rhi) p.push_back(b[k] + 1);
     narrows = narrows || a[k] > rlo || b[k] < rhi;
   }
   if (!narrows) return best;
   sort_values(a, tmp);
   sort_values(b, tmp);
-  sort_values(p, tmp);
-  p.erase(std::unique(p.begin(), p.end()), p.end());
+  // The cut points, sorted and distinct: starts above rlo (a suffix of a) merged with the
+  // values just past ends below rhi (a prefix of b).
+  p.reserve(2 * n);
+  size_t i = size_t(std::upper_bound(a.begin(), a.end(), rlo) - a.begin());
+  const size_t jend = size_t(std::lower_bound(b.begin(), b.end(), rhi) - b.begin());
+  for (size_t j = 0; i < n || j < jend;) {
+    const uint32_t v = j == jend || (i < n && a[i] <= b[j] + 1) ? a[i++] : b[j++] + 1;
+    if (p.empty() || p.back() != v) p.push_back(v);
+  }
   // Entries overlapping [s, e]: a <= e and b >= s.
   auto count = [&](uint32_t s, uint32_t e) {
     return size_t(std::upper_bound(a.begin(), a.end(), e) - a.begin()) -
