@@ -1,12 +1,14 @@
 // libFuzzer harness: a filter expression built from the input (atoms joined with and, or,
 // not and parentheses) and a frame (the rest of the input), through libpcap's compiler;
-// then libpcap's interpreter, our JIT, our lowering and the classifier (with and without
-// a decision cache) must agree on the frame.  Any difference aborts: a finding.
+// then libpcap's interpreter, our JIT, our lowering, its vector form (bpf_vector.h, where
+// the CPU has it) and the classifier (with and without a decision cache) must agree on the
+// frame.  Any difference aborts: a finding.
 #include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
 
+#include "bpf_vector.h"
 #include "vpf/matcher/bpf.h"
 #include "vpf/matcher/classifier.h"
 
@@ -68,6 +70,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(BpfJit::compile(prog)->run(pkt, len, len) == want);
   const BpfLowering low = lower_bpf(prog);
   if (low.lowered) check(eval_lowering(low, pkt, len) == (want != 0));
+  if (const auto vec = make_bpf_vector(low)) check(bpf_vector_match(*vec, pkt, len) == (want != 0));
 
   static Classifier c;
   static auto cached = [] {
