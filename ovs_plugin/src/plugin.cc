@@ -4,8 +4,10 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <sstream>
 #include <stdexcept>
@@ -204,7 +206,24 @@ union Uninit {
 void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   const int32_t adapter = port->adapter.load(std::memory_order_relaxed);
   if (adapter < 0 || b->count == 0) return;
-  const uint32_t n = b->count < matcher::kMaxBatch ? b->count : matcher::kMaxBatch;
+  if (b->count > kHookBatch) {
+    // The switch's batches hold at most NETDEV_MAX_BURST (32) packets; a larger one is
+    // decided in slices, never cut short (packets past the cut would pass unfiltered).
+    for (uint32_t off = 0; off < b->count; off += kHookBatch) {
+      ovs_packet_hook_batch slice{};
+      std::memcpy(&slice, b, std::min<size_t>(b->size, sizeof slice));
+      slice.count = std::min(kHookBatch, b->count - off);
+      slice.packets = b->packets + off;
+      slice.verdicts = b->verdicts + off;
+      if (b->version >= 2) {
+        slice.data = b->data + off;
+        slice.len = b->len + off;
+      }
+      hook(port, dir, &slice);
+    }
+    return;
+  }
+  const uint32_t n = b->count;
   Uninit<Decision, matcher::kMaxBatch> out_buf;
   Decision* const out = out_buf.v;
   const matcher::PacketMeta meta{uint32_t(adapter), dir, port->vm.load(std::memory_order_relaxed)};

@@ -128,6 +128,10 @@ class Plugin {
   static constexpr uint32_t kEventRings = 8;
   static constexpr uint64_t kRingBytes = uint64_t(1) << 21;
   static constexpr uint32_t kDefaultSnaplen = 262144;
+  // Packets hook() decides in one pass: the switch's largest batch (NETDEV_MAX_BURST), and
+  // the classifier's batch, whose arrays hook() keeps on its stack.
+  static constexpr uint32_t kHookBatch = 32;
+  static_assert(kHookBatch == matcher::kMaxBatch, "hook() hands the classifier whole batches");
   static constexpr uint32_t kMaxInjectTimes = 1000;
 
   // cache_flows: the size of each datapath thread's decision cache (0: no cache).

@@ -193,6 +193,31 @@ TEST(Plugin, Version1BatchesGetTheSameVerdicts) {
   ops->fini();
 }
 
+TEST(Plugin, ABatchLargerThanTheSwitchsIsDecidedWhole) {
+  // The switch hands at most 32 packets at a time; were it to hand more, every packet must
+  // still be decided (in slices), none passed unfiltered past a cut.
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  const std::string rules = write_file("rules-big.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop"}]})");
+  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  for (uint32_t abi : {1u, 2u}) {
+    std::vector<std::vector<uint8_t>> frames;
+    std::vector<int> want;
+    for (int i = 0; i < 70; ++i) {
+      const bool telnet = i % 11 == 0 || i == 32 || i == 33 || i == 69;
+      frames.push_back(tcp(telnet ? 23 : 80));
+      want.push_back(telnet ? D : P);
+    }
+    EXPECT_EQ(run(ops, vm1, true, frames, abi), want) << "ABI " << abi;
+  }
+  ops->port_close(vm1);
+  ops->fini();
+}
+
 // A port state as the switch makes it (ABI 3): every batch wanted until the plugin says.
 ovs_packet_hook_port_state new_state() {
   ovs_packet_hook_port_state st{};
