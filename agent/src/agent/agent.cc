@@ -341,10 +341,7 @@ void Agent::set_instance(const std::string& guid, const json& changes, const Rep
     op = {{"op", "insert"}, {"table", "Instance"}, {"row", row}};
   }
   commit(json::array({op}), [reply](const json&, const json& error) {
-    if (!error.is_null()) {
-      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
-      return reply(nullptr, &e);
-    }
+    if (database_refused(reply, error, kErrNotReady)) return;
     reply({{"ok", true}}, nullptr);
   });
 }
@@ -1107,10 +1104,7 @@ void Agent::set_adapter(const json& params, const Reply& reply) {
                                      {"where", json::array({json::array({"key", "==", key})})},
                                      {"row", {{"settings", ovsdb_make_map(settings)}}}}}),
                        [reply](const json&, const json& error) {
-                         if (!error.is_null()) {
-                           const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
-                           return reply(nullptr, &e);
-                         }
+                         if (database_refused(reply, error, kErrNotReady)) return;
                          reply({{"ok", true}}, nullptr);
                        });
 }
@@ -1173,10 +1167,7 @@ void Agent::uninstall(Session& s, const json& params, const Reply& reply) {
   const json ops = json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", json::array({json::array({"instance", "==", guid})})}},
                                 {{"op", "delete"}, {"table", "Instance"}, {"where", json::array({json::array({"guid", "==", guid})})}}});
   commit(ops, [reply](const json& result, const json& error) {
-    if (!error.is_null()) {
-      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
-      return reply(nullptr, &e);
-    }
+    if (database_refused(reply, error, kErrNotReady)) return;
     reply({{"ok", true}, {"rules_deleted", result[0].value("count", 0)}}, nullptr);
   });
 }
@@ -1219,10 +1210,7 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   commit(json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),
          [this, reply, inst, kind, id = rule.id](const json& result, const json& error) {
            drop_provisional(inst, kind, id);
-           if (!error.is_null()) {
-             const ApiError e(-32000, kErrAlreadyExists, "the database refused the rule: " + error.dump());
-             return reply(nullptr, &e);
-           }
+           if (database_refused(reply, error, kErrAlreadyExists, " the rule")) return;
            reply({{"uuid", result[0]["uuid"][1]}}, nullptr);
          });
   // (Not while another add of the same rule is in flight: the database takes one of them.)
@@ -1272,10 +1260,7 @@ void Agent::import_rules(const json& params, const Reply& reply) {
   }
   const size_t n = rules.size();
   commit(ops, [reply, n](const json&, const json& error) {
-    if (!error.is_null()) {
-      const ApiError e(-32000, kErrAlreadyExists, "the database refused the rules: " + error.dump());
-      return reply(nullptr, &e);
-    }
+    if (database_refused(reply, error, kErrAlreadyExists, " the rules")) return;
     reply({{"imported", n}}, nullptr);
   });
 }
@@ -1333,10 +1318,7 @@ void Agent::change_rule(const std::string& method, const json& params, const Rep
     ops.push_back({{"op", "update"}, {"table", "Rule"}, {"where", uuid_is(other->first)}, {"row", {{"position", pa}}}});
   }
   commit(ops, [reply, method](const json&, const json& error) {
-    if (!error.is_null()) {
-      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
-      return reply(nullptr, &e);
-    }
+    if (database_refused(reply, error, kErrNotReady)) return;
     reply(method == "move_rule" ? json{{"moved", true}} : json{{"ok", true}}, nullptr);
   });
 }
@@ -1372,8 +1354,8 @@ void Agent::delete_rules(const json& params, const Reply& reply) {
       for (const auto& u : uuids)  // still there: back into the plugin
         if (!row_entries_.count(u)) learn_row(u);
       send_rule_changes();
-      const ApiError e(-32000, kErrNotReady, "the database refused: " + error.dump());
-      return reply(nullptr, &e);
+      database_refused(reply, error, kErrNotReady);
+      return;
     }
     int64_t n = 0;
     for (const auto& r : result) n += r.value("count", 0);

@@ -61,6 +61,16 @@ struct ApiError : std::runtime_error {
   int code, seed;
 };
 
+// For a transaction's answer: if ovsdb-server refused it (`error` set), answers `reply`
+// with the seed error `seed` and "the database refused<what>: <error>", and returns true.
+template <class Reply>
+bool database_refused(const Reply& reply, const nlohmann::json& error, int seed, const char* what = "") {
+  if (error.is_null()) return false;
+  const ApiError e(-32000, seed, std::string("the database refused") + what + ": " + error.dump());
+  reply(nullptr, &e);
+  return true;
+}
+
 class Agent {
  public:
   Agent(boost::asio::io_context& io, Options opts);
