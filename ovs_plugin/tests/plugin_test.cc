@@ -176,34 +176,38 @@ TEST(Plugin, RefusesAWrongHostAndABadStartingRuleFile) {
   EXPECT_NE(std::string(err).find("cannot open"), std::string::npos) << err;
 }
 
-TEST(Plugin, Version1BatchesGetTheSameVerdicts) {
+// A plugin with port vm1-eth0 as adapter 0 and one rule: outgoing telnet is dropped.
+class TelnetDropPlugin : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char err[256] = "";
+    ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+    ASSERT_NE(ops, nullptr) << err;
+    vm1 = ops->port_open("vm1-eth0", "system");
+    ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+    const std::string rules = write_file("rules-telnet.json", R"({"rules": [
+      {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop"}]})");
+    ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  }
+  void TearDown() override {
+    if (!ops) return;
+    if (vm1) ops->port_close(vm1);
+    ops->fini();
+  }
+  const ovs_packet_hook_ops* ops = nullptr;
+  void* vm1 = nullptr;
+};
+
+TEST_F(TelnetDropPlugin, Version1BatchesGetTheSameVerdicts) {
   // A switch may hand the plugin batches without the bytes and lengths (ABI version 1):
   // the plugin then asks for each packet and decides the same.
-  char err[256] = "";
-  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
-  ASSERT_NE(ops, nullptr) << err;
-  void* vm1 = ops->port_open("vm1-eth0", "system");
-  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
-  const std::string rules = write_file("rules-v1.json", R"({"rules": [
-    {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop"}]})");
-  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
   for (uint32_t abi : {1u, 2u})
     EXPECT_EQ(run(ops, vm1, true, {tcp(23), tcp(80), tcp(23)}, abi), (std::vector<int>{D, P, D})) << "ABI " << abi;
-  ops->port_close(vm1);
-  ops->fini();
 }
 
-TEST(Plugin, ABatchLargerThanTheSwitchsIsDecidedWhole) {
+TEST_F(TelnetDropPlugin, ABatchLargerThanTheSwitchsIsDecidedWhole) {
   // The switch hands at most 32 packets at a time; were it to hand more, every packet must
   // still be decided (in slices), none passed unfiltered past a cut.
-  char err[256] = "";
-  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
-  ASSERT_NE(ops, nullptr) << err;
-  void* vm1 = ops->port_open("vm1-eth0", "system");
-  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
-  const std::string rules = write_file("rules-big.json", R"({"rules": [
-    {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop"}]})");
-  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
   for (uint32_t abi : {1u, 2u}) {
     std::vector<std::vector<uint8_t>> frames;
     std::vector<int> want;
@@ -214,8 +218,6 @@ TEST(Plugin, ABatchLargerThanTheSwitchsIsDecidedWhole) {
     }
     EXPECT_EQ(run(ops, vm1, true, frames, abi), want) << "ABI " << abi;
   }
-  ops->port_close(vm1);
-  ops->fini();
 }
 
 // A port state as the switch makes it (ABI 3): every batch wanted until the plugin says.
