@@ -3,7 +3,6 @@
 #include "bpf_vector.h"
 
 #include <algorithm>
-#include <tuple>
 #include <vector>
 
 #include "vpf/matcher/isa.h"
@@ -88,7 +87,7 @@ std::shared_ptr<BpfVector> empty_vector(uint32_t msh) {
 }  // namespace
 
 std::shared_ptr<const BpfVector> make_bpf_slot_loader(const BpfLoad* slot_load, uint32_t slot_mask) {
-  if (!cpu_has_avx512_vbmi() || slot_mask >> kLanes) return nullptr;
+  if (!cpu_has_avx512_vbmi() || slot_mask == 0 || slot_mask >> kLanes) return nullptr;
   std::vector<BpfLoad> loads;
   for (uint32_t m = slot_mask; m; m &= m - 1) loads.push_back(slot_load[__builtin_ctz(m)]);
   uint32_t msh = 0;

@@ -61,8 +61,8 @@ struct alignas(64) BpfVector {
 std::shared_ptr<const BpfVector> make_bpf_vector(const BpfLowering& low);
 
 // The same machinery as a loader of a snapshot's dynamic slots (the BPF loads its entries
-// test): lane i loads slot i.  Null unless every slot in `slot_mask` is below 16 and its
-// load fits the window (above), or if the CPU lacks VBMI.
+// test): lane i loads slot i.  Null unless some slot is in `slot_mask`, every one is below
+// 16 and its load fits the window (above); null too if the CPU lacks VBMI.
 std::shared_ptr<const BpfVector> make_bpf_slot_loader(const BpfLoad* slot_load, uint32_t slot_mask);
 
 // For each of n packets: writes slots 0..15 to slots[k * stride + 0..15] (0 where a load is

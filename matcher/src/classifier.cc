@@ -327,9 +327,6 @@ struct Classifier::Impl {
   size_t direct_rules = 0;            // enabled rules with direct_ok
   size_t direct_jitted_rules = 0;     // enabled rules with direct_jitted
   bool vector_bpf = false;            // the AVX-512 kernel is in use: BpfVectors may run
-  std::shared_ptr<const BpfVector> slot_loader;  // of the last publish, and what it loads:
-  uint32_t slot_loader_mask = 0;
-  BpfLoad slot_loader_loads[kDynamicSlots];
   // Programs that rules removed since the last publish still pointed at (entries and
   // direct rules of the published snapshot call them): retired with that snapshot.
   std::vector<std::shared_ptr<const void>> dropped_code;
@@ -683,9 +680,10 @@ struct Classifier::Impl {
     st.direct_vector = c.direct_vector;
     // The direct path only pays with machine code or the vector form (not with the
     // interpreter).
-    st.direct_jitted = c.direct_jit && c.direct_jit->jitted();
-    st.direct_ok = r.enabled && (st.direct_jitted || st.direct_vector) && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
+    const bool jitted = c.direct_jit && c.direct_jit->jitted();
+    st.direct_ok = r.enabled && (jitted || st.direct_vector) && r.protocol == 0 && r.vm == 0 && r.ip_family == 0 &&
                    r.local_port.any() && r.remote_port.any();
+    st.direct_jitted = st.direct_ok && jitted;
     st.slots = slots;
     st.rank = make_rank(r, seq);
     by_rank.emplace(st.rank, ref);
@@ -701,7 +699,6 @@ struct Classifier::Impl {
     st.info.entries = uint32_t(st.placed.size());
     enabled_rules += r.enabled;
     direct_rules += st.direct_ok;
-    st.direct_jitted = st.direct_ok && st.direct_jitted;
     direct_jitted_rules += st.direct_jitted;
     rules.emplace(ref, std::move(st));
   }
@@ -883,15 +880,7 @@ struct Classifier::Impl {
       s->slot_mask |= 1u << i;
       s->slot_load[i] = slot_load[i];
     }
-    if (!vector_bpf) {
-      slot_loader.reset();
-    } else if (!slot_loader || slot_loader_mask != s->slot_mask ||
-               !std::equal(s->slot_load, s->slot_load + kDynamicSlots, slot_loader_loads)) {
-      slot_loader = make_bpf_slot_loader(s->slot_load, s->slot_mask);
-      slot_loader_mask = s->slot_mask;
-      std::copy(s->slot_load, s->slot_load + kDynamicSlots, slot_loader_loads);
-    }
-    s->slot_loader = slot_loader;
+    if (vector_bpf) s->slot_loader = make_bpf_slot_loader(s->slot_load, s->slot_mask);
     s->kernel = kernel;
     s->needs_parse = parsed_field_entries > 0;
     s->gen = gen;
@@ -921,10 +910,12 @@ struct Classifier::Impl {
 
   // ---- reading ----
 
-  // Rule after rule over up to 32 packets: each rule sees the packets no earlier rule took.
+  // Rule after rule over up to kMaxBatch packets: each rule sees the packets no earlier
+  // rule took.
   static void classify_direct(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
-    for (uint32_t done = 0; done < n; done += 32) {
-      const uint32_t m = n - done < 32 ? n - done : 32;
+    static_assert(kMaxBatch == 32, "a batch's packets are the bits of one uint32_t");
+    for (uint32_t done = 0; done < n; done += kMaxBatch) {
+      const uint32_t m = n - done < kMaxBatch ? n - done : kMaxBatch;
       const PacketRef* p = pkts + done;
       Decision* o = out + done;
       uint32_t open = m == 32 ? ~0u : (1u << m) - 1;

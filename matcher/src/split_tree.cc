@@ -413,7 +413,7 @@ Built build(const std::vector<const Entry*>& entries) {
     t.out.items.clear();
     t.out.roots.clear();
     t.out.declined.clear();
-    std::vector<uint32_t> rlo(t.dims.size(), 0), rhi(t.dims.size(), ~0u), scratch;
+    std::vector<uint32_t> rlo(t.dims.size(), 0), rhi(t.dims.size(), ~0u);
     for (auto& g : groups) {
       const bool first_of_many = &g == &groups.front() && ntrees > 1;
       if (first_of_many && first.valid) {
@@ -425,7 +425,7 @@ Built build(const std::vector<const Entry*>& entries) {
         t.out.depth = first.depth;
         continue;
       }
-      sort_values(g, scratch);  // rank order
+      sort_values(g, t.scratch.tmp);  // rank order
       t.budget = int64_t(kMaxCopies) * int64_t(g.size());
       t.exhausted = false;
       t.leaf = g.size() > kLargeTree ? kLargeLeafEntries : kLeafEntries;

@@ -207,9 +207,10 @@ TEST(BpfVector, SlotLoaderEqualsScalarLoads) {
       ASSERT_EQ(got[16], valid) << "round " << round << " len " << len;
     }
   }
-  // More than 16 slots, or a load past the window: no loader.
+  // No slot, more than 16 slots, or a load past the window: no loader.
   BpfLoad far[kDynamicSlots];
   far[0].off = 200;
+  EXPECT_FALSE(make_bpf_slot_loader(far + 1, 0));
   EXPECT_FALSE(make_bpf_slot_loader(far, 1));
   EXPECT_FALSE(make_bpf_slot_loader(far + 1, 1u << 20));
 }
