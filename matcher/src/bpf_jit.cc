@@ -31,8 +31,8 @@ std::shared_ptr<const BpfJit> BpfJit::compile(const std::vector<bpf_insn>& prog)
   if (prog.empty()) throw BpfError("empty BPF program");
   std::shared_ptr<BpfJit> jit(new BpfJit());
   jit->prog_ = prog;
-  jit->fn_ = interpret;
-  jit->ctx_ = jit->prog_.data();
+  jit->call_.fn = interpret;
+  jit->call_.ctx = jit->prog_.data();
   return jit;
 }
 
@@ -295,15 +295,15 @@ std::shared_ptr<const BpfJit> BpfJit::compile(const std::vector<bpf_insn>& prog)
   if (Error err = runtime().add(&fn, &code); err != kErrorOk)
     throw BpfError(std::string("BPF JIT: ") + DebugUtils::errorAsString(err));
   std::shared_ptr<BpfJit> jit(new BpfJit());
-  jit->fn_ = fn;
+  jit->call_.fn = fn;
   jit->code_size_ = code.codeSize();
   return jit;
 }
 
 BpfJit::~BpfJit() {
-  if (fn_) {
+  if (call_.fn) {
     std::lock_guard lock(jit_mutex());
-    runtime().release(fn_);
+    runtime().release(call_.fn);
   }
 }
 

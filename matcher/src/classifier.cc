@@ -564,7 +564,8 @@ struct Classifier::Impl {
   EntryPtr make_entry(const CompiledRule& c, const EntrySpec& spec, const std::vector<int>& slots,
                       uint64_t rank, const BpfJit* jit) {
     const size_t ntests = spec.tests.size() + (spec.required.empty() ? 0 : 1);
-    const unsigned nblocks = ntests > size_t(kTestsPerBlock) ? 2 : 1;
+    const unsigned nblocks = unsigned(std::max<size_t>(1, (ntests + kTestsPerBlock - 1) / kTestsPerBlock));
+    if (nblocks > unsigned(kMaxBlocks)) throw std::logic_error("entry with more tests than kMaxTests");
     void* mem = ::operator new(entry_bytes(nblocks), std::align_val_t(64));
     std::memset(mem, 0, entry_bytes(nblocks));
     Entry* e = static_cast<Entry*>(mem);
@@ -573,8 +574,7 @@ struct Classifier::Impl {
     e->kind = uint8_t(c.rule.kind);
     e->action = uint8_t(c.action);
     e->nblocks = uint8_t(nblocks);
-    e->bpf = jit ? jit->fn() : nullptr;
-    e->bpf_ctx = jit ? jit->ctx() : nullptr;
+    e->bpf = jit ? jit->call() : nullptr;
     EntryBlock* blk = const_cast<EntryBlock*>(e->blocks());
     for (unsigned b = 0; b < nblocks; ++b)
       for (int i = 0; i < kTestsPerBlock; ++i) {

@@ -23,34 +23,39 @@
 
 namespace vpf::matcher::layout {
 
-inline constexpr int kTestsPerBlock = 16;
-inline constexpr int kMaxBlocks = 2;
+inline constexpr int kTestsPerBlock = 8;
+inline constexpr int kMaxBlocks = 4;
 inline constexpr int kMaxTests = kTestsPerBlock * kMaxBlocks;
 inline constexpr int kMaxHashFields = 8;
 inline constexpr int kSegmentBits = 6;
 inline constexpr uint32_t kSegmentBuckets = 1u << kSegmentBits;
 
-// 16 tests: for lane i, (key.f[idx[i]] & mask[i]) must lie in [lo[i], hi[i]].  Unused
-// lanes have mask 0, lo 0, hi ~0 (always true).
-struct alignas(64) EntryBlock {
+// 8 tests: for lane i, (key.f[idx[i]] & mask[i]) must lie in [lo[i], hi[i]].  Unused
+// lanes have mask 0, lo 0, hi ~0 (always true).  Packed (4-byte aligned): the kernels
+// load it unaligned, so that an entry of one block fills exactly two cache lines.
+struct EntryBlock {
   uint32_t mask[kTestsPerBlock];
   uint32_t lo[kTestsPerBlock];
   uint32_t hi[kTestsPerBlock];
   uint8_t idx[kTestsPerBlock];
 };
+static_assert(sizeof(EntryBlock) == 104);
 
-// One conjunction of one rule.  Followed in memory by `nblocks` EntryBlocks.
-struct alignas(64) Entry {
-  uint64_t rank;           // lower decides first
+// One conjunction of one rule.  Followed in memory by `nblocks` EntryBlocks; allocated
+// 64-byte aligned, so header and first block share two cache lines (a 5-tuple entry of
+// IPv4 needs one block, of IPv6 two).
+struct Entry {
+  uint64_t rank;               // lower decides first
+  const BpfJit::Call* bpf;     // non-null: the packet must also pass this program, called
+                               // as bpf->fn(bpf->ctx, data, len, len)
   uint32_t rule_id;
-  uint8_t kind;            // RuleKind
-  uint8_t action;          // Action
-  uint8_t nblocks;         // 1 or 2
+  uint8_t kind;                // RuleKind
+  uint8_t action;              // Action
+  uint8_t nblocks;             // 1 to kMaxBlocks
   uint8_t reserved;
-  BpfJit::Fn bpf;          // non-null: the packet must also pass this program...
-  const void* bpf_ctx;     // ...called as bpf(bpf_ctx, data, len, len)
   const EntryBlock* blocks() const { return reinterpret_cast<const EntryBlock*>(this + 1); }
 };
+static_assert(sizeof(Entry) == 24 && sizeof(Entry) + sizeof(EntryBlock) == 128);
 
 struct Item {
   uint64_t rank;

@@ -333,6 +333,67 @@ TEST(Classifier, ManyDistinctLoadsFallBackToJit) {
   }
 }
 
+TEST(Classifier, AnEntryOfManyBlocksTestsEveryLane) {
+  // An IPv6 5-tuple rule with VM, direction, size and two BPF byte tests needs more than
+  // two blocks of lanes.  The matching frame must match on every kernel, and a frame or
+  // metadata changed in any one tested place must not.
+  const vpf::test::Ip6 local{0x20010db8, 0x11112222, 0x33334444, 0x55556666};
+  const vpf::test::Ip6 remote{0x20010db8, 0xaaaabbbb, 0xccccdddd, 0xeeeeffff};
+  Rule r;
+  r.id = 9;
+  r.ip_family = 6;
+  r.local_ip.w = local;
+  r.remote_ip.w = remote;
+  r.protocol = 6;
+  r.local_port = {1000, 1000};
+  r.remote_port = {80, 80};
+  r.vm = 3;
+  r.direction = Direction::Outgoing;
+  r.min_size = 60;
+  r.max_size = 200;
+  r.bpf = "ip6[7] = 64 and ip6[1] = 0";
+  Classifier c;
+  LinearClassifier ref;
+  c.add(r);
+  ref.add(r);
+  const PacketMeta meta{0, Direction::Outgoing, 3};
+  auto frame = [](vpf::test::Ip6 src, vpf::test::Ip6 dst, uint16_t sport, uint16_t dport, uint8_t hop,
+                  size_t len) {
+    return vpf::test::FrameBuilder()
+        .eth(vpf::test::kMacB, vpf::test::kMacA)
+        .ethertype(0x86dd)
+        .ipv6(src, dst, 6, hop)
+        .tcp(sport, dport)
+        .build(len);
+  };
+  std::vector<Pkt> pkts{{frame(local, remote, 1000, 80, 64, 80), meta}};
+  for (int w = 0; w < 4; ++w) {
+    auto s = local, d = remote;
+    s[w] ^= 1u << (w * 7);
+    d[w] ^= 1u << (31 - w);
+    pkts.push_back({frame(s, remote, 1000, 80, 64, 80), meta});
+    pkts.push_back({frame(local, d, 1000, 80, 64, 80), meta});
+  }
+  pkts.push_back({frame(local, remote, 1001, 80, 64, 80), meta});
+  pkts.push_back({frame(local, remote, 1000, 81, 64, 80), meta});
+  pkts.push_back({frame(local, remote, 1000, 80, 63, 80), meta});
+  pkts.push_back({frame(local, remote, 1000, 80, 64, 201), meta});
+  pkts.push_back({frame(local, remote, 1000, 80, 64, 80), {0, Direction::Incoming, 3}});
+  pkts.push_back({frame(local, remote, 1000, 80, 64, 80), {0, Direction::Outgoing, 4}});
+  std::vector<PacketRef> refs;
+  for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
+  for (Isa isa : supported_isas()) {
+    c.set_isa(isa);
+    std::vector<Decision> got(pkts.size());
+    c.classify(refs.data(), uint32_t(refs.size()), got.data());
+    for (size_t i = 0; i < pkts.size(); ++i) {
+      const Decision want = ref.classify(pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta);
+      EXPECT_EQ(want.matched(), i == 0) << "reference, frame " << i;
+      EXPECT_TRUE(got[i] == want) << isa_name(isa) << " frame " << i << ": got rule " << got[i].rule_id;
+    }
+  }
+}
+
 TEST(Classifier, UnsupportedIsaIsRefused) {
   Classifier c;
   for (int i = 0; i < kIsaCount; ++i) {

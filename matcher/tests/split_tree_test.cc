@@ -127,7 +127,9 @@ TEST(SplitTree, BoxIsExactOnlyForPrefixTestsOnBoxFields) {
   never->b.lo[0] = 1;  // a mask-0 lane that no value passes
   EXPECT_FALSE(tree::box_is_exact(&never->e, fields));
   auto program = entry_of({{F_DST_PORT, ~0u, 53, 53}});
-  program->e.bpf = [](const void*, const uint8_t*, uint32_t, uint32_t) -> uint32_t { return 1; };
+  static const BpfJit::Call pass_all{[](const void*, const uint8_t*, uint32_t, uint32_t) -> uint32_t { return 1; },
+                                     nullptr};
+  program->e.bpf = &pass_all;
   EXPECT_FALSE(tree::box_is_exact(&program->e, fields));
 }
 

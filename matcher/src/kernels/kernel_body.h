@@ -52,10 +52,9 @@ static inline bool in_box_scalar(const uint32_t* v, const TreeBox& b) {
 template <class MatchPolicy>
 static inline bool entry_matches(const Entry* e, const PacketRef& p, const PacketKey& key) {
   const EntryBlock* blk = e->blocks();
-  bool ok = MatchPolicy::match(key.f, blk);
-  if (ok && e->nblocks > 1) ok = MatchPolicy::match(key.f, blk + 1);
-  if (ok && e->bpf) ok = e->bpf(e->bpf_ctx, p.data, p.len, p.len) != 0;
-  return ok;
+  for (unsigned b = 0; b < e->nblocks; ++b)
+    if (!MatchPolicy::match(key.f, blk + b)) return false;
+  return !e->bpf || e->bpf->fn(e->bpf->ctx, p.data, p.len, p.len) != 0;
 }
 
 // The split tree (split_tree.h): every packet walks down to its leaf, the batch one level
@@ -175,8 +174,6 @@ static inline void classify_body(const SnapshotView* s, const PacketRef* pkts, c
       if (k < last[o]) {
         __builtin_prefetch(items[k].entry);
         __builtin_prefetch(reinterpret_cast<const char*>(items[k].entry) + 64);
-        __builtin_prefetch(reinterpret_cast<const char*>(items[k].entry) + 128);
-        __builtin_prefetch(reinterpret_cast<const char*>(items[k].entry) + 192);
       }
     }
     // Stage 4: test candidates in rank order; the first that passes is the packet's best.

@@ -37,9 +37,9 @@ struct Sse42Match {
     for (int q = 0; q < kTestsPerBlock; q += 4) {
       const __m128i v = _mm_and_si128(
           _mm_setr_epi32(int(f[b->idx[q]]), int(f[b->idx[q + 1]]), int(f[b->idx[q + 2]]), int(f[b->idx[q + 3]])),
-          _mm_load_si128(reinterpret_cast<const __m128i*>(b->mask + q)));
-      const __m128i lo = _mm_load_si128(reinterpret_cast<const __m128i*>(b->lo + q));
-      const __m128i hi = _mm_load_si128(reinterpret_cast<const __m128i*>(b->hi + q));
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(b->mask + q)));
+      const __m128i lo = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b->lo + q));
+      const __m128i hi = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b->hi + q));
       const __m128i ge = _mm_cmpeq_epi32(_mm_max_epu32(v, lo), v);
       const __m128i le = _mm_cmpeq_epi32(_mm_min_epu32(v, hi), v);
       all = _mm_and_si128(all, _mm_and_si128(ge, le));

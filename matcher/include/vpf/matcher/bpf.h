@@ -128,18 +128,25 @@ class BpfJit {
   BpfJit(const BpfJit&) = delete;
   BpfJit& operator=(const BpfJit&) = delete;
 
+  // The function and its first argument together, as plain data: a classifier entry
+  // holds one pointer to it (the ISA kernels read it without calling anything here).
+  struct Call {
+    Fn fn = nullptr;
+    const void* ctx = nullptr;
+  };
+
   uint32_t run(const uint8_t* pkt, uint32_t wirelen, uint32_t buflen) const {
-    return fn_(ctx_, pkt, wirelen, buflen);
+    return call_.fn(call_.ctx, pkt, wirelen, buflen);
   }
-  Fn fn() const { return fn_; }
-  const void* ctx() const { return ctx_; }
+  Fn fn() const { return call_.fn; }
+  const void* ctx() const { return call_.ctx; }
+  const Call* call() const { return &call_; }
   bool jitted() const { return code_size_ > 0; }
   size_t code_size() const { return code_size_; }
 
  private:
   BpfJit() = default;
-  Fn fn_ = nullptr;
-  const void* ctx_ = nullptr;
+  Call call_;
   size_t code_size_ = 0;
   std::vector<bpf_insn> prog_;  // the interpreter's program (builds without asmjit)
 };
