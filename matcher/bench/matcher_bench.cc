@@ -458,8 +458,9 @@ BpfData& bpfdata() {
   for (auto [name, c] : {std::pair<const char*, Classifier*>{"ours_bpf_1", &d->one}, {"ours_bpf_100", &d->hundred}}) {
     const auto s = c->stats();
     char buf[200];
-    std::snprintf(buf, sizeof buf, "%u rules -> %u entries, %u dynamic slots, tree of %u entries (%u leaf items), %u tables",
-                  s.rules, s.entries, s.dynamic_slots, s.tree_entries, s.tree_items, s.tables);
+    std::snprintf(buf, sizeof buf,
+                  "%u rules -> %u entries, %u dynamic slots, tree of %u entries (%u leaf items, depth %u), %u tables",
+                  s.rules, s.entries, s.dynamic_slots, s.tree_entries, s.tree_items, s.tree_depth, s.tables);
     g_notes[name] = buf;
   }
   // Agreement check: all executors accept the same packets.
