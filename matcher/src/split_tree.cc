@@ -428,7 +428,7 @@ Built build(const std::vector<const Entry*>& entries) {
       sort_values(g, t.scratch.tmp);  // rank order
       t.budget = int64_t(kMaxCopies) * int64_t(g.size());
       t.exhausted = false;
-      t.leaf = g.size() > kLargeTree ? kLargeLeafEntries : kLeafEntries;
+      t.leaf = c.n <= kLargeTree ? kSmallSetLeafEntries : g.size() > kLargeTree ? kLargeLeafEntries : kLeafEntries;
       const size_t nodes = t.out.nodes.size(), leaves = t.out.leaves.size(), items = t.out.items.size();
       const int32_t root = make(t, g, rlo, rhi, 0);
       std::vector<int32_t> roots;

@@ -36,12 +36,16 @@ namespace vpf::matcher::tree {
 
 // A node with at most this many entries is a leaf: kLeafEntries in a tree of at most
 // kLargeTree entries, kLargeLeafEntries in a larger one (where each level more is a cache
-// miss more, while a leaf's box tests read consecutive lines).  Measured, 4 interleaved
-// rounds, ns/pkt with 16 / 32 everywhere: ACL 1k 52.3 / 60.0, 10k 83.9 / 75.7, 100k
-// 267.6 / 233.9, fw 10k 217.8 / 179.4, ipc 10k 151.5 / 146.5.  Small trees then, 3
+// miss more, while a leaf's box tests read consecutive lines), and kSmallSetLeafEntries
+// in every tree when the whole build has at most kLargeTree entries (its nodes stay in
+// cache, so a level more costs less than the box tests it saves).  Measured, 4
+// interleaved rounds, ns/pkt with 16 / 32 everywhere: ACL 1k 52.3 / 60.0, 10k 83.9 /
+// 75.7, 100k 267.6 / 233.9, fw 10k 217.8 / 179.4, ipc 10k 151.5 / 146.5.  Small sets, 3
 // interleaved rounds, TSC cycles/pkt with leaves of 2 / 4 / 8 / 16: ACL 1k 87.3 / 86.6 /
-// 92.9 / 93.6, 100 BPF rules 45.8 / 42.2 / 48.7 / 48.9 (larger sets unchanged).
-inline constexpr uint32_t kLeafEntries = 4;
+// 92.9 / 93.6, 100 BPF rules 45.8 / 42.2 / 48.7 / 48.9.  (Leaves of 4 also in the small
+// groups of large sets declined the whole fw 10k forest: not done.)
+inline constexpr uint32_t kSmallSetLeafEntries = 4;
+inline constexpr uint32_t kLeafEntries = 16;
 inline constexpr uint32_t kLargeLeafEntries = 32;
 inline constexpr size_t kLargeTree = 4096;
 inline constexpr uint32_t kMaxDepth = 24;
