@@ -163,7 +163,7 @@ TEST_F(NetFilterOvs, AdaptersAndTheirProperties) {
   EXPECT_EQ(nf.adapter_friendly_name(i1), "web1");
   EXPECT_EQ(nf.adapter_mac_address(i1), "52-54-00-00-00-01");
   EXPECT_EQ(nf.adapter_interface_type(i1), 6);
-  EXPECT_EQ(nf.adapter_max_packet_bytes(i1), 262144);
+  EXPECT_EQ(nf.adapter_max_packet_bytes(i1), int(vpf::kMaxSnaplen));
   EXPECT_TRUE(nf.adapter_collect_statistics(i1));
   EXPECT_FALSE(nf.adapter_wi_fi_monitor_mode_supported(i1));
   EXPECT_NE(nf.adapter_description(i1).find("p1"), std::string::npos);

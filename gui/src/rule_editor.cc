@@ -13,6 +13,7 @@
 #include <QSpinBox>
 
 #include "agent_client.h"
+#include "vpf/limits.h"
 
 namespace vpf::console {
 
@@ -90,11 +91,11 @@ RuleDialog::RuleDialog(AgentClient* agent, const QString& kind, const QJsonObjec
   direction_->setCurrentIndex(std::max(0, direction_->findData(r.value("direction").toString("any"))));
   form->addRow(tr("&Direction"), direction_);
   min_ = new QSpinBox;
-  min_->setRange(-1, 262144);
+  min_->setRange(-1, int(vpf::kMaxSnaplen));
   min_->setSpecialValueText(tr("no minimum"));
   min_->setValue(r.value("min_size").toInt(-1));
   max_ = new QSpinBox;
-  max_->setRange(-1, 262144);
+  max_->setRange(-1, int(vpf::kMaxSnaplen));
   max_->setSpecialValueText(tr("no maximum"));
   max_->setValue(r.value("max_size").toInt(-1));
   form->addRow(tr("Mi&n size"), min_);

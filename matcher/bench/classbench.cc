@@ -6,6 +6,8 @@
 #include <random>
 #include <stdexcept>
 
+
+#include "vpf/limits.h"
 namespace vpf::bench {
 namespace {
 
@@ -278,7 +280,7 @@ std::vector<uint8_t> header_frame(const Header& h, size_t min_len) {
 }
 
 void write_pcap(const std::string& path, const std::vector<std::vector<uint8_t>>& frames) {
-  pcap_t* p = pcap_open_dead(DLT_EN10MB, 262144);
+  pcap_t* p = pcap_open_dead(DLT_EN10MB, int(vpf::kMaxSnaplen));
   pcap_dumper_t* d = pcap_dump_open(p, path.c_str());
   if (!d) {
     std::string err = pcap_geterr(p);

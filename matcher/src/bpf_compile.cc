@@ -11,7 +11,7 @@ std::vector<bpf_insn> compile_bpf(const std::string& expr) {
   // libpcap's grammar keeps global state in older releases; one compile at a time.
   static std::mutex mu;
   std::lock_guard lock(mu);
-  pcap_t* p = pcap_open_dead(DLT_EN10MB, kBpfSnaplen);
+  pcap_t* p = pcap_open_dead(DLT_EN10MB, int(vpf::kMaxSnaplen));
   if (!p) throw BpfError("pcap_open_dead failed");
   bpf_program prog{};
   if (pcap_compile(p, &prog, expr.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {

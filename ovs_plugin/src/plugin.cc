@@ -911,7 +911,7 @@ json Plugin::set_adapters(const json& params) {
     }
     if (a.contains("snaplen")) {
       if (!a["snaplen"].is_number_unsigned() || a["snaplen"].get<uint64_t>() > kDefaultSnaplen)
-        throw std::invalid_argument("'snaplen' must be 0..262144: " + a.dump());
+        throw std::invalid_argument("'snaplen' must be 0.." + std::to_string(kDefaultSnaplen) + ": " + a.dump());
       m.snaplen = a["snaplen"].get<uint32_t>();
     }
     if (!next.emplace(port, m).second) throw std::invalid_argument("port listed twice: " + port);

@@ -59,6 +59,7 @@
 #include "holds.h"
 #include "rule_hits.h"
 #include "vpf/channel.h"
+#include "vpf/limits.h"
 #include "vpf/matcher/classifier.h"
 
 namespace vpf::plugin {
@@ -98,7 +99,7 @@ struct Port {
   ovs_packet_hook_port_state* state = nullptr;
   std::atomic<int32_t> adapter{-1};  // -1: not a VM port
   std::atomic<uint32_t> vm{0};
-  std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: 262144
+  std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: kDefaultSnaplen
   DirCounters out;  // from the VM (OVS receives)
   DirCounters in;   // to the VM (OVS sends)
 };
@@ -127,7 +128,7 @@ class Plugin {
  public:
   static constexpr uint32_t kEventRings = 8;
   static constexpr uint64_t kRingBytes = uint64_t(1) << 21;
-  static constexpr uint32_t kDefaultSnaplen = 262144;
+  static constexpr uint32_t kDefaultSnaplen = kMaxSnaplen;
   // Packets hook() decides in one pass: the switch's largest batch (NETDEV_MAX_BURST), and
   // the classifier's batch, whose arrays hook() keeps on its stack.
   static constexpr uint32_t kHookBatch = 32;

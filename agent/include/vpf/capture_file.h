@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <cstring>
 
+#include "vpf/limits.h"
+
 namespace vpf {
 
 class CaptureFileWriter {
@@ -15,13 +17,13 @@ class CaptureFileWriter {
   CaptureFileWriter(FILE* f, bool pcapng) : f_(f), ng_(pcapng) {
     if (ng_) {
       // Section header (byte-order magic, version 1.0, length unknown), then one
-      // interface: Ethernet, snaplen 262144, if_tsresol = 9 (nanoseconds).
+      // interface: Ethernet, snaplen kMaxSnaplen, if_tsresol = 9 (nanoseconds).
       const uint32_t shb[] = {0x0A0D0D0A, 28, 0x1A2B3C4D, 0x00000001, 0xFFFFFFFF, 0xFFFFFFFF, 28};
-      const uint32_t idb[] = {1, 32, 1, 262144, 0x00010009u, 0x09, 0, 32};
+      const uint32_t idb[] = {1, 32, 1, kMaxSnaplen, 0x00010009u, 0x09, 0, 32};
       ok_ = std::fwrite(shb, sizeof shb, 1, f_) == 1 && std::fwrite(idb, sizeof idb, 1, f_) == 1;
     } else {
       // pcap with nanosecond timestamps (magic 0xa1b23c4d), version 2.4, Ethernet.
-      const uint32_t hdr[] = {0xa1b23c4d, 0x00040002, 0, 0, 262144, 1};
+      const uint32_t hdr[] = {0xa1b23c4d, 0x00040002, 0, 0, kMaxSnaplen, 1};
       ok_ = std::fwrite(hdr, sizeof hdr, 1, f_) == 1;
     }
     ok_ = ok_ && std::fflush(f_) == 0;

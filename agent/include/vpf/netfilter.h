@@ -35,6 +35,8 @@
 #include <string>
 #include <vector>
 
+#include "vpf/limits.h"
+
 namespace vpf {
 
 // Directions (the VM's).
@@ -92,7 +94,7 @@ struct Adapter {
   std::string key, ovs_type, bridge;
   uint32_t vm = 0;
   int interface_type = 6;  // IANA ifType: ethernetCsmacd
-  int buffer_size = 1024, max_packet_bytes = 262144, packet_timeout = 1000;
+  int buffer_size = 1024, max_packet_bytes = int(kMaxSnaplen), packet_timeout = 1000;
   bool collect_statistics = true;
   bool promiscuous_mode = false, wifi_monitor_mode = false, wifi_monitor_mode_supported = false;
 };

@@ -19,6 +19,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vpf/limits.h"
+
 namespace vpf::agent {
 
 struct Adapter {
@@ -34,7 +36,7 @@ struct Adapter {
   // Per-adapter settings kept in the Adapter table (max_packet_bytes, collect_statistics,
   // buffer_size, packet_timeout), as text.
   std::map<std::string, std::string> settings;
-  static constexpr int64_t kDefaultMaxPacketBytes = 262144;
+  static constexpr int64_t kDefaultMaxPacketBytes = kMaxSnaplen;
   uint32_t max_packet_bytes() const;  // the snaplen of events
   bool collect_statistics() const;
   nlohmann::json to_json() const;

@@ -568,9 +568,9 @@ int NetFilter::adapter_interface_type(int i) const { return d_->adapter(i).inter
 std::string NetFilter::adapter_mac_address(int i) const { return d_->adapter(i).mac_address; }
 int NetFilter::adapter_max_packet_bytes(int i) const { return d_->adapter(i).max_packet_bytes; }
 void NetFilter::set_adapter_max_packet_bytes(int i, int bytes) {
-  if (bytes < 0) throw NetFilterError(kErrorInvalidParameter, "max_packet_bytes must be 0..262144");
+  if (bytes < 0) throw NetFilterError(kErrorInvalidParameter, "max_packet_bytes must be 0.." + std::to_string(kMaxSnaplen));
   d_->set_adapter(i, "max_packet_bytes", bytes);
-  d_->adapters[size_t(i)].max_packet_bytes = bytes ? bytes : 262144;
+  d_->adapters[size_t(i)].max_packet_bytes = bytes ? bytes : int(kMaxSnaplen);
 }
 std::string NetFilter::adapter_name(int i) const { return d_->adapter(i).name; }
 int NetFilter::adapter_packet_timeout(int i) const { return d_->adapter(i).packet_timeout; }
@@ -806,7 +806,7 @@ void NetFilter::list_adapters() {
     x.vm = a.value("vm", 0u);
     x.interface_type = a.value("interface_type", 6);
     x.buffer_size = a.value("buffer_size", 1024);
-    x.max_packet_bytes = a.value("max_packet_bytes", 262144);
+    x.max_packet_bytes = a.value("max_packet_bytes", int(kMaxSnaplen));
     x.packet_timeout = a.value("packet_timeout", 1000);
     x.collect_statistics = a.value("collect_statistics", true);
     out.push_back(std::move(x));

@@ -19,6 +19,7 @@
 #include "commands.h"
 #include "vpf/agent_connection.h"
 #include "vpf/capture_file.h"
+#include "vpf/limits.h"
 #include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rules_json.h"
 #include "vpf/run_program.h"
@@ -503,7 +504,7 @@ struct Selection {
     else if (direction != "any") return "--direction: '" + direction + "' is not in, out or any";
     for (const auto& w : words) bpf += (bpf.empty() ? "" : " ") + w;
     if (bpf.empty()) return "";
-    pcap_t* dead = pcap_open_dead(DLT_EN10MB, 262144);
+    pcap_t* dead = pcap_open_dead(DLT_EN10MB, int(vpf::kMaxSnaplen));
     if (pcap_compile(dead, &prog, bpf.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
       const std::string err = pcap_geterr(dead);
       pcap_close(dead);

@@ -1,7 +1,7 @@
 // vportfilter matcher: BPF expressions.
 //
 // Compile: compile_bpf() hands the expression to libpcap's own compiler
-// (pcap_open_dead(DLT_EN10MB, 262144) + pcap_compile, optimizer on), so the language and
+// (pcap_open_dead(DLT_EN10MB, vpf::kMaxSnaplen) + pcap_compile, optimizer on), so the language and
 // its meaning are exactly libpcap's, and so are its error messages.
 //
 // Lower: lower_bpf() symbolically executes the compiled program.  Every path from the
@@ -35,9 +35,9 @@
 #include <string>
 #include <vector>
 
-namespace vpf::matcher {
+#include "vpf/limits.h"
 
-inline constexpr int kBpfSnaplen = 262144;
+namespace vpf::matcher {
 
 // Thrown by compile_bpf(); what() is libpcap's message.
 class BpfError : public std::runtime_error {
