@@ -52,8 +52,7 @@ class RuleDialog : public QDialog {
   QJsonObject rule() const;  // what the widgets say, as a docs/rules.md object
   bool valid() const { return problem_.isEmpty(); }
   QString problem() const { return problem_; }
-  // For the tests: the BPF check's state.
-  bool bpf_checked() const { return bpf_state_ != BpfState::Pending; }
+  // For the tests: the dialog's editors.
   QLineEdit* bpf_edit() const { return bpf_; }
   QSpinBox* id_edit() const { return id_; }
   QSpinBox* min_edit() const { return min_; }

@@ -32,12 +32,13 @@ inline constexpr uint32_t kSegmentBuckets = 1u << kSegmentBits;
 
 // 8 tests: for lane i, (key.f[idx[i]] & mask[i]) must lie in [lo[i], hi[i]].  Unused
 // lanes have mask 0, lo 0, hi ~0 (always true).  Packed (4-byte aligned): the kernels
-// load it unaligned, so that an entry of one block fills exactly two cache lines.
+// load it unaligned, so that an entry of one block fills exactly two cache lines; idx
+// first, so that in the first block (at offset 24) no array crosses a line.
 struct EntryBlock {
+  uint8_t idx[kTestsPerBlock];
   uint32_t mask[kTestsPerBlock];
   uint32_t lo[kTestsPerBlock];
   uint32_t hi[kTestsPerBlock];
-  uint8_t idx[kTestsPerBlock];
 };
 static_assert(sizeof(EntryBlock) == 104);
 

@@ -142,7 +142,6 @@ class BpfJit {
   const void* ctx() const { return call_.ctx; }
   const Call* call() const { return &call_; }
   bool jitted() const { return code_size_ > 0; }
-  size_t code_size() const { return code_size_; }
 
  private:
   BpfJit() = default;
