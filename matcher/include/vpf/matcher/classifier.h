@@ -45,7 +45,8 @@
 // tables.
 //
 // The ISA-specific kernels (isa.h) hash a table's tuple for 16 (AVX-512) or 8 (AVX2)
-// packets at once and test an entry's 16 lanes per instruction; AVX-512, AVX2, SSE4.2 and
+// packets at once and test a block of 8 of an entry's lanes per instruction (4 with SSE4.2;
+// an entry has 1 to 4 blocks); AVX-512, AVX2, SSE4.2 and
 // scalar kernels give identical results, and the tests check every kernel the CPU has
 // against a linear reference.
 //
