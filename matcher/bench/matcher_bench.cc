@@ -11,6 +11,7 @@
 #include <rte_bpf.h>
 #include <rte_eal.h>
 #include <rte_mbuf.h>
+#include <malloc.h>
 #include <unistd.h>
 #include <x86intrin.h>
 
@@ -83,19 +84,25 @@ struct OursCache {
       // a moment after the load (in Background mode it would start during the load and
       // run beside build_tree(): two builds at once on this machine's two cores).
       c->set_tree_mode(Classifier::TreeMode::Manual);
+      const auto& rules = ruleset(n, style, family).rules;
+      const size_t heap0 = mallinfo2().uordblks;
       const auto t0 = std::chrono::steady_clock::now();
-      c->apply({}, ruleset(n, style, family).rules);
+      c->apply({}, rules);
       const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
       c->build_tree();
       const double tree_ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count() - ms;
+      // Everything the classifier allocated for these rules (its structures as counted
+      // by stats(), plus the rules it keeps, the entries' shared-pointer control blocks
+      // and malloc's own headers), with the tree built and the build's scratch freed.
+      const double heap_per_rule = double(mallinfo2().uordblks - heap0) / double(rules.size());
       c->set_tree_mode(Classifier::TreeMode::Background);
       const auto s = c->stats();
       char buf[320];
       std::snprintf(buf, sizeof buf,
                     "%u rules -> %u entries, tree of %u entries (%u leaf items, depth %u, built in %.1f ms), "
-                    "%u tables, %.1f bytes/rule, load %.1f ms",
+                    "%u tables, %.1f bytes/rule (heap %.1f), load %.1f ms",
                     s.rules, s.entries, s.tree_entries, s.tree_items, s.tree_depth, tree_ms, s.tables,
-                    double(s.memory_bytes) / s.rules, ms);
+                    double(s.memory_bytes) / s.rules, heap_per_rule, ms);
       g_notes["ours_" + std::string(bench::style_name(style)) + (family == 6 ? "6_" : "_") + std::to_string(n)] = buf;
     }
     return *c;
