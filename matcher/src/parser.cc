@@ -237,6 +237,48 @@ bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& me
   return true;
 }
 
+namespace {
+
+// The Ethernet header's VLAN tags (at most kMaxTagsWalked), for a frame of len >= 14:
+// the ethertype after them and where its payload starts, or `truncated` (the frame ends
+// inside a tag; off and type are then meaningless).
+struct L2Walk {
+  uint32_t off = 12;  // of the ethertype while walking; of the payload when done
+  uint16_t type = 0;
+  uint32_t tags = 0;
+  uint32_t vlan = 0;  // the outer VID << 16 | the inner VID
+  bool truncated = false;
+};
+
+L2Walk walk_l2(const uint8_t* frame, uint32_t len) {
+  L2Walk w;
+  w.type = rd16(frame + w.off);
+  while (w.type == kEthVlan || w.type == kEthQinQ || w.type == kEthQinQOld) {
+    if (w.off + 6 > len) {
+      w.truncated = true;
+      return w;
+    }
+    const uint32_t vid = rd16(frame + w.off + 2) & 0x0fff;
+    if (w.tags == 0) w.vlan |= vid << 16;
+    else if (w.tags == 1) w.vlan |= vid;
+    ++w.tags;
+    w.off += 4;
+    w.type = rd16(frame + w.off);
+    if (w.tags == kMaxTagsWalked) break;
+  }
+  w.off += 2;
+  return w;
+}
+
+}  // namespace
+
+uint32_t l3_offset(const uint8_t* frame, uint32_t len) {
+  if (len < 14) return 0;
+  const L2Walk w = walk_l2(frame, len);
+  if (w.truncated || (w.type != kEthIpv4 && w.type != kEthIpv6)) return 0;
+  return len > w.off ? w.off : 0;
+}
+
 void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* k) {
   if (parse_common_frame(frame, len, meta, k)) return;
   parse_any_frame(frame, len, meta, k);
@@ -257,27 +299,15 @@ void parse_any_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta,
     flags |= PARSE_TRUNCATED;
     return;
   }
-  uint32_t off = 12;
-  uint16_t type = rd16(frame + off);
-  uint32_t tags = 0;
-  uint32_t vlan = 0;
-  while (type == kEthVlan || type == kEthQinQ || type == kEthQinQOld) {
-    if (off + 6 > len) {
-      flags |= PARSE_TRUNCATED;
-      k->f[F_VLAN] = (tags > 3 ? 3 : tags) << 28 | vlan;
-      return;
-    }
-    const uint32_t vid = rd16(frame + off + 2) & 0x0fff;
-    if (tags == 0) vlan |= vid << 16;
-    else if (tags == 1) vlan |= vid;
-    ++tags;
-    off += 4;
-    type = rd16(frame + off);
-    if (tags == kMaxTagsWalked) break;
+  const L2Walk w = walk_l2(frame, len);
+  k->f[F_VLAN] = (w.tags > 3 ? 3 : w.tags) << 28 | w.vlan;
+  if (w.truncated) {
+    flags |= PARSE_TRUNCATED;
+    return;
   }
-  if (tags > 2) flags |= PARSE_TOO_MANY_TAGS;
-  k->f[F_VLAN] = (tags > 3 ? 3 : tags) << 28 | vlan;
-  off += 2;
+  if (w.tags > 2) flags |= PARSE_TOO_MANY_TAGS;
+  const uint32_t off = w.off;
+  const uint16_t type = w.type;
   flags |= PARSE_L2;
   if (type < 0x0600) return;  // 802.3 length field: LLC follows, no ethertype
   k->f[F_ETH_TYPE] = type;

@@ -149,6 +149,34 @@ TEST(Parser, RandomFramesNeverReadPastTheEnd) {
   }
 }
 
+TEST(Parser, L3OffsetIsWhereTheParseFindsIp) {
+  // The events' ip_offset: where parse_frame() puts the IP header, 0 when it finds no IP
+  // byte; random frames (VLAN, QinQ, ARP, truncated ones) and each cut at every length.
+  std::mt19937_64 rng(5);
+  size_t with_ip = 0, tagged = 0;
+  for (int i = 0; i < 3000; ++i) {
+    const auto f = random_frame(rng);
+    const uint32_t step = i % 20 == 0 || f.empty() ? 1 : uint32_t(f.size());
+    for (uint32_t len = 0; len <= f.size(); len += step) {
+      const auto k = parse(std::vector<uint8_t>(f.begin(), f.begin() + len));
+      const bool ip = (k.f[F_PARSE_FLAGS] & PARSE_L2) && (k.f[F_ETH_TYPE] == 0x0800 || k.f[F_ETH_TYPE] == 0x86dd) &&
+                      k.l3_offset < len;
+      const uint32_t want = ip ? k.l3_offset : 0;
+      ASSERT_EQ(l3_offset(f.data(), len), want) << "frame " << i << " cut to " << len;
+      with_ip += want != 0;
+      tagged += want > 14;
+    }
+  }
+  EXPECT_GT(with_ip, 1000u);
+  EXPECT_GT(tagged, 100u);
+  const auto qinq = FrameBuilder().eth(kMacB, kMacA).vlan(5, 0x88a8).vlan(7).ethertype(0x86dd)
+                        .ipv6({1, 2, 3, 4}, {5, 6, 7, 8}, 17).udp(1, 2).build();
+  EXPECT_EQ(l3_offset(qinq.data(), uint32_t(qinq.size())), 22u);
+  EXPECT_EQ(l3_offset(qinq.data(), 22), 0u);  // no IP byte
+  EXPECT_EQ(l3_offset(qinq.data(), 23), 22u);
+  EXPECT_EQ(l3_offset(nullptr, 0), 0u);
+}
+
 TEST(Parser, CommonFramePathEqualsTheFullWalk) {
   // Common frames, then each with one header byte changed and cut at every length: where
   // the straight-line path takes a frame, its key must be the full walk's; elsewhere it

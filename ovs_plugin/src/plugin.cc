@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "vpf/matcher/parser.h"
 #include "vpf/matcher/rules_json.h"
 
 namespace vpf::plugin {
@@ -312,6 +313,7 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
     e.timestamp_ns = now_real;
     const bool notify = d.action == Action::Notify;
     e.cap_len = notify && len[i] > snaplen ? snaplen : len[i];
+    e.l3_offset = uint16_t(matcher::l3_offset(data[i], e.cap_len));
     const uint16_t type = notify ? channel::kNotify : channel::kCapture;
     uint64_t dl = deadline;
     uint32_t owner = 0;

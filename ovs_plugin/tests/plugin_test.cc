@@ -614,9 +614,11 @@ TEST(PluginChannel, AgentDrivesRulesEventsVerdictsAndInjection) {
   EXPECT_EQ(ev[0].direction, 0);
   EXPECT_EQ(ev[0].cap_len, ev[0].orig_len) << "a capture carries the whole frame";
   EXPECT_NE(ev[0].capture_id, 0u);
+  EXPECT_EQ(ev[0].l3_offset, 14u) << "where the parser found the IP header";
   EXPECT_EQ(ev[1].rule_id, 11u);
   EXPECT_EQ(ev[1].h.type, vpf::channel::kNotify);
   EXPECT_EQ(ev[1].cap_len, 20u);
+  EXPECT_EQ(ev[1].l3_offset, 14u) << "six IP bytes are in the copy";
   EXPECT_GT(ev[1].orig_len, 20u);
   EXPECT_GT(ev[1].timestamp_ns, 1700000000ull * 1000000000ull);
 

@@ -44,22 +44,6 @@ enum EventFlags : uint8_t {
   kFromChannel = 0x80,  // never on the wire: the client library marks events read from its channel
 };
 
-// Where the IP header starts in an Ethernet frame (after up to two VLAN tags), 0 if the
-// frame carries no IP: an event's ip_offset.
-inline uint32_t ip_offset(const uint8_t* d, uint32_t len) {
-  uint32_t off = 12;
-  for (int tags = 0; tags < 3; ++tags) {
-    if (len < off + 2) return 0;
-    const uint16_t type = uint16_t(d[off] << 8 | d[off + 1]);
-    if (type == 0x8100 || type == 0x88a8) {
-      off += 4;
-      continue;
-    }
-    return (type == 0x0800 || type == 0x86dd) && len > off + 2 ? off + 2 : 0;
-  }
-  return 0;
-}
-
 // DLT values of the seed's packet_type (every event carries an Ethernet frame today).
 inline constexpr uint8_t kDltEthernet = 1;
 
@@ -83,9 +67,10 @@ static_assert(sizeof(EventFrame) == 48);
 
 // The event frame of one of the plugin's event records (`Ev`: vpf::channel::PacketEvent;
 // `capture`: its record is a kCapture), with the deciding rule as its instance knows it and
-// the frame's `data` (ev.cap_len bytes).  Flags are the caller's.
+// its data (ev.cap_len bytes) following.  Flags are the caller's.  The IP offset is the
+// one the plugin's parser found (an offset outside the data reads as "no IP").
 template <class Ev>
-EventFrame event_frame_of(const Ev& ev, bool capture, uint32_t rule_id, uint8_t rule_kind, const uint8_t* data) {
+EventFrame event_frame_of(const Ev& ev, bool capture, uint32_t rule_id, uint8_t rule_kind) {
   EventFrame e{};
   e.event_id = capture ? ev.capture_id : 0;
   e.timestamp_ns = ev.timestamp_ns;
@@ -97,7 +82,7 @@ EventFrame event_frame_of(const Ev& ev, bool capture, uint32_t rule_id, uint8_t 
   e.rule_kind = rule_kind;
   e.packet_size = ev.orig_len;
   e.data_size = ev.cap_len;
-  e.ip_offset = ip_offset(data, ev.cap_len);
+  e.ip_offset = ev.l3_offset < ev.cap_len ? ev.l3_offset : 0;
   e.ip_size = e.ip_offset ? ev.cap_len - e.ip_offset : 0;
   return e;
 }

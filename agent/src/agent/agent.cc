@@ -739,7 +739,7 @@ void Agent::route(std::vector<std::string> batch) {
     const RuleOrigin& o = origin->second;
     // A copy of an event that went straight to its client: for monitors and logging only.
     const bool mirrored = ev.h.flags & channel::kFlagMirrored;
-    protocol::EventFrame e = protocol::event_frame_of(ev, capture, o.rule_id, uint8_t(o.kind), data);
+    protocol::EventFrame e = protocol::event_frame_of(ev, capture, o.rule_id, uint8_t(o.kind));
     Session* owner = owner_of(o.instance);
     if (owner && owner->stat_mode) owner = nullptr;
     const bool taken = mirrored ? owner != nullptr : owner && owner->send_event(event_frame(e, data));

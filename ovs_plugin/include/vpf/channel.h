@@ -87,7 +87,7 @@ struct PacketEvent {
   uint32_t adapter;
   uint8_t direction;   // 0 outgoing (from the VM), 1 incoming (to the VM)
   uint8_t rule_kind;   // matcher::RuleKind of the deciding rule
-  uint16_t reserved;
+  uint16_t l3_offset;  // where the IP header starts in the data (matcher::l3_offset), 0: none
   uint32_t rule_id;
   uint32_t orig_len;
   uint32_t cap_len;

@@ -149,7 +149,8 @@ struct ClassifierStats {
   uint32_t tables = 0;
   uint32_t dynamic_slots = 0;  // distinct BPF loads in use
   uint32_t jit_rules = 0;      // rules whose BPF runs in the JIT
-  size_t memory_bytes = 0;     // entries, items, segments and table directories
+  size_t memory_bytes = 0;     // the lookup structures: entries, the tree, table items,
+                               // segments and directories (not the rules kept beside them)
   // Packet shapes a decision cache keeps, bit i for shape i: bit 3 one VLAN tag, bit 2
   // IPv6 (else IPv4), bits 0..1 the transport: 0 TCP, 1 UDP/UDP-Lite/SCTP, 2 ICMP, 3 other.
   uint32_t cache_shapes = 0;

@@ -30,4 +30,9 @@ void parse_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, Pac
 bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
 void parse_any_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* key);
 
+// Where the IP header starts in the frame as parse_frame() finds it (after the same VLAN
+// tags), 0 when the frame carries no IPv4/IPv6 byte: what an event reports as its
+// ip_offset.  Reads only the Ethernet header and tags.
+uint32_t l3_offset(const uint8_t* frame, uint32_t len);
+
 }  // namespace vpf::matcher
