@@ -17,11 +17,17 @@ using vpf::test::Pkt;
 
 namespace {
 
-void expect_same(Classifier& c, const LinearClassifier& ref, const std::vector<Pkt>& pkts, const char* what) {
+// The classifier's decisions for the packets, in one call.
+std::vector<Decision> decide(Classifier& c, const std::vector<Pkt>& pkts) {
   std::vector<PacketRef> refs;
   for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
   std::vector<Decision> got(pkts.size());
   c.classify(refs.data(), uint32_t(refs.size()), got.data());
+  return got;
+}
+
+void expect_same(Classifier& c, const LinearClassifier& ref, const std::vector<Pkt>& pkts, const char* what) {
+  const std::vector<Decision> got = decide(c, pkts);
   int bad = 0;
   size_t matched = 0;
   for (size_t i = 0; i < pkts.size() && bad < 5; ++i) {
@@ -380,12 +386,9 @@ TEST(Classifier, AnEntryOfManyBlocksTestsEveryLane) {
   pkts.push_back({frame(local, remote, 1000, 80, 64, 201), meta});
   pkts.push_back({frame(local, remote, 1000, 80, 64, 80), {0, Direction::Incoming, 3}});
   pkts.push_back({frame(local, remote, 1000, 80, 64, 80), {0, Direction::Outgoing, 4}});
-  std::vector<PacketRef> refs;
-  for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
   for (Isa isa : supported_isas()) {
     c.set_isa(isa);
-    std::vector<Decision> got(pkts.size());
-    c.classify(refs.data(), uint32_t(refs.size()), got.data());
+    const std::vector<Decision> got = decide(c, pkts);
     for (size_t i = 0; i < pkts.size(); ++i) {
       const Decision want = ref.classify(pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta);
       EXPECT_EQ(want.matched(), i == 0) << "reference, frame " << i;
@@ -492,13 +495,10 @@ TEST(Classifier, TinyBpfRuleSetsEqualLinearReference) {
       c.add(r);
       ref.add(r);
     }
-    std::vector<PacketRef> refs;
-    for (const auto& p : pkts) refs.push_back({p.data.data(), uint32_t(p.data.size()), p.meta});
     // AVX-512 runs the programs' vector forms (where the CPU has VBMI), the others their code.
     for (Isa isa : supported_isas()) {
       c.set_isa(isa);
-      std::vector<Decision> got(pkts.size());
-      c.classify(refs.data(), uint32_t(refs.size()), got.data());
+      const std::vector<Decision> got = decide(c, pkts);
       for (size_t i = 0; i < pkts.size(); ++i)
         ASSERT_EQ(got[i], ref.classify(pkts[i].data.data(), uint32_t(pkts[i].data.size()), pkts[i].meta))
             << "round " << round << " packet " << i << " isa " << isa_name(isa);
