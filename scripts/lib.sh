@@ -11,8 +11,9 @@ vpf_log() { printf '\n== %s\n' "$*"; }
 # vpf_configure DIR [cmake args...]
 vpf_configure() {
   local dir="$1"; shift
-  cmake -S "$VPF_ROOT" -B "$dir" -G Ninja "$@" >"$dir.configure.log" 2>&1 || {
-    cat "$dir.configure.log" >&2
+  mkdir -p "$dir"
+  cmake -S "$VPF_ROOT" -B "$dir" -G Ninja "$@" >"$dir/configure.log" 2>&1 || {
+    cat "$dir/configure.log" >&2
     return 1
   }
 }
