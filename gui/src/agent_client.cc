@@ -15,6 +15,9 @@ AgentClient::AgentClient(QString socket_path, QObject* parent) : QObject(parent)
   });
   connect(&sock_, &QLocalSocket::connected, this, [this] {
     in_.clear();
+    // After a refusal, the agent answers a new connection with the refusal again before
+    // anything else: until it answers otherwise, keep showing its reason.
+    unconfirmed_ = state_ == State::Refused;
     set_state(State::Connected);
     emit connected();
   });
@@ -45,7 +48,9 @@ void AgentClient::start() {
 
 QString AgentClient::state_text() const {
   switch (state_) {
-    case State::Connected: return tr("connected to %1").arg(path_);
+    case State::Connected:
+      if (unconfirmed_) return tr("refused by vpf-agent: %1; trying again").arg(why_);
+      return tr("connected to %1").arg(path_);
     case State::Connecting: return tr("connecting to %1").arg(path_);
     case State::Refused: return tr("refused by vpf-agent: %1").arg(why_);
     case State::Disconnected: break;
@@ -101,6 +106,10 @@ void AgentClient::feed(const QByteArray& bytes) {
     const QJsonDocument doc =
         QJsonDocument::fromJson(QByteArray::fromRawData(item.line.data(), qsizetype(item.line.size())));
     const QJsonObject m = doc.object();
+    if (unconfirmed_ && !(m.contains("error") && !m.contains("id"))) {
+      unconfirmed_ = false;  // the agent answered: this connection is accepted
+      emit state_changed(state_);
+    }
     if (m.contains("method")) {
       emit notification(m["method"].toString(), m["params"].toObject());
     } else if (m["id"].isDouble()) {

@@ -60,6 +60,7 @@ class AgentClient : public QObject {
   qint64 next_id_ = 1;
   State state_ = State::Disconnected;
   QString why_;
+  bool unconfirmed_ = false;  // connected again after a refusal; the agent has not answered yet
 };
 
 }  // namespace vpf::console
