@@ -211,9 +211,8 @@ struct DirectRule {
   int32_t adapter;
   Direction direction;
   uint32_t min_len, max_len;
-  BpfJit::Fn fn;
-  const void* ctx;
-  const BpfVector* vec;  // non-null: used instead of fn
+  BpfJit::Call call;
+  const BpfVector* vec;  // non-null: used instead of call
 
   bool any_meta() const { return adapter < 0 && direction == Direction::Any && min_len == 0 && max_len == ~0u; }
 };
@@ -894,7 +893,7 @@ struct Classifier::Impl {
         s->direct.push_back(DirectRule{st.rank, r.id, r.kind, effective_action(r), r.adapter, r.direction,
                                        r.min_size > 0 ? uint32_t(r.min_size) : 0,
                                        r.max_size > 0 ? uint32_t(r.max_size) : ~0u,
-                                       vec ? nullptr : st.direct_jit->fn(), vec ? nullptr : st.direct_jit->ctx(), vec});
+                                       vec ? BpfJit::Call{} : *st.direct_jit->call(), vec});
       }
       std::sort(s->direct.begin(), s->direct.end(),
                 [](const DirectRule& a, const DirectRule& b) { return a.rank < b.rank; });
@@ -935,7 +934,7 @@ struct Classifier::Impl {
         } else {
           for (uint32_t bits = cand; bits; bits &= bits - 1) {
             const int i = std::countr_zero(bits);
-            hits |= uint32_t(r.fn(r.ctx, p[i].data, p[i].len, p[i].len) != 0) << i;
+            hits |= uint32_t(r.call.fn(r.call.ctx, p[i].data, p[i].len, p[i].len) != 0) << i;
           }
         }
         for (uint32_t bits = hits; bits; bits &= bits - 1) o[std::countr_zero(bits)] = Decision{r.rule_id, r.kind, r.action};

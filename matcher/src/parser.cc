@@ -206,39 +206,6 @@ truncated:
   k->f[F_IP_PROTO] = nh;
 }
 
-}  // namespace
-
-bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* k) {
-  if (len < 14 + 20 + 8) return false;
-  const uint8_t* ip = frame + 14;
-  const uint8_t proto = ip[9];
-  const uint32_t tot = rd16(ip + 2);
-  const uint32_t l4_len = proto == kProtoTcp ? 20 : proto == kProtoUdp ? 8 : 0;
-  if (rd16(frame + 12) != kEthIpv4 || ip[0] != 0x45 || l4_len == 0 || (rd16(ip + 6) & 0x3fff) != 0 ||
-      tot < 20 + l4_len || tot > len - 14)
-    return false;
-  start_key(meta, len, k);
-  k->f[F_ETH_DST_HI] = rd16(frame);
-  k->f[F_ETH_DST_LO] = rd32(frame + 2);
-  k->f[F_ETH_SRC_HI] = rd16(frame + 6);
-  k->f[F_ETH_SRC_LO] = rd32(frame + 8);
-  k->f[F_ETH_TYPE] = kEthIpv4;
-  k->f[F_IP_VER] = 4;
-  k->f[F_IP_PROTO] = proto;
-  k->f[F_SRC_IP0] = rd32(ip + 12);
-  k->f[F_DST_IP0] = rd32(ip + 16);
-  k->f[F_SRC_PORT] = rd16(ip + 20);
-  k->f[F_DST_PORT] = rd16(ip + 22);
-  if (proto == kProtoTcp) k->f[F_TCP_FLAGS] = ip[33];
-  k->f[F_PARSE_FLAGS] = PARSE_L2 | PARSE_L3 | PARSE_L4 | PARSE_PORTS;
-  k->l3_offset = 14;
-  k->l3_size = static_cast<uint16_t>(tot);
-  k->l4_offset = 34;
-  return true;
-}
-
-namespace {
-
 // The Ethernet header's VLAN tags (at most kMaxTagsWalked), for a frame of len >= 14:
 // the ethertype after them and where its payload starts, or `truncated` (the frame ends
 // inside a tag; off and type are then meaningless).
@@ -271,6 +238,35 @@ L2Walk walk_l2(const uint8_t* frame, uint32_t len) {
 }
 
 }  // namespace
+
+bool parse_common_frame(const uint8_t* frame, uint32_t len, const PacketMeta& meta, PacketKey* k) {
+  if (len < 14 + 20 + 8) return false;
+  const uint8_t* ip = frame + 14;
+  const uint8_t proto = ip[9];
+  const uint32_t tot = rd16(ip + 2);
+  const uint32_t l4_len = proto == kProtoTcp ? 20 : proto == kProtoUdp ? 8 : 0;
+  if (rd16(frame + 12) != kEthIpv4 || ip[0] != 0x45 || l4_len == 0 || (rd16(ip + 6) & 0x3fff) != 0 ||
+      tot < 20 + l4_len || tot > len - 14)
+    return false;
+  start_key(meta, len, k);
+  k->f[F_ETH_DST_HI] = rd16(frame);
+  k->f[F_ETH_DST_LO] = rd32(frame + 2);
+  k->f[F_ETH_SRC_HI] = rd16(frame + 6);
+  k->f[F_ETH_SRC_LO] = rd32(frame + 8);
+  k->f[F_ETH_TYPE] = kEthIpv4;
+  k->f[F_IP_VER] = 4;
+  k->f[F_IP_PROTO] = proto;
+  k->f[F_SRC_IP0] = rd32(ip + 12);
+  k->f[F_DST_IP0] = rd32(ip + 16);
+  k->f[F_SRC_PORT] = rd16(ip + 20);
+  k->f[F_DST_PORT] = rd16(ip + 22);
+  if (proto == kProtoTcp) k->f[F_TCP_FLAGS] = ip[33];
+  k->f[F_PARSE_FLAGS] = PARSE_L2 | PARSE_L3 | PARSE_L4 | PARSE_PORTS;
+  k->l3_offset = 14;
+  k->l3_size = static_cast<uint16_t>(tot);
+  k->l4_offset = 34;
+  return true;
+}
 
 uint32_t l3_offset(const uint8_t* frame, uint32_t len) {
   if (len < 14) return 0;

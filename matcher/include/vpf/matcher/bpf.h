@@ -119,7 +119,7 @@ bool eval_lowering(const BpfLowering& low, const uint8_t* pkt, uint32_t len);
 // A program compiled to machine code.
 class BpfJit {
  public:
-  // The executor's calling convention: ctx() is passed back as the first argument.
+  // The executor's calling convention: Call::ctx is passed back as the first argument.
   using Fn = uint32_t (*)(const void* ctx, const uint8_t* pkt, uint32_t wirelen, uint32_t buflen);
 
   // Throws BpfError if the program is invalid or code generation fails.
@@ -138,8 +138,6 @@ class BpfJit {
   uint32_t run(const uint8_t* pkt, uint32_t wirelen, uint32_t buflen) const {
     return call_.fn(call_.ctx, pkt, wirelen, buflen);
   }
-  Fn fn() const { return call_.fn; }
-  const void* ctx() const { return call_.ctx; }
   const Call* call() const { return &call_; }
   bool jitted() const { return code_size_ > 0; }
 
