@@ -106,11 +106,15 @@ void AgentClient::feed(const QByteArray& bytes) {
     const QJsonDocument doc =
         QJsonDocument::fromJson(QByteArray::fromRawData(item.line.data(), qsizetype(item.line.size())));
     const QJsonObject m = doc.object();
-    if (unconfirmed_ && !(m.contains("error") && !m.contains("id"))) {
-      unconfirmed_ = false;  // the agent answered: this connection is accepted
+    // An error for no request: we are refused.  Anything else: this connection is accepted.
+    const bool refusal = !m.contains("method") && !m["id"].isDouble() && m.contains("error");
+    if (unconfirmed_ && !refusal) {
+      unconfirmed_ = false;
       emit state_changed(state_);
     }
-    if (m.contains("method")) {
+    if (refusal) {
+      set_state(State::Refused, m["error"].toObject()["message"].toString());
+    } else if (m.contains("method")) {
       emit notification(m["method"].toString(), m["params"].toObject());
     } else if (m["id"].isDouble()) {
       const auto it = pending_.find(qint64(m["id"].toDouble()));
@@ -119,8 +123,6 @@ void AgentClient::feed(const QByteArray& bytes) {
         pending_.erase(it);
         cb(m["result"], m["error"].toObject());
       }
-    } else if (m.contains("error")) {  // an error for no request: we are refused
-      set_state(State::Refused, m["error"].toObject()["message"].toString());
     }
   }
   in_.remove(0, qsizetype(pos));
