@@ -15,7 +15,7 @@
 # Run by scripts/bench.sh agent (which builds first).  Needs root.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
-source "$VPF_ROOT/ovs_plugin/tests/ovs_env.sh"
+source "$VPF_ROOT/common/testing/ovs_env.sh"
 ctl="$VPF_BUILD/agent/src/vpfctl/vpfctl"
 bench="$VPF_BUILD/agent/agent_bench"
 # The run directory in memory where there is a tmpfs: the dummy ports' pcap files are the

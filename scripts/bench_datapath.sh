@@ -25,7 +25,7 @@ B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
 gen="$VPF_BUILD/matcher/vpf-gen"
 secs="${VPF_DATAPATH_SECS:-3}"
-source "$VPF_ROOT/ovs_plugin/tests/ovs_env.sh"
+source "$VPF_ROOT/common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-bench-dp.XXXXXX)
 ns="vpfbench$$"
 prefix="vpfbench$$"

@@ -6,7 +6,7 @@
 set -u
 B="$1" plugin="$2" agent="$3" tests="$4"; shift 4
 here="$(cd "$(dirname "$0")" && pwd)"
-source "$here/../../ovs_plugin/tests/ovs_env.sh"
+source "$here/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-nf.XXXXXX)
 chmod 755 "$run"
 apid=

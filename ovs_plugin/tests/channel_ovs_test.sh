@@ -7,7 +7,7 @@
 # usage: channel_ovs_test.sh OVS_TREE vportfilter_ovs.so vpf-chan-tool
 set -u
 B="$1" plugin="$2" tool="$3"
-source "$(dirname "$0")/ovs_env.sh"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-chan.XXXXXX)
 chmod 755 "$run"  # the non-root client must reach the socket to be refused by it
 trap 'kill $(jobs -p) 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT

@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
   echo "SKIP: needs root and network namespaces"
   exit 77
 fi
-source "$(dirname "$0")/ovs_env.sh"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-dpdk.XXXXXX)
 ns="vpfdpdk$$" prefix="vpfdpdk$$"
 cleanup() {

@@ -12,7 +12,7 @@ if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
   echo "SKIP: needs root and network namespaces"
   exit 77
 fi
-source "$(dirname "$0")/ovs_env.sh"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 tag="vpf$$"
 sw="$tag-sw" vm1="$tag-vm1" vm2="$tag-vm2" vm3="$tag-vm3" vm4="$tag-vm4"
 run=$(mktemp -d /tmp/vpf-netns.XXXXXX)

@@ -5,7 +5,7 @@
 # usage: ovs_smoke_test.sh OVS_TREE
 set -u
 B="$1"
-source "$(dirname "$0")/ovs_env.sh"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-smoke.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
 

@@ -6,7 +6,7 @@
 # usage: packet_hook_test.sh OVS_TREE PLUGIN.so
 set -u
 B="$1" plugin="$2"
-source "$(dirname "$0")/ovs_env.sh"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-hook.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
 

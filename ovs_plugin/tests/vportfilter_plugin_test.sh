@@ -7,7 +7,7 @@
 # usage: vportfilter_plugin_test.sh OVS_TREE vportfilter_ovs.so
 set -u
 B="$1" plugin="$2"
-source "$(dirname "$0")/ovs_env.sh"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-plugin.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
 count() { tcpdump -nr "$1" 2>/dev/null | grep -c '^[0-9]'; }  # a line per frame (not the hex of odd ones)

@@ -15,7 +15,7 @@
 #   vm_add I / vm_del I      adds / removes VM I's port (a VM that comes and goes)
 #   agent_start / agent_kill AGENT_ARGS...
 # Everything lives under $VMRUN (a private run dir) and namespaces named $VMTAG-*.
-source "$(dirname "${BASH_SOURCE[0]}")/../../ovs_plugin/tests/ovs_env.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/../../common/testing/ovs_env.sh"
 
 VMTAG="${VMTAG:-vpv$$}"
 VMNET="${VMNET:-79}"
