@@ -18,6 +18,7 @@
 
 #include "plugin.h"
 #include "vpf/channel.h"
+#include "vpf/rpc_codes.h"
 
 namespace vpf::plugin {
 
@@ -25,12 +26,7 @@ using nlohmann::json;
 
 namespace {
 
-// JSON-RPC 2.0 error codes.
-constexpr int kParseError = -32700;
-constexpr int kInvalidRequest = -32600;
-constexpr int kMethodNotFound = -32601;
-constexpr int kInvalidParams = -32602;
-constexpr int kRefused = -32001;  // not allowed (credentials, second agent, no hello)
+using namespace rpc;  // the JSON-RPC error codes (vpf/rpc_codes.h)
 
 json error_reply(const json& id, int code, const std::string& msg) {
   return {{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}}}};
@@ -111,7 +107,7 @@ void ControlServer::accept_one() {
   else if (agent_fd_ >= 0)
     refusal = "another agent is attached";
   if (!refusal.empty()) {
-    const std::string line = error_reply(nullptr, kRefused, refusal).dump() + "\n";
+    const std::string line = error_reply(nullptr, kNotAllowed, refusal).dump() + "\n";
     [[maybe_unused]] ssize_t n = send(fd, line.data(), line.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
     close(fd);
     plugin_.log(OVS_PACKET_HOOK_LOG_WARN, "vportfilter: control connection refused: " + refusal);
@@ -134,14 +130,14 @@ json ControlServer::dispatch(const json& req, bool* hello, std::vector<int>* fds
   const json id = req.contains("id") ? req["id"] : json(nullptr);
   const std::string m = req["method"].get<std::string>();
   const json params = req.contains("params") ? req["params"] : json::object();
-  if (m != "hello" && !agent_hello_) return error_reply(id, kRefused, "say hello first");
+  if (m != "hello" && !agent_hello_) return error_reply(id, kNotAllowed, "say hello first");
   try {
     json result;
     if (m == "hello") {
       if (!params.is_object() || !params.contains("version") || !params["version"].is_number_unsigned())
         throw std::invalid_argument("hello needs {\"version\": N}");
       if (params["version"].get<uint64_t>() != channel::kVersion)
-        return error_reply(id, kRefused,
+        return error_reply(id, kNotAllowed,
                            "channel version " + params["version"].dump() + " is not this plugin's " +
                                std::to_string(channel::kVersion));
       result = plugin_.attach(agent_pid_);

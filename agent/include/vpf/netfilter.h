@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "vpf/limits.h"
+#include "vpf/protocol.h"
 
 namespace vpf {
 
@@ -61,19 +62,7 @@ inline constexpr int kDltEn10mb = 1;
 inline constexpr int kDltRaw = 12;
 inline constexpr int kDltIpv4 = 228;
 inline constexpr int kDltIpv6 = 229;
-// Error codes (the reference API's Win32 numbers, kept for their meaning).
-inline constexpr int kErrorFileNotFound = 2;             // not installed / agent not running
-inline constexpr int kErrorNotReady = 21;                // initialize first / plugin not attached
-inline constexpr int kErrorNotSupported = 50;            // Windows-only items
-inline constexpr int kErrorInvalidParameter = 87;
-inline constexpr int kErrorInsufficientBuffer = 122;     // on_packet: fire again with a larger buffer
-inline constexpr int kErrorAlreadyExists = 183;
-inline constexpr int kErrorMrMidNotFound = 317;
-inline constexpr int kErrorInvalidKernelInfoVersion = 340;  // agent speaks another protocol version
-inline constexpr int kErrorNotFound = 1168;
-inline constexpr int kErrorConnectionActive = 1230;
-inline constexpr int kErrorImplementationLimit = 1292;
-inline constexpr int kErrorPrivilegeNotHeld = 1314;
+// Error codes: vpf::ErrorCode (kErrorNotReady, ...) in vpf/protocol.h.
 // install flags.
 inline constexpr int kInstallForceAppPermissionCheck = 0x00020000;
 

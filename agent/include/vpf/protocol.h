@@ -19,7 +19,37 @@
 #include <string_view>
 #include <type_traits>
 
+#include "vpf/rpc_codes.h"
+
+namespace vpf {
+
+// The error codes of the whole product, in one place: NetFilterError::code() in the client
+// library, `data.seed_error` in the agent's JSON-RPC errors, vpfctl's messages.  They are
+// the reference API's numbers (its Win32 codes), kept for their meaning; each is returned
+// when its comment says, and nowhere else.
+enum ErrorCode : int {
+  kErrorFileNotFound = 2,                // the instance is not installed; the agent is not running
+  kErrorNotReady = 21,                   // initialize() not called yet; the plugin is not attached;
+                                         // the database refused a change
+  kErrorNotSupported = 50,               // a Windows-only item (promiscuous or WiFi monitor mode,
+                                         // shutdown_system, ...)
+  kErrorInvalidParameter = 87,           // bad parameters or a bad rule (the message names what)
+  kErrorInsufficientBuffer = 122,        // on_packet: the modified packet does not fit; the handler
+                                         // is called again with a buffer of data_size bytes
+  kErrorAlreadyExists = 183,             // a rule with this id exists already
+  kErrorMrMidNotFound = 317,             // no message text for this code
+  kErrorInvalidKernelInfoVersion = 340,  // the agent speaks another protocol version
+  kErrorNotFound = 1168,                 // no such rule or adapter
+  kErrorConnectionActive = 1230,         // the instance is started by another client, or this
+                                         // client has started one already
+  kErrorImplementationLimit = 1292,      // a start_filter timeout that is not 0 and below 3000 ms
+  kErrorPrivilegeNotHeld = 1314,         // the peer is not root and not an allowed controller
+};
+
+}  // namespace vpf
+
 namespace vpf::protocol {
+
 
 inline constexpr uint32_t kVersion = 1;                 // of the whole protocol
 inline constexpr uint32_t kFrameMagic = 0x46465056;     // "VPFF"

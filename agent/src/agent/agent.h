@@ -66,7 +66,7 @@ struct ApiError : std::runtime_error {
 template <class Reply>
 bool database_refused(const Reply& reply, const nlohmann::json& error, int seed, const char* what = "") {
   if (error.is_null()) return false;
-  const ApiError e(-32000, seed, std::string("the database refused") + what + ": " + error.dump());
+  const ApiError e(rpc::kRefused, seed, std::string("the database refused") + what + ": " + error.dump());
   reply(nullptr, &e);
   return true;
 }
@@ -82,6 +82,18 @@ class Agent {
   using Reply = std::function<void(const nlohmann::json& result, const ApiError* error)>;
   void handle(Session& s, const std::string& method, const nlohmann::json& params, Reply reply);
   void on_verdict(Session& s, const protocol::VerdictFrame& v, std::span<const uint8_t> data);
+
+  // Who may call a method: any client that could connect (authorized()), a client that may
+  // act on the instance the request names (check_access()), or root only.
+  enum class Access { Client, Instance, Root };
+  struct Method {
+    const char* name;
+    Access access;
+    const char* params;  // the parameters it takes, as docs/protocol.md lists them
+    void (*run)(Agent&, Session&, const nlohmann::json& params, const Reply&);
+  };
+  // The client API, one row per JSON-RPC method (client_api.cc).
+  static const std::vector<Method>& methods();
   void on_session_closed(Session& s);
 
   // May this peer connect at all (root, or an allowed controller of some instance)?
@@ -111,7 +123,7 @@ class Agent {
   // Throws ApiError unless the peer may act on `guid` (root; an allowed controller unless
   // the instance forces the permission check).
   void check_access(const Session& s, const std::string& guid) const;
-  Session* owner_of(const std::string& guid);
+  Session* owner_of(const std::string& guid) const;
   void set_instance(const std::string& guid, const nlohmann::json& changes, const Reply& reply);
   void start_filter(Session& s, const nlohmann::json& params, const Reply& reply);
   // Client channels (docs/channel.md): the plugin writes an instance's events straight to
@@ -129,8 +141,13 @@ class Agent {
   void inject(const nlohmann::json& params, uint8_t direction, const Reply& reply);
   void set_adapter(const nlohmann::json& params, const Reply& reply);
   void config(Session& s, const nlohmann::json& params, const Reply& reply);
-  void install(Session& s, const nlohmann::json& params, const Reply& reply);
-  void uninstall(Session& s, const nlohmann::json& params, const Reply& reply);
+  void install(const nlohmann::json& params, const Reply& reply);
+  void uninstall(const nlohmann::json& params, const Reply& reply);
+  void set_active(const nlohmann::json& params, const Reply& reply);
+  void subscribe(Session& s, const nlohmann::json& params, const Reply& reply);
+  static nlohmann::json check_bpf(const nlohmann::json& params);
+  nlohmann::json status() const;
+  nlohmann::json list_adapters() const;
   nlohmann::json driver_status(const nlohmann::json& params) const;
   // A transaction of the vportfilter database for a client: `done` runs after the commit
   // and after this agent's monitor has seen it.

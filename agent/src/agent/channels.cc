@@ -29,12 +29,12 @@ json Agent::channel_options(const Session& s) const {
 
 void Agent::open_channel(Session& s, const Reply& reply) {
   if (s.owned_instance.empty() || s.stat_mode)
-    throw ApiError(-32000, kErrNotReady, "open_channel: this client has not started a filter in capture mode");
+    throw ApiError(rpc::kRefused, kErrorNotReady, "open_channel: this client has not started a filter in capture mode");
   s.wants_direct = true;
-  if (s.direct_route) throw ApiError(-32000, kErrConnectionActive, "open_channel: this client has a channel already");
-  if (!plugin_) throw ApiError(-32000, kErrNotReady, "open_channel: the plugin is not attached");
+  if (s.direct_route) throw ApiError(rpc::kRefused, kErrorConnectionActive, "open_channel: this client has a channel already");
+  if (!plugin_) throw ApiError(rpc::kRefused, kErrorNotReady, "open_channel: the plugin is not attached");
   const uint16_t route = route_slot(s.owned_instance);
-  if (!route) throw ApiError(-32000, kErrImplementationLimit, "open_channel: every client channel is taken");
+  if (!route) throw ApiError(rpc::kRefused, kErrorImplementationLimit, "open_channel: every client channel is taken");
   json params = channel_options(s);
   const json opts = params;
   params["route"] = route;
@@ -43,14 +43,14 @@ void Agent::open_channel(Session& s, const Reply& reply) {
   try {
     result = plugin_->call_with_fds("client_open", params, &fds);
   } catch (const channel::RpcError& e) {
-    throw ApiError(-32000, kErrNotReady, std::string("open_channel: the plugin refused: ") + e.what());
+    throw ApiError(rpc::kRefused, kErrorNotReady, std::string("open_channel: the plugin refused: ") + e.what());
   } catch (const std::exception& e) {
     detach_plugin(std::string("client_open: ") + e.what());
-    throw ApiError(-32000, kErrNotReady, "open_channel: the plugin went away");
+    throw ApiError(rpc::kRefused, kErrorNotReady, "open_channel: the plugin went away");
   }
   if (fds.size() != 3) {
     for (int fd : fds) ::close(fd);
-    throw ApiError(-32000, kErrNotReady, "open_channel: the plugin sent " + std::to_string(fds.size()) + " descriptors, not 3");
+    throw ApiError(rpc::kRefused, kErrorNotReady, "open_channel: the plugin sent " + std::to_string(fds.size()) + " descriptors, not 3");
   }
   s.direct_route = route;
   channel_pushed_[route] = opts;

@@ -98,7 +98,7 @@ void Session::close() {
 
 void Session::protocol_error(const std::string& why) {
   send_json({{"jsonrpc", "2.0"}, {"id", nullptr},
-             {"error", {{"code", -32600}, {"message", why}, {"data", {{"seed_error", 87}}}}}});
+             {"error", {{"code", rpc::kInvalidRequest}, {"message", why}, {"data", {{"seed_error", kErrorInvalidParameter}}}}}});
   close_after_write_ = true;
   in_.clear();
 }
@@ -125,19 +125,19 @@ void Session::parse() {
     }
     const json req = json::parse(item.line, nullptr, false);
     auto error = [&](const json& id, int code, const std::string& msg) {
-      send_json({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}, {"data", {{"seed_error", 87}}}}}});
+      send_json({{"jsonrpc", "2.0"}, {"id", id}, {"error", {{"code", code}, {"message", msg}, {"data", {{"seed_error", kErrorInvalidParameter}}}}}});
     };
     if (req.is_discarded()) {
-      error(nullptr, -32700, "malformed JSON");
+      error(nullptr, rpc::kParseError, "malformed JSON");
       continue;
     }
     if (!req.is_object() || !req.contains("method") || !req["method"].is_string()) {
-      error(req.is_object() ? req.value("id", json(nullptr)) : json(nullptr), -32600,
+      error(req.is_object() ? req.value("id", json(nullptr)) : json(nullptr), rpc::kInvalidRequest,
             "not a JSON-RPC request (an object with a string 'method')");
       continue;
     }
     if (req.contains("params") && !req["params"].is_object()) {
-      error(req.value("id", json(nullptr)), -32602, "'params' must be an object");
+      error(req.value("id", json(nullptr)), rpc::kInvalidParams, "'params' must be an object");
       continue;
     }
     const json id = req.value("id", json(nullptr));
