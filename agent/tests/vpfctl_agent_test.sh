@@ -6,7 +6,7 @@
 set -u
 B="$1" plugin="$2" agent="$3" vpfctl="$4"
 here="$(cd "$(dirname "$0")" && pwd)"
-source "$here/../../ovs_plugin/tests/ovs_env.sh"
+source "$here/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ctl.XXXXXX)
 chmod 755 "$run"
 apid= cpid=
@@ -52,6 +52,11 @@ echo '{"rules": [{"id": 7, "action": "drop"}, {"id": 8, "bpf": "tcp port eighty"
 check "bad import: exit 3" [ $r = 3 ]
 check "bad import names the rule" grep -q "rule #2" "$run/err"
 check "bad import changed nothing" [ "$("$vpfctl" rule list --format json | wc -l)" = 3 ]
+check "import of a missing file: exit 1" [ "$(rc "$vpfctl" rule import "$run/missing.json")" = 1 ]
+echo '{"rules": [{"id": 9, "action": "drop", "protocol": "cannot"}]}' >"$run/cannot.json"
+check "a refusal whose text says cannot: exit 3" [ "$(rc "$vpfctl" rule import "$run/cannot.json")" = 3 ]
+check "unknown rule subcommand: exit 2" [ "$(rc "$vpfctl" rule frobnicate)" = 2 ]
+check "rule --help lists the subcommands" bash -c "$vpfctl rule --help | grep -q '^  import '"
 check "import existing ids: exit 3" [ "$(rc "$vpfctl" rule import "$run/rules.json")" = 3 ]
 check "import --replace" "$vpfctl" rule import --replace "$run/rules.json"
 check "round trip" [ "$("$vpfctl" rule list --format json | wc -l)" = 3 ]

@@ -1,6 +1,10 @@
 // The JSON rules format.
 #include "vpf/matcher/rules_json.h"
 
+#include "vpf/matcher/bpf.h"
+
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -192,7 +196,7 @@ Action parse_action(const json& v) {
   throw std::invalid_argument("expected an action, got " + v.dump());
 }
 
-Rule rule_from_json(const json& j, size_t position) {
+Rule rule_from_json(const json& j, size_t position, Check check) {
   if (!j.is_object()) throw RulesFileError(where(position, j) + ": expected an object, got " + j.dump());
   Reader rd{j, position};
   for (const auto& [key, value] : j.items())
@@ -212,7 +216,16 @@ Rule rule_from_json(const json& j, size_t position) {
   if (j.contains("direction")) r.direction = rd.field("direction", parse_direction);
   if (j.contains("min_size")) r.min_size = int32_t(rd.integer("min_size", -1, 0x7fffffff));
   if (j.contains("max_size")) r.max_size = int32_t(rd.integer("max_size", -1, 0x7fffffff));
-  if (j.contains("bpf")) r.bpf = rd.text("bpf");
+  if (j.contains("bpf")) {
+    r.bpf = rd.text("bpf");
+    if (check == Check::Compile && !r.bpf.empty()) {
+      try {
+        compile_bpf(r.bpf);
+      } catch (const std::exception& e) {
+        rd.fail("bpf", e.what());
+      }
+    }
+  }
   if (j.contains("action")) {
     if (r.kind != RuleKind::Filter) rd.fail("action", "only filter rules take an action");
     r.action = rd.field("action", parse_action);
@@ -274,7 +287,7 @@ Rule rule_from_json(const json& j, size_t position) {
   return r;
 }
 
-std::vector<Rule> rules_from_json(const json& j) {
+std::vector<Rule> rules_from_json(const json& j, Check check) {
   const json* list = &j;
   if (j.is_object()) {
     if (!j.contains("rules")) throw RulesFileError("expected an array of rules or an object with \"rules\"");
@@ -286,7 +299,7 @@ std::vector<Rule> rules_from_json(const json& j) {
   std::vector<Rule> out;
   std::set<std::pair<int, uint32_t>> ids;
   for (size_t i = 0; i < list->size(); ++i) {
-    Rule r = rule_from_json((*list)[i], i);
+    Rule r = rule_from_json((*list)[i], i, check);
     if (!ids.insert({int(r.kind), r.id}).second)
       throw RulesFileError(where(i, (*list)[i]) + ": field 'id': another " + to_string(r.kind) +
                            " rule in the file has id " + std::to_string(r.id));
@@ -295,23 +308,23 @@ std::vector<Rule> rules_from_json(const json& j) {
   return out;
 }
 
-std::vector<Rule> rules_from_text(const std::string& text) {
+std::vector<Rule> rules_from_text(const std::string& text, Check check) {
   json j;
   try {
     j = json::parse(text);
   } catch (const json::exception& e) {  // a syntax error, or a number out of range
     throw RulesFileError(std::string("not valid JSON: ") + e.what());
   }
-  return rules_from_json(j);
+  return rules_from_json(j, check);
 }
 
-std::vector<Rule> rules_from_file(const std::string& path) {
+std::vector<Rule> rules_from_file(const std::string& path, Check check) {
   std::ifstream in(path);
-  if (!in) throw RulesFileError(path + ": cannot open");
+  if (!in) throw RulesFileError(path + ": cannot open: " + std::strerror(errno), true);
   std::stringstream ss;
   ss << in.rdbuf();
   try {
-    return rules_from_text(ss.str());
+    return rules_from_text(ss.str(), check);
   } catch (const RulesFileError& e) {
     throw RulesFileError(path + ": " + e.what());
   }

@@ -80,3 +80,37 @@ TEST(RulesJson, ErrorsNameTheRuleAndField) {
   EXPECT_NE(error_of(R"([3])").find("expected an object"), std::string::npos);
   EXPECT_THROW(rules_from_file("/nonexistent/rules.json"), RulesFileError);
 }
+
+// A file that cannot be read is told apart from one whose rules are refused by the error's
+// kind, not by its text (vpfctl's exit codes 1 and 3 depend on it).
+TEST(RulesJson, ReadErrorsAreToldApartFromRefusals) {
+  try {
+    rules_from_file("/nonexistent/rules.json");
+    FAIL() << "no error";
+  } catch (const RulesFileError& e) {
+    EXPECT_TRUE(e.io());
+    EXPECT_NE(std::string(e.what()).find("/nonexistent/rules.json: cannot open"), std::string::npos) << e.what();
+  }
+  try {
+    rules_from_text(R"([{"id": 1, "protocol": "cannot"}])");
+    FAIL() << "no error";
+  } catch (const RulesFileError& e) {
+    EXPECT_FALSE(e.io()) << e.what();
+  }
+}
+
+// Check::Compile refuses a rule whose BPF expression libpcap cannot compile, naming the
+// rule and the field; Check::Format leaves that to the classifier.
+TEST(RulesJson, CompileCheckRefusesBadBpfNamingTheRule) {
+  const std::string text = R"([{"id": 1, "bpf": "tcp"}, {"id": 2, "bpf": "tcp port eighty"}])";
+  EXPECT_EQ(rules_from_text(text).size(), 2u);
+  try {
+    rules_from_text(text, Check::Compile);
+    FAIL() << "no error";
+  } catch (const RulesFileError& e) {
+    EXPECT_NE(std::string(e.what()).find("rule #2 (id 2): field 'bpf': "), std::string::npos) << e.what();
+    EXPECT_FALSE(e.io());
+  }
+  EXPECT_EQ(rule_from_json(nlohmann::json::parse(R"({"id": 3, "bpf": "udp port 53"})"), 0, Check::Compile).bpf,
+            "udp port 53");
+}

@@ -220,152 +220,163 @@ void table_rules(const json& rules) {
   }
 }
 
-int rule(const std::vector<std::string>& all) {
-  const std::string sub = all.empty() ? "" : all[0];
-  const std::vector<std::string> args(all.begin() + (all.empty() ? 0 : 1), all.end());
-  if (sub == "add") {
-    po::options_description opts(
-        "vpfctl rule add [--at head|tail] (--json RULE | --id N [field options])\n\n"
-        "Adds one rule (docs/rules.md).  It is in force in the datapath when the command\n"
-        "returns (if its instance is started).\n\noptions");
-    opts.add_options()("json", po::value<std::string>(), "the whole rule as a JSON object")
-        ("at", po::value<std::string>()->default_value("tail"), "head or tail of its kind's list")
-        ("kind", po::value<std::string>(), "filter, passthrough or connection (default filter)")
-        ("id", po::value<int64_t>(), "the rule's id, unique within its kind")
-        ("adapter", po::value<int64_t>(), "adapter id, -1 = every adapter")
-        ("direction", po::value<std::string>(), "outgoing, incoming or any")
-        ("min-size", po::value<int64_t>(), "smallest frame, bytes")
-        ("max-size", po::value<int64_t>(), "largest frame, bytes")
-        ("bpf", po::value<std::string>(), "libpcap filter expression")
-        ("action", po::value<std::string>(), "drop, capture, notify or count (filter rules)")
-        ("priority", po::value<int64_t>(), "higher goes first (0..65535)")
-        ("protocol", po::value<std::string>(), "tcp, udp, icmp, ... or a number")
-        ("local", po::value<std::string>(), "the VM's address[/prefix]")
-        ("remote", po::value<std::string>(), "the peer's address[/prefix]")
-        ("local-port", po::value<std::string>(), "port or lo-hi")
-        ("remote-port", po::value<std::string>(), "port or lo-hi")
-        ("vm", po::value<int64_t>(), "VM id")
-        ("flags", po::value<std::string>(), "connection rules: a number or names (block,filter,...)");
-    po::variables_map vm;
-    Common c;
-    if (auto r = parse("rule add", opts, args, vm, &c, false, true)) return *r;
-    json r;
-    try {
-      r = rule_from_options(vm);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "vpfctl rule add: %s\n", e.what());
-      return kExitUsage;
-    }
-    return guarded([&] {
-      auto a = connect("rule add", c);
-      call("rule add", *a, "add_rule", {{"instance", c.instance}, {"rule", r}, {"at", vm["at"].as<std::string>()}});
-      return kExitOk;
-    });
+int rule_add(const std::vector<std::string>& args) {
+  po::options_description opts(
+      "vpfctl rule add [--at head|tail] (--json RULE | --id N [field options])\n\n"
+      "Adds one rule (docs/rules.md).  It is in force in the datapath when the command\n"
+      "returns (if its instance is started).\n\noptions");
+  opts.add_options()("json", po::value<std::string>(), "the whole rule as a JSON object")
+      ("at", po::value<std::string>()->default_value("tail"), "head or tail of its kind's list")
+      ("kind", po::value<std::string>(), "filter, passthrough or connection (default filter)")
+      ("id", po::value<int64_t>(), "the rule's id, unique within its kind")
+      ("adapter", po::value<int64_t>(), "adapter id, -1 = every adapter")
+      ("direction", po::value<std::string>(), "outgoing, incoming or any")
+      ("min-size", po::value<int64_t>(), "smallest frame, bytes")
+      ("max-size", po::value<int64_t>(), "largest frame, bytes")
+      ("bpf", po::value<std::string>(), "libpcap filter expression")
+      ("action", po::value<std::string>(), "drop, capture, notify or count (filter rules)")
+      ("priority", po::value<int64_t>(), "higher goes first (0..65535)")
+      ("protocol", po::value<std::string>(), "tcp, udp, icmp, ... or a number")
+      ("local", po::value<std::string>(), "the VM's address[/prefix]")
+      ("remote", po::value<std::string>(), "the peer's address[/prefix]")
+      ("local-port", po::value<std::string>(), "port or lo-hi")
+      ("remote-port", po::value<std::string>(), "port or lo-hi")
+      ("vm", po::value<int64_t>(), "VM id")
+      ("flags", po::value<std::string>(), "connection rules: a number or names (block,filter,...)");
+  po::variables_map vm;
+  Common c;
+  if (auto r = parse("rule add", opts, args, vm, &c, false, true)) return *r;
+  json r;
+  try {
+    r = rule_from_options(vm);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "vpfctl rule add: %s\n", e.what());
+    return kExitUsage;
   }
-  if (sub == "del") {
-    po::options_description opts("vpfctl rule del (--kind K --id N | --all [--kind K])\n\noptions");
-    opts.add_options()("kind", po::value<std::string>(), "filter, passthrough or connection")
-        ("id", po::value<int64_t>(), "the rule's id")("all", "every rule (of --kind)");
-    po::variables_map vm;
-    Common c;
-    if (auto r = parse("rule del", opts, args, vm, &c, false, true)) return *r;
-    if (vm.count("all") == vm.count("id")) {
-      std::fprintf(stderr, "vpfctl rule del: give --id N (with --kind) or --all\n");
+  return guarded([&] {
+    auto a = connect("rule add", c);
+    call("rule add", *a, "add_rule", {{"instance", c.instance}, {"rule", r}, {"at", vm["at"].as<std::string>()}});
+    return kExitOk;
+  });
+}
+
+int rule_del(const std::vector<std::string>& args) {
+  po::options_description opts("vpfctl rule del (--kind K --id N | --all [--kind K])\n\noptions");
+  opts.add_options()("kind", po::value<std::string>(), "filter, passthrough or connection")
+      ("id", po::value<int64_t>(), "the rule's id")("all", "every rule (of --kind)");
+  po::variables_map vm;
+  Common c;
+  if (auto r = parse("rule del", opts, args, vm, &c, false, true)) return *r;
+  if (vm.count("all") == vm.count("id")) {
+    std::fprintf(stderr, "vpfctl rule del: give --id N (with --kind) or --all\n");
+    return kExitUsage;
+  }
+  json p = {{"instance", c.instance}};
+  if (vm.count("kind")) p["kind"] = vm["kind"].as<std::string>();
+  if (vm.count("id")) {
+    if (!vm.count("kind")) {
+      std::fprintf(stderr, "vpfctl rule del: --id needs --kind\n");
       return kExitUsage;
     }
+    p["id"] = vm["id"].as<int64_t>();
+  }
+  return guarded([&] {
+    auto a = connect("rule del", c);
+    const json r = call("rule del", *a, vm.count("all") ? "delete_all_rules" : "delete_rule", p);
+    if (c.format == "json") std::printf("%s\n", r.dump().c_str());
+    return kExitOk;
+  });
+}
+
+int rule_list_or_export(const std::vector<std::string>& args, const std::string& sub) {
+  po::options_description opts(sub == "list" ? "vpfctl rule list [--kind K] [options]\n\noptions"
+                                             : "vpfctl rule export [-o FILE]\n\nWrites the instance's rules as a "
+                                               "rules file (the input of rule import).\n\noptions");
+  std::string out;
+  opts.add_options()("kind", po::value<std::string>(), "only this kind");
+  if (sub == "export") opts.add_options()("output,o", po::value(&out), "file (default: standard output)");
+  po::variables_map vm;
+  Common c;
+  if (auto r = parse(sub == "list" ? "rule list" : "rule export", opts, args, vm, &c, sub == "list", true)) return *r;
+  return guarded([&] {
+    auto a = connect("rule", c);
     json p = {{"instance", c.instance}};
     if (vm.count("kind")) p["kind"] = vm["kind"].as<std::string>();
-    if (vm.count("id")) {
-      if (!vm.count("kind")) {
-        std::fprintf(stderr, "vpfctl rule del: --id needs --kind\n");
-        return kExitUsage;
-      }
-      p["id"] = vm["id"].as<int64_t>();
-    }
-    return guarded([&] {
-      auto a = connect("rule del", c);
-      const json r = call("rule del", *a, vm.count("all") ? "delete_all_rules" : "delete_rule", p);
-      if (c.format == "json") std::printf("%s\n", r.dump().c_str());
-      return kExitOk;
-    });
-  }
-  if (sub == "list" || sub == "export") {
-    po::options_description opts(sub == "list" ? "vpfctl rule list [--kind K] [options]\n\noptions"
-                                               : "vpfctl rule export [-o FILE]\n\nWrites the instance's rules as a "
-                                                 "rules file (the input of rule import).\n\noptions");
-    std::string out;
-    opts.add_options()("kind", po::value<std::string>(), "only this kind");
-    if (sub == "export") opts.add_options()("output,o", po::value(&out), "file (default: standard output)");
-    po::variables_map vm;
-    Common c;
-    if (auto r = parse(sub == "list" ? "rule list" : "rule export", opts, args, vm, &c, sub == "list", true)) return *r;
-    return guarded([&] {
-      auto a = connect("rule", c);
-      json p = {{"instance", c.instance}};
-      if (vm.count("kind")) p["kind"] = vm["kind"].as<std::string>();
-      const json rules = call("rule", *a, "list_rules", p);
-      if (sub == "export") {
-        const std::string text = json{{"rules", rules}}.dump(2) + "\n";
-        if (out.empty() || out == "-") {
-          std::fwrite(text.data(), 1, text.size(), stdout);
-        } else {
-          std::ofstream f(out);
-          f << text;
-          if (!f) {
-            std::fprintf(stderr, "vpfctl rule export: cannot write %s\n", out.c_str());
-            return kExitFailure;
-          }
-        }
-      } else if (c.format == "json") {
-        print_json_lines(rules);
+    const json rules = call("rule", *a, "list_rules", p);
+    if (sub == "export") {
+      const std::string text = json{{"rules", rules}}.dump(2) + "\n";
+      if (out.empty() || out == "-") {
+        std::fwrite(text.data(), 1, text.size(), stdout);
       } else {
-        table_rules(rules);
-      }
-      return kExitOk;
-    });
-  }
-  if (sub == "import") {
-    po::options_description opts(
-        "vpfctl rule import FILE [--replace]\n\nAdds every rule of a rules file in one transaction: all or none.\n\noptions");
-    std::string file;
-    opts.add_options()("file", po::value(&file)->required(), "the rules file")("replace", "instead of the instance's rules");
-    po::positional_options_description pos;
-    pos.add("file", 1);
-    po::variables_map vm;
-    Common c;
-    if (auto r = parse("rule import", opts, args, vm, &c, false, true, &pos)) return *r;
-    json rules;
-    try {
-      // Checked here first, so that the error names the file's rule positions.
-      const auto parsed = vpf::matcher::rules_from_file(file);
-      for (size_t i = 0; i < parsed.size(); ++i) {
-        if (parsed[i].bpf.empty()) continue;
-        try {
-          vpf::matcher::compile_bpf(parsed[i].bpf);
-        } catch (const std::exception& e) {
-          throw std::invalid_argument(file + ": rule #" + std::to_string(i + 1) + " (id " + std::to_string(parsed[i].id) +
-                                      "): field 'bpf': " + e.what());
+        std::ofstream f(out);
+        f << text;
+        if (!f) {
+          std::fprintf(stderr, "vpfctl rule export: cannot write %s\n", out.c_str());
+          return kExitFailure;
         }
       }
-      std::ifstream f(file);
-      rules = json::parse(f);
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "vpfctl rule import: %s\n", e.what());
-      return std::string(e.what()).find("cannot") != std::string::npos ? kExitFailure : kExitRefused;
+    } else if (c.format == "json") {
+      print_json_lines(rules);
+    } else {
+      table_rules(rules);
     }
-    return guarded([&] {
-      auto a = connect("rule import", c);
-      const json r = call("rule import", *a, "import_rules",
-                          {{"instance", c.instance}, {"rules", rules}, {"replace", vm.count("replace") > 0}});
-      std::fprintf(stderr, "imported %s rules\n", r["imported"].dump().c_str());
-      return kExitOk;
-    });
+    return kExitOk;
+  });
+}
+
+int rule_list(const std::vector<std::string>& args) { return rule_list_or_export(args, "list"); }
+int rule_export(const std::vector<std::string>& args) { return rule_list_or_export(args, "export"); }
+
+int rule_import(const std::vector<std::string>& args) {
+  po::options_description opts(
+      "vpfctl rule import FILE [--replace]\n\nAdds every rule of a rules file in one transaction: all or none.\n\noptions");
+  std::string file;
+  opts.add_options()("file", po::value(&file)->required(), "the rules file")("replace", "instead of the instance's rules");
+  po::positional_options_description pos;
+  pos.add("file", 1);
+  po::variables_map vm;
+  Common c;
+  if (auto r = parse("rule import", opts, args, vm, &c, false, true, &pos)) return *r;
+  json rules;
+  try {
+    // Checked here first, so that the error names the file's rule positions.
+    vpf::matcher::rules_from_file(file, vpf::matcher::Check::Compile);
+    std::ifstream f(file);
+    rules = json::parse(f);
+  } catch (const vpf::matcher::RulesFileError& e) {
+    std::fprintf(stderr, "vpfctl rule import: %s\n", e.what());
+    return e.io() ? kExitFailure : kExitRefused;
+  } catch (const std::exception& e) {  // the file changed between the two reads
+    std::fprintf(stderr, "vpfctl rule import: %s\n", e.what());
+    return kExitFailure;
   }
+  return guarded([&] {
+    auto a = connect("rule import", c);
+    const json r = call("rule import", *a, "import_rules",
+                        {{"instance", c.instance}, {"rules", rules}, {"replace", vm.count("replace") > 0}});
+    std::fprintf(stderr, "imported %s rules\n", r["imported"].dump().c_str());
+    return kExitOk;
+  });
+}
+
+// The subcommands of `vpfctl rule`.
+const Command kRuleCommands[] = {
+    {"add", "add one rule", rule_add},
+    {"del", "delete one rule (--kind, --id) or all (--all)", rule_del},
+    {"list", "the instance's rules in evaluation order", rule_list},
+    {"import", "add a rules file's rules in one transaction", rule_import},
+    {"export", "write the instance's rules as a rules file", rule_export},
+};
+
+int rule(const std::vector<std::string>& all) {
+  const std::string sub = all.empty() ? "" : all[0];
+  for (const Command& c : kRuleCommands)
+    if (sub == c.name) return c.run(std::vector<std::string>(all.begin() + 1, all.end()));
   const bool help = sub == "--help" || sub == "-h";
-  std::fprintf(help ? stdout : stderr,
-               "%susage: vpfctl rule add|del|list|import|export [options]\n"
-               "       vpfctl rule SUBCOMMAND --help\n",
-               help || sub.empty() ? "" : ("vpfctl rule: '" + sub + "' is not add, del, list, import or export\n").c_str());
+  FILE* out = help ? stdout : stderr;
+  if (!help && !sub.empty()) std::fprintf(out, "vpfctl rule: '%s' is not a subcommand of rule\n", sub.c_str());
+  std::fprintf(out, "usage: vpfctl rule SUBCOMMAND [options]   (vpfctl rule SUBCOMMAND --help)\n");
+  for (const Command& c : kRuleCommands) std::fprintf(out, "  %-8s %s\n", c.name, c.summary);
   return help ? kExitOk : kExitUsage;
 }
 

@@ -76,7 +76,7 @@ int cmd_classify(const std::vector<std::string>& args) {
     c.apply({}, rules_from_file(rules_path));
   } catch (const RulesFileError& e) {
     std::fprintf(stderr, "vpfctl classify: %s\n", e.what());
-    return e.what() == rules_path + ": cannot open" ? kExitFailure : kExitRefused;
+    return e.io() ? kExitFailure : kExitRefused;
   } catch (const RuleError& e) {
     std::fprintf(stderr, "vpfctl classify: %s: %s\n", rules_path.c_str(), e.what());
     return kExitRefused;

@@ -21,12 +21,25 @@ namespace vpf::matcher {
 class RulesFileError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
+  // io: the file could not be read (the rules in it, if any, were not judged).
+  RulesFileError(const std::string& what, bool io) : std::runtime_error(what), io_(io) {}
+  bool io() const { return io_; }
+
+ private:
+  bool io_ = false;
 };
 
-Rule rule_from_json(const nlohmann::json& j, size_t position = 0);
-std::vector<Rule> rules_from_json(const nlohmann::json& j);
-std::vector<Rule> rules_from_text(const std::string& text);   // parse errors -> RulesFileError
-std::vector<Rule> rules_from_file(const std::string& path);   // I/O errors -> RulesFileError
+// What a reader checks: the format only, or also that each BPF expression compiles
+// (libpcap's message becomes the error of the rule's field 'bpf'), so that a rule read is
+// one the classifier accepts: the agent and vpfctl refuse bad rules before they are stored.
+enum class Check { Format, Compile };
+
+Rule rule_from_json(const nlohmann::json& j, size_t position = 0, Check check = Check::Format);
+std::vector<Rule> rules_from_json(const nlohmann::json& j, Check check = Check::Format);
+// Parse errors -> RulesFileError.
+std::vector<Rule> rules_from_text(const std::string& text, Check check = Check::Format);
+// I/O errors -> RulesFileError with io().
+std::vector<Rule> rules_from_file(const std::string& path, Check check = Check::Format);
 
 // The canonical form: defaults are left out, directions/actions/protocols are names.
 nlohmann::json rule_to_json(const Rule& rule);
