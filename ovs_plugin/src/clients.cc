@@ -44,18 +44,18 @@ std::shared_ptr<ClientChannel> ClientTable::open(uint16_t route, uint32_t event_
     throw std::invalid_argument("client route " + std::to_string(route) + " is not 1.." + std::to_string(kMaxRoutes - 1));
   std::shared_ptr<ClientChannel> ch;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(mu_);
     ch = std::make_shared<ClientChannel>(route, next_serial_++, event_rings, kRingBytes, o);
   }
   *replaced = close(route);
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   owned_[route] = ch;
   channels_[route].store(ch.get(), std::memory_order_release);
   return ch;
 }
 
 std::shared_ptr<ClientChannel> ClientTable::close(uint16_t route) {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   const auto it = owned_.find(route);
   if (it == owned_.end()) return nullptr;
   auto ch = it->second;
@@ -67,13 +67,13 @@ std::shared_ptr<ClientChannel> ClientTable::close(uint16_t route) {
 }
 
 std::shared_ptr<ClientChannel> ClientTable::find(uint16_t route) const {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   const auto it = owned_.find(route);
   return it == owned_.end() ? nullptr : it->second;
 }
 
 std::vector<std::shared_ptr<ClientChannel>> ClientTable::open_channels() const {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   std::vector<std::shared_ptr<ClientChannel>> v;
   for (const auto& [r, ch] : owned_) v.push_back(ch);
   return v;
@@ -81,7 +81,7 @@ std::vector<std::shared_ptr<ClientChannel>> ClientTable::open_channels() const {
 
 void ClientTable::change_routes(const std::vector<uint64_t>& removed, const std::vector<std::pair<uint64_t, Route>>& added,
                                 bool replace_all) {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   if (!replace_all && added.empty()) {
     bool any = false;
     for (uint64_t k : removed) any = any || route_map_->count(k);
@@ -96,7 +96,7 @@ void ClientTable::change_routes(const std::vector<uint64_t>& removed, const std:
 }
 
 size_t ClientTable::route_count() const {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   return route_map_->size();
 }
 

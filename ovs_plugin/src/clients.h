@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "vpf/channel.h"
+#include "vpf/mutex.h"
 #include "vpf/matcher/epoch.h"
 
 namespace vpf::plugin {
@@ -110,15 +111,15 @@ class ClientTable {
   size_t route_count() const;
 
  private:
-  void synchronize();  // waits until no datapath thread reads what was retired; mu_ held
+  void synchronize() VPF_REQUIRES(mu_);  // waits until no datapath thread reads what was retired
 
-  mutable std::mutex mu_;
+  mutable Mutex mu_;
   matcher::EpochDomain epoch_;
   std::array<std::atomic<ClientChannel*>, kMaxRoutes> channels_{};
-  std::map<uint16_t, std::shared_ptr<ClientChannel>> owned_;
-  std::shared_ptr<const RouteMap> route_map_ = std::make_shared<RouteMap>();
+  std::map<uint16_t, std::shared_ptr<ClientChannel>> owned_ VPF_GUARDED_BY(mu_);
+  std::shared_ptr<const RouteMap> route_map_ VPF_GUARDED_BY(mu_) = std::make_shared<RouteMap>();
   std::atomic<const RouteMap*> routes_{route_map_.get()};
-  uint32_t next_serial_ = 1;
+  uint32_t next_serial_ VPF_GUARDED_BY(mu_) = 1;
 };
 
 }  // namespace vpf::plugin

@@ -161,7 +161,7 @@ matcher::Classifier::CacheStats Plugin::cache_stats() const {
 }
 uint32_t Plugin::classify(int slot, const matcher::PacketBatch& batch, Decision* out) {
   if (slot < kMaxThreads) return readers_[size_t(slot)]->classify(batch, out);
-  std::lock_guard lock(overflow_mu_);
+  MutexLock lock(overflow_mu_);
   if (!readers_[kMaxThreads]) open_reader(kMaxThreads);
   return readers_[kMaxThreads]->classify(batch, out);
 }
@@ -169,7 +169,7 @@ uint32_t Plugin::classify(int slot, const matcher::PacketBatch& batch, Decision*
 RuleHits& Plugin::hits(int slot) {
   RuleHits* h = hits_[size_t(slot)].load(std::memory_order_acquire);
   if (h) return *h;
-  std::lock_guard lock(hits_mu_);  // once per thread
+  MutexLock lock(hits_mu_);  // once per thread
   h = hits_[size_t(slot)].load(std::memory_order_relaxed);
   if (!h) {
     hits_owned_.push_back(std::make_unique<RuleHits>(slot == kMaxThreads));
@@ -183,7 +183,7 @@ LocalCounters* Plugin::local_counters(int slot, const Port& p, Direction dir) {
   if (slot >= kMaxThreads || p.index >= kLocalPorts) return nullptr;
   LocalCounters* l = local_[size_t(slot)].load(std::memory_order_acquire);
   if (!l) {
-    std::lock_guard lock(hits_mu_);  // once per thread
+    MutexLock lock(hits_mu_);  // once per thread
     local_owned_.push_back(std::make_unique<LocalCounters[]>(kLocalPorts * 2));
     l = local_owned_.back().get();
     local_[size_t(slot)].store(l, std::memory_order_release);
@@ -204,118 +204,146 @@ union Uninit {
 };
 }  // namespace
 
-void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
-  const int32_t adapter = port->adapter.load(std::memory_order_relaxed);
-  if (adapter < 0 || b->count == 0) return;
-  if (b->count > kHookBatch) {
-    // The switch's batches hold at most NETDEV_MAX_BURST (32) packets; a larger one is
-    // decided in slices, never cut short (packets past the cut would pass unfiltered).
-    for (uint32_t off = 0; off < b->count; off += kHookBatch) {
-      ovs_packet_hook_batch slice{};
-      std::memcpy(&slice, b, std::min<size_t>(b->size, sizeof slice));
-      slice.count = std::min(kHookBatch, b->count - off);
-      slice.packets = b->packets + off;
-      slice.verdicts = b->verdicts + off;
-      if (b->version >= 2) {
-        slice.data = b->data + off;
-        slice.len = b->len + off;
+// One batch's decisions: what hook() does, step by step.  Lives on the datapath thread's
+// stack for one call; takes the event ring and the client channels only when the batch
+// raises its first event.
+class Plugin::BatchRun {
+ public:
+  BatchRun(Plugin& p, Port* port, Direction dir, ovs_packet_hook_batch* b, int32_t adapter)
+      : p_(p), port_(port), dir_(dir), b_(b), adapter_(adapter), n_(b->count), slot_(p.thread_slot()) {
+    data_ = b->data;
+    len_ = b->len;
+    if (b->version < 2) {  // ABI 1 asks per packet; ABI 2 gives the switch's arrays as they are
+      for (uint32_t i = 0; i < n_; ++i) {
+        data_buf_.v[i] = p.host_->packet_data(b->packets[i]);
+        len_buf_.v[i] = p.host_->packet_size(b->packets[i]);
       }
-      hook(port, dir, &slice);
+      data_ = data_buf_.v;
+      len_ = len_buf_.v;
     }
-    return;
+    for (uint32_t i = 0; i < n_; ++i) bytes_ += len_[i];
+    closed_ = p.policy_.load(std::memory_order_relaxed) == Policy::FailClosed;
+    stat_mode_ = p.mode_.load(std::memory_order_relaxed) == Mode::Stat;
+    events_on_ = !stat_mode_ && p.attached_.load(std::memory_order_acquire);
+    const uint32_t snap = port->snaplen.load(std::memory_order_relaxed);
+    snaplen_ = snap ? snap : kDefaultSnaplen;
+    direct_ok_ = slot_ < int(kEventRings) - 1;
   }
-  const uint32_t n = b->count;
-  Uninit<Decision, matcher::kMaxBatch> out_buf;
-  Decision* const out = out_buf.v;
-  const matcher::PacketMeta meta{uint32_t(adapter), dir, port->vm.load(std::memory_order_relaxed)};
-  uint64_t bytes = 0, fpackets = 0, fbytes = 0, dropped = 0, dropped_bytes = 0, events = 0, lost = 0;
-  bool to_agent = false;  // something written to the agent's ring
-  // The switch's arrays as they are (ABI 2: its bytes and lengths); ABI 1 asks per packet.
-  Uninit<const uint8_t*, matcher::kMaxBatch> data_buf;
-  Uninit<uint32_t, matcher::kMaxBatch> len_buf;
-  const uint8_t* const* data = b->data;
-  const uint32_t* len = b->len;
-  if (b->version < 2) {
-    for (uint32_t i = 0; i < n; ++i) {
-      data_buf.v[i] = host_->packet_data(b->packets[i]);
-      len_buf.v[i] = host_->packet_size(b->packets[i]);
-    }
-    data = data_buf.v;
-    len = len_buf.v;
-  }
-  for (uint32_t i = 0; i < n; ++i) bytes += len[i];
-  const int slot = thread_slot();
-  const uint32_t matched = classify(slot, matcher::PacketBatch{data, len, n, meta}, out);
 
-  const bool closed = policy_.load(std::memory_order_relaxed) == Policy::FailClosed;
-  const bool stat_mode = mode_.load(std::memory_order_relaxed) == Mode::Stat;
-  const bool events_on = !stat_mode && attached_.load(std::memory_order_acquire);
-  EventRing* er = nullptr;  // taken on the first event of the batch
-  bool er_locked = false, er_unavailable = false;
-  uint64_t now_real = 0, deadline = 0;
-  auto take_ring = [&]() -> EventRing* {
-    if (er || er_unavailable) return er;
-    const uint32_t r = slot < int(kEventRings) - 1 ? uint32_t(slot) : kEventRings - 1;
-    EventRing* cand = &rings_[r];
+  // Classifies the batch; returns the matched packets as a bit set (out_[i] for each).
+  uint32_t classify() {
+    const matcher::PacketMeta meta{uint32_t(adapter_), dir_, port_->vm.load(std::memory_order_relaxed)};
+    return p_.classify(slot_, matcher::PacketBatch{data_, len_, n_, meta}, out_.v);
+  }
+
+  // Applies packet i's decision: counts its rule's hit, drops it, or raises its event.
+  void apply(uint32_t i, RuleHits& rh) {
+    const Decision& d = out_.v[i];
+    const uint64_t key = RuleHits::key(d.kind, d.rule_id);
+    rh.add(key, 1);
+    if (d.kind != RuleKind::Passthrough) {
+      ++fpackets_;
+      fbytes_ += len_[i];
+    }
+    bool drop = false;
+    if (d.action == Action::Drop) {
+      drop = true;
+    } else if (d.action == Action::Capture || d.action == Action::Notify) {
+      if (stat_mode_) {
+        // counted above; the packet passes
+      } else if (!events_on_) {
+        ++lost_;
+        drop = closed_;
+      } else {
+        drop = raise_event(i, d, key);
+      }
+    }
+    if (drop) {
+      b_->verdicts[i] = OVS_PACKET_DROP;
+      ++dropped_;
+      dropped_bytes_ += len_[i];
+    }
+  }
+
+  // Releases the ring, wakes whoever the batch's events are for, adds the counters.
+  void finish() {
+    if (er_locked_) er_->busy.clear(std::memory_order_release);
+    if (to_agent_) channel::wake_consumer(p_.region_.header()->agent_waiting, p_.events_efd_);
+    for (uint32_t t = 0; t < ntouched_; ++t)
+      channel::wake_consumer(touched_[t]->region.header()->agent_waiting, touched_[t]->events_efd);
+    if (routes_) p_.clients_.leave(slot_);
+    // A new hold: the control thread polls for its verdict (and learns its deadline).  The
+    // wake-up runs beside the event's way to the client, not after it.
+    if (held_any_) channel::wake_consumer(p_.region_.header()->plugin_waiting, p_.commands_efd_);
+    const uint64_t add[kCounters] = {n_, bytes_, fpackets_, fbytes_, dropped_, dropped_bytes_, events_, lost_};
+    if (LocalCounters* l = p_.local_counters(slot_, *port_, dir_)) {
+      for (int k = 0; k < kCounters; ++k)
+        if (add[k]) bump(l->v[k], add[k]);
+      return;
+    }
+    DirCounters& c = dir_ == Direction::Outgoing ? port_->out : port_->in;
+    for (int k = 0; k < kCounters; ++k)
+      if (add[k]) c.v[k].fetch_add(add[k], std::memory_order_relaxed);
+  }
+
+  int slot() const { return slot_; }
+
+ private:
+  // The thread's event ring (the shared last one only if free: never waits), taken on the
+  // batch's first event; null when the shared ring is busy.
+  EventRing* take_ring() {
+    if (er_ || er_unavailable_) return er_;
+    const uint32_t r = slot_ < int(kEventRings) - 1 ? uint32_t(slot_) : kEventRings - 1;
+    EventRing* cand = &p_.rings_[r];
     if (r == kEventRings - 1) {
-      if (cand->busy.test_and_set(std::memory_order_acquire)) {  // shared ring busy: never wait
-        er_unavailable = true;
+      if (cand->busy.test_and_set(std::memory_order_acquire)) {
+        er_unavailable_ = true;
         return nullptr;
       }
-      er_locked = true;
+      er_locked_ = true;
     }
-    er = cand;
-    now_real = real_ns();
-    const uint64_t t = hold_timeout_ns_.load(std::memory_order_relaxed);
-    deadline = t ? mono_ns() + t : UINT64_MAX;
-    return er;
-  };
-  const uint32_t snap = port->snaplen.load(std::memory_order_relaxed);
-  const uint32_t snaplen = snap ? snap : kDefaultSnaplen;
-  RuleHits& rh = hits(slot);
-  // Client channels (clients.h): threads with their own event ring only (the shared ring's
-  // threads use the agent's path); entered on the batch's first event.
-  const bool direct_ok = slot < int(kEventRings) - 1;
-  const ClientTable::RouteMap* routes = nullptr;
-  ClientChannel* touched[matcher::kMaxBatch];
-  uint32_t ntouched = 0;
-  bool held_any = false;
+    er_ = cand;
+    now_real_ = real_ns();
+    const uint64_t t = p_.hold_timeout_ns_.load(std::memory_order_relaxed);
+    deadline_ = t ? mono_ns() + t : UINT64_MAX;
+    return er_;
+  }
 
-  // An event: to its client's channel when its rule has a route there, else to the
-  // agent's ring.  Returns true if the packet is to be dropped.
-  auto event = [&](uint32_t i, const Decision& d, uint64_t key) -> bool {
-    ClientChannel* cc = nullptr;
-    const Route* route = nullptr;
-    if (direct_ok) {
-      if (!routes) {
-        clients_.enter(slot);
-        routes = clients_.routes();
-      }
-      if (!routes->empty()) {
-        const auto it = routes->find(key);
-        if (it != routes->end()) {
-          route = &it->second;
-          cc = clients_.channel(route->client);
-        }
-      }
+  // The client channel packet i's rule routes to (clients.h), if any: only threads with
+  // their own event ring use channels (the shared ring's threads use the agent's path).
+  const Route* route_of(uint64_t key) {
+    if (!direct_ok_) return nullptr;
+    if (!routes_) {
+      p_.clients_.enter(slot_);
+      routes_ = p_.clients_.routes();
     }
+    if (routes_->empty()) return nullptr;
+    const auto it = routes_->find(key);
+    return it == routes_->end() ? nullptr : &it->second;
+  }
+
+  // Packet i's notify copy or capture: to its client's channel when its rule has a route
+  // there, else to the agent's ring.  Returns true if the packet is to be dropped.
+  bool raise_event(uint32_t i, const Decision& d, uint64_t key) {
+    const Route* route = route_of(key);
+    ClientChannel* cc = route ? p_.clients_.channel(route->client) : nullptr;
     EventRing* ring = take_ring();  // the agent's (also the thread's hold table)
     if (!ring) {
-      ++lost;  // the shared ring was busy
-      return closed && d.action == Action::Capture;
+      ++lost_;  // the shared ring was busy
+      return closed_ && d.action == Action::Capture;
     }
     PacketEvent e{};
-    e.adapter = uint32_t(adapter);
-    e.direction = uint8_t(dir);
+    e.adapter = uint32_t(adapter_);
+    e.direction = uint8_t(dir_);
     e.rule_kind = uint8_t(d.kind);
     e.rule_id = d.rule_id;
-    e.orig_len = len[i];
-    e.timestamp_ns = now_real;
+    e.orig_len = len_[i];
+    e.timestamp_ns = now_real_;
     const bool notify = d.action == Action::Notify;
-    e.cap_len = notify && len[i] > snaplen ? snaplen : len[i];
-    e.l3_offset = uint16_t(matcher::l3_offset(data[i], e.cap_len));
+    e.cap_len = notify && len_[i] > snaplen_ ? snaplen_ : len_[i];
+    e.l3_offset = uint16_t(matcher::l3_offset(data_[i], e.cap_len));
     const uint16_t type = notify ? channel::kNotify : channel::kCapture;
-    uint64_t dl = deadline;
+    uint64_t dl = deadline_;
     uint32_t owner = 0;
     uint8_t expiry = 0;
     if (cc) {
@@ -326,98 +354,111 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
     }
     // What a capture that cannot be held or written gets: the client's expiry action, or
     // without a client channel the policy.
-    const bool refuse_drops = cc ? cc->expiry() == VerdictAction::Drop : closed;
+    const bool refuse_drops = cc ? cc->expiry() == VerdictAction::Drop : closed_;
     HoldSlot* hs = nullptr;
     if (!notify) {
       e.deadline_ns = dl;
-      hs = ring->holds->hold(b->packets[i], port, dir, len[i], dl, &e.capture_id, owner, expiry);
+      hs = ring->holds->hold(b_->packets[i], port_, dir_, len_[i], dl, &e.capture_id, owner, expiry);
       if (!hs) {
-        cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
-        ++lost;
+        p_.cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
+        ++lost_;
         return refuse_drops;
       }
     }
-    bool written;
-    if (cc) {
-      PacketEvent ce = e;
-      ce.rule_id = route->rule_id;
-      written = cc->region.ring(uint32_t(slot)).push(type, &ce, sizeof ce, data[i], ce.cap_len);
-      if (written) {
-        uint32_t t = 0;
-        while (t < ntouched && touched[t] != cc) ++t;
-        if (t == ntouched) touched[ntouched++] = cc;
-        if (cc->mirror.load(std::memory_order_relaxed) &&
-            ring->ring.push(type, &e, sizeof e, data[i], e.cap_len, channel::kFlagMirrored))
-          to_agent = true;
-      }
-    } else {
-      written = ring->ring.push(type, &e, sizeof e, data[i], e.cap_len);
-      to_agent = to_agent || written;
-    }
+    const bool written = cc ? write_to_client(*cc, *route, *ring, type, e, data_[i]) : write_to_agent(*ring, type, e, data_[i]);
     if (notify) {
-      written ? ++events : ++lost;  // a lost copy: the packet passes
+      written ? ++events_ : ++lost_;  // a lost copy: the packet passes
       return false;
     }
     if (written) {
-      b->verdicts[i] = OVS_PACKET_TAKEN;
-      ++events;
-      held_any = true;
+      b_->verdicts[i] = OVS_PACKET_TAKEN;
+      ++events_;
+      held_any_ = true;
       return false;
     }
     if (ring->holds->unhold(hs)) {
-      ++lost;
+      ++lost_;
       return refuse_drops;
     }
-    b->verdicts[i] = OVS_PACKET_TAKEN;  // already expired by the control thread
+    b_->verdicts[i] = OVS_PACKET_TAKEN;  // already expired by the control thread
     return false;
-  };
-
-  for (uint32_t m = matched; m; m &= m - 1) {
-    const uint32_t i = uint32_t(std::countr_zero(m));
-    const Decision& d = out[i];
-    const uint64_t key = RuleHits::key(d.kind, d.rule_id);
-    rh.add(key, 1);
-    if (d.kind != RuleKind::Passthrough) {
-      ++fpackets;
-      fbytes += len[i];
-    }
-    bool drop = false;
-    if (d.action == Action::Drop) {
-      drop = true;
-    } else if (d.action == Action::Capture || d.action == Action::Notify) {
-      if (stat_mode) {
-        // counted above; the packet passes
-      } else if (!events_on) {
-        ++lost;
-        drop = closed;
-      } else {
-        drop = event(i, d, key);
-      }
-    }
-    if (drop) {
-      b->verdicts[i] = OVS_PACKET_DROP;
-      ++dropped;
-      dropped_bytes += len[i];
-    }
   }
-  if (er_locked) er->busy.clear(std::memory_order_release);
-  if (to_agent) channel::wake_consumer(region_.header()->agent_waiting, events_efd_);
-  for (uint32_t t = 0; t < ntouched; ++t)
-    channel::wake_consumer(touched[t]->region.header()->agent_waiting, touched[t]->events_efd);
-  if (routes) clients_.leave(slot);
-  // A new hold: the control thread polls for its verdict (and learns its deadline).  The
-  // wake-up runs beside the event's way to the client, not after it.
-  if (held_any) channel::wake_consumer(region_.header()->plugin_waiting, commands_efd_);
 
-  const uint64_t add[kCounters] = {n, bytes, fpackets, fbytes, dropped, dropped_bytes, events, lost};
-  if (LocalCounters* l = local_counters(slot, *port, dir)) {
-    for (int k = 0; k < kCounters; ++k)
-      if (add[k]) bump(l->v[k], add[k]);
-    return;
+  bool write_to_agent(EventRing& ring, uint16_t type, const PacketEvent& e, const uint8_t* data) {
+    const bool written = ring.ring.push(type, &e, sizeof e, data, e.cap_len);
+    to_agent_ = to_agent_ || written;
+    return written;
   }
-  DirCounters& c = dir == Direction::Outgoing ? port->out : port->in;
-  for (int k = 0; k < kCounters; ++k)
-    if (add[k]) c.v[k].fetch_add(add[k], std::memory_order_relaxed);
+
+  // To the client's ring of this thread, with the rule id as its instance knows it, and a
+  // mirrored copy to the agent when monitors or logging want one.
+  bool write_to_client(ClientChannel& cc, const Route& route, EventRing& ring, uint16_t type, const PacketEvent& e,
+                       const uint8_t* data) {
+    PacketEvent ce = e;
+    ce.rule_id = route.rule_id;
+    if (!cc.region.ring(uint32_t(slot_)).push(type, &ce, sizeof ce, data, ce.cap_len)) return false;
+    uint32_t t = 0;
+    while (t < ntouched_ && touched_[t] != &cc) ++t;
+    if (t == ntouched_) touched_[ntouched_++] = &cc;
+    if (cc.mirror.load(std::memory_order_relaxed) &&
+        ring.ring.push(type, &e, sizeof e, data, e.cap_len, channel::kFlagMirrored))
+      to_agent_ = true;
+    return true;
+  }
+
+  Plugin& p_;
+  Port* const port_;
+  const Direction dir_;
+  ovs_packet_hook_batch* const b_;
+  const int32_t adapter_;
+  const uint32_t n_;
+  const int slot_;
+  const uint8_t* const* data_;
+  const uint32_t* len_;
+  Uninit<const uint8_t*, kHookBatch> data_buf_;
+  Uninit<uint32_t, kHookBatch> len_buf_;
+  Uninit<Decision, kHookBatch> out_;
+  bool closed_ = false, stat_mode_ = false, events_on_ = false, direct_ok_ = false;
+  uint32_t snaplen_ = 0;
+  uint64_t bytes_ = 0, fpackets_ = 0, fbytes_ = 0, dropped_ = 0, dropped_bytes_ = 0, events_ = 0, lost_ = 0;
+  bool to_agent_ = false;  // something written to the agent's ring
+  EventRing* er_ = nullptr;
+  bool er_locked_ = false, er_unavailable_ = false;
+  uint64_t now_real_ = 0, deadline_ = 0;
+  const ClientTable::RouteMap* routes_ = nullptr;
+  ClientChannel* touched_[kHookBatch];
+  uint32_t ntouched_ = 0;
+  bool held_any_ = false;
+};
+
+void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
+  const int32_t adapter = port->adapter.load(std::memory_order_relaxed);
+  if (adapter < 0 || b->count == 0) return;
+  if (b->count > kHookBatch) return hook_slices(port, dir, b);
+  BatchRun run(*this, port, dir, b, adapter);
+  const uint32_t matched = run.classify();
+  if (matched) {
+    RuleHits& rh = hits(run.slot());
+    for (uint32_t m = matched; m; m &= m - 1) run.apply(uint32_t(std::countr_zero(m)), rh);
+  }
+  run.finish();
+}
+
+// A batch larger than the switch's largest (NETDEV_MAX_BURST): decided in slices, never cut
+// short (packets past a cut would pass unfiltered).
+void Plugin::hook_slices(Port* port, Direction dir, ovs_packet_hook_batch* b) {
+  for (uint32_t off = 0; off < b->count; off += kHookBatch) {
+    ovs_packet_hook_batch slice{};
+    std::memcpy(&slice, b, std::min<size_t>(b->size, sizeof slice));
+    slice.count = std::min(kHookBatch, b->count - off);
+    slice.packets = b->packets + off;
+    slice.verdicts = b->verdicts + off;
+    if (b->version >= 2) {
+      slice.data = b->data + off;
+      slice.len = b->len + off;
+    }
+    hook(port, dir, &slice);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -454,19 +495,19 @@ void Plugin::RuleScope::add(const matcher::Rule& r, int sign) {
 }
 
 void Plugin::set_scope(RuleScope scope) {
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   scope_ = std::move(scope);
   for (const auto& p : ports_) update_want(*p);
 }
 
 void Plugin::port_attach(Port* port, ovs_packet_hook_port_state* state) {
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   port->state = state;
   update_want(*port);
 }
 
 Port* Plugin::port_open(const char* name, const char* type) {
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   Port* p = nullptr;
   for (const auto& q : ports_)
     if (!q->open.load() && q->name == name) p = q.get();
@@ -486,7 +527,7 @@ Port* Plugin::port_open(const char* name, const char* type) {
 }
 
 void Plugin::port_close(Port* port) {
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   port->open.store(false);
   for (Direction d : {Direction::Outgoing, Direction::Incoming}) {  // the switch's counts stay with the port
     uint64_t packets = 0, bytes = 0;
@@ -499,7 +540,7 @@ void Plugin::port_close(Port* port) {
 }
 
 Port* Plugin::port_of_adapter(uint32_t adapter) {
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   for (const auto& p : ports_)
     if (p->open.load() && p->adapter.load() == int32_t(adapter)) return p.get();
   return nullptr;
@@ -786,7 +827,7 @@ void Plugin::detach() {
 }
 
 void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
-  std::lock_guard lock(rules_mu_);
+  MutexLock lock(rules_mu_);
   // Only what changed is recompiled: the rules that the old and the new list share at
   // their start stay (so appending a rule compiles one rule, not the whole set); the rest
   // of the old list is removed and the rest of the new one added, in one snapshot: all or
@@ -802,7 +843,7 @@ void Plugin::replace_rules(const std::vector<matcher::Rule>& rules) {
 void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds) {
   RuleScope before, wide;  // ports the new rules need get batches before the rules apply
   {
-    std::lock_guard lock(ports_mu_);
+    MutexLock lock(ports_mu_);
     before = wide = scope_;
   }
   for (const auto& a : adds) wide.add(a.rule);
@@ -884,7 +925,7 @@ json Plugin::change_rules(const json& params) {
   }
   std::vector<uint64_t> unrouted;
   for (const auto& r : removes) unrouted.push_back(RuleHits::key(r.kind, r.id));
-  std::lock_guard lock(rules_mu_);
+  MutexLock lock(rules_mu_);
   change_rules(removes, adds);  // RuleError names the rule
   clients_.change_routes(unrouted, routes, false);
   return {{"removed", removes.size()}, {"added", adds.size()}};
@@ -918,7 +959,7 @@ json Plugin::set_adapters(const json& params) {
     }
     if (!next.emplace(port, m).second) throw std::invalid_argument("port listed twice: " + port);
   }
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   mappings_ = std::move(next);
   size_t mapped = 0;
   for (const auto& p : ports_) {
@@ -962,7 +1003,7 @@ json Plugin::set_config(const json& params) {
 
 json Plugin::ports() const {
   json a = json::array();
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   for (const auto& p : ports_)
     if (p->open.load()) a.push_back({{"port", p->name}, {"type", p->type}, {"adapter", p->adapter.load()}});
   return a;
@@ -971,7 +1012,7 @@ json Plugin::ports() const {
 json Plugin::stats() const {
   json adapters = json::array();
   {
-    std::lock_guard lock(ports_mu_);
+    MutexLock lock(ports_mu_);
     for (const auto& p : ports_) {
       if (p->adapter.load() < 0) continue;
       adapters.push_back({{"adapter", p->adapter.load()},
@@ -1108,7 +1149,7 @@ std::string Plugin::rule_add(const std::string& json_text, bool* ok) {
     const json j = json::parse(json_text);
     if (!j.is_object()) return "a rule is a JSON object: " + json_text;
     const matcher::Rule rule = matcher::rule_from_json(j);
-    std::lock_guard lock(rules_mu_);
+    MutexLock lock(rules_mu_);
     change_rules({}, {{rule, std::nullopt}});
     *ok = true;
     return std::string("added ") + matcher::to_string(rule.kind) + ":" + std::to_string(rule.id);
@@ -1130,7 +1171,7 @@ std::string Plugin::rule_remove(const std::string& ref, bool* ok) {
   if (!k || id.empty() || *end || !std::isdigit(static_cast<unsigned char>(id[0])) || n > 0xfffffffeul)
     return "'" + ref + "' is not KIND:ID (filter, passthrough or connection, and a rule id)";
   try {
-    std::lock_guard lock(rules_mu_);
+    MutexLock lock(rules_mu_);
     change_rules({matcher::RuleRef{*k, uint32_t(n)}}, {});
     *ok = true;
     return "removed " + ref;
@@ -1149,7 +1190,7 @@ std::string Plugin::adapter_set(const std::string& port, const std::string& id, 
     v = std::strtol(vm.c_str(), &end, 10);
     if (*end || v < 0 || v > 0xffffffffL) return "'" + vm + "' is not a VM id";
   }
-  std::lock_guard lock(ports_mu_);
+  MutexLock lock(ports_mu_);
   for (const auto& p : ports_) {
     if (p->name != port || !p->open.load()) continue;
     Mapping m{int32_t(a), uint32_t(v), p->snaplen.load()};

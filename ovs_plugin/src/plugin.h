@@ -59,6 +59,7 @@
 #include "holds.h"
 #include "rule_hits.h"
 #include "vpf/channel.h"
+#include "vpf/mutex.h"
 #include "vpf/limits.h"
 #include "vpf/matcher/classifier.h"
 
@@ -208,6 +209,8 @@ class Plugin {
   const ChannelCounters& channel_counters() const { return cc_; }
 
  private:
+  class BatchRun;  // one call of hook(): classify, apply each decision, finish (plugin.cc)
+  void hook_slices(Port* port, matcher::Direction dir, ovs_packet_hook_batch* batch);
   struct EventRing {
     channel::Ring ring;
     std::unique_ptr<HoldTable> holds;
@@ -222,18 +225,19 @@ class Plugin {
     void add(const matcher::Rule& r, int sign = 1);
     bool covers(int32_t adapter, int dir) const { return adapter >= 0 && (every[dir] > 0 || adapters[dir].count(adapter)); }
   };
-  void set_scope(RuleScope scope);  // and the ports' wants (takes ports_mu_)
+  void set_scope(RuleScope scope) VPF_EXCLUDES(ports_mu_);  // and the ports' wants
   // Applies a change to the classifier (all or nothing; throws RuleError), with the ports'
-  // wants widened before and narrowed after it.  rules_mu_ held.
-  void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds);
-  void update_want(Port& p) const;  // ports_mu_ held
-  nlohmann::json counters_json(const Port& p, matcher::Direction dir) const;  // ports_mu_ held
-  void replace_rules(const std::vector<matcher::Rule>& rules);  // all or nothing
+  // wants widened before and narrowed after it.
+  void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds)
+      VPF_REQUIRES(rules_mu_) VPF_EXCLUDES(ports_mu_);
+  void update_want(Port& p) const VPF_REQUIRES(ports_mu_);
+  nlohmann::json counters_json(const Port& p, matcher::Direction dir) const VPF_REQUIRES(ports_mu_);
+  void replace_rules(const std::vector<matcher::Rule>& rules) VPF_EXCLUDES(rules_mu_);  // all or nothing
   int thread_slot();
   // Returns the packets a rule matched (bit i: out[i]).
   uint32_t classify(int slot, const matcher::PacketBatch& batch, matcher::Decision* out);
   RuleHits& hits(int slot);
-  void apply_mapping(Port& p, const Mapping& m);
+  void apply_mapping(Port& p, const Mapping& m) VPF_REQUIRES(ports_mu_);
   void finish_hold(HoldSlot& s, channel::VerdictAction action, const uint8_t* data, uint32_t len);
   // A verdict record (`rec`, `len` bytes in the ring) from the agent (from == nullptr) or
   // from a client channel: checked, then applied to the packet held for it.
@@ -251,13 +255,13 @@ class Plugin {
   // A packet back into the switch (outgoing: as received from the port) or out of the
   // port to the VM (incoming).  Control thread.
   int send_on(const Port& port, matcher::Direction dir, ovs_packet* p);
-  Port* port_of_adapter(uint32_t adapter);
+  Port* port_of_adapter(uint32_t adapter) VPF_EXCLUDES(ports_mu_);
   channel::VerdictAction expiry_action() const {
     return deny_expired_.load() ? channel::VerdictAction::Drop : channel::VerdictAction::Send;
   }
 
   const ovs_packet_hook_host* host_;
-  std::mutex rules_mu_;  // one rule writer at a time
+  Mutex rules_mu_;  // one rule writer at a time; taken before ports_mu_
   matcher::Classifier classifier_;
   std::atomic<Policy> policy_{Policy::FailOpen};
   std::atomic<Mode> mode_{Mode::Filter};
@@ -266,10 +270,10 @@ class Plugin {
   std::atomic<bool> attached_{false};
   std::atomic<int> agent_pid_{0};
 
-  mutable std::mutex ports_mu_;  // guards ports_ and mappings_ (not the counters)
-  std::vector<std::unique_ptr<Port>> ports_;
-  std::map<std::string, Mapping> mappings_;
-  RuleScope scope_;  // of the rules in force (and, while rules change, of both sets)
+  mutable Mutex ports_mu_;  // the ports and what they want (not their counters: atomics)
+  std::vector<std::unique_ptr<Port>> ports_ VPF_GUARDED_BY(ports_mu_);
+  std::map<std::string, Mapping> mappings_ VPF_GUARDED_BY(ports_mu_);
+  RuleScope scope_ VPF_GUARDED_BY(ports_mu_);  // of the rules in force (and, while rules change, of both sets)
 
   // One reader (and hit table) per thread that calls the hook (main, PMD and handler
   // threads); threads beyond kMaxThreads share one more under a mutex.
@@ -285,12 +289,12 @@ class Plugin {
   // kLocalPorts ports; other ports and the shared slot count into Port's atomics.
   static constexpr uint32_t kLocalPorts = 1024;
   std::array<std::atomic<LocalCounters*>, kMaxThreads> local_{};
-  std::vector<std::unique_ptr<LocalCounters[]>> local_owned_;
+  std::vector<std::unique_ptr<LocalCounters[]>> local_owned_ VPF_GUARDED_BY(hits_mu_);
   LocalCounters* local_counters(int slot, const Port& p, matcher::Direction dir);  // null: use Port's
   LocalCounters totals(const Port& p, matcher::Direction dir) const;
-  std::vector<std::unique_ptr<RuleHits>> hits_owned_;
-  std::mutex hits_mu_;
-  std::mutex overflow_mu_;
+  std::vector<std::unique_ptr<RuleHits>> hits_owned_ VPF_GUARDED_BY(hits_mu_);
+  Mutex hits_mu_;      // a thread's first hit table or counters
+  Mutex overflow_mu_;  // the shared reader of threads beyond kMaxThreads
   std::atomic<int> next_slot_{0};
   const uint64_t generation_;
 

@@ -19,6 +19,8 @@
 #include <thread>
 #include <vector>
 
+#include "vpf/mutex.h"
+
 #include <nlohmann/json.hpp>
 
 #include "vpf/netfilter.h"
@@ -52,7 +54,7 @@ class AgentConnection {
   std::vector<int> take_fds();
 
  private:
-  void write(const std::string& s);
+  void write(const std::string& s) VPF_EXCLUDES(wmu_);
   void read_loop();
 
   int fd_ = -1;
@@ -60,13 +62,13 @@ class AgentConnection {
   NoteFn on_note_;
   BurstEndFn on_burst_end_;
   std::thread reader_;
-  mutable std::mutex mu_;
-  std::mutex wmu_;
-  std::map<uint64_t, std::promise<nlohmann::json>> calls_;
-  uint64_t next_id_ = 1;
-  bool closed_ = false;
-  std::string close_reason_;
-  std::vector<int> fds_;  // received, not taken yet
+  mutable Mutex mu_;  // the calls in flight and the connection's state
+  Mutex wmu_;         // one writer at a time
+  std::map<uint64_t, std::promise<nlohmann::json>> calls_ VPF_GUARDED_BY(mu_);
+  uint64_t next_id_ VPF_GUARDED_BY(mu_) = 1;
+  bool closed_ VPF_GUARDED_BY(mu_) = false;
+  std::string close_reason_ VPF_GUARDED_BY(mu_);
+  std::vector<int> fds_ VPF_GUARDED_BY(mu_);  // received, not taken yet
 };
 
 }  // namespace vpf

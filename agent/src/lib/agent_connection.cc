@@ -46,7 +46,7 @@ AgentConnection::~AgentConnection() {
 }
 
 std::vector<int> AgentConnection::take_fds() {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   return std::exchange(fds_, {});
 }
 
@@ -54,7 +54,7 @@ json AgentConnection::call(const std::string& method, const json& params, int ti
   std::future<json> f;
   uint64_t id;
   {
-    std::lock_guard l(mu_);
+    MutexLock l(mu_);
     if (closed_) throw NetFilterError(kErrorNotReady, "the connection to vpf-agent is closed: " + close_reason_);
     id = next_id_++;
     f = calls_[id].get_future();
@@ -67,7 +67,7 @@ json AgentConnection::call(const std::string& method, const json& params, int ti
     timeout_ms = std::min(timeout_ms, 2000);
   }
   if (f.wait_for(std::chrono::milliseconds(timeout_ms)) != std::future_status::ready) {
-    std::lock_guard l(mu_);
+    MutexLock l(mu_);
     calls_.erase(id);
     throw NetFilterError(kErrorNotReady, method + ": no answer from vpf-agent within " + std::to_string(timeout_ms) + " ms");
   }
@@ -86,12 +86,12 @@ void AgentConnection::verdict(uint64_t id, uint8_t action, std::span<const uint8
 }
 
 bool AgentConnection::closed() const {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   return closed_;
 }
 
 void AgentConnection::write(const std::string& s) {
-  std::lock_guard l(wmu_);
+  MutexLock l(wmu_);
   size_t off = 0;
   while (off < s.size()) {
     const ssize_t n = ::send(fd_, s.data() + off, s.size() - off, MSG_NOSIGNAL);
@@ -111,7 +111,7 @@ void AgentConnection::read_loop() {
     int fds[8], nfds = 0;
     const long n = channel::recv_with_fds(fd_, buf, sizeof buf, fds, 8, &nfds);
     if (nfds) {
-      std::lock_guard l(mu_);
+      MutexLock l(mu_);
       fds_.insert(fds_.end(), fds, fds + nfds);
       if (fds_.size() > 16) {  // nobody takes them: not ours to keep open
         for (size_t i = 0; i + 16 < fds_.size(); ++i) ::close(fds_[i]);
@@ -140,7 +140,7 @@ void AgentConnection::read_loop() {
       if (m.contains("method")) {
         if (on_note_) on_note_(m);
       } else if (m.contains("id") && m["id"].is_number_unsigned()) {
-        std::lock_guard l(mu_);
+        MutexLock l(mu_);
         const auto it = calls_.find(m["id"].get<uint64_t>());
         if (it != calls_.end()) {
           it->second.set_value(m);
@@ -148,7 +148,7 @@ void AgentConnection::read_loop() {
         }
       } else if (m.contains("error")) {  // an error for no request: the agent refuses us
         why = m["error"].value("message", std::string("refused"));
-        std::lock_guard l(mu_);
+        MutexLock l(mu_);
         for (auto& [id, p] : calls_) p.set_value(m);
         calls_.clear();
       }
@@ -157,16 +157,16 @@ void AgentConnection::read_loop() {
     if (on_burst_end_) on_burst_end_();
     if (bad) break;
   }
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   closed_ = true;
   close_reason_ = why;
   for (auto& [id, p] : calls_)
-    p.set_value(json{{"error", {{"code", -32000}, {"message", why}, {"data", {{"seed_error", kErrorNotReady}}}}}});
+    p.set_value(json{{"error", {{"code", rpc::kRefused}, {"message", why}, {"data", {{"seed_error", kErrorNotReady}}}}}});
   calls_.clear();
 }
 
 std::string AgentConnection::close_reason() const {
-  std::lock_guard l(mu_);
+  MutexLock l(mu_);
   return close_reason_;
 }
 
