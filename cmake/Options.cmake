@@ -1,9 +1,13 @@
 # All build options of vportfilter, in one place.
+include(GNUInstallDirs)
 
 option(VPF_SANITIZE "Build with AddressSanitizer and UndefinedBehaviorSanitizer" OFF)
 option(VPF_BUILD_BENCH "Build the Google Benchmark programs" ON)
 option(VPF_WERROR "Treat compiler warnings as errors" OFF)
 option(VPF_FUZZ "Build only the matcher and its libFuzzer harnesses, with clang, ASan and UBSan" OFF)
+set(VPF_OVS_TARBALL "/usr/src/openvswitch/openvswitch.tar.gz" CACHE FILEPATH
+    "Debian's openvswitch-source tarball, from which the patched switch is built (without it: no switch, plugin or tests on it)")
+set(VPF_FUZZ_SECONDS 18 CACHE STRING "seconds each libFuzzer harness runs under CTest (VPF_FUZZ builds)")
 set(VPF_TEST_PLUGIN "" CACHE FILEPATH
     "vportfilter_ovs.so for the agent's tests on the real switch in a sanitizer build (which builds no module)")
 
@@ -13,6 +17,8 @@ set(CMAKE_CXX_EXTENSIONS OFF)
 set(CMAKE_C_STANDARD 11)
 set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
 set(CMAKE_POSITION_INDEPENDENT_CODE ON)
+# Installed programs find libvportfilter beside them (PREFIX/bin → PREFIX/lib).
+set(CMAKE_INSTALL_RPATH "$ORIGIN/../${CMAKE_INSTALL_LIBDIR}")
 
 if(NOT CMAKE_BUILD_TYPE AND NOT CMAKE_CONFIGURATION_TYPES)
   set(CMAKE_BUILD_TYPE RelWithDebInfo CACHE STRING "Build type" FORCE)

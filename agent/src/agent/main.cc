@@ -4,6 +4,7 @@
 #include <boost/program_options.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <filesystem>
 #include <iostream>
 #include <sstream>
 
@@ -14,6 +15,20 @@ namespace po = boost::program_options;
 #ifndef VPF_SCHEMA_PATH
 #define VPF_SCHEMA_PATH "/usr/share/vportfilter/vportfilter.ovsschema"
 #endif
+
+namespace {
+// The schema beside an installed agent (PREFIX/bin/vpf-agent → PREFIX/share/vportfilter/),
+// else the one the build names (the source tree's).
+std::string default_schema() {
+  std::error_code ec;
+  const auto exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    const auto installed = exe.parent_path().parent_path() / "share/vportfilter/vportfilter.ovsschema";
+    if (std::filesystem::exists(installed, ec)) return installed.string();
+  }
+  return VPF_SCHEMA_PATH;
+}
+}  // namespace
 
 int main(int argc, char** argv) {
   const char* rd = std::getenv("OVS_RUNDIR");
@@ -30,7 +45,7 @@ int main(int argc, char** argv) {
        "ovsdb-server with the vportfilter database (default: the same; one policy may serve many hosts)")
       ("db-file", po::value(&o.db_file)->default_value(dbdir + "/vportfilter.db"),
        "where to create the vportfilter database if the local server lacks it")
-      ("schema", po::value(&o.schema)->default_value(VPF_SCHEMA_PATH), "the vportfilter database schema")
+      ("schema", po::value(&o.schema)->default_value(default_schema()), "the vportfilter database schema")
       ("plugin-socket", po::value(&o.plugin_socket)->default_value(rundir + "/vportfilter.sock"),
        "the plugin's control socket")
       ("socket", po::value(&o.socket)->default_value(rundir + "/vpf-agent.sock"), "the socket clients connect to")
