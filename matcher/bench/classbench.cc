@@ -3,11 +3,13 @@
 #include <pcap/pcap.h>
 
 #include <cmath>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <stdexcept>
 
-
 #include "vpf/limits.h"
+
 namespace vpf::bench {
 namespace {
 
@@ -230,7 +232,7 @@ std::vector<uint8_t> header_frame(const Header& h, size_t min_len) {
     put16(uint16_t(v >> 16));
     put16(uint16_t(v));
   };
-  const size_t l4len = h.proto == 6 ? 20 : 8;
+  const size_t l4len = h.proto == 6 ? 20 : h.proto == 132 ? 12 : 8;
   if (h.family == 4) {
     put16(0x0800);
     const size_t ip = f.size();
@@ -264,11 +266,16 @@ std::vector<uint8_t> header_frame(const Header& h, size_t min_len) {
     put16(0x5002);
     put16(65535);
     put32(0);
-  } else if (h.proto == 17) {
+  } else if (h.proto == 17 || h.proto == 136) {  // UDP; UDP-Lite (checksum coverage 8)
     put16(h.sport);
     put16(h.dport);
     put16(8);
     put16(0);
+  } else if (h.proto == 132) {  // SCTP: ports, verification tag, checksum
+    put16(h.sport);
+    put16(h.dport);
+    put32(1);
+    put32(0);
   } else {
     f.push_back(8);
     f.push_back(0);
@@ -277,6 +284,110 @@ std::vector<uint8_t> header_frame(const Header& h, size_t min_len) {
   }
   if (f.size() < min_len) f.resize(min_len, 0);
   return f;
+}
+
+namespace {
+
+// The lines of a ClassBench file, each with its number; blank lines skipped.
+template <class F>
+void each_line(const std::string& path, F&& f) {
+  std::ifstream in(path);
+  if (!in) throw std::runtime_error(path + ": cannot open");
+  std::string line;
+  for (size_t no = 1; std::getline(in, line); ++no) {
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    try {
+      f(line);
+    } catch (const std::exception& e) {
+      throw std::runtime_error(path + ":" + std::to_string(no) + ": " + e.what() + ": " + line);
+    }
+  }
+}
+
+uint32_t number(const std::string& text, uint64_t max, const char* what) {
+  size_t used = 0;
+  uint64_t v = 0;
+  try {
+    v = std::stoull(text, &used, 0);
+  } catch (const std::exception&) {
+    used = 0;
+  }
+  if (text.empty() || used != text.size() || v > max)
+    throw std::invalid_argument(std::string(what) + " '" + text + "' is not a number up to " + std::to_string(max));
+  return uint32_t(v);
+}
+
+// "A.B.C.D/LEN" -> address and mask (both zero for /0).
+void prefix(const std::string& text, IpAddr* addr, IpAddr* mask) {
+  const size_t slash = text.find('/');
+  if (slash == std::string::npos) throw std::invalid_argument("'" + text + "' is not ADDRESS/LENGTH");
+  const uint32_t len = number(text.substr(slash + 1), 32, "prefix length");
+  uint32_t a = 0;
+  std::stringstream ss(text.substr(0, slash));
+  std::string part;
+  int parts = 0;
+  while (std::getline(ss, part, '.')) a = a << 8 | number(part, 255, "address byte"), ++parts;
+  if (parts != 4) throw std::invalid_argument("'" + text + "' is not a dotted IPv4 address");
+  *mask = IpAddr{};
+  *addr = IpAddr{};
+  if (len == 0) return;
+  *mask = mask_of(4, int(len));
+  addr->w[0] = a & mask->w[0];
+}
+
+bool has_ports(uint8_t proto) { return proto == 6 || proto == 17 || proto == 132 || proto == 136; }
+
+}  // namespace
+
+std::vector<Rule> read_classbench_filters(const std::string& path) {
+  std::vector<Rule> out;
+  each_line(path, [&](const std::string& line) {
+    if (line[0] != '@') throw std::invalid_argument("a filter starts with '@'");
+    std::stringstream ss(line.substr(1));
+    std::string src, dst, splo, c1, sphi, dplo, c2, dphi, proto;
+    if (!(ss >> src >> dst >> splo >> c1 >> sphi >> dplo >> c2 >> dphi >> proto) || c1 != ":" || c2 != ":")
+      throw std::invalid_argument("expected SRC/LEN DST/LEN SPLO : SPHI DPLO : DPHI PROTO/MASK");
+    Rule r;
+    r.kind = matcher::RuleKind::Filter;
+    r.id = uint32_t(out.size() + 1);
+    r.action = matcher::Action::Drop;
+    r.direction = matcher::Direction::Outgoing;
+    r.ip_family = 4;
+    prefix(src, &r.local_ip, &r.local_mask);
+    prefix(dst, &r.remote_ip, &r.remote_mask);
+    r.local_port = {uint16_t(number(splo, 65535, "port")), uint16_t(number(sphi, 65535, "port"))};
+    r.remote_port = {uint16_t(number(dplo, 65535, "port")), uint16_t(number(dphi, 65535, "port"))};
+    if (r.local_port.lo > r.local_port.hi || r.remote_port.lo > r.remote_port.hi)
+      throw std::invalid_argument("a port range ends below its start");
+    const size_t slash = proto.find('/');
+    if (slash == std::string::npos) throw std::invalid_argument("'" + proto + "' is not PROTO/MASK");
+    const uint32_t p = number(proto.substr(0, slash), 255, "protocol");
+    const uint32_t m = number(proto.substr(slash + 1), 255, "protocol mask");
+    if (m != 0 && m != 0xff) throw std::invalid_argument("protocol mask " + proto.substr(slash + 1) + " is not 0x00 or 0xFF");
+    r.protocol = m ? uint8_t(p) : 0;
+    if (r.protocol && !has_ports(r.protocol)) r.local_port = r.remote_port = PortRange{};
+    out.push_back(r);
+  });
+  return out;
+}
+
+std::vector<Header> read_classbench_trace(const std::string& path) {
+  std::vector<Header> out;
+  each_line(path, [&](const std::string& line) {
+    std::stringstream ss(line);
+    std::string f[5];
+    for (auto& x : f)
+      if (!(ss >> x)) throw std::invalid_argument("expected SRC DST SPORT DPORT PROTO");
+    Header h;
+    h.family = 4;
+    h.src.w[0] = number(f[0], 0xffffffffu, "source address");
+    h.dst.w[0] = number(f[1], 0xffffffffu, "destination address");
+    h.sport = uint16_t(number(f[2], 65535, "source port"));
+    h.dport = uint16_t(number(f[3], 65535, "destination port"));
+    h.proto = uint8_t(number(f[4], 255, "protocol"));
+    out.push_back(h);
+  });
+  return out;
 }
 
 void write_pcap(const std::string& path, const std::vector<std::vector<uint8_t>>& frames) {

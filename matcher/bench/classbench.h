@@ -47,9 +47,26 @@ struct Header {
 // `count` headers; about 1 in 20 is random (matches whatever it matches).
 std::vector<Header> generate_trace(const std::vector<matcher::Rule>& rules, size_t count, uint64_t seed);
 
-// An Ethernet frame carrying the header (TCP, UDP or ICMP; IPv4 or IPv6), padded to
+// An Ethernet frame carrying the header (TCP, UDP, SCTP or UDP-Lite with its ports; an
+// ICMP echo body for any other protocol; IPv4 or IPv6), padded to
 // `min_len` bytes (no FCS).
 std::vector<uint8_t> header_frame(const Header& h, size_t min_len = 64);
+
+// Standard ClassBench inputs (the files of Taylor & Turner's filter sets and trace_generator).
+//
+// A filter file has one rule per line, "@SRC/LEN DST/LEN SPLO : SPHI DPLO : DPHI PROTO/MASK"
+// and optionally more fields (flags), which are ignored; line order is priority (the first
+// rule that matches wins).  Rule i (from 0) becomes filter rule id i+1, action drop,
+// direction outgoing, IPv4, local = source, remote = destination.  A port range applies to
+// TCP, UDP, SCTP and UDP-Lite only (docs/rules.md): a rule for another protocol keeps no
+// port condition; a rule for any protocol keeps its ranges, which then match packets of
+// those four.  A protocol mask is 0xFF (exact) or 0x00 (any).  Throws std::runtime_error
+// naming the file, the line and what is wrong.
+std::vector<matcher::Rule> read_classbench_filters(const std::string& path);
+
+// A header trace has one header per line, "SRC DST SPORT DPORT PROTO ..." (addresses as
+// unsigned 32-bit decimals; later fields ignored).  Throws std::runtime_error as above.
+std::vector<Header> read_classbench_trace(const std::string& path);
 
 // Writes Ethernet frames to a pcap file; throws std::runtime_error on failure.
 void write_pcap(const std::string& path, const std::vector<std::vector<uint8_t>>& frames);

@@ -5,6 +5,11 @@
 // Each comparison runs both sides in the same process on the same packets, checks that
 // they decide the same, and ends with lines "ratio <name> <value>" (how many times faster
 // vportfilter is; higher is better).  Run through scripts/bench.sh matcher.
+//
+// VPF_BENCH_CLASSBENCH=DIR adds every standard ClassBench filter set NAME of DIR that has
+// its header trace NAME_trace beside it: converted as `vpf-gen --from-classbench` does,
+// cross-checked against rte_acl on the whole trace, classified by both, and reported as
+// "ratio classify_cb_NAME_vs_rte_acl".
 #include <benchmark/benchmark.h>
 #include <pcap/pcap.h>
 #include <rte_acl.h>
@@ -22,6 +27,7 @@
 #include <thread>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <random>
@@ -50,6 +56,14 @@ struct RuleSetData {
   std::vector<const uint8_t*> l3;  // rte_acl input: the IPv4 header
 };
 
+void add_frames(RuleSetData& d, const std::vector<bench::Header>& trace) {
+  for (const auto& h : trace) d.frames.push_back(bench::header_frame(h));
+  for (const auto& f : d.frames) {
+    d.refs.push_back(PacketRef{f.data(), uint32_t(f.size()), {0, Direction::Outgoing, 0}});
+    d.l3.push_back(f.data() + 14);
+  }
+}
+
 RuleSetData& ruleset(size_t n, bench::Style style = bench::Style::Acl, int family = 4) {
   static std::map<std::tuple<size_t, int, int>, std::unique_ptr<RuleSetData>> cache;
   auto& slot = cache[{n, int(style), family}];
@@ -61,12 +75,7 @@ RuleSetData& ruleset(size_t n, bench::Style style = bench::Style::Acl, int famil
     g.count = n;
     g.seed = 1000 + n + 17 * size_t(style) + family;
     slot->rules = bench::generate_rules(g);
-    for (const auto& h : bench::generate_trace(slot->rules, trace_len(), 77 + n))
-      slot->frames.push_back(bench::header_frame(h));
-    for (const auto& f : slot->frames) {
-      slot->refs.push_back(PacketRef{f.data(), uint32_t(f.size()), {0, Direction::Outgoing, 0}});
-      slot->l3.push_back(f.data() + 14);
-    }
+    add_frames(*slot, bench::generate_trace(slot->rules, trace_len(), 77 + n));
   }
   return *slot;
 }
@@ -74,17 +83,13 @@ RuleSetData& ruleset(size_t n, bench::Style style = bench::Style::Acl, int famil
 std::map<std::string, double> g_ns_per_pkt;  // benchmark name -> ns per packet
 std::map<std::string, std::string> g_notes;
 
-struct OursCache {
-  std::map<std::tuple<size_t, int, int>, std::unique_ptr<Classifier>> by_n;
-  Classifier& get(size_t n, bench::Style style = bench::Style::Acl, int family = 4) {
-    auto& c = by_n[{n, int(style), family}];
-    if (!c) {
-      c = std::make_unique<Classifier>();
+// A classifier loaded with `rules`, its tree built; its figures into note `key`.
+std::unique_ptr<Classifier> load_ours(const std::vector<Rule>& rules, const std::string& key) {
+  auto c = std::make_unique<Classifier>();
       // The tree is built once, alone and timed, as the background builder would build it
       // a moment after the load (in Background mode it would start during the load and
       // run beside build_tree(): two builds at once on this machine's two cores).
       c->set_tree_mode(Classifier::TreeMode::Manual);
-      const auto& rules = ruleset(n, style, family).rules;
       const size_t heap0 = mallinfo2().uordblks;
       const auto t0 = std::chrono::steady_clock::now();
       c->apply({}, rules);
@@ -103,11 +108,43 @@ struct OursCache {
                     "%u tables, %.1f bytes/rule (heap %.1f), load %.1f ms",
                     s.rules, s.entries, s.tree_entries, s.tree_items, s.tree_depth, tree_ms, s.tables,
                     double(s.memory_bytes) / s.rules, heap_per_rule, ms);
-      g_notes["ours_" + std::string(bench::style_name(style)) + (family == 6 ? "6_" : "_") + std::to_string(n)] = buf;
-    }
+      g_notes[key] = buf;
+  return c;
+}
+
+struct OursCache {
+  std::map<std::tuple<size_t, int, int>, std::unique_ptr<Classifier>> by_n;
+  Classifier& get(size_t n, bench::Style style = bench::Style::Acl, int family = 4) {
+    auto& c = by_n[{n, int(style), family}];
+    if (!c)
+      c = load_ours(ruleset(n, style, family).rules,
+                    "ours_" + std::string(bench::style_name(style)) + (family == 6 ? "6_" : "_") + std::to_string(n));
     return *c;
   }
 } g_ours;
+
+// The ClassBench pairs of VPF_BENCH_CLASSBENCH, by name.
+struct CbSet {
+  RuleSetData data;
+  std::unique_ptr<Classifier> ours;
+};
+std::map<std::string, std::unique_ptr<CbSet>> g_cb;
+
+// Every NAME of `dir` with NAME_trace beside it; throws naming what could not be read.
+void load_classbench(const std::string& dir) {
+  namespace fs = std::filesystem;
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || name.ends_with("_trace") || !fs::exists(e.path().string() + "_trace")) continue;
+    auto cb = std::make_unique<CbSet>();
+    cb->data.rules = bench::read_classbench_filters(e.path().string());
+    add_frames(cb->data, bench::read_classbench_trace(e.path().string() + "_trace"));
+    if (cb->data.rules.empty() || cb->data.refs.size() < 32)
+      throw std::runtime_error(e.path().string() + ": needs at least one rule and 32 headers in its trace");
+    cb->ours = load_ours(cb->data.rules, "ours_cb_" + name);
+    g_cb[name] = std::move(cb);
+  }
+}
 
 // ---------------------------------------------------------------- rte_acl
 
@@ -123,29 +160,38 @@ const rte_acl_field_def kAclFields[5] = {
 
 bool g_eal_ok = false;
 
+// rte_acl rules for `rules` (rule i: priority by position, userdata i + 1).  A port
+// condition applies to TCP, UDP, SCTP and UDP-Lite only (docs/rules.md), while rte_acl
+// reads the four bytes after the IPv4 header whatever the protocol: a rule for any protocol
+// with a port condition becomes one rte_acl rule for each of the four.
 std::vector<Acl5> acl_rules(const std::vector<Rule>& rules) {
-  std::vector<Acl5> out(rules.size());
+  std::vector<Acl5> out;
+  out.reserve(rules.size());
   for (size_t i = 0; i < rules.size(); ++i) {
     const Rule& r = rules[i];
-    Acl5& a = out[i];
-    std::memset(&a, 0, sizeof a);
-    a.data.category_mask = 1;
-    a.data.priority = int32_t(RTE_ACL_MAX_PRIORITY - i);  // first rule wins
-    a.data.userdata = uint32_t(i + 1);
-    a.field[0].value.u8 = r.protocol;
-    a.field[0].mask_range.u8 = r.protocol ? 0xff : 0;
-    auto plen = [](const IpAddr& addr, const IpAddr& m) {
-      if (addr.is_zero() && m.is_zero()) return 0;
-      return m.is_zero() ? 32 : std::countl_one(m.w[0]);
-    };
-    a.field[1].value.u32 = r.local_ip.w[0];
-    a.field[1].mask_range.u32 = uint32_t(plen(r.local_ip, r.local_mask));
-    a.field[2].value.u32 = r.remote_ip.w[0];
-    a.field[2].mask_range.u32 = uint32_t(plen(r.remote_ip, r.remote_mask));
-    a.field[3].value.u16 = r.local_port.lo;
-    a.field[3].mask_range.u16 = r.local_port.hi;
-    a.field[4].value.u16 = r.remote_port.lo;
-    a.field[4].mask_range.u16 = r.remote_port.hi;
+    std::vector<uint8_t> protos = {r.protocol};
+    if (r.protocol == 0 && (!r.local_port.any() || !r.remote_port.any())) protos = {6, 17, 132, 136};
+    for (const uint8_t proto : protos) {
+      Acl5& a = out.emplace_back();
+      std::memset(&a, 0, sizeof a);
+      a.data.category_mask = 1;
+      a.data.priority = int32_t(RTE_ACL_MAX_PRIORITY - i);  // first rule wins
+      a.data.userdata = uint32_t(i + 1);
+      a.field[0].value.u8 = proto;
+      a.field[0].mask_range.u8 = proto ? 0xff : 0;
+      auto plen = [](const IpAddr& addr, const IpAddr& m) {
+        if (addr.is_zero() && m.is_zero()) return 0;
+        return m.is_zero() ? 32 : std::countl_one(m.w[0]);
+      };
+      a.field[1].value.u32 = r.local_ip.w[0];
+      a.field[1].mask_range.u32 = uint32_t(plen(r.local_ip, r.local_mask));
+      a.field[2].value.u32 = r.remote_ip.w[0];
+      a.field[2].mask_range.u32 = uint32_t(plen(r.remote_ip, r.remote_mask));
+      a.field[3].value.u16 = r.local_port.lo;
+      a.field[3].mask_range.u16 = r.local_port.hi;
+      a.field[4].value.u16 = r.remote_port.lo;
+      a.field[4].mask_range.u16 = r.remote_port.hi;
+    }
   }
   return out;
 }
@@ -164,10 +210,10 @@ std::unique_ptr<AclCtx> build_acl(const std::vector<Rule>& rules, const std::str
   prm.name = name.c_str();
   prm.socket_id = SOCKET_ID_ANY;
   prm.rule_size = RTE_ACL_RULE_SZ(5);
-  prm.max_rule_num = uint32_t(rules.size());
+  auto ar = acl_rules(rules);
+  prm.max_rule_num = uint32_t(ar.size());
   a->ctx = rte_acl_create(&prm);
   if (!a->ctx) return nullptr;
-  auto ar = acl_rules(rules);
   if (rte_acl_add_rules(a->ctx, reinterpret_cast<rte_acl_rule*>(ar.data()), uint32_t(ar.size())) != 0) return nullptr;
   rte_acl_config cfg{};
   cfg.num_categories = 1;
@@ -181,6 +227,7 @@ std::unique_ptr<AclCtx> build_acl(const std::vector<Rule>& rules, const std::str
 
 // Freed explicitly before rte_eal_cleanup() (see main).
 std::map<std::pair<size_t, int>, std::unique_ptr<AclCtx>> g_acl_cache;
+std::map<std::string, std::unique_ptr<AclCtx>> g_cb_acl;  // by ClassBench set
 
 AclCtx* acl_for(size_t n, bench::Style style = bench::Style::Acl) {
   if (!g_eal_ok) return nullptr;
@@ -206,13 +253,11 @@ const char* alg_name(enum rte_acl_classify_alg a) {
   }
 }
 
-// Checks that ours and rte_acl decide every packet of the trace the same way.
-void cross_check(size_t n, bench::Style style = bench::Style::Acl) {
-  AclCtx* a = acl_for(n, style);
+// Checks that ours and rte_acl decide the first `limit` packets of the trace (whole
+// batches) the same way; the result goes into note cross_check_<tag>.
+void cross_check(RuleSetData& d, Classifier& c, AclCtx* a, const std::string& tag, size_t limit) {
   if (!a) return;
-  auto& d = ruleset(n, style);
-  Classifier& c = g_ours.get(n, style);
-  const size_t m = std::min<size_t>(d.refs.size(), 100000);
+  const size_t m = std::min(d.refs.size(), limit);
   std::vector<Decision> ours(32);
   uint32_t res[32];
   size_t bad = 0;
@@ -220,13 +265,16 @@ void cross_check(size_t n, bench::Style style = bench::Style::Acl) {
     c.classify(&d.refs[i], 32, ours.data());
     rte_acl_classify(a->ctx, &d.l3[i], res, 32, 1);
     for (int k = 0; k < 32; ++k) {
-      const uint32_t want = res[k] ? res[k] - 1 : kNoRule;
+      const uint32_t want = res[k] ? d.rules[res[k] - 1].id : kNoRule;
       bad += ours[k].rule_id != want;
     }
   }
-  g_notes["cross_check_" + std::string(bench::style_name(style)) + "_" + std::to_string(n)] =
-      std::to_string(bad) + " mismatches with rte_acl over " + std::to_string(m / 32 * 32) + " packets";
-  if (bad) std::fprintf(stderr, "CROSS-CHECK FAILED: %zu mismatches at %zu rules\n", bad, n);
+  g_notes["cross_check_" + tag] = std::to_string(bad) + " mismatches with rte_acl over " + std::to_string(m / 32 * 32) + " packets";
+  if (bad) std::fprintf(stderr, "CROSS-CHECK FAILED: %zu mismatches (%s)\n", bad, tag.c_str());
+}
+void cross_check(size_t n, bench::Style style = bench::Style::Acl) {
+  cross_check(ruleset(n, style), g_ours.get(n, style), acl_for(n, style),
+              std::string(bench::style_name(style)) + "_" + std::to_string(n), 100000);
 }
 
 // ---------------------------------------------------------------- classify benchmarks
@@ -236,6 +284,8 @@ void set_per_packet(benchmark::State& st, uint64_t tsc, uint64_t pkts) {
   st.counters["tsc_cycles_per_pkt"] = double(tsc) / double(pkts);
 }
 
+void ours_loop(benchmark::State& st, RuleSetData& d, Classifier& c, Isa isa);
+
 void BM_Ours(benchmark::State& st, Isa isa) {
   if (!isa_supported(isa)) {
     st.SkipWithError("ISA not supported by this CPU");
@@ -244,8 +294,10 @@ void BM_Ours(benchmark::State& st, Isa isa) {
   const size_t n = size_t(st.range(0));
   const auto style = static_cast<bench::Style>(st.range(1));
   const int family = int(st.range(2));
-  auto& d = ruleset(n, style, family);
-  Classifier& c = g_ours.get(n, style, family);
+  ours_loop(st, ruleset(n, style, family), g_ours.get(n, style, family), isa);
+}
+
+void ours_loop(benchmark::State& st, RuleSetData& d, Classifier& c, Isa isa) {
   c.set_isa(isa);
   Decision out[32];
   size_t i = 0;
@@ -262,15 +314,19 @@ void BM_Ours(benchmark::State& st, Isa isa) {
   st.counters["pkts_per_iter"] = 32;
 }
 
+void acl_loop(benchmark::State& st, RuleSetData& d, AclCtx* a, enum rte_acl_classify_alg alg);
+
 void BM_RteAcl(benchmark::State& st, enum rte_acl_classify_alg alg) {
   const size_t n = size_t(st.range(0));
   const auto style = static_cast<bench::Style>(st.range(1));
-  AclCtx* a = acl_for(n, style);
+  acl_loop(st, ruleset(n, style), acl_for(n, style), alg);
+}
+
+void acl_loop(benchmark::State& st, RuleSetData& d, AclCtx* a, enum rte_acl_classify_alg alg) {
   if (!a) {
     st.SkipWithError("rte_acl unavailable (EAL init or build failed)");
     return;
   }
-  auto& d = ruleset(n, style);
   uint32_t res[32];
   if (rte_acl_classify_alg(a->ctx, d.l3.data(), res, 32, 1, alg) != 0) {
     st.SkipWithError("classify method not supported here");
@@ -607,6 +663,29 @@ int main(int argc, char** argv) {
   benchmark::RegisterBenchmark("classify_acl6/ours_avx512", [](benchmark::State& s) { BM_Ours(s, Isa::Avx512); })
       ->Args({10000, acl, 6});
   benchmark::RegisterBenchmark("classify_acl6/linear", BM_Linear)->Args({10000, acl, 6});
+  if (const char* dir = std::getenv("VPF_BENCH_CLASSBENCH")) {
+    try {
+      load_classbench(dir);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "VPF_BENCH_CLASSBENCH: %s\n", e.what());
+      return 1;
+    }
+    if (g_cb.empty()) std::fprintf(stderr, "VPF_BENCH_CLASSBENCH: no NAME with NAME_trace in %s\n", dir);
+  }
+  for (auto& [name, cb] : g_cb) {
+    CbSet* set = cb.get();
+    if (g_eal_ok) {
+      g_cb_acl[name] = build_acl(set->data.rules, "vpfbench_cb_" + name);
+      if (g_cb_acl[name]) g_notes["rte_acl_build_cb_" + name] = std::to_string(g_cb_acl[name]->build_ms) + " ms";
+    }
+    AclCtx* a = g_cb_acl[name].get();
+    for (Isa isa : supported_isas())
+      benchmark::RegisterBenchmark(("classify_cb_" + name + "/ours_" + isa_name(isa)).c_str(),
+                                   [set, isa](benchmark::State& st) { ours_loop(st, set->data, *set->ours, isa); });
+    for (auto alg : kAlgs)
+      benchmark::RegisterBenchmark(("classify_cb_" + name + "/rte_acl_" + alg_name(alg)).c_str(),
+                                   [set, a, alg](benchmark::State& st) { acl_loop(st, set->data, a, alg); });
+  }
   benchmark::RegisterBenchmark("update/ours", BM_Update)->Arg(10000)->Iterations(1)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("update/rte_acl_rebuild", BM_RteAclRebuild)->Arg(10000)->Iterations(5)->Unit(benchmark::kMillisecond);
   benchmark::RegisterBenchmark("bpf/ours_classifier", BM_BpfOursClassifier);
@@ -622,6 +701,7 @@ int main(int argc, char** argv) {
     cross_check(size_t(n));
   }
   for (auto style : {bench::Style::Fw, bench::Style::Ipc}) cross_check(10000, style);
+  for (auto& [name, cb] : g_cb) cross_check(cb->data, *cb->ours, g_cb_acl[name].get(), "cb_" + name, SIZE_MAX);
   bpfdata();
   Collector rep;
   benchmark::RunSpecifiedBenchmarks(&rep);
@@ -662,6 +742,15 @@ int main(int argc, char** argv) {
     ratio("classify_" + name + "_10k_scalar_vs_rte_acl_scalar", "classify_" + name + "/ours_scalar" + args,
           "classify_" + name + "/rte_acl_scalar" + args);
   }
+  for (const auto& [name, cb] : g_cb) {
+    std::string best_ours, best_acl;
+    double to = 1e300, ta = 1e300;
+    for (const auto& [k, v] : g_ns_per_pkt) {
+      if (k.rfind("classify_cb_" + name + "/ours_", 0) == 0 && v < to) to = v, best_ours = k;
+      if (k.rfind("classify_cb_" + name + "/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
+    }
+    ratio("classify_cb_" + name + "_vs_rte_acl", best_ours, best_acl);
+  }
   ratio("classify_acl6_10k_vs_linear", "classify_acl6/ours_avx512/10000/0/6", "classify_acl6/linear/10000/0/6");
   ratio("update_add_p99_10k_vs_rte_acl_rebuild", "update_add_p99_10000", "rte_acl_rebuild_10000");
   ratio("update_del_p99_10k_vs_rte_acl_rebuild", "update_del_p99_10000", "rte_acl_rebuild_10000");
@@ -672,6 +761,7 @@ int main(int argc, char** argv) {
   ratio("bpf_100_rules_vs_1", "bpf/ours_100_rules", "bpf/ours_classifier");
   std::fflush(stdout);
   g_acl_cache.clear();
+  g_cb_acl.clear();
   if (g_bpf && g_bpf->rbpf) rte_bpf_destroy(g_bpf->rbpf);
   g_bpf.reset();
   if (g_eal_ok) rte_eal_cleanup();

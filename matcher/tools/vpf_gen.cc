@@ -13,13 +13,15 @@ using namespace vpf;
 
 namespace {
 
-int usage() {
-  std::fprintf(stderr,
+int usage(FILE* to = stderr) {
+  std::fprintf(to,
                "usage: vpf-gen rules --style acl|fw|ipc --count N [--family 4|6] [--seed S] [--out FILE]\n"
                "       vpf-gen trace --rules FILE --count N [--seed S] --out FILE.pcap\n"
                "       vpf-gen demo --out FILE.pcap\n"
-               "       vpf-gen mix --count N [--flows F] [--len BYTES] [--drop-share PERCENT] --out FILE.pcap\n");
-  return 2;
+               "       vpf-gen mix --count N [--flows F] [--len BYTES] [--drop-share PERCENT] --out FILE.pcap\n"
+               "       vpf-gen --from-classbench FILTERS [--out RULES.json]\n"
+               "         (a ClassBench filter file as a rules file: rule i gets id i+1, outgoing, local = source)\n");
+  return to == stdout ? 0 : 2;
 }
 
 matcher::IpAddr v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d) {
@@ -61,6 +63,23 @@ std::vector<std::vector<uint8_t>> demo_frames() {
 int main(int argc, char** argv) {
   if (argc < 2) return usage();
   const std::string cmd = argv[1];
+  if (cmd == "--help" || cmd == "-h") return usage(stdout);
+  if (cmd == "--from-classbench") {
+    if (argc != 3 && !(argc == 5 && std::string(argv[3]) == "--out")) return usage();
+    try {
+      const std::string text = matcher::rules_to_json(bench::read_classbench_filters(argv[2])).dump(1) + "\n";
+      if (argc == 3) {
+        std::fwrite(text.data(), 1, text.size(), stdout);
+      } else if (!(std::ofstream(argv[4]) << text)) {
+        std::fprintf(stderr, "vpf-gen: cannot write %s\n", argv[4]);
+        return 1;
+      }
+      return 0;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "vpf-gen: %s\n", e.what());
+      return 1;
+    }
+  }
   std::string style = "acl", out, rules_path;
   size_t count = 1000, len = 64, flows = 0;
   int family = 4, drop_share = 0;
