@@ -1,13 +1,16 @@
-// vpf-agent: the client API — the method table, handle(), and the methods' handlers
-// (docs/protocol.md), and the clients' sessions (accept, authorize, close).  Runs on the
-// io_context's thread, as all of the agent.
+// vpf-agent: the clients (see client_api.h): the method table, handle(), the methods'
+// handlers (docs/protocol.md), and the sessions (accept, authorize, close).
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 
-#include "agent.h"
+#include "client_api.h"
+
 #include "agent_common.h"
+#include "event_router.h"
+#include "plugin_link.h"
+#include "policy_store.h"
 #include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rules_json.h"
 
@@ -47,77 +50,15 @@ std::vector<matcher::Rule> rules_param(const json& j) {
 
 }  // namespace
 
-// ---- clients ----
-
-bool Agent::authorized(const Peer& p) const {
-  if (p.uid == 0) return true;
-  for (const auto& [g, i] : instances_)
-    if (i.allowed.count(p.exe)) return true;
-  return false;
-}
-
 namespace {
+
 std::string exe_of(int pid) {
   char buf[4096];
   const std::string link = "/proc/" + std::to_string(pid) + "/exe";
   const ssize_t n = ::readlink(link.c_str(), buf, sizeof buf - 1);
   return n > 0 ? std::string(buf, size_t(n)) : "";
 }
-}  // namespace
 
-void Agent::accept() {
-  acceptor_->async_accept([this](const boost::system::error_code& ec, local::socket s) {
-    if (ec) return;
-    ucred cred{};
-    socklen_t len = sizeof cred;
-    ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len);
-    Peer peer{int(cred.pid), int(cred.uid), exe_of(cred.pid)};
-    auto session = std::make_shared<Session>(std::move(s), *this, peer, opts_.client_queue_bytes);
-    if (!authorized(peer)) {
-      const std::string why = "permission denied: uid " + std::to_string(cred.uid) + " (" +
-                              (peer.exe.empty() ? "?" : peer.exe) + ") is not root and not an allowed controller";
-      log("client refused: " + why);
-      session->refuse({{"code", rpc::kNotAllowed}, {"message", why}, {"data", {{"seed_error", kErrorPrivilegeNotHeld}}}});
-    } else {
-      sessions_.insert(session);
-      session->start();
-    }
-    accept();
-  });
-}
-
-void Agent::on_session_closed(Session& s) {
-  closed_sessions_dropped_ += s.events_dropped;
-  const bool owned = !s.owned_instance.empty();
-  close_channel(s);  // the plugin gives its held packets their expiry verdict
-  if (owned) {
-    const bool deny = instance(s.owned_instance).deny_expired;
-    for (const auto& [id, t] : s.pending) expire(id, deny);
-    if (!s.pending.empty())
-      log("client pid " + std::to_string(s.peer().pid) + " went away holding " + std::to_string(s.pending.size()) +
-          " captured packets: " + (deny ? "dropped" : "sent on") + " (DenyExpiredRequests)");
-    s.pending.clear();
-    s.owned_instance.clear();
-  }
-  // Erase after this call returns: the session may be running one of its own handlers.
-  asio::post(io_, [this, p = s.shared_from_this(), owned] {
-    sessions_.erase(p);
-    if (owned) {
-      push_rules();
-      push_config();
-    }
-    sync_channels();  // a monitor less
-  });
-}
-
-std::string Agent::instance_of(const json& params) const {
-  if (!params.contains("instance")) return kDefaultInstance;
-  if (!params["instance"].is_string() || params["instance"].get<std::string>().empty())
-    throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'instance' must be a non-empty string");
-  return params["instance"].get<std::string>();
-}
-
-namespace {
 
 std::vector<uint8_t> hex_bytes(const json& params, const char* name) {
   if (!params.contains(name) || !params[name].is_string())
@@ -145,61 +86,165 @@ int64_t int_param(const json& params, const char* name, int64_t def, int64_t lo,
   return params[name].get<int64_t>();
 }
 
+
 }  // namespace
+
+ClientApi::~ClientApi() {
+  if (acceptor_) ::unlink(a_.options().socket.c_str());
+}
+
+void ClientApi::listen() {
+  // A stale file from an earlier run is replaced.
+  ::unlink(a_.options().socket.c_str());
+  acceptor_ = std::make_unique<local::acceptor>(a_.io(), local::endpoint(a_.options().socket));
+  ::chmod(a_.options().socket.c_str(), 0666);  // everyone reaches the credential check
+  accept();
+}
+
+void ClientApi::announce_adapters() {
+  std::map<int32_t, std::string> now;
+  for (const auto& [key, a] : a_.store().adapters())
+    if (a.id >= 0) now[a.id] = key;
+  auto tell = [&](const char* method, int32_t id) {
+    for (const auto& s : sessions_)
+      if (s->adapter_events) s->send_json({{"jsonrpc", "2.0"}, {"method", method}, {"params", {{"adapter_id", id}}}});
+  };
+  for (const auto& [id, key] : announced_)
+    if (!now.count(id) || now[id] != key) tell("adapter_removed", id);
+  for (const auto& [id, key] : now)
+    if (!announced_.count(id) || announced_[id] != key) tell("adapter_added", id);
+  announced_ = std::move(now);
+}
+
+void ClientApi::check_access(const Session& s, const std::string& guid) const {
+  if (s.peer().uid == 0) return;
+  const Instance i = a_.store().instance(guid);
+  if (i.force_check)
+    throw ApiError(rpc::kNotAllowed, kErrorPrivilegeNotHeld,
+                   "permission denied: instance '" + guid + "' requires root (ForceAppPermissionCheck)");
+  if (!i.allowed.count(s.peer().exe))
+    throw ApiError(rpc::kNotAllowed, kErrorPrivilegeNotHeld,
+                   "permission denied: " + s.peer().exe + " is not an allowed controller of instance '" + guid + "'");
+}
+
+Session* ClientApi::owner_of(const std::string& guid) const {
+  for (const auto& s : sessions_)
+    if (!s->closed() && s->owned_instance == guid) return s.get();
+  return nullptr;
+}
+
+bool ClientApi::authorized(const Peer& p) const {
+  if (p.uid == 0) return true;
+  for (const auto& [g, i] : a_.store().instances())
+    if (i.allowed.count(p.exe)) return true;
+  return false;
+}
+
+void ClientApi::accept() {
+  acceptor_->async_accept([this](const boost::system::error_code& ec, local::socket s) {
+    if (ec) return;
+    ucred cred{};
+    socklen_t len = sizeof cred;
+    ::getsockopt(s.native_handle(), SOL_SOCKET, SO_PEERCRED, &cred, &len);
+    Peer peer{int(cred.pid), int(cred.uid), exe_of(cred.pid)};
+    auto session = std::make_shared<Session>(std::move(s), a_, peer, a_.options().client_queue_bytes);
+    if (!authorized(peer)) {
+      const std::string why = "permission denied: uid " + std::to_string(cred.uid) + " (" +
+                              (peer.exe.empty() ? "?" : peer.exe) + ") is not root and not an allowed controller";
+      log("client refused: " + why);
+      session->refuse({{"code", rpc::kNotAllowed}, {"message", why}, {"data", {{"seed_error", kErrorPrivilegeNotHeld}}}});
+    } else {
+      sessions_.insert(session);
+      session->start();
+    }
+    accept();
+  });
+}
+
+void ClientApi::on_session_closed(Session& s) {
+  closed_sessions_dropped_ += s.events_dropped;
+  const bool owned = !s.owned_instance.empty();
+  a_.events().close_channel(s);  // the plugin gives its held packets their expiry verdict
+  if (owned) {
+    const bool deny = a_.store().instance(s.owned_instance).deny_expired;
+    for (const auto& [id, t] : s.pending) a_.events().expire(id, deny);
+    if (!s.pending.empty())
+      log("client pid " + std::to_string(s.peer().pid) + " went away holding " + std::to_string(s.pending.size()) +
+          " captured packets: " + (deny ? "dropped" : "sent on") + " (DenyExpiredRequests)");
+    s.pending.clear();
+    s.owned_instance.clear();
+  }
+  // Erase after this call returns: the session may be running one of its own handlers.
+  asio::post(a_.io(), [this, p = s.shared_from_this(), owned] {
+    sessions_.erase(p);
+    if (owned) {
+      a_.link().push_rules();
+      a_.link().push_config();
+    }
+    a_.events().sync_channels();  // a monitor less
+  });
+}
+
+std::string ClientApi::instance_of(const json& params) const {
+  if (!params.contains("instance")) return kDefaultInstance;
+  if (!params["instance"].is_string() || params["instance"].get<std::string>().empty())
+    throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'instance' must be a non-empty string");
+  return params["instance"].get<std::string>();
+}
 
 // The client API: every JSON-RPC method, who may call it, the parameters it takes, and its
 // handler (docs/protocol.md describes each).  handle() checks access from this table alone.
-const std::vector<Agent::Method>& Agent::methods() {
+const std::vector<ClientApi::Method>& ClientApi::methods() {
   using A = Access;
   static const std::vector<Method> table = {
-      {"status", A::Client, "", [](Agent& a, Session&, const json&, const Reply& r) { r(a.status(), nullptr); }},
-      {"list_adapters", A::Client, "", [](Agent& a, Session&, const json&, const Reply& r) { r(a.list_adapters(), nullptr); }},
+      {"status", A::Client, "", [](ClientApi& a, Session&, const json&, const Reply& r) { r(a.status(), nullptr); }},
+      {"list_adapters", A::Client, "", [](ClientApi& a, Session&, const json&, const Reply& r) { r(a.list_adapters(), nullptr); }},
       {"set_adapter", A::Client, "{adapter, max_packet_bytes?, collect_statistics?, buffer_size?, packet_timeout?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.set_adapter(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.set_adapter(p, r); }},
       {"add_rule", A::Instance, "{rule, at?: head|tail, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.add_rule(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.add_rule(p, r); }},
       {"import_rules", A::Instance, "{rules, replace?, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.import_rules(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.import_rules(p, r); }},
       {"update_rule", A::Instance, "{kind, id, rule, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.change_rule("update_rule", p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.change_rule("update_rule", p, r); }},
       {"move_rule", A::Instance, "{kind, id, to: up|down, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.change_rule("move_rule", p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.change_rule("move_rule", p, r); }},
       {"delete_rule", A::Instance, "{kind, id, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.delete_rules(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.delete_rules(p, r); }},
       {"delete_all_rules", A::Instance, "{kind?, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.delete_rules(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.delete_rules(p, r); }},
       {"list_rules", A::Client, "{kind?, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { r(a.list_rules(p), nullptr); }},
-      {"check_bpf", A::Client, "{expression}", [](Agent&, Session&, const json& p, const Reply& r) { r(check_bpf(p), nullptr); }},
-      {"get_statistics", A::Client, "", [](Agent& a, Session&, const json&, const Reply& r) { r(a.statistics(), nullptr); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.list_rules(p), nullptr); }},
+      {"check_bpf", A::Client, "{expression}", [](ClientApi&, Session&, const json& p, const Reply& r) { r(check_bpf(p), nullptr); }},
+      {"get_statistics", A::Client, "", [](ClientApi& a, Session&, const json&, const Reply& r) { r(a.statistics(), nullptr); }},
       {"install", A::Root, "{guid, altitude?, allowed_controllers?, force_app_permission_check?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.install(p, r); }},
-      {"uninstall", A::Root, "{guid}", [](Agent& a, Session&, const json& p, const Reply& r) { a.uninstall(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.install(p, r); }},
+      {"uninstall", A::Root, "{guid}", [](ClientApi& a, Session&, const json& p, const Reply& r) { a.uninstall(p, r); }},
       {"get_driver_status", A::Client, "{guid?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { r(a.driver_status(p), nullptr); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.driver_status(p), nullptr); }},
       {"get_driver_version", A::Client, "",
-       [](Agent&, Session&, const json&, const Reply& r) {
+       [](ClientApi&, Session&, const json&, const Reply& r) {
          r({{"version", kVersionWords}, {"text", "0.1.0.0"}, {"protocol_version", protocol::kVersion}}, nullptr);
        }},
       {"config", A::Instance, "{name, value?, instance?}",
-       [](Agent& a, Session& s, const json& p, const Reply& r) { a.config(s, p, r); }},
+       [](ClientApi& a, Session& s, const json& p, const Reply& r) { a.config(s, p, r); }},
       {"set_active", A::Instance, "{active, instance?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.set_active(p, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.set_active(p, r); }},
       {"start_filter", A::Instance, "{timeout_ms?, mode?: capture|stat, instance?}",
-       [](Agent& a, Session& s, const json& p, const Reply& r) { a.start_filter(s, p, r); }},
-      {"stop_filter", A::Client, "", [](Agent& a, Session& s, const json&, const Reply& r) { a.stop_filter(s, r); }},
+       [](ClientApi& a, Session& s, const json& p, const Reply& r) { a.start_filter(s, p, r); }},
+      {"stop_filter", A::Client, "", [](ClientApi& a, Session& s, const json&, const Reply& r) { a.stop_filter(s, r); }},
       {"subscribe", A::Client, "{instance?: NAME|*, packets?, adapters?}",
-       [](Agent& a, Session& s, const json& p, const Reply& r) { a.subscribe(s, p, r); }},
-      {"open_channel", A::Client, "", [](Agent& a, Session& s, const json&, const Reply& r) { a.open_channel(s, r); }},
+       [](ClientApi& a, Session& s, const json& p, const Reply& r) { a.subscribe(s, p, r); }},
+      {"open_channel", A::Client, "", [](ClientApi& a, Session& s, const json&, const Reply& r) { a.a_.events().open_channel(s, r); }},
       {"send_packet", A::Client, "{adapter, data: HEX, num_times?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.inject(p, 0, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.inject(p, 0, r); }},
       {"insert_incoming_packet", A::Client, "{adapter, data: HEX, num_times?}",
-       [](Agent& a, Session&, const json& p, const Reply& r) { a.inject(p, 1, r); }},
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { a.inject(p, 1, r); }},
   };
   return table;
 }
 
-void Agent::handle(Session& s, const std::string& method, const json& params, Reply reply) {
+void ClientApi::handle(Session& s, const std::string& method, const json& params, Reply reply) {
   try {
     const auto& table = methods();
     const auto m = std::find_if(table.begin(), table.end(), [&](const Method& x) { return method == x.name; });
@@ -230,42 +275,42 @@ void Agent::handle(Session& s, const std::string& method, const json& params, Re
   }
 }
 
-json Agent::status() const {
+json ClientApi::status() const {
   uint64_t client_drops = closed_sessions_dropped_;
   for (const auto& c : sessions_) client_drops += c->events_dropped;
+  json events = a_.events().counters();
+  events["client_events_dropped"] = client_drops;
   json inst = json::array();
-  for (const auto& [g, i] : instances_) {
+  for (const auto& [g, i] : a_.store().instances()) {
     const Session* o = owner_of(g);
     inst.push_back({{"guid", g}, {"altitude", i.altitude}, {"active", i.active}, {"installed", i.exists},
                     {"client_pid", o ? json(o->peer().pid) : json(nullptr)},
                     {"client_channel", o != nullptr && o->direct_route != 0}});
   }
-  return {{"plugin_attached", bool(plugin_)},
-          {"adapters", adapters_.size()},
-          {"rules", rule_rows_.size()},
+  return {{"plugin_attached", bool(a_.link().plugin())},
+          {"adapters", a_.store().adapters().size()},
+          {"rules", a_.store().rule_rows().size()},
           {"instances", inst},
           {"clients", sessions_.size()},
-          {"events", {{"received", events_received_}, {"unrouted", events_unrouted_},
-                      {"expired_by_agent", expired_by_agent_}, {"verdicts_lost", verdicts_lost_},
-                      {"bad_verdicts", bad_verdicts_}, {"client_events_dropped", client_drops}}},
+          {"events", events},
           {"protocol_version", protocol::kVersion}};
 }
 
-json Agent::list_adapters() const {
+json ClientApi::list_adapters() const {
   json out = json::array();
-  for (const auto& [k, a] : adapters_)
+  for (const auto& [k, a] : a_.store().adapters())
     if (a.id >= 0) out.push_back(a.to_json());
   std::sort(out.begin(), out.end(), [](const json& a, const json& b) { return a["id"] < b["id"]; });
   return out;
 }
 
-void Agent::set_active(const json& params, const Reply& reply) {
+void ClientApi::set_active(const json& params, const Reply& reply) {
   if (!params.contains("active") || !params["active"].is_boolean())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "set_active needs 'active': true or false");
-  set_instance(instance_of(params), {{"active", params["active"].get<bool>() ? "true" : "false"}}, reply);
+  a_.store().set_instance(instance_of(params), {{"active", params["active"].get<bool>() ? "true" : "false"}}, reply);
 }
 
-json Agent::check_bpf(const json& params) {
+json ClientApi::check_bpf(const json& params) {
   if (!params.contains("expression") || !params["expression"].is_string())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "check_bpf needs {\"expression\": TEXT}");
   try {
@@ -276,7 +321,7 @@ json Agent::check_bpf(const json& params) {
   }
 }
 
-void Agent::subscribe(Session& s, const json& params, const Reply& reply) {
+void ClientApi::subscribe(Session& s, const json& params, const Reply& reply) {
   const std::string what = params.value("instance", std::string("*"));
   if (params.contains("instance") && !params["instance"].is_string())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'instance' must be a name or \"*\"");
@@ -286,13 +331,13 @@ void Agent::subscribe(Session& s, const json& params, const Reply& reply) {
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'adapters' must be true or false");
   s.monitor = params.value("packets", true) ? what : "";
   s.adapter_events = params.value("adapters", s.adapter_events);
-  sync_channels();  // monitors get copies of events that go to client channels
+  a_.events().sync_channels();  // monitors get copies of events that go to client channels
   reply({{"ok", true}}, nullptr);
 }
 
-void Agent::start_filter(Session& s, const json& params, const Reply& reply) {
+void ClientApi::start_filter(Session& s, const json& params, const Reply& reply) {
   const std::string inst = instance_of(params);
-  const Instance i = instance(inst);
+  const Instance i = a_.store().instance(inst);
   if (!i.exists && inst != kDefaultInstance)
     throw ApiError(rpc::kRefused, kErrorFileNotFound, "instance '" + inst + "' is not installed");
   const int64_t timeout = int_param(params, "timeout_ms", 0, 0, 86400000);
@@ -309,52 +354,52 @@ void Agent::start_filter(Session& s, const json& params, const Reply& reply) {
   s.timeout_ms = uint32_t(timeout);
   s.stat_mode = mode == "stat";
   s.adapter_events = true;
-  push_config();
-  if (!i.active) return set_instance(inst, {{"active", "true"}}, reply);  // the monitor pushes the rules
-  push_rules();
+  a_.link().push_config();
+  if (!i.active) return a_.store().set_instance(inst, {{"active", "true"}}, reply);  // the monitor pushes the rules
+  a_.link().push_rules();
   reply({{"ok", true}}, nullptr);
 }
 
-void Agent::stop_filter(Session& s, const Reply& reply) {
+void ClientApi::stop_filter(Session& s, const Reply& reply) {
   if (s.owned_instance.empty()) return reply({{"ok", true}, {"was_started", false}}, nullptr);
   const std::string inst = s.owned_instance;
-  const bool deny = instance(inst).deny_expired;
-  for (const auto& [id, t] : s.pending) expire(id, deny);
+  const bool deny = a_.store().instance(inst).deny_expired;
+  for (const auto& [id, t] : s.pending) a_.events().expire(id, deny);
   s.pending.clear();
   s.expiry_timer.cancel();
-  close_channel(s);
+  a_.events().close_channel(s);
   s.wants_direct = false;
   s.owned_instance.clear();
   s.stat_mode = false;
-  push_config();
+  a_.link().push_config();
   // The seed's stop_filter detaches the filter: the instance's rules leave the datapath.
-  set_instance(inst, {{"active", "false"}}, reply);
+  a_.store().set_instance(inst, {{"active", "false"}}, reply);
 }
 
-void Agent::inject(const json& params, uint8_t direction, const Reply& reply) {
+void ClientApi::inject(const json& params, uint8_t direction, const Reply& reply) {
   const int64_t adapter = int_param(params, "adapter", -1, 0, INT32_MAX);
   if (adapter < 0) throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'adapter' (an adapter id) is required");
   bool known = false;
-  for (const auto& [k, a] : adapters_) known |= a.id == adapter;
+  for (const auto& [k, a] : a_.store().adapters()) known |= a.id == adapter;
   if (!known) throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no adapter " + std::to_string(adapter));
   const std::vector<uint8_t> frame = hex_bytes(params, "data");
   if (frame.size() < 14 || frame.size() > protocol::kMaxPacket)
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter,
                    "a frame has 14.." + std::to_string(protocol::kMaxPacket) + " bytes, not " + std::to_string(frame.size()));
   const int64_t times = int_param(params, "num_times", 1, 1, 1000000);
-  if (!plugin_) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
-  if (!plugin_->inject(uint32_t(adapter), direction, uint32_t(times), frame))
+  if (!a_.link().plugin()) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
+  if (!a_.link().plugin()->inject(uint32_t(adapter), direction, uint32_t(times), frame))
     throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin's command ring is full; try again");
   reply({{"ok", true}}, nullptr);
 }
 
-void Agent::set_adapter(const json& params, const Reply& reply) {
+void ClientApi::set_adapter(const json& params, const Reply& reply) {
   const int64_t id = int_param(params, "adapter", -1, 0, INT32_MAX);
   std::string key;
-  for (const auto& [k, a] : adapters_)
+  for (const auto& [k, a] : a_.store().adapters())
     if (a.id == id && id >= 0) key = k;
   if (key.empty()) throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no adapter " + std::to_string(id));
-  std::map<std::string, std::string> settings = adapters_[key].settings;
+  std::map<std::string, std::string> settings = a_.store().adapters().at(key).settings;
   for (const auto& [k, v] : params.items()) {
     if (k == "adapter") continue;
     if (k == "max_packet_bytes" || k == "buffer_size" || k == "packet_timeout") {
@@ -375,7 +420,7 @@ void Agent::set_adapter(const json& params, const Reply& reply) {
                          "' (max_packet_bytes, collect_statistics, buffer_size, packet_timeout)");
     }
   }
-  commit(json::array({{{"op", "update"}, {"table", "Adapter"},
+  a_.store().commit(json::array({{{"op", "update"}, {"table", "Adapter"},
                                      {"where", json::array({json::array({"key", "==", key})})},
                                      {"row", {{"settings", ovsdb_make_map(settings)}}}}}),
                        [reply](const json&, const json& error) {
@@ -384,7 +429,7 @@ void Agent::set_adapter(const json& params, const Reply& reply) {
                        });
 }
 
-void Agent::config(Session& s, const json& params, const Reply& reply) {
+void ClientApi::config(Session& s, const json& params, const Reply& reply) {
   const std::string inst = instance_of(params);
   if (!params.contains("name") || !params["name"].is_string())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "config needs 'name'");
@@ -395,7 +440,7 @@ void Agent::config(Session& s, const json& params, const Reply& reply) {
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter,
                    "unknown setting '" + params["name"].get<std::string>() +
                        "' (the agent keeps DenyExpiredRequests, ForceAppPermissionCheck, LoggingEnabled)");
-  const Instance i = instance(inst);
+  const Instance i = a_.store().instance(inst);
   if (!params.contains("value")) {
     const auto v = i.settings.find(it->second);
     return reply({{"value", v != i.settings.end() && truthy(v->second) ? "True" : "False"}}, nullptr);
@@ -405,10 +450,10 @@ void Agent::config(Session& s, const json& params, const Reply& reply) {
                    "value of " + params["name"].get<std::string>() + " must be True, False, 1, 0, Yes or No");
   if (s.peer().uid != 0)
     throw ApiError(rpc::kNotAllowed, kErrorPrivilegeNotHeld, "changing " + params["name"].get<std::string>() + " needs root");
-  set_instance(inst, {{it->second, truthy(params["value"].get<std::string>()) ? "true" : "false"}}, reply);
+  a_.store().set_instance(inst, {{it->second, truthy(params["value"].get<std::string>()) ? "true" : "false"}}, reply);
 }
 
-void Agent::install(const json& params, const Reply& reply) {
+void ClientApi::install(const json& params, const Reply& reply) {
   if (!params.contains("guid") || !params["guid"].is_string() || params["guid"].get<std::string>().empty())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "install needs 'guid' (the product GUID)");
   const std::string guid = params["guid"];
@@ -427,33 +472,33 @@ void Agent::install(const json& params, const Reply& reply) {
     changes["force_app_permission_check"] = params["force_app_permission_check"].get<bool>() ? "true" : "false";
   }
   // A new instance is installed but not started (its rules wait for start_filter).
-  if (!instance(guid).exists) changes["active"] = "false";
-  set_instance(guid, changes, reply);
+  if (!a_.store().instance(guid).exists) changes["active"] = "false";
+  a_.store().set_instance(guid, changes, reply);
 }
 
-void Agent::uninstall(const json& params, const Reply& reply) {
+void ClientApi::uninstall(const json& params, const Reply& reply) {
   if (!params.contains("guid") || !params["guid"].is_string())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "uninstall needs 'guid'");
   const std::string guid = params["guid"];
-  if (!instance(guid).exists && guid != kDefaultInstance)
+  if (!a_.store().instance(guid).exists && guid != kDefaultInstance)
     throw ApiError(rpc::kInvalidParams, kErrorFileNotFound, "instance '" + guid + "' is not installed");
   const json ops = json::array({{{"op", "delete"}, {"table", "Rule"}, {"where", json::array({json::array({"instance", "==", guid})})}},
                                 {{"op", "delete"}, {"table", "Instance"}, {"where", json::array({json::array({"guid", "==", guid})})}}});
-  commit(ops, [reply](const json& result, const json& error) {
+  a_.store().commit(ops, [reply](const json& result, const json& error) {
     if (database_refused(reply, error, kErrorNotReady)) return;
     reply({{"ok", true}, {"rules_deleted", result[0].value("count", 0)}}, nullptr);
   });
 }
 
-json Agent::driver_status(const json& params) const {
+json ClientApi::driver_status(const json& params) const {
   const std::string guid = instance_of(params.contains("guid") ? json{{"instance", params["guid"]}} : params);
-  const Instance i = instance(guid);
+  const Instance i = a_.store().instance(guid);
   // The seed's MODULE_STATUS_*: 0 not present, 1 stopped, 4 running.
-  const int st = !i.exists && guid != kDefaultInstance ? 0 : plugin_ && i.active ? 4 : 1;
-  return {{"status", st}, {"plugin_attached", bool(plugin_)}, {"active", i.active}};
+  const int st = !i.exists && guid != kDefaultInstance ? 0 : a_.link().plugin() && i.active ? 4 : 1;
+  return {{"status", st}, {"plugin_attached", bool(a_.link().plugin())}, {"active", i.active}};
 }
 
-void Agent::add_rule(const json& params, const Reply& reply) {
+void ClientApi::add_rule(const json& params, const Reply& reply) {
   const std::string inst = instance_of(params);
   if (!params.contains("rule") || !params["rule"].is_object())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "add_rule needs {\"rule\": {...}}");
@@ -461,36 +506,27 @@ void Agent::add_rule(const json& params, const Reply& reply) {
   const std::string at = params.value("at", std::string("tail"));
   if (at != "head" && at != "tail") throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'at' must be head or tail");
   const std::string kind = matcher::to_string(rule.kind);
-  if (rows_by_id_.count({inst, kind, rule.id}))
+  if (a_.link().rows_of(inst, kind, rule.id))
     throw ApiError(rpc::kInvalidParams, kErrorAlreadyExists, kind + " rule " + std::to_string(rule.id) + " exists already");
-  const auto pos = positions_.find({inst, kind});
-  const bool any = pos != positions_.end();
-  const int64_t lo = any ? *pos->second.begin() : 0, hi = any ? *pos->second.rbegin() : 0;
+  const auto span = a_.link().positions(inst, kind);  // first and last, if the list has rules
   json spec = matcher::rule_to_json(rule);
   spec.erase("kind");
   spec.erase("id");
-  const int64_t position = !any ? 0 : at == "head" ? lo - 1 : hi + 1;
+  const int64_t position = !span ? 0 : at == "head" ? span->first - 1 : span->second + 1;
   const json row = {{"instance", inst}, {"kind", kind}, {"rule_id", rule.id}, {"position", position}, {"spec", spec.dump()}};
   // The transaction goes out first; while the server commits it, the plugin gets the rule
   // as the row will make it (learn_row then finds it in place and sends nothing).  If the
   // row does not come as guessed (refused, or changed meanwhile), the guess is taken back.
-  commit(json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),
+  a_.store().commit(json::array({{{"op", "insert"}, {"table", "Rule"}, {"row", row}}}),
          [this, reply, inst, kind, id = rule.id](const json& result, const json& error) {
-           drop_provisional(inst, kind, id);
+           a_.link().drop_provisional(inst, kind, id);
            if (database_refused(reply, error, kErrorAlreadyExists, " the rule")) return;
            reply({{"uuid", result[0]["uuid"][1]}}, nullptr);
          });
-  // (Not while another add of the same rule is in flight: the database takes one of them.)
-  if (std::any_of(provisional_.begin(), provisional_.end(), [&](const Place& p) { return names(p, inst, kind, rule.id); }))
-    return;
-  std::string text;
-  if (const auto place = want_rule(inst, kind, rule.id, position, spec, &text, &rule)) {  // checked above
-    provisional_.insert(*place);
-    send_rule_changes();
-  }
+  a_.link().add_provisional(inst, rule, position, spec);
 }
 
-void Agent::import_rules(const json& params, const Reply& reply) {
+void ClientApi::import_rules(const json& params, const Reply& reply) {
   const std::string inst = instance_of(params);
   if (!params.contains("rules")) throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "import_rules needs 'rules'");
   const std::vector<matcher::Rule> rules = rules_param(params["rules"]);  // names the rule and the field
@@ -500,7 +536,7 @@ void Agent::import_rules(const json& params, const Reply& reply) {
   if (replace) {
     ops.push_back({{"op", "delete"}, {"table", "Rule"}, {"where", json::array({json::array({"instance", "==", inst})})}});
   } else {
-    for (const auto& [u, row] : rule_rows_) {
+    for (const auto& [u, row] : a_.store().rule_rows()) {
       if (str(row, "instance") != inst) continue;
       next = std::max(next, num(row, "position") + 1);
       for (const auto& r : rules)
@@ -519,7 +555,7 @@ void Agent::import_rules(const json& params, const Reply& reply) {
                             {"position", next++}, {"spec", spec.dump()}}}});
   }
   const size_t n = rules.size();
-  commit(ops, [reply, n](const json&, const json& error) {
+  a_.store().commit(ops, [reply, n](const json&, const json& error) {
     if (database_refused(reply, error, kErrorAlreadyExists, " the rules")) return;
     reply({{"imported", n}}, nullptr);
   });
@@ -528,14 +564,14 @@ void Agent::import_rules(const json& params, const Reply& reply) {
 // update_rule {kind, id, rule}: the rule replaced in place (its position kept; the new rule
 // may carry another id, if that one is free).  move_rule {kind, id, to: up|down}: swaps
 // it with its neighbour in evaluation order.  One transaction each.
-void Agent::change_rule(const std::string& method, const json& params, const Reply& reply) {
+void ClientApi::change_rule(const std::string& method, const json& params, const Reply& reply) {
   const std::string inst = instance_of(params);
   if (!params.contains("kind") || !params["kind"].is_string() || !params.contains("id") || !params["id"].is_number_unsigned())
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, method + " needs 'kind' and 'id'");
   const std::string kind = params["kind"];
   const int64_t id = params["id"].get<int64_t>();
   std::vector<std::pair<std::string, const json*>> rows;  // uuid, row: this kind, evaluation order
-  for (const auto& [u, row] : rule_rows_)
+  for (const auto& [u, row] : a_.store().rule_rows())
     if (str(row, "instance") == inst && str(row, "kind") == kind) rows.emplace_back(u, &row);
   std::sort(rows.begin(), rows.end(), [](const auto& a, const auto& b) {
     return std::make_pair(num(*a.second, "position"), num(*a.second, "rule_id")) <
@@ -571,13 +607,13 @@ void Agent::change_rule(const std::string& method, const json& params, const Rep
     ops.push_back({{"op", "update"}, {"table", "Rule"}, {"where", uuid_is(it->first)}, {"row", {{"position", pb}}}});
     ops.push_back({{"op", "update"}, {"table", "Rule"}, {"where", uuid_is(other->first)}, {"row", {{"position", pa}}}});
   }
-  commit(ops, [reply, method](const json&, const json& error) {
+  a_.store().commit(ops, [reply, method](const json&, const json& error) {
     if (database_refused(reply, error, kErrorNotReady)) return;
     reply(method == "move_rule" ? json{{"moved", true}} : json{{"ok", true}}, nullptr);
   });
 }
 
-void Agent::delete_rules(const json& params, const Reply& reply) {
+void ClientApi::delete_rules(const json& params, const Reply& reply) {
   const std::string inst = instance_of(params);
   json where = json::array({json::array({"instance", "==", inst})});
   if (params.contains("kind")) {
@@ -597,17 +633,15 @@ void Agent::delete_rules(const json& params, const Reply& reply) {
   if (one) {
     // One rule: by its row's uuid (the server finds it at once; a condition on the other
     // columns makes it look at every row of the table).
-    const auto rows = rows_by_id_.find({inst, params["kind"].get<std::string>(), params["id"].get<uint32_t>()});
-    if (rows == rows_by_id_.end()) throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no such rule");
-    uuids = rows->second;
+    const auto* rows = a_.link().rows_of(inst, params["kind"].get<std::string>(), params["id"].get<uint32_t>());
+    if (!rows) throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no such rule");
+    uuids = *rows;
     ops = json::array();
     for (const auto& u : uuids) ops.push_back({{"op", "delete"}, {"table", "Rule"}, {"where", {{"_uuid", "==", {"uuid", u}}}}});
   }
-  commit(ops, [this, reply, one, uuids](const json& result, const json& error) {
+  a_.store().commit(ops, [this, reply, one, uuids](const json& result, const json& error) {
     if (!error.is_null()) {
-      for (const auto& u : uuids)  // still there: back into the plugin
-        if (!row_entries_.count(u)) learn_row(u);
-      send_rule_changes();
+      a_.link().restore_rows(uuids);  // still there: back into the plugin
       database_refused(reply, error, kErrorNotReady);
       return;
     }
@@ -620,19 +654,18 @@ void Agent::delete_rules(const json& params, const Reply& reply) {
     reply({{"deleted", n}}, nullptr);
   });
   // The transaction is out: the rule leaves the plugin while the server commits it.
-  for (const auto& u : uuids) forget_row(u, true);
-  if (!uuids.empty()) send_rule_changes();
+  a_.link().forget_rows(uuids);
 }
 
-json Agent::list_rules(const json& params) const {
+json ClientApi::list_rules(const json& params) const {
   const std::string inst = instance_of(params);
   if (params.contains("kind") && !params["kind"].is_string()) return json::array();  // no kind matches
-  return instance_rules(inst, params.value("kind", std::string()));
+  return a_.store().instance_rules(inst, params.value("kind", std::string()));
 }
 
-json Agent::statistics() {
-  if (!plugin_) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
-  const json st = plugin_->call("stats");
+json ClientApi::statistics() {
+  if (!a_.link().plugin()) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
+  const json st = a_.link().plugin()->call("stats");
   // One adapter may have had several netdevs in the plugin (a port re-created, or its
   // type changed): its counters are the sum of all of them.
   std::map<int64_t, json> merged;
@@ -653,7 +686,7 @@ json Agent::statistics() {
     // The seed's names, from the adapter's (the VM's NIC's) point of view: it receives
     // what OVS sends to it (incoming) and sends what OVS receives from it (outgoing).
     bool collect = true;
-    for (const auto& [k, ad] : adapters_)
+    for (const auto& [k, ad] : a_.store().adapters())
       if (ad.id == id) collect = ad.collect_statistics();
     adapters.push_back({{"adapter_id", a["adapter"]},
                         {"collect_statistics", collect},
@@ -672,10 +705,9 @@ json Agent::statistics() {
   // Per-rule hits, named as each instance knows its rules.
   json rules = json::array();
   for (const auto& r : st["rules"]) {
-    const auto o = origins_.find(r["id"].get<uint32_t>());
-    if (o == origins_.end() || o->second.retired) continue;  // a deleted rule's
-    rules.push_back({{"instance", o->second.instance}, {"kind", matcher::to_string(o->second.kind)},
-                     {"id", o->second.rule_id}, {"hits", r["hits"]}});
+    const RuleOrigin* o = a_.events().origin(r["id"].get<uint32_t>());
+    if (!o || o->retired) continue;  // a deleted rule's
+    rules.push_back({{"instance", o->instance}, {"kind", matcher::to_string(o->kind)}, {"id", o->rule_id}, {"hits", r["hits"]}});
   }
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME, &ts);
