@@ -1,6 +1,7 @@
 // The plugin's entry point and the hook ABI glue (include/openvswitch/packet-hook.h of
 // the patched Open vSwitch).  The only exported symbols are ovs_packet_hook_init and
-// ovs_packet_hook_abi (version 2: batches carry the packets' bytes and lengths).
+// ovs_packet_hook_abi (the header's current version: batches carry the packets' bytes
+// and lengths, ports say which directions they want, and the plugin names itself).
 //
 // Arguments (other_config:packet-hook-args), space-separated key=value words:
 //   rules=FILE      rules to start with (docs/rules.md); a bare word is taken as FILE
@@ -88,6 +89,8 @@ const ovs_packet_hook_ops kOps = {
     .tx = tx,
     .fini = fini,
     .port_attach = port_attach,
+    .name = "vportfilter",
+    .plugin_version = VPF_VERSION,
 };
 
 struct Args {

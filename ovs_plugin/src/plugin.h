@@ -134,6 +134,7 @@ class Plugin {
   // the classifier's batch, whose arrays hook() keeps on its stack.
   static constexpr uint32_t kHookBatch = 32;
   static_assert(kHookBatch == matcher::kMaxBatch, "hook() hands the classifier whole batches");
+  static_assert(kHookBatch == OVS_PACKET_HOOK_MAX_BATCH, "the switch's largest batch is decided in one pass");
   static constexpr uint32_t kMaxInjectTimes = 1000;
 
   // cache_flows: the size of each datapath thread's decision cache (0: no cache).
