@@ -1,6 +1,7 @@
 // vpf-agent: the clients (see client_api.h): the method table, handle(), the methods'
 // handlers (docs/protocol.md), and the sessions (accept, authorize, close).
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -47,10 +48,6 @@ std::vector<matcher::Rule> rules_param(const json& j) {
     throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, e.what());
   }
 }
-
-}  // namespace
-
-namespace {
 
 std::string exe_of(int pid) {
   char buf[4096];
