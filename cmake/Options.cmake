@@ -7,7 +7,7 @@ option(VPF_WERROR "Treat compiler warnings as errors" OFF)
 option(VPF_FUZZ "Build only the matcher and its libFuzzer harnesses, with clang, ASan and UBSan" OFF)
 set(VPF_OVS_TARBALL "/usr/src/openvswitch/openvswitch.tar.gz" CACHE FILEPATH
     "Debian's openvswitch-source tarball, from which the patched switch is built (without it: no switch, plugin or tests on it)")
-set(VPF_FUZZ_SECONDS 18 CACHE STRING "seconds each libFuzzer harness runs under CTest (VPF_FUZZ builds)")
+set(VPF_FUZZ_SECONDS 12 CACHE STRING "seconds each libFuzzer harness runs under CTest (VPF_FUZZ builds)")
 set(VPF_TEST_PLUGIN "" CACHE FILEPATH
     "vportfilter_ovs.so for the agent's tests on the real switch in a sanitizer build (which builds no module)")
 
