@@ -50,7 +50,6 @@ enum ErrorCode : int {
 
 namespace vpf::protocol {
 
-
 inline constexpr uint32_t kVersion = 1;                 // of the whole protocol
 inline constexpr uint32_t kFrameMagic = 0x46465056;     // "VPFF"
 inline constexpr uint32_t kMaxFrameBody = 256 * 1024 + 64;  // a frame of 256 KiB of packet

@@ -339,16 +339,12 @@ int rule_import(const std::vector<std::string>& args) {
   if (auto r = parse("rule import", opts, args, vm, &c, false, true, &pos)) return *r;
   json rules;
   try {
-    // Checked here first, so that the error names the file's rule positions.
-    vpf::matcher::rules_from_file(file, vpf::matcher::Check::Compile);
-    std::ifstream f(file);
-    rules = json::parse(f);
+    // Checked here first, so that the error names the file's rule positions; the agent
+    // gets the rules as read (it stores each in this canonical form anyway).
+    rules = vpf::matcher::rules_to_json(vpf::matcher::rules_from_file(file, vpf::matcher::Check::Compile));
   } catch (const vpf::matcher::RulesFileError& e) {
     std::fprintf(stderr, "vpfctl rule import: %s\n", e.what());
     return e.io() ? kExitFailure : kExitRefused;
-  } catch (const std::exception& e) {  // the file changed between the two reads
-    std::fprintf(stderr, "vpfctl rule import: %s\n", e.what());
-    return kExitFailure;
   }
   return guarded([&] {
     auto a = connect("rule import", c);
