@@ -284,19 +284,7 @@ void set_per_packet(benchmark::State& st, uint64_t tsc, uint64_t pkts) {
   st.counters["tsc_cycles_per_pkt"] = double(tsc) / double(pkts);
 }
 
-void ours_loop(benchmark::State& st, RuleSetData& d, Classifier& c, Isa isa);
-
-void BM_Ours(benchmark::State& st, Isa isa) {
-  if (!isa_supported(isa)) {
-    st.SkipWithError("ISA not supported by this CPU");
-    return;
-  }
-  const size_t n = size_t(st.range(0));
-  const auto style = static_cast<bench::Style>(st.range(1));
-  const int family = int(st.range(2));
-  ours_loop(st, ruleset(n, style, family), g_ours.get(n, style, family), isa);
-}
-
+// 32 packets at a time through ours (one ISA) or rte_acl (one method), cycling over the trace.
 void ours_loop(benchmark::State& st, RuleSetData& d, Classifier& c, Isa isa) {
   c.set_isa(isa);
   Decision out[32];
@@ -312,14 +300,6 @@ void ours_loop(benchmark::State& st, RuleSetData& d, Classifier& c, Isa isa) {
   }
   set_per_packet(st, __rdtsc() - t0, pkts);
   st.counters["pkts_per_iter"] = 32;
-}
-
-void acl_loop(benchmark::State& st, RuleSetData& d, AclCtx* a, enum rte_acl_classify_alg alg);
-
-void BM_RteAcl(benchmark::State& st, enum rte_acl_classify_alg alg) {
-  const size_t n = size_t(st.range(0));
-  const auto style = static_cast<bench::Style>(st.range(1));
-  acl_loop(st, ruleset(n, style), acl_for(n, style), alg);
 }
 
 void acl_loop(benchmark::State& st, RuleSetData& d, AclCtx* a, enum rte_acl_classify_alg alg) {
@@ -344,6 +324,23 @@ void acl_loop(benchmark::State& st, RuleSetData& d, AclCtx* a, enum rte_acl_clas
   }
   set_per_packet(st, __rdtsc() - t0, pkts);
   st.counters["pkts_per_iter"] = 32;
+}
+
+void BM_Ours(benchmark::State& st, Isa isa) {
+  if (!isa_supported(isa)) {
+    st.SkipWithError("ISA not supported by this CPU");
+    return;
+  }
+  const size_t n = size_t(st.range(0));
+  const auto style = static_cast<bench::Style>(st.range(1));
+  const int family = int(st.range(2));
+  ours_loop(st, ruleset(n, style, family), g_ours.get(n, style, family), isa);
+}
+
+void BM_RteAcl(benchmark::State& st, enum rte_acl_classify_alg alg) {
+  const size_t n = size_t(st.range(0));
+  const auto style = static_cast<bench::Style>(st.range(1));
+  acl_loop(st, ruleset(n, style), acl_for(n, style), alg);
 }
 
 void BM_Linear(benchmark::State& st) {
@@ -618,6 +615,15 @@ class Collector : public benchmark::ConsoleReporter {
   }
 };
 
+// The fastest benchmark whose name starts with `prefix` and ends with `suffix`: its name
+// ("" if none ran) and its ns per packet.
+std::pair<std::string, double> fastest(const std::string& prefix, const std::string& suffix = "") {
+  std::pair<std::string, double> best{"", 1e300};
+  for (const auto& [k, v] : g_ns_per_pkt)
+    if (k.starts_with(prefix) && k.ends_with(suffix) && v < best.second) best = {k, v};
+  return best;
+}
+
 void ratio(const std::string& name, const std::string& ours, const std::string& anchor) {
   auto a = g_ns_per_pkt.find(ours), b = g_ns_per_pkt.find(anchor);
   if (a == g_ns_per_pkt.end() || b == g_ns_per_pkt.end() || a->second <= 0) {
@@ -712,14 +718,8 @@ int main(int argc, char** argv) {
   std::printf("\n");
   for (int64_t n : sizes) {
     const std::string s = std::to_string(n);
-    std::string best_ours, best_acl;
-    double to = 1e300, ta = 1e300;
-    for (const auto& [k, v] : g_ns_per_pkt) {
-      const std::string suffix = "/" + s + "/0/4";
-      if (k.size() < suffix.size() || k.compare(k.size() - suffix.size(), std::string::npos, suffix) != 0) continue;
-      if (k.rfind("classify/ours_", 0) == 0 && v < to) to = v, best_ours = k;
-      if (k.rfind("classify/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
-    }
+    const auto [best_ours, to] = fastest("classify/ours_", "/" + s + "/0/4");
+    const auto [best_acl, ta] = fastest("classify/rte_acl_", "/" + s + "/0/4");
     if (!best_ours.empty() && !best_acl.empty())
       std::printf("note best at %s rules: %s (%.1f ns/pkt), %s (%.1f ns/pkt)\n", s.c_str(), best_ours.c_str(), to,
                   best_acl.c_str(), ta);
@@ -734,23 +734,14 @@ int main(int argc, char** argv) {
   }
   for (auto style : {bench::Style::Fw, bench::Style::Ipc}) {
     const std::string name = bench::style_name(style), args = "/10000/" + std::to_string(int(style)) + "/4";
-    std::string best_acl;
-    double ta = 1e300;
-    for (const auto& [k, v] : g_ns_per_pkt)
-      if (k.rfind("classify_" + name + "/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
+    const std::string best_acl = fastest("classify_" + name + "/rte_acl_").first;
     ratio("classify_" + name + "_10k_vs_rte_acl", "classify_" + name + "/ours_avx512" + args, best_acl);
     ratio("classify_" + name + "_10k_scalar_vs_rte_acl_scalar", "classify_" + name + "/ours_scalar" + args,
           "classify_" + name + "/rte_acl_scalar" + args);
   }
-  for (const auto& [name, cb] : g_cb) {
-    std::string best_ours, best_acl;
-    double to = 1e300, ta = 1e300;
-    for (const auto& [k, v] : g_ns_per_pkt) {
-      if (k.rfind("classify_cb_" + name + "/ours_", 0) == 0 && v < to) to = v, best_ours = k;
-      if (k.rfind("classify_cb_" + name + "/rte_acl_", 0) == 0 && v < ta) ta = v, best_acl = k;
-    }
-    ratio("classify_cb_" + name + "_vs_rte_acl", best_ours, best_acl);
-  }
+  for (const auto& [name, cb] : g_cb)
+    ratio("classify_cb_" + name + "_vs_rte_acl", fastest("classify_cb_" + name + "/ours_").first,
+          fastest("classify_cb_" + name + "/rte_acl_").first);
   ratio("classify_acl6_10k_vs_linear", "classify_acl6/ours_avx512/10000/0/6", "classify_acl6/linear/10000/0/6");
   ratio("update_add_p99_10k_vs_rte_acl_rebuild", "update_add_p99_10000", "rte_acl_rebuild_10000");
   ratio("update_del_p99_10k_vs_rte_acl_rebuild", "update_del_p99_10000", "rte_acl_rebuild_10000");
