@@ -227,7 +227,6 @@ class Plugin::BatchRun {
     events_on_ = !stat_mode_ && p.attached_.load(std::memory_order_acquire);
     const uint32_t snap = port->snaplen.load(std::memory_order_relaxed);
     snaplen_ = snap ? snap : kDefaultSnaplen;
-    direct_ok_ = slot_ < int(kEventRings) - 1;
   }
 
   // Classifies the batch; returns the matched packets as a bit set (out_[i] for each).
@@ -289,13 +288,15 @@ class Plugin::BatchRun {
   int slot() const { return slot_; }
 
  private:
+  // True if the thread has an event ring of its own; the threads beyond share the last one.
+  bool own_ring() const { return slot_ < int(kEventRings) - 1; }
+
   // The thread's event ring (the shared last one only if free: never waits), taken on the
   // batch's first event; null when the shared ring is busy.
   EventRing* take_ring() {
     if (er_ || er_unavailable_) return er_;
-    const uint32_t r = slot_ < int(kEventRings) - 1 ? uint32_t(slot_) : kEventRings - 1;
-    EventRing* cand = &p_.rings_[r];
-    if (r == kEventRings - 1) {
+    EventRing* cand = &p_.rings_[own_ring() ? uint32_t(slot_) : kEventRings - 1];
+    if (!own_ring()) {
       if (cand->busy.test_and_set(std::memory_order_acquire)) {
         er_unavailable_ = true;
         return nullptr;
@@ -312,7 +313,7 @@ class Plugin::BatchRun {
   // The client channel packet i's rule routes to (clients.h), if any: only threads with
   // their own event ring use channels (the shared ring's threads use the agent's path).
   const Route* route_of(uint64_t key) {
-    if (!direct_ok_) return nullptr;
+    if (!own_ring()) return nullptr;
     if (!routes_) {
       p_.clients_.enter(slot_);
       routes_ = p_.clients_.routes();
@@ -418,7 +419,7 @@ class Plugin::BatchRun {
   Uninit<const uint8_t*, kHookBatch> data_buf_;
   Uninit<uint32_t, kHookBatch> len_buf_;
   Uninit<Decision, kHookBatch> out_;
-  bool closed_ = false, stat_mode_ = false, events_on_ = false, direct_ok_ = false;
+  bool closed_ = false, stat_mode_ = false, events_on_ = false;
   uint32_t snaplen_ = 0;
   uint64_t bytes_ = 0, fpackets_ = 0, fbytes_ = 0, dropped_ = 0, dropped_bytes_ = 0, events_ = 0, lost_ = 0;
   bool to_agent_ = false;  // something written to the agent's ring
