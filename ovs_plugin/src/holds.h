@@ -11,6 +11,9 @@
 // A capture id names a slot and its use: (generation << 32) | (ring << 16) | slot, so a
 // verdict for a slot's earlier use is recognised as stale.
 //
+// A held packet keeps its Port (port.h): the port's `holds` counts it from hold() until
+// unhold() or release().
+//
 // Owner: 0 when the agent decides the packet; a client channel's serial when the capture
 // went straight to that client (clients.h): only that channel's verdicts are accepted
 // for it (another client's is "foreign"), and `expiry` (a VerdictAction, 0: the plugin's
@@ -23,11 +26,10 @@
 #include <cstdint>
 #include <memory>
 
+#include "port.h"
 #include "vpf/matcher/packet_key.h"
 
 namespace vpf::plugin {
-
-struct Port;
 
 enum HoldState : uint32_t { kFree = 0, kHeld = 1, kBusy = 2 };
 
@@ -66,6 +68,7 @@ class HoldTable {
       s.owner = owner;
       s.expiry = expiry;
       held_.fetch_add(1, std::memory_order_relaxed);
+      port->holds.fetch_add(1, std::memory_order_relaxed);
       s.state.store(kHeld, std::memory_order_release);
       *capture_id = (uint64_t(s.generation) << 32) | (uint64_t(ring_) << 16) | i;
       return &s;
@@ -79,6 +82,7 @@ class HoldTable {
     uint32_t expected = kHeld;
     if (!s->state.compare_exchange_strong(expected, kFree, std::memory_order_acq_rel)) return false;
     held_.fetch_sub(1, std::memory_order_relaxed);
+    s->port->holds.fetch_sub(1, std::memory_order_release);
     return true;
   }
 
@@ -116,6 +120,7 @@ class HoldTable {
   void release(HoldSlot* s) {
     s->packet = nullptr;
     held_.fetch_sub(1, std::memory_order_relaxed);
+    s->port->holds.fetch_sub(1, std::memory_order_release);
     s->state.store(kFree, std::memory_order_release);
   }
 

@@ -65,8 +65,7 @@ LocalCounters Plugin::totals(const Port& p, Direction dir) const {
   return t;
 }
 
-json Plugin::counters_json(const Port& p, Direction dir) const {
-  const LocalCounters t = totals(p, dir);
+json Plugin::counters_json(const LocalCounters& t) {
   json j = json::object();
   for (int k = 0; k < kCounters; ++k) j[kCounterNames[k]] = t.v[k];
   return j;
@@ -508,43 +507,105 @@ void Plugin::port_attach(Port* port, ovs_packet_hook_port_state* state) {
 }
 
 Port* Plugin::port_open(const char* name, const char* type) {
-  MutexLock lock(ports_mu_);
   Port* p = nullptr;
-  for (const auto& q : ports_)
-    if (!q->open.load() && q->name == name) p = q.get();
-  if (p) {
-    p->type = type;  // no datapath thread reads a closed port's type
-    p->open.store(true);
-  } else {
-    ports_.push_back(std::make_unique<Port>());
-    p = ports_.back().get();
-    p->index = uint32_t(ports_.size() - 1);
-    p->name = name;
-    p->type = type;
+  {
+    MutexLock lock(ports_mu_);
+    // A closed port that still holds packets comes back as it was.
+    for (auto it = closing_.begin(); it != closing_.end(); ++it) {
+      if ((*it)->name != name) continue;
+      p = it->get();
+      ports_.push_back(std::move(*it));
+      closing_.erase(it);
+      closing_count_.fetch_sub(1, std::memory_order_release);
+      p->type = type;  // no datapath thread reads a closed port's type
+      p->open.store(true);
+      break;
+    }
+    if (!p) {
+      auto np = std::make_unique<Port>();
+      if (free_indices_.empty()) {
+        np->index = next_index_++;
+      } else {
+        np->index = free_indices_.back();
+        free_indices_.pop_back();
+      }
+      np->name = name;
+      np->type = type;
+      // An adapter's port that comes back goes on counting from where it stopped.
+      if (const auto r = retired_.find(name); r != retired_.end()) {
+        for (int k = 0; k < kCounters; ++k) {
+          np->out.v[k].store(r->second.out.v[k], std::memory_order_relaxed);
+          np->in.v[k].store(r->second.in.v[k], std::memory_order_relaxed);
+        }
+        retired_.erase(r);
+      }
+      p = np.get();
+      ports_.push_back(std::move(np));
+    }
+    const auto it = mappings_.find(name);
+    if (it != mappings_.end()) apply_mapping(*p, it->second);
   }
-  const auto it = mappings_.find(name);
-  if (it != mappings_.end()) apply_mapping(*p, it->second);
+  reap_closed_ports();
   return p;
 }
 
 void Plugin::port_close(Port* port) {
-  MutexLock lock(ports_mu_);
-  port->open.store(false);
-  for (Direction d : {Direction::Outgoing, Direction::Incoming}) {  // the switch's counts stay with the port
-    uint64_t packets = 0, bytes = 0;
-    add_switch_counts(port->state, d, &packets, &bytes);
-    DirCounters& c = d == Direction::Outgoing ? port->out : port->in;
-    c.v[kPackets] += packets;
-    c.v[kBytes] += bytes;
+  {
+    MutexLock lock(ports_mu_);
+    port->open.store(false);
+    for (Direction d : {Direction::Outgoing, Direction::Incoming}) {  // the switch's counts stay with the port
+      uint64_t packets = 0, bytes = 0;
+      add_switch_counts(port->state, d, &packets, &bytes);
+      DirCounters& c = d == Direction::Outgoing ? port->out : port->in;
+      c.v[kPackets] += packets;
+      c.v[kBytes] += bytes;
+    }
+    port->state = nullptr;
+    const auto it = std::find_if(ports_.begin(), ports_.end(), [&](const auto& q) { return q.get() == port; });
+    if (it != ports_.end()) {
+      closing_.push_back(std::move(*it));
+      ports_.erase(it);
+      closing_count_.fetch_add(1, std::memory_order_release);
+    }
   }
-  port->state = nullptr;
+  reap_closed_ports();
 }
 
-Port* Plugin::port_of_adapter(uint32_t adapter) {
+void Plugin::reap_closed_ports() {
+  if (closing_count_.load(std::memory_order_acquire) == 0) return;
+  MutexLock lock(ports_mu_);
+  for (auto it = closing_.begin(); it != closing_.end();) {
+    // The switch no longer calls the hook for a closed port, so no hold can be added.
+    if ((*it)->holds.load(std::memory_order_acquire) != 0) {
+      ++it;
+      continue;
+    }
+    retire(**it);
+    it = closing_.erase(it);
+    closing_count_.fetch_sub(1, std::memory_order_release);
+  }
+}
+
+void Plugin::retire(Port& p) {
+  if (mappings_.count(p.name)) retired_[p.name] = Retired{p.type, totals(p, Direction::Outgoing), totals(p, Direction::Incoming)};
+  // The threads that counted this index did so before the port closed; the next port to
+  // get the index starts from zero.
+  if (p.index < kLocalPorts) {
+    for (auto& slot : local_) {
+      LocalCounters* l = slot.load(std::memory_order_acquire);
+      if (!l) continue;
+      for (uint32_t d = 0; d < 2; ++d)
+        for (int k = 0; k < kCounters; ++k) __atomic_store_n(&l[p.index * 2 + d].v[k], 0, __ATOMIC_RELAXED);
+    }
+  }
+  free_indices_.push_back(p.index);
+}
+
+std::optional<std::string> Plugin::port_of_adapter(uint32_t adapter) const {
   MutexLock lock(ports_mu_);
   for (const auto& p : ports_)
-    if (p->open.load() && p->adapter.load() == int32_t(adapter)) return p.get();
-  return nullptr;
+    if (p->adapter.load() == int32_t(adapter)) return p->name;
+  return std::nullopt;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -577,24 +638,24 @@ void Plugin::finish_hold(HoldSlot& s, VerdictAction action, const uint8_t* data,
   }
   // Send: back where it was going.  Outgoing packets enter the switch as if received
   // from the port; incoming ones go out of the port to the VM.
-  const int err = send_on(port, dir, pkt);
+  const int err = send_on(port.name, dir, pkt);
   if (err) {
     cc_.inject_errors.fetch_add(1, std::memory_order_relaxed);
     count_drop(port, dir, orig_len);
   }
 }
 
-int Plugin::send_on(const Port& port, Direction dir, ovs_packet* p) {
+int Plugin::send_on(const std::string& port, Direction dir, ovs_packet* p) {
   // To the VM: sent by this (the control) thread at once where the switch offers it, not
   // queued for its main thread's next turn.
   if (dir == Direction::Incoming && host_->size >= offsetof(ovs_packet_hook_host, send_now) + sizeof host_->send_now &&
       host_->send_now)
-    return host_->send_now(port.name.c_str(), p);
-  return host_->inject(port.name.c_str(), dir == Direction::Outgoing ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX, p);
+    return host_->send_now(port.c_str(), p);
+  return host_->inject(port.c_str(), dir == Direction::Outgoing ? OVS_PACKET_HOOK_RX : OVS_PACKET_HOOK_TX, p);
 }
 
 void Plugin::do_inject(const Inject& rec, const uint8_t* data) {
-  Port* port = port_of_adapter(rec.adapter);
+  const std::optional<std::string> port = port_of_adapter(rec.adapter);
   if (!port || rec.len < 14 || rec.len > 65535 || rec.num_times == 0 || rec.direction > 1) {
     cc_.inject_errors.fetch_add(1, std::memory_order_relaxed);
     return;
@@ -698,6 +759,7 @@ uint64_t Plugin::expire_holds() {
       (detached ? cc_.released_on_detach : cc_.expired).fetch_add(1, std::memory_order_relaxed);
     });
   }
+  reap_closed_ports();  // ports that went away while they held packets
   if (!held()) return UINT64_MAX;
   // Held packets remain: look again soon (deadlines are not sorted; 1 ms granularity).
   return 1000000;
@@ -962,6 +1024,8 @@ json Plugin::set_adapters(const json& params) {
   }
   MutexLock lock(ports_mu_);
   mappings_ = std::move(next);
+  for (auto it = retired_.begin(); it != retired_.end();)  // an adapter that is gone and unmapped is forgotten
+    it = mappings_.count(it->first) ? std::next(it) : retired_.erase(it);
   size_t mapped = 0;
   for (const auto& p : ports_) {
     const auto it = mappings_.find(p->name);
@@ -1012,17 +1076,31 @@ json Plugin::ports() const {
 
 json Plugin::stats() const {
   json adapters = json::array();
+  json ports;
   {
     MutexLock lock(ports_mu_);
-    for (const auto& p : ports_) {
-      if (p->adapter.load() < 0) continue;
-      adapters.push_back({{"adapter", p->adapter.load()},
-                          {"port", p->name},
-                          {"type", p->type},
-                          {"vm", p->vm.load()},
-                          {"present", p->open.load()},
-                          {"outgoing", counters_json(*p, Direction::Outgoing)},
-                          {"incoming", counters_json(*p, Direction::Incoming)}});
+    ports = {{"open", ports_.size()}, {"closing", closing_.size()}, {"gone_adapters", retired_.size()}};
+    for (const auto* list : {&ports_, &closing_}) {
+      for (const auto& p : *list) {
+        if (p->adapter.load() < 0) continue;
+        adapters.push_back({{"adapter", p->adapter.load()},
+                            {"port", p->name},
+                            {"type", p->type},
+                            {"vm", p->vm.load()},
+                            {"present", p->open.load()},
+                            {"outgoing", counters_json(totals(*p, Direction::Outgoing))},
+                            {"incoming", counters_json(totals(*p, Direction::Incoming))}});
+      }
+    }
+    for (const auto& [name, r] : retired_) {
+      const Mapping& m = mappings_.at(name);
+      adapters.push_back({{"adapter", m.adapter},
+                          {"port", name},
+                          {"type", r.type},
+                          {"vm", m.vm},
+                          {"present", false},
+                          {"outgoing", counters_json(r.out)},
+                          {"incoming", counters_json(r.in)}});
     }
   }
   std::map<uint64_t, uint64_t> sums;
@@ -1077,6 +1155,7 @@ json Plugin::stats() const {
           {"hits_unaccounted", unaccounted},
           {"rings", rings},
           {"held", held()},
+          {"ports", ports},
           {"channel",
            {{"verdicts", cc_.verdicts.load()},
             {"stale_verdicts", cc_.stale_verdicts.load()},
@@ -1127,7 +1206,8 @@ std::string Plugin::show() const {
   for (const auto& r : st["rings"])
     o << " " << r["ring"] << "(" << r["role"].get<std::string>() << " used " << r["used"] << "/" << r["capacity"]
       << " pushed " << r["pushed"] << " dropped " << r["dropped"] << ")";
-  o << "\nheld: " << st["held"] << "\nchannel: " << st["channel"].dump() << "\n";
+  o << "\nheld: " << st["held"] << "\nports: " << st["ports"]["open"] << " open, " << st["ports"]["closing"]
+    << " closed but holding packets, " << st["ports"]["gone_adapters"] << " adapters gone\nchannel: " << st["channel"].dump() << "\n";
   for (const auto& c : st["clients"]) o << "client channel " << c["route"] << ": " << c.dump() << "\n";
   return o.str();
 }

@@ -3,9 +3,8 @@
 // Ports.  Every netdev is opened; a port is a VM port ("adapter") once it is given an
 // adapter id, by the agent (the channel's set_adapters, by port name, also for ports that
 // appear later) or by `ovs-appctl vportfilter/adapter-set`.  Packets of other ports pass
-// untouched.  Port objects live as long as the plugin (a port that goes away is marked
-// closed and reused if a netdev of the same name comes back), so a held packet's port
-// never dangles.
+// untouched.  A port that goes away is freed once no held packet refers to it (port.h);
+// an adapter's counters outlive its port while the agent maps its name.
 //
 // Directions are the VM's: a batch OVS receives from the port is the VM's outgoing
 // traffic; a batch OVS sends to the port is incoming.
@@ -57,6 +56,7 @@
 
 #include "clients.h"
 #include "holds.h"
+#include "port.h"
 #include "rule_hits.h"
 #include "vpf/channel.h"
 #include "vpf/mutex.h"
@@ -64,46 +64,6 @@
 #include "vpf/matcher/classifier.h"
 
 namespace vpf::plugin {
-
-// The counters of an adapter and direction, and their names in `show` and `stats`.
-enum Counter : int {
-  kPackets, kBytes,              // every packet of the adapter
-  kFilterPackets, kFilterBytes,  // matched a filter rule
-  kDropped, kDroppedBytes,
-  kEvents,      // notify copies and captures written
-  kEventsLost,  // no agent, full ring or no hold slot
-  kCounters
-};
-inline constexpr const char* kCounterNames[kCounters] = {"packets", "bytes",         "filter_packets", "filter_bytes",
-                                                         "dropped", "dropped_bytes", "events",         "events_lost"};
-
-// Shared by every thread: atomic adds.
-struct DirCounters {
-  std::atomic<uint64_t> v[kCounters] = {};
-};
-
-// One datapath thread's counters of one port and direction: written by that thread only,
-// with plain stores (no locked instruction per batch), read by others with relaxed loads.
-struct alignas(64) LocalCounters {
-  uint64_t v[kCounters];
-};
-static_assert(sizeof(LocalCounters) == 64);
-
-struct Port {
-  uint32_t index = 0;  // in the plugin's port list (ports are never removed)
-  std::string name;
-  std::string type;
-  std::atomic<bool> open{true};
-  // The switch's view of the port (ABI 3): which batches the hook gets, and the packets
-  // and bytes the switch counted for the batches it kept.  Guarded by the plugin's
-  // ports_mu_; null before port_attach and after port_close.
-  ovs_packet_hook_port_state* state = nullptr;
-  std::atomic<int32_t> adapter{-1};  // -1: not a VM port
-  std::atomic<uint32_t> vm{0};
-  std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: kDefaultSnaplen
-  DirCounters out;  // from the VM (OVS receives)
-  DirCounters in;   // to the VM (OVS sends)
-};
 
 enum class Policy { FailOpen, FailClosed };
 enum class Mode { Filter, Stat };
@@ -232,7 +192,7 @@ class Plugin {
   void change_rules(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds)
       VPF_REQUIRES(rules_mu_) VPF_EXCLUDES(ports_mu_);
   void update_want(Port& p) const VPF_REQUIRES(ports_mu_);
-  nlohmann::json counters_json(const Port& p, matcher::Direction dir) const VPF_REQUIRES(ports_mu_);
+  static nlohmann::json counters_json(const LocalCounters& t);
   void replace_rules(const std::vector<matcher::Rule>& rules) VPF_EXCLUDES(rules_mu_);  // all or nothing
   int thread_slot();
   // Returns the packets a rule matched (bit i: out[i]).
@@ -255,8 +215,14 @@ class Plugin {
   void do_inject(const channel::Inject& rec, const uint8_t* data);
   // A packet back into the switch (outgoing: as received from the port) or out of the
   // port to the VM (incoming).  Control thread.
-  int send_on(const Port& port, matcher::Direction dir, ovs_packet* p);
-  Port* port_of_adapter(uint32_t adapter) VPF_EXCLUDES(ports_mu_);
+  int send_on(const std::string& port, matcher::Direction dir, ovs_packet* p);
+  std::optional<std::string> port_of_adapter(uint32_t adapter) const VPF_EXCLUDES(ports_mu_);
+  // Frees the closed ports that no held packet refers to any more (main and control
+  // threads; cheap when there are none).
+  void reap_closed_ports() VPF_EXCLUDES(ports_mu_);
+  // A closed port leaves: its counters kept by name if the name is mapped, its per-thread
+  // counters zeroed and its index freed for the next port.
+  void retire(Port& p) VPF_REQUIRES(ports_mu_);
   channel::VerdictAction expiry_action() const {
     return deny_expired_.load() ? channel::VerdictAction::Drop : channel::VerdictAction::Send;
   }
@@ -272,7 +238,17 @@ class Plugin {
   std::atomic<int> agent_pid_{0};
 
   mutable Mutex ports_mu_;  // the ports and what they want (not their counters: atomics)
-  std::vector<std::unique_ptr<Port>> ports_ VPF_GUARDED_BY(ports_mu_);
+  std::vector<std::unique_ptr<Port>> ports_ VPF_GUARDED_BY(ports_mu_);  // open
+  std::vector<std::unique_ptr<Port>> closing_ VPF_GUARDED_BY(ports_mu_);  // closed, still holding packets
+  std::atomic<uint32_t> closing_count_{0};  // closing_.size(), read without the lock
+  std::vector<uint32_t> free_indices_ VPF_GUARDED_BY(ports_mu_);
+  uint32_t next_index_ VPF_GUARDED_BY(ports_mu_) = 0;
+  // What the adapters whose port went away had counted, by port name, while it is mapped.
+  struct Retired {
+    std::string type;
+    LocalCounters out, in;
+  };
+  std::map<std::string, Retired> retired_ VPF_GUARDED_BY(ports_mu_);
   std::map<std::string, Mapping> mappings_ VPF_GUARDED_BY(ports_mu_);
   RuleScope scope_ VPF_GUARDED_BY(ports_mu_);  // of the rules in force (and, while rules change, of both sets)
 
@@ -292,7 +268,7 @@ class Plugin {
   std::array<std::atomic<LocalCounters*>, kMaxThreads> local_{};
   std::vector<std::unique_ptr<LocalCounters[]>> local_owned_ VPF_GUARDED_BY(hits_mu_);
   LocalCounters* local_counters(int slot, const Port& p, matcher::Direction dir);  // null: use Port's
-  LocalCounters totals(const Port& p, matcher::Direction dir) const;
+  LocalCounters totals(const Port& p, matcher::Direction dir) const VPF_REQUIRES(ports_mu_);
   std::vector<std::unique_ptr<RuleHits>> hits_owned_ VPF_GUARDED_BY(hits_mu_);
   Mutex hits_mu_;      // a thread's first hit table or counters
   Mutex overflow_mu_;  // the shared reader of threads beyond kMaxThreads

@@ -709,3 +709,123 @@ TEST(PluginChannel, AgentDrivesRulesEventsVerdictsAndInjection) {
   ops->fini();
   EXPECT_NE(access(sock.c_str(), F_OK), 0) << "the socket file is removed at unload";
 }
+
+TEST(PluginPorts, PortsThatGoAwayAreFreedAndTheirSlotsStartFromZero) {
+  // 500 ports come and go in bursts of 50 while traffic flows on two others: the plugin
+  // keeps only the ports that exist, the steady ports count exactly, and a port that gets
+  // a freed port's counter slot starts from zero.
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  void* steady[2] = {ops->port_open("vmA", "system"), ops->port_open("vmB", "system")};
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vmA", "0"})) << g_reply;
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vmB", "1"})) << g_reply;
+  const std::string rules = write_file("rules-ports.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop"}]})");
+  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  auto stats = [] { return json::parse((command({"vportfilter/stats"}), g_reply)); };
+  auto adapter = [&](int id) {
+    const json st = stats();
+    for (const auto& a : st["adapters"])
+      if (a["adapter"] == id) return a;
+    return json();
+  };
+  uint64_t steady_packets = 0;
+  for (int burst = 0; burst < 10; ++burst) {
+    std::vector<void*> ports;
+    for (int i = 0; i < 50; ++i) {
+      const std::string name = "tmp" + std::to_string(burst) + "-" + std::to_string(i);
+      ports.push_back(ops->port_open(name.c_str(), "system"));
+      // A temporary adapter for the burst (the same ids each time, as an agent reuses them).
+      ASSERT_TRUE(command({"vportfilter/adapter-set", name, std::to_string(100 + i)})) << g_reply;
+      EXPECT_EQ(run(ops, ports.back(), true, {tcp(23), tcp(80)}), (std::vector<int>{D, P}));
+      for (void* s : steady) EXPECT_EQ(run(ops, s, true, {tcp(80)}), (std::vector<int>{P}));
+      steady_packets += 1;
+    }
+    ASSERT_EQ(stats()["ports"]["open"], 52);
+    for (size_t i = 0; i < ports.size(); ++i) {
+      // Unmapped first, as an agent does when a VM goes: nothing of it is kept.
+      ASSERT_TRUE(command({"vportfilter/adapter-set", "tmp" + std::to_string(burst) + "-" + std::to_string(i), "-1"}));
+      ops->port_close(ports[i]);
+    }
+    const json st = stats();
+    EXPECT_EQ(st["ports"]["open"], 2);
+    EXPECT_EQ(st["ports"]["closing"], 0);
+    EXPECT_EQ(st["ports"]["gone_adapters"], 0);
+    EXPECT_EQ(st["adapters"].size(), 2u) << st.dump();
+  }
+  EXPECT_EQ(adapter(0)["outgoing"]["packets"], steady_packets);
+  EXPECT_EQ(adapter(1)["outgoing"]["packets"], steady_packets);
+  EXPECT_EQ(adapter(1)["outgoing"]["dropped"], 0);
+
+  // A new port takes a freed slot: its counters start from zero.
+  void* fresh = ops->port_open("fresh", "system");
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "fresh", "7"}));
+  EXPECT_EQ(adapter(7)["outgoing"]["packets"], 0);
+  EXPECT_EQ(adapter(7)["outgoing"]["dropped"], 0);
+  EXPECT_EQ(run(ops, fresh, true, {tcp(23)}), (std::vector<int>{D}));
+  EXPECT_EQ(adapter(7)["outgoing"]["packets"], 1);
+
+  // A mapped adapter's port that goes away keeps its counts under its name, and comes
+  // back counting on from them.
+  ops->port_close(steady[1]);
+  json b = adapter(1);
+  EXPECT_FALSE(b["present"].get<bool>());
+  EXPECT_EQ(b["outgoing"]["packets"], steady_packets);
+  EXPECT_EQ(stats()["ports"]["gone_adapters"], 1);
+  steady[1] = ops->port_open("vmB", "system");
+  EXPECT_EQ(run(ops, steady[1], true, {tcp(23)}), (std::vector<int>{D})) << "the returning port is adapter 1 again";
+  b = adapter(1);
+  EXPECT_TRUE(b["present"].get<bool>());
+  EXPECT_EQ(b["outgoing"]["packets"], steady_packets + 1);
+  EXPECT_EQ(b["outgoing"]["dropped"], 1);
+  EXPECT_EQ(stats()["ports"]["gone_adapters"], 0);
+  ASSERT_TRUE(command({"vportfilter/show"}));
+  EXPECT_NE(g_reply.find("ports: 3 open, 0 closed but holding packets, 0 adapters gone"), std::string::npos) << g_reply;
+
+  ops->port_close(fresh);
+  for (void* s : steady) ops->port_close(s);
+  ops->fini();
+}
+
+TEST(PluginPorts, AHeldPacketKeepsItsPortUntilItsVerdict) {
+  const std::string sock = ::testing::TempDir() + "vpf-ports-" + std::to_string(getpid()) + ".sock";
+  const std::string rules = write_file("ports-capture.json", R"([
+    {"kind": "filter", "id": 10, "bpf": "udp dst port 53", "action": "capture"}])");
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops =
+      ovs_packet_hook_init(&kHost, ("rules=" + rules + " control=" + sock).c_str(), err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  void* vm1 = ops->port_open("vm1-eth0", "system");
+  auto agent = std::make_unique<ChannelClient>(sock);
+  agent->hello();
+  agent->call("set_adapters", {{"adapters", {{{"port", "vm1-eth0"}, {"adapter", 3}}}}});
+  {
+    std::lock_guard lock(g_inject_mu);
+    g_injected.clear();
+  }
+  ASSERT_EQ(run_owned(ops, vm1, true, {udp(53)}), (std::vector<int>{OVS_PACKET_TAKEN}));
+  ASSERT_TRUE(agent->wait_events(1000));
+  const auto ev = events_of(*agent);
+  ASSERT_EQ(ev.size(), 1u);
+  // The netdev goes away while its packet waits: the port is closed, not freed.
+  ops->port_close(vm1);
+  json st = agent->call("stats");
+  EXPECT_EQ(st["ports"]["open"], 0);
+  EXPECT_EQ(st["ports"]["closing"], 1);
+  EXPECT_EQ(st["held"], 1);
+  // The verdict still finds it (sent back as received from the port), and then it goes.
+  ASSERT_TRUE(agent->verdict(ev[0].capture_id, VerdictAction::Send));
+  ASSERT_TRUE(eventually([] { return injected_count() == 1; }));
+  EXPECT_EQ(g_injected[0].port, "vm1-eth0");
+  ASSERT_TRUE(eventually([&] { return agent->call("stats")["ports"]["closing"] == 0; }));
+  st = agent->call("stats");
+  EXPECT_EQ(st["ports"]["gone_adapters"], 1) << "adapter 3 is still mapped: its counts are kept";
+  ASSERT_EQ(st["adapters"].size(), 1u);
+  EXPECT_EQ(st["adapters"][0]["outgoing"]["events"], 1);
+  // Unmapping the name lets the counts go too.
+  agent->call("set_adapters", {{"adapters", json::array()}});
+  EXPECT_EQ(agent->call("stats")["ports"]["gone_adapters"], 0);
+  agent.reset();
+  ops->fini();
+}
