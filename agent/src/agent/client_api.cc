@@ -163,12 +163,10 @@ void ClientApi::on_session_closed(Session& s) {
   const bool owned = !s.owned_instance.empty();
   a_.events().close_channel(s);  // the plugin gives its held packets their expiry verdict
   if (owned) {
-    const bool deny = a_.store().instance(s.owned_instance).deny_expired;
-    for (const auto& [id, t] : s.pending) a_.events().expire(id, deny);
-    if (!s.pending.empty())
-      log("client pid " + std::to_string(s.peer().pid) + " went away holding " + std::to_string(s.pending.size()) +
-          " captured packets: " + (deny ? "dropped" : "sent on") + " (DenyExpiredRequests)");
-    s.pending.clear();
+    if (const size_t n = a_.events().expire_pending(s))
+      log("client pid " + std::to_string(s.peer().pid) + " went away holding " + std::to_string(n) +
+          " captured packets: " + (a_.store().instance(s.owned_instance).deny_expired ? "dropped" : "sent on") +
+          " (DenyExpiredRequests)");
     s.owned_instance.clear();
   }
   // Erase after this call returns: the session may be running one of its own handlers.
@@ -360,10 +358,7 @@ void ClientApi::start_filter(Session& s, const json& params, const Reply& reply)
 void ClientApi::stop_filter(Session& s, const Reply& reply) {
   if (s.owned_instance.empty()) return reply({{"ok", true}, {"was_started", false}}, nullptr);
   const std::string inst = s.owned_instance;
-  const bool deny = a_.store().instance(inst).deny_expired;
-  for (const auto& [id, t] : s.pending) a_.events().expire(id, deny);
-  s.pending.clear();
-  s.expiry_timer.cancel();
+  a_.events().expire_pending(s);
   a_.events().close_channel(s);
   s.wants_direct = false;
   s.owned_instance.clear();

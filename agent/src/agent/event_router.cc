@@ -183,22 +183,25 @@ void EventRouter::arm_expiry(Session& s) {
   if (earliest == Session::Clock::time_point::max()) return;
   s.expiry_timer.expires_at(earliest);
   s.expiry_timer.async_wait([this, w = std::weak_ptr<Session>(s.shared_from_this())](const boost::system::error_code& ec) {
-    if (auto p = w.lock(); p && !ec) expire_due(p);
+    if (auto p = w.lock(); p && !ec) expire_pending(*p, Session::Clock::now());
   });
 }
 
-void EventRouter::expire_due(const std::shared_ptr<Session>& s) {
-  const auto now = Session::Clock::now();
-  const bool deny = a_.store().instance(s->owned_instance).deny_expired;
-  for (auto it = s->pending.begin(); it != s->pending.end();) {
-    if (it->second <= now) {
+size_t EventRouter::expire_pending(Session& s, Session::Clock::time_point until) {
+  const bool deny = a_.store().instance(s.owned_instance).deny_expired;
+  size_t n = 0;
+  for (auto it = s.pending.begin(); it != s.pending.end();) {
+    if (it->second <= until) {
       expire(it->first, deny);
-      it = s->pending.erase(it);
+      it = s.pending.erase(it);
+      ++n;
     } else {
       ++it;
     }
   }
-  arm_expiry(*s);
+  if (s.pending.empty()) s.expiry_timer.cancel();
+  else arm_expiry(s);
+  return n;
 }
 
 void EventRouter::on_verdict(Session& s, const protocol::VerdictFrame& v, std::span<const uint8_t> data) {

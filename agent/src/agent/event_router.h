@@ -48,6 +48,10 @@ class EventRouter {
   void on_verdict(Session& s, const protocol::VerdictFrame& v, std::span<const uint8_t> data);
   // Gives a capture its expiry verdict (deny: drop, else send).
   void expire(uint64_t capture_id, bool deny);
+  // Gives the session's captures that wait for a verdict until `until` (all of them by
+  // default: the client stopped or went) the instance's expiry verdict; the session's
+  // expiry timer then waits for the next one.  Returns how many.
+  size_t expire_pending(Session& s, Session::Clock::time_point until = Session::Clock::time_point::max());
 
   // The plugin's id of an instance's rule (made on first use), and its retirement.
   uint32_t internal_id(const std::string& instance, matcher::RuleKind kind, uint32_t rule_id);
@@ -71,7 +75,6 @@ class EventRouter {
   void pump_events();  // reads the event rings, routes, then waits on the eventfd again
   void route(std::vector<std::string> batch);
   void arm_expiry(Session& s);
-  void expire_due(const std::shared_ptr<Session>& s);
   nlohmann::json channel_options(const Session& s) const;
 
   Agent& a_;
