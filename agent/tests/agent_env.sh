@@ -1,5 +1,19 @@
-# Helpers for the agent's tests on the real switch.  Source after ovs_env.sh, with `run`
-# (the private run dir), `plugin` (vportfilter_ovs.so) and `agent` (vpf-agent) set.
+# Helpers for the agent's tests on the real switch.  Source after ovs_env.sh, with `here`
+# (this folder), `plugin` (vportfilter_ovs.so) and `agent` (vpf-agent) set.
+
+# agent_test_dir NAME: the private run dir ($run, under /tmp, readable by the unprivileged
+# clients some tests start), the agent's socket ($S), and an EXIT trap that stops the
+# agent ($apid) and the switch and removes the dir.
+agent_test_dir() {
+  run=$(mktemp -d "/tmp/$1.XXXXXX")
+  chmod 755 "$run"
+  apid=
+  S="$run/agent.sock"
+  trap '[ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
+}
+# rpc METHOD [PARAMS]: one call to the agent; field EXPR: EXPR of the JSON on stdin (as d).
+rpc() { python3 "$here/rpc.py" "$S" "$@"; }
+field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 
 # The tests' UDP frame (10.0.0.1:1024 -> 10.0.0.2:1280); frame XX puts the marker XX at
 # byte 42 (markers reads them back from a tx pcap).

@@ -10,14 +10,8 @@ set -u
 B="$1" plugin="$2" agent="$3"
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../../common/testing/ovs_env.sh"
-run=$(mktemp -d /tmp/vpf-agent.XXXXXX)
-chmod 755 "$run"
-apid=
-trap '[ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
-S="$run/agent.sock"
-rpc() { python3 "$here/rpc.py" "$S" "$@"; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 source "$here/agent_env.sh"
+agent_test_dir vpf-agent
 
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \

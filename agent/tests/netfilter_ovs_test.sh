@@ -7,11 +7,8 @@ set -u
 B="$1" plugin="$2" agent="$3" tests="$4"; shift 4
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../../common/testing/ovs_env.sh"
-run=$(mktemp -d /tmp/vpf-nf.XXXXXX)
-chmod 755 "$run"
-apid=
-trap '[ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
 source "$here/agent_env.sh"
+agent_test_dir vpf-nf
 plugin_switch || exit 1
 ovs-vsctl set interface p1 external_ids:vm-name=web1 external_ids:vm-id=7 external_ids:attached-mac=52:54:00:00:00:01
 # A small per-client queue, so that the slow-client test fills it quickly.

@@ -10,26 +10,14 @@ set -u
 B="$1" plugin="$2" agent="$3"
 here="$(cd "$(dirname "$0")" && pwd)"
 source "$here/../../common/testing/ovs_env.sh"
-run=$(mktemp -d /tmp/vpf-churn.XXXXXX)
-chmod 755 "$run"
-apid=
-trap '[ -n "$apid" ] && kill $apid 2>/dev/null; ovs_stop "$run"; rm -rf "$run"' EXIT
-S="$run/agent.sock"
-rpc() { python3 "$here/rpc.py" "$S" "$@"; }
-field() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 source "$here/agent_env.sh"
-# until COND [SECONDS]: like wait_for, for longer (a burst of 50 ports takes a while).
-until_true() {
-  local end=$((SECONDS + ${2:-60}))
-  while [ $SECONDS -lt $end ]; do eval "$1" && return 0; sleep 0.2; done
-  return 1
-}
+agent_test_dir vpf-churn
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 plugin_ports() { ovs-appctl vportfilter/stats | field "d['ports']['$1']"; }
 
 plugin_switch || exit 1
 start_agent || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
-check "two steady adapters" until_true '[ "$(rpc list_adapters | field "len(d)")" = 2 ]' 10
+check "two steady adapters" wait_for '[ "$(rpc list_adapters | field "len(d)")" = 2 ]' 10
 steady_ids=$(rpc list_adapters | field 'sorted((a["name"], a["id"]) for a in d)')
 check "drop rule" rpc add_rule '{"rule": {"kind": "filter", "id": 1, "bpf": "udp and udp[8] == 0xd1", "action": "drop"}}'
 check "rule in the plugin" wait_for 'ovs-appctl vportfilter/show | grep -q "^rules: 1 "'
@@ -48,7 +36,7 @@ for burst in $(seq 0 9); do
     del+=(-- del-port br0 "$n")
   done
   ovs-vsctl "${add[@]}"
-  check "burst $burst: 52 adapters" until_true '[ "$(rpc list_adapters | field "len(d)")" = 52 ]'
+  check "burst $burst: 52 adapters" wait_for '[ "$(rpc list_adapters | field "len(d)")" = 52 ]' 60
   ads=$(rpc list_adapters)
   check "burst $burst: ids unique" [ "$(field 'len(set(a["id"] for a in d))' <<<"$ads")" = 52 ]
   check "burst $burst: no id missing" [ "$(field 'min(a["id"] for a in d) >= 0' <<<"$ads")" = True ]
@@ -60,13 +48,13 @@ for burst in $(seq 0 9); do
     id_of[$name]=$id
   done < <(field '"\n".join("%s %s" % (a["name"], a["id"]) for a in d if a["name"].startswith("c"))' <<<"$ads")
   check "burst $burst: a port that comes back has its id" [ "$stable" = 1 ]
-  check "burst $burst: the plugin has every port" until_true "[ \"\$(plugin_ports open)\" = $((open0 + 50)) ]" 10
+  check "burst $burst: the plugin has every port" wait_for "[ \"\$(plugin_ports open)\" = $((open0 + 50)) ]" 10
   # Traffic on the steady ports while the others come and go.
   for m in 00 d1 00 00 d1 00; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
   passed=$((passed + 4))
   ovs-vsctl "${del[@]}"
-  check "burst $burst: back to 2 adapters" until_true '[ "$(rpc list_adapters | field "len(d)")" = 2 ]'
-  check "burst $burst: the plugin freed the ports" until_true "[ \"\$(plugin_ports open)\" = $open0 ]" 10
+  check "burst $burst: back to 2 adapters" wait_for '[ "$(rpc list_adapters | field "len(d)")" = 2 ]' 60
+  check "burst $burst: the plugin freed the ports" wait_for "[ \"\$(plugin_ports open)\" = $open0 ]" 10
   if [ "$burst" = 1 ]; then agent_rss1=$(rss_kb "$apid"); switch_rss1=$(rss_kb "$vswitchd"); fi
 done
 agent_rss2=$(rss_kb "$apid"); switch_rss2=$(rss_kb "$vswitchd")
@@ -74,7 +62,7 @@ echo "  resident after burst 2 / after burst 10: agent $agent_rss1 / $agent_rss2
 check "no port left closing in the plugin" [ "$(plugin_ports closing)" = 0 ]
 check "no gone adapter kept (none is mapped any more)" [ "$(plugin_ports gone_adapters)" = 0 ]
 check "every passed frame arrived, no dropped one" \
-  until_true "[ \"\$(markers \"$run/p2-tx.pcap\")\" = \"$(printf '00 %.0s' $(seq $passed))\" ]" 10
+  wait_for "[ \"\$(markers \"$run/p2-tx.pcap\")\" = \"$(printf '00 %.0s' $(seq $passed))\" ]" 10
 check "the agent's memory is bounded (grew < 4 MB over 8 bursts)" [ $((agent_rss2 - agent_rss1)) -lt 4096 ]
 check "the switch's memory is bounded (grew < 8 MB over 8 bursts)" [ $((switch_rss2 - switch_rss1)) -lt 8192 ]
 check "agent stops cleanly" stop_agent

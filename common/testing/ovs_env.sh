@@ -54,15 +54,16 @@ ovs_stop() {
   return 0
 }
 
-# Test helpers: check NAME COMMAND... counts a pass or prints FAIL; wait_for polls a shell
-# condition for up to 5 s; finish prints the tally and fails if anything failed.
+# Test helpers: check NAME COMMAND... counts a pass or prints FAIL; wait_for COND [SECONDS]
+# polls a shell condition for up to SECONDS (5); finish prints the tally and fails if
+# anything failed.
 fails=0 passes=0
 check() {
   local name="$1"; shift
   if "$@"; then passes=$((passes + 1)); else echo "FAIL: $name"; fails=$((fails + 1)); fi
 }
 wait_for() {
-  for _ in $(seq 50); do eval "$1" && return 0; sleep 0.1; done
+  for _ in $(seq $((${2:-5} * 10))); do eval "$1" && return 0; sleep 0.1; done
   return 1
 }
 finish() {
