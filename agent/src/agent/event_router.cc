@@ -75,10 +75,13 @@ void EventRouter::retire_id(const std::tuple<std::string, int, uint32_t>& id) {
 }
 
 void EventRouter::purge_retired() {
-  // Events of a deleted rule still in flight find their instance for as long as a held
-  // packet may wait (the plugin's longest hold timeout is 60 s plus a client's timeout).
+  // A deleted rule's events that were in the plugin's rings when it went still find their
+  // instance: they are routed as the rings are read, within milliseconds (a held packet's
+  // verdict does not need the rule), so its id is kept kRetiredKeep, and only the newest
+  // kRetiredMax ids at all, however fast rules are changed.
   const auto now = std::chrono::steady_clock::now();
-  while (!retired_order_.empty() && now - retired_order_.front().first > std::chrono::minutes(10)) {
+  while (!retired_order_.empty() &&
+         (now - retired_order_.front().first > kRetiredKeep || retired_order_.size() > kRetiredMax)) {
     origins_.erase(retired_order_.front().second);
     retired_order_.pop_front();
   }

@@ -82,6 +82,8 @@ class EventRouter {
   std::map<uint32_t, RuleOrigin> origins_;  // the plugin's rule id -> the instance's
   std::map<std::tuple<std::string, int, uint32_t>, uint32_t> internal_ids_;  // (instance, kind, id) -> the plugin's
   std::deque<std::pair<std::chrono::steady_clock::time_point, uint32_t>> retired_order_;  // oldest first
+  static constexpr auto kRetiredKeep = std::chrono::seconds(10);
+  static constexpr size_t kRetiredMax = 16384;
   uint32_t next_internal_id_ = 1;
   uint64_t events_received_ = 0, events_unrouted_ = 0, expired_by_agent_ = 0, verdicts_lost_ = 0, bad_verdicts_ = 0;
   std::map<std::string, uint16_t> route_slots_;        // instance -> its client channel's number
