@@ -7,7 +7,7 @@ source "$(dirname "$0")/lib.sh"
 secs="${1:-60}"
 bash "$VPF_ROOT/scripts/build.sh" --fuzz
 status=0
-for h in parser bpf rules_json protocol channel; do
+for h in $(ls "$VPF_ROOT/fuzz/corpus"); do  # a harness per seed corpus (fuzz/CMakeLists.txt)
   "$VPF_ROOT/fuzz/run_one.sh" "$VPF_BUILD_FUZZ/fuzz/fuzz_$h" "$VPF_ROOT/fuzz/corpus/$h" "$secs" || status=1
 done
 exit $status

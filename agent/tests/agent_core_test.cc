@@ -4,6 +4,7 @@
 
 #include "adapters.h"
 #include "ovsdb_client.h"
+#include "rule_rows.h"
 #include "vpf/protocol.h"
 #include "vpf/run_program.h"
 
@@ -145,6 +146,32 @@ TEST(Adapters, SmallestFreeId) {
 
 // The tools of Open vSwitch run with an argument vector: what a path holds (quotes,
 // blanks, `$`) reaches the program as it is, and failures say what ran and how it ended.
+TEST(RuleRows, OrderedByKindPriorityPositionAndIdWhateverTheRowsHold) {
+  auto row = [](const char* kind, int64_t id, int64_t pos, const std::string& spec, const char* inst = "default") {
+    return nlohmann::json{{"instance", inst}, {"kind", kind}, {"rule_id", id}, {"position", pos}, {"spec", spec}};
+  };
+  const std::map<std::string, nlohmann::json> rows = {
+      {"a", row("filter", 1, 5, R"({"action": "drop"})")},
+      {"b", row("filter", 2, 1, R"({"priority": -9223372036854775808})")},  // the lowest there is
+      {"c", row("filter", 3, 9, R"({"priority": 9223372036854775807})")},
+      {"d", row("filter", 4, 1, "not json")},                                 // an empty spec
+      {"e", row("passthrough", 5, 0, "{}")},
+      {"f", row("filter", 6, 0, "{}", "other")},
+      {"g", nlohmann::json{{"instance", 7}, {"spec", 8}}},                    // columns of the wrong types
+  };
+  auto ids = [](const nlohmann::json& rules) {
+    std::vector<int64_t> out;
+    for (const auto& r : rules) out.push_back(r["id"].get<int64_t>());
+    return out;
+  };
+  EXPECT_EQ(ids(rules_of_rows(rows, "default", "filter")), (std::vector<int64_t>{3, 4, 1, 2}));
+  EXPECT_EQ(ids(rules_of_rows(rows, "default", "")), (std::vector<int64_t>{3, 4, 1, 2, 5}));
+  const auto r = rules_of_rows(rows, "default", "filter");
+  EXPECT_EQ(r[1], (nlohmann::json{{"kind", "filter"}, {"id", 4}}));
+  EXPECT_EQ(r[2]["action"], "drop");
+  EXPECT_EQ(ids(rules_of_rows(rows, "other", "")), (std::vector<int64_t>{6}));
+}
+
 TEST(RunProgram, ArgumentsReachTheProgramAsTheyAreAndFailuresAreNamed) {
   const std::string odd = "it's a \"path\" with $HOME and `x`";
   EXPECT_EQ(vpf::run_program({"test", odd, "=", odd}), "");

@@ -1,6 +1,8 @@
 // vpf-agent: the OVSDB databases (see policy_store.h).
 #include "policy_store.h"
 
+#include "rule_rows.h"
+
 #include <unistd.h>
 
 #include <algorithm>
@@ -166,31 +168,7 @@ void PolicyStore::on_policy_update(const json& updates) {
 }
 
 json PolicyStore::instance_rules(const std::string& instance, const std::string& kind) const {
-  // Each row's spec is parsed once; the order is kind, then priority (higher first), then
-  // position, then id.
-  struct Item {
-    std::string kind;
-    int64_t neg_priority, position, id;
-    json spec;
-  };
-  std::vector<Item> items;
-  for (const auto& [u, row] : rule_rows_) {
-    if (str(row, "instance") != instance || (!kind.empty() && str(row, "kind") != kind)) continue;
-    json spec = json::parse(str(row, "spec"), nullptr, false);
-    if (!spec.is_object()) spec = json::object();
-    const int64_t prio = spec.contains("priority") && spec["priority"].is_number_integer() ? spec["priority"].get<int64_t>() : 0;
-    items.push_back({str(row, "kind"), -prio, num(row, "position"), num(row, "rule_id"), std::move(spec)});
-  }
-  std::sort(items.begin(), items.end(), [](const Item& a, const Item& b) {
-    return std::tie(a.kind, a.neg_priority, a.position, a.id) < std::tie(b.kind, b.neg_priority, b.position, b.id);
-  });
-  json out = json::array();
-  for (auto& it : items) {
-    it.spec["kind"] = it.kind;
-    it.spec["id"] = it.id;
-    out.push_back(std::move(it.spec));
-  }
-  return out;
+  return rules_of_rows(rule_rows_, instance, kind);
 }
 
 void PolicyStore::load_instances() {
