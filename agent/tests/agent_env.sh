@@ -40,6 +40,11 @@ start_agent() {
   wait_for '[ -S "$run/agent.sock" ] && python3 "$here/rpc.py" "$run/agent.sock" status 2>/dev/null | grep -q "\"plugin_attached\": true"'
 }
 
+# measure_memory: for the tests that bound the agent's resident size.  In the sanitizer
+# build, ASan keeps freed blocks in a quarantine (256 MB by default) that fills as the test
+# runs and would read as growth; a 1 MB quarantine leaves the heap's own growth to measure.
+measure_memory() { export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=1"; }
+
 # stop_agent: SIGTERM; fails (printing why) unless the agent exits with 0 and its log has
 # no crash, sanitizer report or leak.
 stop_agent() {

@@ -18,6 +18,7 @@ source "$here/agent_env.sh"
 agent_test_dir vpf-load
 
 plugin_switch || exit 1
+measure_memory
 start_agent --client-queue-bytes 262144 || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
 python3 "$here/client_load.py" "$S" "$apid" "${VPF_LOAD_SECONDS:-60}" >"$run/load.txt" ||
   { echo "FAIL: the load did not finish"; cat "$run/load.txt"; exit 1; }

@@ -16,6 +16,7 @@ rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 plugin_ports() { ovs-appctl vportfilter/stats | field "d['ports']['$1']"; }
 
 plugin_switch || exit 1
+measure_memory
 start_agent || { echo "FAIL: agent"; cat "$run/agent.log"; exit 1; }
 check "two steady adapters" wait_for '[ "$(rpc list_adapters | field "len(d)")" = 2 ]' 10
 steady_ids=$(rpc list_adapters | field 'sorted((a["name"], a["id"]) for a in d)')
