@@ -60,8 +60,8 @@ class Session : public std::enable_shared_from_this<Session> {
   uint32_t timeout_ms = 0;          // start_filter's event timeout (0 = none)
   std::string monitor;              // "" none, "*" every instance, or one instance
   uint16_t direct_route = 0;        // the plugin's client channel this client reads (0: none)
-  bool wants_direct = false;
-  std::vector<int> reply_fds;       // descriptors for the reply being made (taken by it)        // asked for one (open_channel): offered again after a plugin restart
+  bool wants_direct = false;        // asked for one (open_channel): offered again after a plugin restart
+  std::vector<int> reply_fds;       // descriptors for the reply being made (taken by it)
   bool adapter_events = false;      // receives adapter_added / adapter_removed
   // Captured packets sent to this client and not yet decided, by event id -> deadline.
   std::map<uint64_t, Clock::time_point> pending;
