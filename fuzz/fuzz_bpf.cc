@@ -2,10 +2,14 @@
 // not and parentheses) and a frame (the rest of the input), through libpcap's compiler;
 // then libpcap's interpreter, our JIT, our lowering, its vector form (bpf_vector.h, where
 // the CPU has it) and the classifier (with and without a decision cache) must agree on the
-// frame.  Any difference aborts: a finding.
+// frame.  Any difference aborts: a finding.  An expression's compiled forms are kept while
+// its frames vary (compiled()).
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
+#include <optional>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "bpf_vector.h"
@@ -50,6 +54,51 @@ void check(bool ok) {
   if (!ok) std::abort();
 }
 
+// What one expression compiles to, kept while libFuzzer mutates the frame after it: the
+// compilers run once per expression, the programs on every frame (and a reader's decision
+// cache then meets many frames of one rule set).
+struct Compiled {
+  bool refused = false;  // by libpcap or by the classifier
+  std::vector<bpf_insn> prog;
+  std::shared_ptr<const BpfJit> jit;
+  BpfLowering low;
+  std::shared_ptr<const BpfVector> vec;
+  Classifier c;
+  std::optional<Classifier::Reader> cached;
+};
+
+// `fresh`: compiled now (not kept from an earlier input).
+Compiled& compiled(const std::string& e, bool* fresh) {
+  static std::unordered_map<std::string, std::unique_ptr<Compiled>> memo;
+  *fresh = false;
+  if (auto it = memo.find(e); it != memo.end()) return *it->second;
+  *fresh = true;
+  if (memo.size() >= 1024) memo.clear();
+  auto& k = *memo.emplace(e, std::make_unique<Compiled>()).first->second;
+  try {
+    k.prog = compile_bpf(e);
+  } catch (const BpfError&) {
+    k.refused = true;  // libpcap refused it (e.g. "greater" with "less" nonsense): nothing to compare
+    return k;
+  }
+  k.jit = BpfJit::compile(k.prog);
+  k.low = lower_bpf(k.prog);
+  k.vec = make_bpf_vector(k.low);
+  Rule r;
+  r.id = 1;
+  r.bpf = e;
+  r.action = Action::Drop;
+  try {
+    k.c.add(r);
+  } catch (const RuleError&) {
+    k.refused = true;
+    return k;
+  }
+  k.cached.emplace(k.c.reader());
+  k.cached->enable_cache(256);
+  return k;
+}
+
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
@@ -59,39 +108,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> frame(data + at, data + size);  // its own exact buffer
   const uint32_t len = uint32_t(frame.size());
   const uint8_t* pkt = frame.empty() ? nullptr : frame.data();
-
-  std::vector<bpf_insn> prog;
-  try {
-    prog = compile_bpf(e);
-  } catch (const BpfError&) {
-    return 0;  // libpcap refused it (e.g. "greater" with "less" nonsense): nothing to compare
-  }
-  const uint32_t want = bpf_interpret(prog, pkt, len, len);
-  check(BpfJit::compile(prog)->run(pkt, len, len) == want);
-  const BpfLowering low = lower_bpf(prog);
-  if (low.lowered) check(eval_lowering(low, pkt, len) == (want != 0));
-  if (const auto vec = make_bpf_vector(low)) check(bpf_vector_match(*vec, pkt, len) == (want != 0));
-
-  static Classifier c;
-  static auto cached = [] {
-    auto r = c.reader();
-    r.enable_cache(256);
-    return r;
-  }();
-  c.clear();
-  Rule r;
-  r.id = 1;
-  r.bpf = e;
-  r.action = Action::Drop;
-  try {
-    c.add(r);
-  } catch (const RuleError&) {
-    return 0;
-  }
+  bool fresh = false;
+  Compiled& k = compiled(e, &fresh);
+  if (k.refused) return 0;
+  const uint32_t want = bpf_interpret(k.prog, pkt, len, len);
+  check(k.jit->run(pkt, len, len) == want);
+  if (k.low.lowered) check(eval_lowering(k.low, pkt, len) == (want != 0));
+  if (k.vec) check(bpf_vector_match(*k.vec, pkt, len) == (want != 0));
   const PacketMeta meta{0, Direction::Outgoing, 0};
-  check(c.classify_one(pkt, len, meta).matched() == (want != 0));
+  check(k.c.classify_one(pkt, len, meta).matched() == (want != 0));
   const PacketBatch b{&pkt, &len, 1, meta};
   Decision d;
-  check(((cached.classify(b, &d) & 1) != 0) == (want != 0));
+  check(((k.cached->classify(b, &d) & 1) != 0) == (want != 0));
+  if (fresh) {  // one classifier whose rule changes with every new expression: its cache must follow
+    static Classifier shared;
+    static auto shared_cached = [] {
+      auto r = shared.reader();
+      r.enable_cache(256);
+      return r;
+    }();
+    shared.clear();
+    Rule r;
+    r.id = 1;
+    r.bpf = e;
+    r.action = Action::Drop;
+    shared.add(r);
+    check(((shared_cached.classify(b, &d) & 1) != 0) == (want != 0));
+  }
   return 0;
 }
