@@ -142,12 +142,14 @@ struct BatchKeys {
   alignas(64) uint64_t w[kWords + 1][kMaxBatch];  // w[0]: header words
   uint32_t bucket[kMaxBatch], sig[kMaxBatch];
   uint8_t nwords[kMaxBatch];
+  uint32_t plain_ipv4;  // the vector path's header checks passed (PacketBatch::plain_ipv4)
 };
 
 // Keys the packets of the batch (one metadata for all) that the fast plan covers, eight
 // at a time with AVX-512
 // (decision_cache_avx512.cc); returns them as a bit set.  Exactly the keys, buckets and
-// signatures that make_keys' one-packet path gives those packets.
+// signatures that make_keys' one-packet path gives those packets.  Sets k.plain_ipv4 to
+// the packets that passed the header checks, whatever the plan.
 uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t bucket_shift, BatchKeys& k);
 
 // Bit i: out[i] names a rule.
@@ -315,6 +317,7 @@ __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& pl
 }
 
 inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const {
+  k.plain_ipv4 = 0;
   const uint32_t fast = vector && plan.fast.enabled && !b.metas ? fast_keys_avx512(plan.fast, b, bucket_shift_, k) : 0;
   uint32_t keyed = fast;
   for (uint32_t rest = ~fast & (b.n == kMaxBatch ? ~0u : (1u << b.n) - 1); rest; rest &= rest - 1) {
@@ -346,6 +349,7 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
   }
   BatchKeys keys;
   const uint32_t cacheable = make_keys(plan, b, keys, vector_keys_);  // bit i: packet i has a key
+  if (b.plain_ipv4) *b.plain_ipv4 = keys.plain_ipv4;
   const uint32_t* const bucket = keys.bucket;
   const uint32_t* const sig = keys.sig;
   for (uint32_t m = cacheable; m; m &= m - 1) __builtin_prefetch(&buckets_[bucket[std::countr_zero(m)]]);

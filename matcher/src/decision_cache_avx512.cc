@@ -37,7 +37,7 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t buc
   const __m512i t_mask0 = table(fp.mask[0]), t_mask1 = table(fp.mask[1]);
   const __m512i lo32 = set1(0xffffffffu), zero = _mm512_setzero_si512();
   const __m512i adapter = set1(b.meta.adapter), dir = set1(uint64_t(b.meta.direction)), vm_all = set1(b.meta.vm);
-  uint32_t done = 0;
+  uint32_t done = 0, plain = 0;
   for (uint32_t base = 0; base < b.n; base += 8) {
     const uint32_t cnt = b.n - base >= 8 ? 8 : b.n - base;
     const __mmask8 live = __mmask8((1u << cnt) - 1);
@@ -79,6 +79,7 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t buc
                                         _mm512_and_si512(_mm512_srli_epi64(w12, 40), set1(0xff)));
     m = _mm512_mask_cmpge_epu64_mask(m, tot, _mm512_add_epi64(need, set1(20)));
     m = _mm512_mask_cmple_epu64_mask(m, tot, _mm512_sub_epi64(len, set1(14)));
+    plain |= uint32_t(m) << base;
     // The shape's plan.
     m = _mm512_mask_test_epi64_mask(m, _mm512_permutexvar_epi64(shape, t_ok), _mm512_permutexvar_epi64(shape, t_ok));
     m = _mm512_mask_cmpge_epu64_mask(m, len, _mm512_permutexvar_epi64(shape, t_end));
@@ -110,6 +111,7 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t buc
     _mm512_mask_cvtepi64_storeu_epi8(&k.nwords[base], m, _mm512_permutexvar_epi64(shape, t_nw));
     done |= uint32_t(m) << base;
   }
+  k.plain_ipv4 = plain;
   return done;
 }
 

@@ -111,6 +111,56 @@ TEST(DecisionCacheKeys, VectorPathEqualsOnePacketPath) {
   EXPECT_LT(vector_keyed, keyed);
 }
 
+// PacketBatch::plain_ipv4's definition, written out one packet at a time.
+bool plain_ipv4(const std::vector<uint8_t>& f) {
+  if (f.size() < 34 || f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 || ((f[20] << 8 | f[21]) & 0x3fff)) return false;
+  const uint32_t tot = uint32_t(f[16] << 8 | f[17]);
+  uint32_t need = 0;
+  switch (f[23]) {
+    case 6: need = 20; break;
+    case 17: case 136: case 1: case 58: need = 8; break;
+    case 132: need = 12; break;
+    default: break;
+  }
+  return tot >= 20 + need && tot + 14 <= f.size();
+}
+
+TEST(DecisionCacheKeys, PlainIpv4BitsAreExactlyTheHeaderChecks) {
+  // What the vector path hands a switch (hook ABI 5) must be exactly the definition, for
+  // every plan it runs under, and nothing when it does not run.
+  std::mt19937 rng(5);
+  DecisionCache dc(4096);
+  uint64_t plain = 0, total = 0;
+  for (int round = 0; round < 3000; ++round) {
+    const Plan plan = random_plan(rng);
+    const uint32_t n = 1 + rng() % kMaxBatch;
+    std::vector<std::vector<uint8_t>> frames;
+    const uint8_t* data[kMaxBatch];
+    uint32_t len[kMaxBatch];
+    uint32_t want = 0;
+    for (uint32_t i = 0; i < n; ++i) {
+      frames.push_back(random_frame(rng));
+      data[i] = frames.back().data();
+      len[i] = uint32_t(frames.back().size());
+      want |= uint32_t(plain_ipv4(frames.back())) << i;
+    }
+    const PacketBatch batch{data, len, n, PacketMeta{1, Direction::Outgoing, 0}};
+    BatchKeys k{};
+    k.plain_ipv4 = 0xdeadbeef;
+    dc.make_keys(plan, batch, k, false);
+    ASSERT_EQ(k.plain_ipv4, 0u) << "one packet at a time checks nothing for the switch";
+    if (!isa_supported(Isa::Avx512)) continue;
+    dc.make_keys(plan, batch, k, true);
+    ASSERT_EQ(k.plain_ipv4, plan.fast.enabled ? want : 0u) << "round " << round;
+    plain += uint32_t(std::popcount(k.plain_ipv4));
+    total += n;
+  }
+  if (isa_supported(Isa::Avx512)) {
+    EXPECT_GT(plain, total / 10);
+    EXPECT_LT(plain, total / 2);
+  }
+}
+
 // The same through a reader: ClassBench-like 5-tuple rules (the plan the vector path
 // serves) and a trace of their headers, batches of one port, decisions against a reader
 // without a cache, pass after pass so that the cache answers.
@@ -134,7 +184,7 @@ TEST(DecisionCacheKeys, FiveTupleTrafficGetsTheTablesDecisions) {
   auto plain = c.reader();
   auto cached = c.reader();
   cached.enable_cache(1024);  // fewer flows than the trace holds: evictions too
-  uint64_t matched = 0;
+  uint64_t matched = 0, handed_over = 0;
   for (int pass = 0; pass < 3; ++pass)
     for (size_t base = 0; base < frames.size(); base += kMaxBatch) {
       const uint8_t* data[kMaxBatch];
@@ -143,10 +193,23 @@ TEST(DecisionCacheKeys, FiveTupleTrafficGetsTheTablesDecisions) {
         data[i] = frames[base + i].data();
         len[i] = uint32_t(frames[base + i].size());
       }
-      const PacketBatch b{data, len, kMaxBatch, PacketMeta{3, Direction::Outgoing, 0}};
+      PacketBatch b{data, len, kMaxBatch, PacketMeta{3, Direction::Outgoing, 0}};
       Decision want[kMaxBatch], got[kMaxBatch];
-      const uint32_t mw = plain.classify(b, want), mg = cached.classify(b, got);
+      uint32_t checked_plain = 0xdeadbeef, checked_cached = 0xdeadbeef;
+      b.plain_ipv4 = &checked_plain;
+      const uint32_t mw = plain.classify(b, want);
+      b.plain_ipv4 = &checked_cached;
+      const uint32_t mg = cached.classify(b, got);
       ASSERT_EQ(mg, mw);
+      // Without a cache nothing is checked for the switch; with one (and AVX-512), every
+      // generated frame is a plain IPv4 frame, unless the cache let the batch bypass it.
+      ASSERT_EQ(checked_plain, 0u);
+      if (isa_supported(Isa::Avx512)) {
+        ASSERT_TRUE(checked_cached == 0xffffffffu || checked_cached == 0u) << checked_cached;
+        handed_over += checked_cached != 0;
+      } else {
+        ASSERT_EQ(checked_cached, 0u);
+      }
       for (uint32_t i = 0; i < kMaxBatch; ++i) ASSERT_EQ(got[i], want[i]) << "pass " << pass << " packet " << base + i;
       matched += uint32_t(std::popcount(mw));
     }
@@ -158,6 +221,9 @@ TEST(DecisionCacheKeys, FiveTupleTrafficGetsTheTablesDecisions) {
   const auto st = cached.cache_stats();
   EXPECT_GT(matched, 3u * 2048 / 4) << "too few packets matched a rule for the comparison to mean much";
   EXPECT_GT(st.hits, 2048u) << "the cache hardly answered";
+  if (isa_supported(Isa::Avx512)) {
+    EXPECT_GT(handed_over, 3u * 64 / 2) << "batches whose headers were handed over";
+  }
 }
 
 }  // namespace

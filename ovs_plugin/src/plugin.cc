@@ -229,9 +229,14 @@ class Plugin::BatchRun {
   }
 
   // Classifies the batch; returns the matched packets as a bit set (out_[i] for each).
+  // ABI 5: hands the switch the packets whose headers the classifier checked, so that it
+  // does not parse them again (the hook changes no packet it lets pass).
   uint32_t classify() {
     const matcher::PacketMeta meta{uint32_t(adapter_), dir_, port_->vm.load(std::memory_order_relaxed)};
-    return p_.classify(slot_, matcher::PacketBatch{data_, len_, n_, meta}, out_.v);
+    matcher::PacketBatch pb{data_, len_, n_, meta};
+    const bool plain = dir_ == Direction::Outgoing && b_->version >= 5 && b_->size >= sizeof(ovs_packet_hook_batch);
+    if (plain) pb.plain_ipv4 = &b_->plain_ipv4;
+    return p_.classify(slot_, pb, out_.v);
   }
 
   // Applies packet i's decision: counts its rule's hit, drops it, or raises its event.

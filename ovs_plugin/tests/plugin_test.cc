@@ -21,6 +21,7 @@
 
 #include "frames.h"
 #include "vpf/channel_client.h"
+#include "vpf/matcher/isa.h"
 
 extern "C" const ovs_packet_hook_ops* ovs_packet_hook_init(const ovs_packet_hook_host*, const char*, char*, size_t);
 
@@ -115,9 +116,11 @@ std::string write_file(const std::string& name, const std::string& text) {
 }
 
 // Calls rx or tx with a batch of ABI version `abi`, as the switch makes it (version 2
-// carries the packets' bytes and lengths, version 1 does not).
+// carries the packets' bytes and lengths, version 1 does not; version 5 has plain_ipv4,
+// which starts as *plain and is returned there).
 void call_hook(const ovs_packet_hook_ops* ops, void* port, bool rx, std::vector<ovs_packet*>& ptrs,
-               std::vector<uint8_t>& verdicts, uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION) {
+               std::vector<uint8_t>& verdicts, uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION,
+               uint32_t* plain = nullptr) {
   std::vector<const uint8_t*> data;
   std::vector<uint32_t> len;
   for (ovs_packet* p : ptrs) {
@@ -125,25 +128,31 @@ void call_hook(const ovs_packet_hook_ops* ops, void* port, bool rx, std::vector<
     len.push_back(uint32_t(fp(p)->bytes.size()));
   }
   const bool v2 = abi >= 2;
-  ovs_packet_hook_batch b{v2 ? uint32_t(sizeof b) : uint32_t(offsetof(ovs_packet_hook_batch, data)),
+  const size_t size = abi >= 5 ? sizeof(ovs_packet_hook_batch)
+                      : v2     ? offsetof(ovs_packet_hook_batch, plain_ipv4)
+                               : offsetof(ovs_packet_hook_batch, data);
+  ovs_packet_hook_batch b{uint32_t(size),
                           abi,
                           uint32_t(ptrs.size()),
                           ptrs.data(),
                           verdicts.data(),
                           v2 ? data.data() : nullptr,
-                          v2 ? len.data() : nullptr};
+                          v2 ? len.data() : nullptr,
+                          plain ? *plain : 0,
+                          0};
   (rx ? ops->rx : ops->tx)(port, 0, &b);
+  if (plain) *plain = b.plain_ipv4;
 }
 
 // Runs a batch through rx (outgoing) or tx (incoming); returns the verdicts.
 std::vector<int> run(const ovs_packet_hook_ops* ops, void* port, bool rx, const std::vector<std::vector<uint8_t>>& frames,
-                     uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION) {
+                     uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION, uint32_t* plain = nullptr) {
   std::vector<FakePacket> pkts;
   for (const auto& f : frames) pkts.push_back({f});
   std::vector<ovs_packet*> ptrs;
   for (auto& p : pkts) ptrs.push_back(reinterpret_cast<ovs_packet*>(&p));
   std::vector<uint8_t> verdicts(frames.size(), OVS_PACKET_PASS);
-  call_hook(ops, port, rx, ptrs, verdicts, abi);
+  call_hook(ops, port, rx, ptrs, verdicts, abi, plain);
   return std::vector<int>(verdicts.begin(), verdicts.end());
 }
 
@@ -218,6 +227,44 @@ TEST_F(TelnetDropPlugin, ABatchLargerThanTheSwitchsIsDecidedWhole) {
     }
     EXPECT_EQ(run(ops, vm1, true, frames, abi), want) << "ABI " << abi;
   }
+}
+
+TEST_F(TelnetDropPlugin, HandsTheSwitchTheReceivedPacketsWhoseHeadersItChecked) {
+  // ABI 5: bit i of plain_ipv4 tells the switch that received packet i is a plain IPv4
+  // frame (untagged, 20-byte header, not a fragment, total length within the frame and
+  // covering the transport header), so that it does not parse the packet again.
+  std::vector<uint8_t> tagged = tcp(80);
+  const uint8_t tag[4] = {0x81, 0x00, 0x00, 0x05};
+  tagged.insert(tagged.begin() + 12, tag, tag + 4);
+  std::vector<uint8_t> fragment = tcp(80);
+  fragment[20] |= 0x20;  // more fragments
+  std::vector<uint8_t> past_end = tcp(80);
+  past_end[17] = uint8_t(past_end[17] + 1);  // the IP total length one byte past the frame
+  std::vector<uint8_t> options = tcp(80);
+  options[14] = 0x46;  // a 24-byte IP header
+  std::vector<uint8_t> padded = udp(53);
+  padded.resize(padded.size() + 6);  // Ethernet padding after the IP packet
+  const std::vector<std::vector<uint8_t>> frames{tcp(80), udp(53), icmp(), tagged, fragment, past_end,
+                                                 options, padded, tcp(23)};
+  // The same decision as a 5-tuple rule: the rule shape the decision cache keys eight
+  // packets at a time, checking their headers.
+  const std::string rules = write_file("rules-telnet-5tuple.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "protocol": "tcp", "remote_port": 23, "action": "drop"}]})");
+  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  uint32_t plain = 0;
+  EXPECT_EQ(run(ops, vm1, true, frames, 5, &plain), (std::vector<int>{P, P, P, P, P, P, P, P, D}));
+  if (vpf::matcher::isa_supported(vpf::matcher::Isa::Avx512)) {
+    EXPECT_EQ(plain, 0b110000111u);  // the three plain frames, the padded one and telnet
+  } else {
+    EXPECT_EQ(plain, 0u);  // the headers are checked one packet at a time: nothing to hand over
+  }
+  // Batches to send are parsed already: nothing handed over.  Nor to an older switch.
+  plain = 0;
+  run(ops, vm1, false, frames, 5, &plain);
+  EXPECT_EQ(plain, 0u);
+  plain = 0xdead;
+  run(ops, vm1, true, frames, 4, &plain);
+  EXPECT_EQ(plain, 0xdeadu);
 }
 
 // A port state as the switch makes it (ABI 3): every batch wanted until the plugin says.

@@ -29,7 +29,7 @@ dummy_bridge "$run"
 ovs-ofctl add-flow br0 in_port=2,actions=output:1
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="$run/rules.json"
 check "plugin started" wait_for 'grep -q "vportfilter: started" "$run/ovs-vswitchd.log"'
-check "the switch names the plugin (ABI 4)" bash -c "ovs-appctl packet-hook/show | grep -qx 'name: vportfilter' && ovs-appctl packet-hook/show | grep -qx 'abi: 4'"
+check "the switch names the plugin (ABI 5)" bash -c "ovs-appctl packet-hook/show | grep -qx 'name: vportfilter' && ovs-appctl packet-hook/show | grep -qx 'abi: 5'"
 check "adapter set" ovs-appctl vportfilter/adapter-set p1 0 7 >/dev/null
 
 mac="525400000002525400000001"; mac_r="525400000001525400000002"

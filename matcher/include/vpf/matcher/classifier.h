@@ -105,6 +105,13 @@ struct PacketBatch {
   uint32_t n = 0;  // at most kMaxBatch
   PacketMeta meta;
   const PacketMeta* metas = nullptr;
+  // When set, receives the packets the classifier found to be plain IPv4 frames, as a bit
+  // set: untagged (Ethernet type 0x0800), a 20-byte IPv4 header, not a fragment, a total
+  // length of at least 20 and at most the frame's length - 14 that covers the transport
+  // header of TCP (20 bytes), UDP (8), SCTP (12) and ICMP (8).  A packet it did not check
+  // (one the decision cache keyed one at a time, or did not key) has its bit clear.  A
+  // switch's datapath may take its own parse of those packets from this (hook ABI 5).
+  uint32_t* plain_ipv4 = nullptr;
   PacketRef ref(uint32_t i) const { return PacketRef{data[i], len[i], metas ? metas[i] : meta}; }
 };
 
