@@ -17,7 +17,8 @@
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
 # VPF_DATAPATH_PROFILE=1: also samples the PMD thread with perf (cpu-clock, 5 s) at 1k
 # rules with the simple table, prints the 15 hottest symbols and the plugin's cost per
-# packet split into the hook, the cache lookup and the classifier.
+# packet split into the hook, the cache lookup and the classifier; with
+# VPF_DATAPATH_PERF_OUT=FILE the samples are kept there (for perf annotate).
 # VPF_DATAPATH_QUICK=1: only the 1k-flow trace with the simple table (stock, 0, 1k and 10k
 # rules, churn), for iterating on the datapath; the full run is the benchmark.
 source "$(dirname "$0")/lib.sh"
@@ -107,6 +108,7 @@ profile() {
   done
   perf record -q -e cpu-clock -F 4999 -t "$tid" -o "$run/pmd.perf" -- sleep 5 >/dev/null 2>&1
   perf report -i "$run/pmd.perf" --stdio --sort symbol 2>/dev/null | grep '%' | grep -v '^#' > "$run/pmd.txt" || true
+  if [ -n "${VPF_DATAPATH_PERF_OUT:-}" ]; then cp "$run/pmd.perf" "$VPF_DATAPATH_PERF_OUT"; fi
   echo "  PMD profile (plugin, 1k rules, simple table): % of samples, symbol"
   sed 's/^ */    /; s/ *- *- *$//' "$run/pmd.txt" | head -15 || true  # head ends the pipe early
   # The plugin's share per packet: ns/packet at this rate times the share of samples.
