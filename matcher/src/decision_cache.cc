@@ -24,6 +24,9 @@ void Usage::count(const Entry* e, int sign) {
       const uint8_t f = blk[b].idx[i];
       if (f >= kFixedFields) {
         slot_entries[f - F_DYN0] += uint32_t(sign);
+        uint32_t& c = slot_masks[f - F_DYN0][mask];
+        c += uint32_t(sign);
+        if (c == 0) slot_masks[f - F_DYN0].erase(mask);
         continue;
       }
       field_entries[f] += uint32_t(sign);
@@ -213,24 +216,35 @@ bool plan_shape(int index, const Usage& u, const BpfLoad* slot_load, Shape* sh) 
     if (tested(F_ICMP_CODE)) need.add(l4 + 1, 1);
   }
   sh->raw_len = u.raw_len_entries > 0 || u.len_bounds.size() > 0xffff;
+  uint32_t loads_end = 0;  // every load the entries test or require lies within the frame
   for (int i = 0; i < kDynamicSlots; ++i) {
     if (!u.slot_entries[i]) continue;
     const BpfLoad& l = slot_load[i];
-    if (l.kind == BpfLoad::Abs) {
-      need.add(l.off, l.size);
-    } else if (l.kind == BpfLoad::Ind) {
-      // x = 4 * (byte & 0xf) is 20 only when the byte is this shape's IPv4 IHL
-      // byte.
-      if (s.v6 || l.msh_off != o) return false;
-      need.add(20 + l.off, l.size);
-    } else {
+    if (l.kind == BpfLoad::Len) {
       sh->raw_len = true;  // the packet length itself is tested
+      continue;
     }
+    // x = 4 * (byte & 0xf) is 20 only when the byte is this shape's IPv4 IHL byte.
+    if (l.kind == BpfLoad::Ind && (s.v6 || l.msh_off != o)) return false;
+    const uint32_t at = l.kind == BpfLoad::Ind ? 20 + l.off : l.off;
+    // The bits the tests look at, less those every packet of the shape has the same.
+    uint32_t tested = 0;
+    for (const auto& [m, n] : u.slot_masks[i]) tested |= m;
+    tested &= ~known_load(s, l).mask;
+    for (uint32_t b = 0; b < l.size; ++b) {
+      const uint8_t byte_mask = uint8_t(tested >> 8 * (l.size - 1 - b));
+      if (byte_mask) need.add(at + b, 1, byte_mask);
+    }
+    loads_end = std::max(loads_end, at + l.size);
   }
   sh->uses_vm = tested(F_VM);
   if (!sh->raw_len)
     for (const auto& [v, n] : u.len_bounds) sh->bounds.push_back(v);
-  return need.place(sh);
+  if (!need.place(sh) || loads_end > 0xffff) return false;
+  // A packet too short for a load is decided apart (its load is invalid): only frames
+  // holding every load are keyed.
+  sh->end = uint16_t(std::max<uint32_t>(sh->end, loads_end));
+  return true;
 }
 
 // False if a test of the entry fails on every packet of the shape.

@@ -74,6 +74,10 @@ enum L4Class : uint8_t { kTcp = 0, kPorts = 1, kIcmp = 2, kOther = 3 };
 struct Usage {
   uint32_t field_entries[kFixedFields] = {};
   uint32_t slot_entries[kDynamicSlots] = {};  // tested or required BPF loads
+  // Per BPF load, the masks tests apply to its value -> entries testing under each: a
+  // shape keeps only the tested bits it does not fix (e.g. no fragment bits for a
+  // fragment test on an IPv4 shape, which admits no fragment).
+  std::map<uint32_t, uint32_t> slot_masks[kDynamicSlots];
   std::map<uint32_t, uint32_t> len_bounds;    // size-class boundary -> entries using it
   uint32_t raw_len_entries = 0;               // size tests under a partial mask
   uint32_t jit_entries = 0;                   // entries that run a BPF program
