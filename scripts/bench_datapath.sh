@@ -16,7 +16,8 @@
 # rate over its reference's rate in the same round.
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
 # VPF_DATAPATH_PROFILE=1: also samples the PMD thread with perf (cpu-clock, 5 s) at 1k
-# rules with the simple table, prints the 15 hottest symbols and the plugin's cost per
+# rules with the simple table (=drop10: with the 10%-drop rule and its trace instead),
+# prints the 15 hottest symbols and the plugin's cost per
 # packet split into the hook, the cache lookup and the classifier; with
 # VPF_DATAPATH_PERF_OUT=FILE the samples are kept there (for perf annotate).
 # VPF_DATAPATH_QUICK=1: only the 1k-flow trace with the simple table (stock, 0, 1k and 10k
@@ -98,7 +99,8 @@ measure() {
   printf "%-28s %8.3f Mpps\n" "$1" "${mpps[$1]}"
 }
 
-# profile: the PMD thread's hottest symbols over 5 s (perf's cpu-clock sampling).
+# profile CASE: the PMD thread's hottest symbols over 5 s (perf's cpu-clock sampling),
+# CASE just measured.
 profile() {
   local pid tid="" t
   command -v perf >/dev/null || { echo "  (no profile: perf is not installed; apt-get install linux-perf)"; return 0; }
@@ -109,10 +111,10 @@ profile() {
   perf record -q -e cpu-clock -F 4999 -t "$tid" -o "$run/pmd.perf" -- sleep 5 >/dev/null 2>&1
   perf report -i "$run/pmd.perf" --stdio --sort symbol 2>/dev/null | grep '%' | grep -v '^#' > "$run/pmd.txt" || true
   if [ -n "${VPF_DATAPATH_PERF_OUT:-}" ]; then cp "$run/pmd.perf" "$VPF_DATAPATH_PERF_OUT"; fi
-  echo "  PMD profile (plugin, 1k rules, simple table): % of samples, symbol"
+  echo "  PMD profile ($1): % of samples, symbol"
   sed 's/^ */    /; s/ *- *- *$//' "$run/pmd.txt" | head -15 || true  # head ends the pipe early
   # The plugin's share per packet: ns/packet at this rate times the share of samples.
-  awk -v ns="$(echo "1000 / ${mpps[plugin_1k_rules_simple]}" | bc -l)" '
+  awk -v ns="$(echo "1000 / ${mpps[$1]}" | bc -l)" '
     { p = $1; sub("%", "", p) }
     /run_hook|Plugin::hook|host_packet|Plugin::classify|thread_slot/ { hook += p; next }
     /DecisionCache|make_key|fast_keys/ { lookup += p; next }
@@ -201,7 +203,13 @@ series "$run/mix.pcap" simple stock_simple=none "plugin_0_rules_simple=$run/rule
 if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ]; then
   plugin "$run/rules1k.json"
   measure plugin_1k_rules_simple
-  profile
+  profile plugin_1k_rules_simple
+elif [ "${VPF_DATAPATH_PROFILE:-0}" = drop10 ]; then
+  add_ports "$run/mix10.pcap"
+  flows simple
+  plugin "$run/rules1k-drop10.json"
+  measure plugin_1k_drop10_simple
+  profile plugin_1k_drop10_simple
 fi
 if [ "$quick" != 1 ]; then
   series "$run/mix.pcap" emc stock_emc=none "plugin_0_rules_emc=$run/rules0.json" \
