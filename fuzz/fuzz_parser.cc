@@ -2,7 +2,8 @@
 // bytes.  The input is the frame (exactly its length: ASan sees a read past the end); the
 // parser must not crash or read outside it, and where the CPU has AVX-512 the vector key
 // path must key the same packets to the same words, buckets and signatures as the
-// one-packet path (a 5-tuple plan and a plan with a size class and the VM).
+// one-packet path (a 5-tuple plan and a plan with a size class and the VM), and report
+// exactly the plain IPv4 frames (PacketBatch::plain_ipv4).
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -81,6 +82,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     BatchKeys v{}, s{};
     const uint32_t kv = dc.make_keys(plan, b, v, true), ks = dc.make_keys(plan, b, s, false);
     check(kv == ks);
+    // What the vector path hands a switch (hook ABI 5): exactly the definition.
+    uint32_t plain = 0;
+    for (uint32_t i = 0; i < b.n; ++i) plain |= uint32_t(is_plain_ipv4(ptrs[i], lens[i])) << i;
+    check(v.plain_ipv4 == (plan.fast.enabled ? plain : 0u) && s.plain_ipv4 == 0);
     for (uint32_t m = kv; m; m &= m - 1) {
       const int i = __builtin_ctz(m);
       check(v.nwords[i] == s.nwords[i] && v.bucket[i] == s.bucket[i] && v.sig[i] == s.sig[i]);

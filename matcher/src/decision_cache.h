@@ -149,6 +149,21 @@ struct BatchKeys {
   uint32_t plain_ipv4;  // the vector path's header checks passed (PacketBatch::plain_ipv4)
 };
 
+// PacketBatch::plain_ipv4's definition for one frame, written out byte by byte: the
+// reference the vector path's header checks are tested and fuzzed against.
+inline bool is_plain_ipv4(const uint8_t* f, uint32_t len) {
+  if (len < 34 || f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 || ((f[20] << 8 | f[21]) & 0x3fff)) return false;
+  const uint32_t tot = uint32_t(f[16] << 8 | f[17]);
+  uint32_t need = 0;  // the transport header the vector path reads
+  switch (f[23]) {
+    case 6: need = 20; break;
+    case 17: case 136: case 1: case 58: need = 8; break;
+    case 132: need = 12; break;
+    default: break;
+  }
+  return tot >= 20 + need && tot + 14 <= len;
+}
+
 // Keys the packets of the batch (one metadata for all) that the fast plan covers, eight
 // at a time with AVX-512
 // (decision_cache_avx512.cc); returns them as a bit set.  Exactly the keys, buckets and

@@ -112,20 +112,6 @@ TEST(DecisionCacheKeys, VectorPathEqualsOnePacketPath) {
   EXPECT_LT(vector_keyed, keyed);
 }
 
-// PacketBatch::plain_ipv4's definition, written out one packet at a time.
-bool plain_ipv4(const std::vector<uint8_t>& f) {
-  if (f.size() < 34 || f[12] != 0x08 || f[13] != 0x00 || f[14] != 0x45 || ((f[20] << 8 | f[21]) & 0x3fff)) return false;
-  const uint32_t tot = uint32_t(f[16] << 8 | f[17]);
-  uint32_t need = 0;
-  switch (f[23]) {
-    case 6: need = 20; break;
-    case 17: case 136: case 1: case 58: need = 8; break;
-    case 132: need = 12; break;
-    default: break;
-  }
-  return tot >= 20 + need && tot + 14 <= f.size();
-}
-
 TEST(DecisionCacheKeys, PlainIpv4BitsAreExactlyTheHeaderChecks) {
   // What the vector path hands a switch (hook ABI 5) must be exactly the definition, for
   // every plan it runs under, and nothing when it does not run.
@@ -143,7 +129,7 @@ TEST(DecisionCacheKeys, PlainIpv4BitsAreExactlyTheHeaderChecks) {
       frames.push_back(random_frame(rng));
       data[i] = frames.back().data();
       len[i] = uint32_t(frames.back().size());
-      want |= uint32_t(plain_ipv4(frames.back())) << i;
+      want |= uint32_t(is_plain_ipv4(frames.back().data(), len[i])) << i;
     }
     const PacketBatch batch{data, len, n, PacketMeta{1, Direction::Outgoing, 0}};
     BatchKeys k{};
