@@ -1,8 +1,9 @@
 // The decision cache's vector key path (src/decision_cache_avx512.cc) against its
 // one-packet path (DecisionCache::make_key): for random plans and random, often malformed,
 // frames and metadata, both must key the same packets with the same words, word count,
-// bucket and signature, and the vector path must report exactly the plain IPv4 frames.  A difference would split one flow over two cache entries or,
-// worse, give a packet a key its shape does not define.
+// bucket and signature, and the vector path must report exactly the plain IPv4 frames.
+// A difference would split one flow over two cache entries or, worse, give a packet a key
+// its shape does not define (or tell a switch to trust a header nobody checked).
 #include <gtest/gtest.h>
 
 #include <random>
