@@ -306,7 +306,6 @@ void make_fast_plan(Plan* p) {
     f.enabled = true;
     f.ok[i] = 1;
     f.end[i] = sh.end;
-    f.nwords[i] = sh.nwords;
     f.uses_vm[i] = sh.uses_vm ? ~uint64_t(0) : 0;
     for (int w = 0; w < sh.nwords; ++w) {
       f.off[w][i] = sh.off[w];
@@ -333,26 +332,93 @@ void* huge_alloc(size_t bytes) {
 }  // namespace
 
 DecisionCache::DecisionCache(uint32_t flows) {
+  uint32_t lines = 64, line_bits = 6;
+  while (lines < 2 * uint64_t(flows) && lines < (1u << 25)) lines *= 2, ++line_bits;
+  nlines_ = lines;
+  line_hash_ = LineHash(line_bits);
   uint32_t buckets = 64;
   while (uint64_t(buckets) * kWays < 2 * uint64_t(flows) && buckets < (1u << 24)) buckets *= 2;
   nbuckets_ = buckets;
   bucket_shift_ = 64 - uint32_t(std::countr_zero(buckets));
+  lines_ = static_cast<Line*>(huge_alloc(sizeof(Line) * lines));
   buckets_ = static_cast<Bucket*>(huge_alloc(sizeof(Bucket) * buckets));
   slots_ = static_cast<Slot*>(huge_alloc(sizeof(Slot) * buckets * kWays));
-  if (!buckets_ || !slots_) {
+  if (!lines_ || !buckets_ || !slots_) {
+    std::free(lines_);
     std::free(buckets_);
     std::free(slots_);
     throw std::bad_alloc();
   }
   // A slot is read only after its signature matched in a bucket of the current
-  // generation, so only the buckets need clearing.
+  // generation, so only the buckets and the lines need clearing.
+  std::memset(static_cast<void*>(lines_), 0, sizeof(Line) * lines);
   std::memset(static_cast<void*>(buckets_), 0, sizeof(Bucket) * buckets);
   vector_keys_ = isa_supported(Isa::Avx512);
 }
 
 DecisionCache::~DecisionCache() {
+  std::free(lines_);
   std::free(buckets_);
   std::free(slots_);
+}
+
+void DecisionCache::new_tag(uint64_t gen) {
+  tag_gen_ = gen;
+  if (++tag_ > 0xffff) {  // every tag taken: entries of old rule sets would look current
+    std::memset(static_cast<void*>(lines_), 0, sizeof(Line) * nlines_);
+    tag_ = 1;
+  }
+}
+
+void DecisionCache::insert_short(const BatchKeys& k, uint32_t i, const Decision& d) {
+  const uint64_t* r = k.row[i];
+  const uint64_t entry[4] = {r[0], r[1], r[2], pack_decision(d, tag_)};
+  const auto put = [&](uint64_t* e) { std::memcpy(e, entry, sizeof entry); };
+  const auto is_free = [&](const uint64_t* e) { return e[3] >> 48 != tag_; };
+  const uint32_t first = k.line[0][i];
+  Line* const l[2] = {&lines_[first], &lines_[k.line[1][i]]};
+  // Already there (two packets of one new flow in a batch), else a free entry.
+  for (Line* x : l)
+    for (uint64_t* e : x->e)
+      if (!is_free(e) && e[0] == r[0] && e[1] == r[1] && e[2] == r[2]) return put(e);
+  for (Line* x : l)
+    for (uint64_t* e : x->e)
+      if (is_free(e)) return put(e);
+  // Both lines full: an entry of the first line moves to its other line if that has room.
+  for (uint64_t* e : l[0]->e) {
+    uint64_t h = e[0] * kHashMul[0] + e[1] * kHashMul[1] + e[2] * kHashMul[2];
+    h ^= h >> 32;
+    const uint32_t other = line_hash_.first(h) == first ? line_hash_.second(h) : line_hash_.first(h);
+    for (uint64_t* f : lines_[other].e)
+      if (is_free(f)) {
+        std::memcpy(f, e, sizeof entry);
+        return put(e);
+      }
+  }
+  victim_ ^= 1;
+  put(l[0]->e[victim_]);
+}
+
+void DecisionCache::insert_long(const BatchKeys& k, uint32_t i, const Decision& d, uint64_t gen) {
+  Bucket& b = buckets_[k.bucket[i]];
+  if (b.gen != gen) {
+    std::memset(&b, 0, sizeof b);
+    b.gen = gen;
+  }
+  // The way holding this signature already (one signature, one way), else a free one,
+  // else the next in turn.
+  int way = -1;
+  for (int w = 0; w < kWays && way < 0; ++w)
+    if (b.sig[w] == k.sig[i]) way = w;
+  for (int w = 0; w < kWays && way < 0; ++w)
+    if (b.sig[w] == 0) way = w;
+  if (way < 0) way = int(b.next++ % kWays);
+  Slot& s = slots_[size_t(k.bucket[i]) * kWays + uint32_t(way)];
+  for (int w = 0; w <= k.nwords[i]; ++w) s.key[w] = k.w[w][i];
+  s.rule_id = d.rule_id;
+  s.kind = uint8_t(d.kind);
+  s.action = uint8_t(d.action);
+  b.sig[way] = k.sig[i];
 }
 
 }  // namespace vpf::matcher::cache

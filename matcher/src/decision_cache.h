@@ -31,13 +31,24 @@
 // untagged IPv4 shapes whose key is at most two words with no size class (FastPlan; the
 // 5-tuple plan is one), and one packet at a time for the rest; both give the same key.
 //
-// Buckets of one cache line: the snapshot generation the bucket was filled
-// under and 8 signatures; the 8 ways' entries (64 bytes each: key and decision)
-// sit in a parallel array.  A batch is hashed and its buckets prefetched before
-// any compare; a hit writes nothing.  A bucket whose generation is not the
-// current snapshot's is empty, so a rule change invalidates the whole cache in
-// O(1).  A miss is classified by the tables with the other misses of the batch
-// and then inserted (a free way, else round robin).
+// Two tables, by the key's length:
+// - A key of at most two words after the header word (the 5-tuple plan's, and most
+//   others) is a *short key*, kept in a table of lines: a cache line holds two entries of
+//   four words each (the header word, the two key words, and the decision word: rule id,
+//   kind, action and the 16-bit tag of the rule set it was decided under).  A key may sit
+//   in either of two lines (two hashes of the key); a new one goes to the first line with
+//   a free entry, else moves an entry of its first line to that entry's other line, else
+//   replaces one.  There are twice as many lines as flows, so that most keys sit in their
+//   first line: a lookup prefetches that line, compares its two entries with one vector
+//   compare, and reads the second line only when the first does not hold the key.
+// - A longer key sits in a table of buckets of one cache line: the snapshot generation
+//   the bucket was filled under and 8 signatures; the 8 ways' entries (64 bytes each: key
+//   and decision) sit in a parallel array.
+// A batch is hashed and its lines and buckets prefetched before any compare; a hit writes
+// nothing.  A rule change invalidates both tables in O(1): a bucket of another generation
+// is empty, and so is an entry of another tag (the tag counts the rule sets this cache
+// has seen; when it has counted 65,535 the lines are cleared and it starts again).  A
+// miss is classified by the tables with the other misses of the batch and then inserted.
 //
 // Thread-safety: a DecisionCache belongs to one Reader, hence to one thread.
 // Its counters are atomics so that other threads may read them.
@@ -48,6 +59,7 @@
 #include <algorithm>
 #include <atomic>
 #include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 #include <map>
@@ -104,7 +116,7 @@ struct Shape {
 // that does not qualify (ok = 0) is keyed one packet at a time like the others.
 struct FastPlan {
   bool enabled = false;  // some untagged IPv4 shape qualifies
-  uint64_t ok[4] = {}, end[4] = {}, nwords[4] = {}, uses_vm[4] = {};  // uses_vm: 0 or ~0
+  uint64_t ok[4] = {}, end[4] = {}, uses_vm[4] = {};  // uses_vm: 0 or ~0
   uint64_t off[2][4] = {}, mask[2][4] = {};                          // [word][shape]
 };
 
@@ -140,13 +152,47 @@ inline constexpr uint64_t kHashMul[kWords + 1] = {0x9e3779b97f4a7c15ull, 0xc2b2a
                                                  0xd6e8feb86659fd93ull, 0xff51afd7ed558ccdull, 0xc4ceb9fe1a85ec53ull,
                                                  0x94d049bb133111ebull};
 
-// The keys of a batch, one array per word (so that eight packets' words are one vector),
-// with what the probes need: each key's word count, bucket and signature.
+// A line of the short-key table: two entries of four words (the header word, key words 1
+// and 2, the decision word).
+struct alignas(64) Line {
+  uint64_t e[2][4];
+};
+static_assert(sizeof(Line) == 64);
+
+// The decision word of a short-key entry: the rule id, kind and action, and in the top 16
+// bits the tag of the rule set (0: a free entry).
+inline uint64_t pack_decision(const Decision& d, uint64_t tag) {
+  return uint64_t(d.rule_id) | uint64_t(d.kind) << 32 | uint64_t(d.action) << 40 | tag << 48;
+}
+// Writes a decision word as the Decision it packs: one store, whose low six bytes are the
+// Decision's fields and whose tag lands in the Decision's padding.
+inline void store_decision(Decision* d, uint64_t w) {
+  static_assert(sizeof(Decision) == 8 && offsetof(Decision, kind) == 4 && offsetof(Decision, action) == 5);
+  std::memcpy(static_cast<void*>(d), &w, 8);
+}
+inline constexpr uint64_t kTagMask = 0xffffull << 48;
+inline constexpr uint32_t kLine2Mul = 0x9e3779b1u;  // the second line: from the hash's low half
+
+// The keys of a batch: long keys one array per word (so that eight packets' words are one
+// vector), with each key's word count, bucket and signature; short keys one row each (the
+// header word, key words 1 and 2 (0 where unused), 0) with their two lines.
 struct BatchKeys {
   alignas(64) uint64_t w[kWords + 1][kMaxBatch];  // w[0]: header words
+  alignas(64) uint64_t row[kMaxBatch][4];
   uint32_t bucket[kMaxBatch], sig[kMaxBatch];
+  uint32_t line[2][kMaxBatch];
   uint8_t nwords[kMaxBatch];
+  uint32_t short_keys;  // bit i: packet i's key is a short one (row, lines)
   uint32_t plain_ipv4;  // the vector path's header checks passed (PacketBatch::plain_ipv4)
+};
+
+// Where a table of 2^bits lines puts a hash: its high bits choose the first line, its low
+// half (multiplied) the second.
+struct LineHash {
+  uint32_t shift1 = 64, shift2 = 32;
+  explicit LineHash(uint32_t bits = 0) : shift1(64 - bits), shift2(32 - bits) {}
+  uint32_t first(uint64_t h) const { return uint32_t(h >> shift1); }
+  uint32_t second(uint64_t h) const { return (uint32_t(h) * kLine2Mul) >> shift2; }
 };
 
 // PacketBatch::plain_ipv4's definition for one frame, written out byte by byte: the
@@ -165,11 +211,36 @@ inline bool is_plain_ipv4(const uint8_t* f, uint32_t len) {
 }
 
 // Keys the packets of the batch (one metadata for all) that the fast plan covers, eight
-// at a time with AVX-512
-// (decision_cache_avx512.cc); returns them as a bit set.  Exactly the keys, buckets and
-// signatures that make_keys' one-packet path gives those packets.  Sets k.plain_ipv4 to
-// the packets that passed the header checks, whatever the plan.
-uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t bucket_shift, BatchKeys& k);
+// at a time with AVX-512 (decision_cache_avx512.cc); returns them as a bit set.  Exactly
+// the short keys (rows and lines) that make_keys' one-packet path gives those packets.
+// Sets k.plain_ipv4 to the packets that passed the header checks, whatever the plan.
+uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, LineHash lh, BatchKeys& k);
+
+// Looks up the short keys `todo` in their lines (the first, then the second): a hit
+// writes out[i], and its bit in *matched if a rule matched.  Returns the hits.  `tag`:
+// the current rule set's.  probe_lines_avx512 (decision_cache_avx512.cc) does the same
+// with one vector compare per line; the CPU must have AVX-512.
+inline uint32_t probe_lines(const Line* lines, const BatchKeys& k, uint32_t todo, uint64_t tag, Decision* out,
+                            uint32_t* matched) {
+  uint32_t hit = 0, mt = 0;
+  for (; todo; todo &= todo - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(todo));
+    const uint64_t* r = k.row[i];
+    for (int l = 0; l < 2; ++l)
+      for (const uint64_t* e : lines[k.line[l][i]].e)
+        if (!((e[0] ^ r[0]) | (e[1] ^ r[1]) | (e[2] ^ r[2]) | ((e[3] ^ tag << 48) & kTagMask))) {
+          store_decision(&out[i], e[3]);
+          mt |= uint32_t(uint32_t(e[3]) != kNoRule) << i;
+          hit |= 1u << i;
+          l = 2;
+          break;
+        }
+  }
+  *matched |= mt;
+  return hit;
+}
+uint32_t probe_lines_avx512(const Line* lines, const BatchKeys& k, uint32_t todo, uint64_t tag, Decision* out,
+                            uint32_t* matched);
 
 // Bit i: out[i] names a rule.
 inline uint32_t matched_bits(const Decision* out, uint32_t n) {
@@ -180,7 +251,9 @@ inline uint32_t matched_bits(const Decision* out, uint32_t n) {
 
 class DecisionCache {
  public:
-  explicit DecisionCache(uint32_t flows);  // rounded up: buckets * kWays >= 2 * flows
+  // Room for `flows` flows: 2 * flows lines (rounded up to a power of two) and
+  // buckets * kWays >= 2 * flows.
+  explicit DecisionCache(uint32_t flows);
   ~DecisionCache();
   DecisionCache(const DecisionCache&) = delete;
   DecisionCache& operator=(const DecisionCache&) = delete;
@@ -194,9 +267,10 @@ class DecisionCache {
   uint32_t capacity() const { return nbuckets_ * kWays; }
   std::atomic<uint64_t> hits{0}, misses{0}, bypassed{0};
 
-  // Fills the keys, buckets and signatures of the packets the plan caches and returns
-  // them as a bit set; `vector`: the packets the fast plan covers through
-  // fast_keys_avx512 (the CPU must have AVX-512), the others one at a time.
+  // Fills the keys of the packets the plan caches (rows and lines of short keys; words,
+  // buckets and signatures of the others) and returns them as a bit set; `vector`: the
+  // packets the fast plan covers through fast_keys_avx512 (the CPU must have AVX-512),
+  // the others one at a time.
   uint32_t make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const;
 
  private:
@@ -210,6 +284,13 @@ class DecisionCache {
     // signature (low bits) depend on every key bit, not only on the words' low halves.
     return h ^ (h >> 32);
   }
+  // A rule set this cache has not seen: the next tag (clearing the lines when the tags
+  // run out).
+  void new_tag(uint64_t gen);
+  // Inserts short key i with its decision, under the current tag.
+  void insert_short(const BatchKeys& k, uint32_t i, const Decision& d);
+  // Inserts long key i with its decision, under generation `gen`.
+  void insert_long(const BatchKeys& k, uint32_t i, const Decision& d, uint64_t gen);
   bool vector_keys_ = false;  // the CPU has AVX-512
 
   // A flood of new flows: after kColdBatches batches in a row without a hit, only one
@@ -219,6 +300,11 @@ class DecisionCache {
   static constexpr uint32_t kColdBatches = 16;
   uint32_t cold_ = 0, skip_ = 0;
 
+  uint32_t nlines_;
+  LineHash line_hash_;
+  Line* lines_;
+  uint64_t tag_ = 1, tag_gen_ = 0;  // the current tag, and the generation it stands for
+  uint32_t victim_ = 0;             // which entry of a full first line a new key replaces
   uint32_t nbuckets_, bucket_shift_;
   Bucket* buckets_;
   Slot* slots_;
@@ -331,14 +417,15 @@ __attribute__((always_inline)) inline int DecisionCache::make_key(const Plan& pl
     std::memcpy(&v, d + sh.off[w], 8);
     k.w[w + 1][i] = v & sh.mask[w];
   }
-  for (int w = nw; w < 2; ++w) k.w[w + 1][i] = 0;  // keys of up to two words: zeros after them
+  for (int w = nw; w < 2; ++w) k.w[w + 1][i] = 0;  // a short key: zeros after its words
   return nw;
 }
 
 inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b, BatchKeys& k, bool vector) const {
   k.plain_ipv4 = 0;
-  const uint32_t fast = vector && plan.fast.enabled && !b.metas ? fast_keys_avx512(plan.fast, b, bucket_shift_, k) : 0;
+  const uint32_t fast = vector && plan.fast.enabled && !b.metas ? fast_keys_avx512(plan.fast, b, line_hash_, k) : 0;
   uint32_t keyed = fast;
+  k.short_keys = fast;
   for (uint32_t rest = ~fast & (b.n == kMaxBatch ? ~0u : (1u << b.n) - 1); rest; rest &= rest - 1) {
     const uint32_t i = uint32_t(std::countr_zero(rest));
     const int nw = make_key(plan, b.ref(i), k, i);
@@ -346,8 +433,18 @@ inline uint32_t DecisionCache::make_keys(const Plan& plan, const PacketBatch& b,
     keyed |= 1u << i;
     k.nwords[i] = uint8_t(nw);
     const uint64_t h = hash(k, i, nw);
-    k.bucket[i] = uint32_t(h >> bucket_shift_);
-    k.sig[i] = uint32_t(h) | 1u;
+    if (nw <= 2) {
+      k.short_keys |= 1u << i;
+      k.row[i][0] = k.w[0][i];
+      k.row[i][1] = k.w[1][i];
+      k.row[i][2] = k.w[2][i];
+      k.row[i][3] = 0;
+      k.line[0][i] = line_hash_.first(h);
+      k.line[1][i] = line_hash_.second(h);
+    } else {
+      k.bucket[i] = uint32_t(h >> bucket_shift_);
+      k.sig[i] = uint32_t(h) | 1u;
+    }
   }
   return keyed;
 }
@@ -366,18 +463,24 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
     bypassed.store(bypassed.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
     return matched_bits(out, n);
   }
+  if (gen != tag_gen_) new_tag(gen);
   BatchKeys keys;
   const uint32_t cacheable = make_keys(plan, b, keys, vector_keys_);  // bit i: packet i has a key
   if (b.plain_ipv4) *b.plain_ipv4 = keys.plain_ipv4;
+  const uint32_t shorts = keys.short_keys, longs = cacheable & ~shorts;
   const uint32_t* const bucket = keys.bucket;
   const uint32_t* const sig = keys.sig;
-  for (uint32_t m = cacheable; m; m &= m - 1) __builtin_prefetch(&buckets_[bucket[std::countr_zero(m)]]);
-  // Which way's signature matches, once the bucket is in cache; prefetch that
+  for (uint32_t m = shorts; m; m &= m - 1) __builtin_prefetch(&lines_[keys.line[0][std::countr_zero(m)]]);
+  for (uint32_t m = longs; m; m &= m - 1) __builtin_prefetch(&buckets_[bucket[std::countr_zero(m)]]);
+  uint32_t matched = 0;
+  uint32_t hit = shorts ? (vector_keys_ ? probe_lines_avx512 : probe_lines)(lines_, keys, shorts, tag_, out, &matched)
+                        : 0;
+  // Long keys: which way's signature matches, once the bucket is in cache; prefetch that
   // slot.
   int8_t way[kMaxBatch];
-  std::memset(way, -1, sizeof way);
-  for (uint32_t todo = cacheable; todo; todo &= todo - 1) {
+  for (uint32_t todo = longs; todo; todo &= todo - 1) {
     const uint32_t i = uint32_t(std::countr_zero(todo));
+    way[i] = -1;
     const Bucket& b = buckets_[bucket[i]];
     if (b.gen != gen) continue;
     const __m128i s = _mm_set1_epi32(int(sig[i]));
@@ -389,55 +492,38 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
     way[i] = int8_t(std::countr_zero(m));  // insertion never leaves two ways with one signature
     __builtin_prefetch(&slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])]);
   }
-  uint8_t miss_idx[kMaxBatch];
-  uint32_t nmiss = 0, nhit = 0, matched = 0;
-  for (uint32_t i = 0; i < n; ++i) {
-    if (way[i] >= 0) {
-      const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
-      // The header word holds the shape, hence nwords; keys of up to two words have zeros
-      // after them, here and in the slot, and are compared without a loop.
-      uint64_t diff = (s.key[0] ^ keys.w[0][i]) | (s.key[1] ^ keys.w[1][i]) | (s.key[2] ^ keys.w[2][i]);
-      for (int k = 3; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
-      if (!diff) {
-        out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
-        matched |= uint32_t(out[i].matched()) << i;
-        ++nhit;
-        continue;
-      }
-    }
-    miss_idx[nmiss++] = uint8_t(i);
+  for (uint32_t todo = longs; todo; todo &= todo - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(todo));
+    if (way[i] < 0) continue;
+    const Slot& s = slots_[size_t(bucket[i]) * kWays + uint32_t(way[i])];
+    uint64_t diff = 0;
+    for (int k = 0; k <= keys.nwords[i]; ++k) diff |= s.key[k] ^ keys.w[k][i];
+    if (diff) continue;
+    out[i] = Decision{s.rule_id, RuleKind(s.kind), Action(s.action)};
+    matched |= uint32_t(out[i].matched()) << i;
+    hit |= 1u << i;
   }
-  if (nmiss) {
+  const uint32_t all = n == kMaxBatch ? ~0u : (1u << n) - 1;
+  uint32_t nmiss = 0;
+  if (const uint32_t miss = all & ~hit) {
+    uint8_t miss_idx[kMaxBatch];
     PacketRef miss_refs[kMaxBatch];
     Decision miss_out[kMaxBatch];
-    for (uint32_t m = 0; m < nmiss; ++m) miss_refs[m] = b.ref(miss_idx[m]);
+    for (uint32_t m = miss; m; m &= m - 1) {
+      miss_idx[nmiss] = uint8_t(std::countr_zero(m));
+      miss_refs[nmiss] = b.ref(miss_idx[nmiss]);
+      ++nmiss;
+    }
     classify_misses(miss_refs, nmiss, miss_out);
     for (uint32_t m = 0; m < nmiss; ++m) {
       const uint32_t i = miss_idx[m];
       out[i] = miss_out[m];
       matched |= uint32_t(out[i].matched()) << i;
-      if (!(cacheable >> i & 1)) continue;
-      Bucket& b = buckets_[bucket[i]];
-      if (b.gen != gen) {
-        std::memset(&b, 0, sizeof b);
-        b.gen = gen;
-      }
-      // The way holding this signature already (one signature, one way), else a
-      // free one, else the next in turn.
-      int way = -1;
-      for (int w = 0; w < kWays && way < 0; ++w)
-        if (b.sig[w] == sig[i]) way = w;
-      for (int w = 0; w < kWays && way < 0; ++w)
-        if (b.sig[w] == 0) way = w;
-      if (way < 0) way = int(b.next++ % kWays);
-      Slot& s = slots_[size_t(bucket[i]) * kWays + way];
-      for (int k = 0; k <= std::max<int>(keys.nwords[i], 2); ++k) s.key[k] = keys.w[k][i];
-      s.rule_id = out[i].rule_id;
-      s.kind = uint8_t(out[i].kind);
-      s.action = uint8_t(out[i].action);
-      b.sig[way] = sig[i];
+      if (shorts >> i & 1) insert_short(keys, i, out[i]);
+      else if (longs >> i & 1) insert_long(keys, i, out[i], gen);
     }
   }
+  const uint32_t nhit = uint32_t(std::popcount(hit));
   cold_ = nhit ? 0 : cold_ + 1;
   if (cold_ >= kColdBatches) skip_ = kColdBatches - 1;
   const uint32_t nbypass = n - uint32_t(std::popcount(cacheable));

@@ -10,6 +10,7 @@
 // words, whose offsets depend on the shape found, are gathered.
 #include <immintrin.h>
 
+#include <bit>
 #include <cstddef>
 #include <cstring>
 
@@ -31,11 +32,14 @@ __m512i table(const uint64_t* t) { return _mm512_maskz_loadu_epi64(0x0f, t); }
 
 }  // namespace
 
-uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t bucket_shift, BatchKeys& k) {
-  const __m512i t_ok = table(fp.ok), t_end = table(fp.end), t_nw = table(fp.nwords), t_vm = table(fp.uses_vm);
+uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, LineHash lh, BatchKeys& k) {
+  const __m512i t_ok = table(fp.ok), t_end = table(fp.end), t_vm = table(fp.uses_vm);
   const __m512i t_off0 = table(fp.off[0]), t_off1 = table(fp.off[1]);
   const __m512i t_mask0 = table(fp.mask[0]), t_mask1 = table(fp.mask[1]);
   const __m512i lo32 = set1(0xffffffffu), zero = _mm512_setzero_si512();
+  // The rows' transpose: two packets' (header word, word 1) and (word 2, 0) pairs.
+  const __m512i pairs_lo = _mm512_set_epi64(11, 10, 3, 2, 9, 8, 1, 0), pairs_hi = _mm512_set_epi64(15, 14, 7, 6, 13, 12, 5, 4);
+  const __m128i shift1 = _mm_cvtsi32_si128(int(lh.shift1)), shift2 = _mm_cvtsi32_si128(int(lh.shift2));
   const __m512i adapter = set1(b.meta.adapter), dir = set1(uint64_t(b.meta.direction)), vm_all = set1(b.meta.vm);
   uint32_t done = 0, plain = 0;
   for (uint32_t base = 0; base < b.n; base += 8) {
@@ -101,18 +105,49 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, uint32_t buc
                                  _mm512_add_epi64(_mm512_mullo_epi64(k1, set1(kHashMul[1])),
                                                   _mm512_mullo_epi64(k2, set1(kHashMul[2]))));
     h = _mm512_xor_si512(h, _mm512_srli_epi64(h, 32));
-    const __m512i bucket = _mm512_srl_epi64(h, _mm_cvtsi32_si128(int(bucket_shift)));
-    const __m512i sig = _mm512_or_si512(_mm512_and_si512(h, lo32), set1(1));
-    _mm512_mask_storeu_epi64(&k.w[0][base], m, key0);
-    _mm512_mask_storeu_epi64(&k.w[1][base], m, k1);
-    _mm512_mask_storeu_epi64(&k.w[2][base], m, k2);
-    _mm512_mask_cvtepi64_storeu_epi32(&k.bucket[base], m, bucket);
-    _mm512_mask_cvtepi64_storeu_epi32(&k.sig[base], m, sig);
-    _mm512_mask_cvtepi64_storeu_epi8(&k.nwords[base], m, _mm512_permutexvar_epi64(shape, t_nw));
+    const __m512i line1 = _mm512_srl_epi64(h, shift1);
+    const __m512i line2 = _mm512_srl_epi64(_mm512_and_si512(_mm512_mullo_epi32(h, _mm512_set1_epi32(int(kLine2Mul))), lo32),
+                                           shift2);
+    _mm512_mask_cvtepi64_storeu_epi32(&k.line[0][base], m, line1);
+    _mm512_mask_cvtepi64_storeu_epi32(&k.line[1][base], m, line2);
+    // The rows (header word, word 1, word 2, 0) of the eight packets, two per vector.
+    const __m512i a = _mm512_unpacklo_epi64(key0, k1), c = _mm512_unpacklo_epi64(k2, zero);  // packets 0, 2, 4, 6
+    const __m512i bb = _mm512_unpackhi_epi64(key0, k1), d = _mm512_unpackhi_epi64(k2, zero);  // packets 1, 3, 5, 7
+    const __m512i ac_lo = _mm512_permutex2var_epi64(a, pairs_lo, c), ac_hi = _mm512_permutex2var_epi64(a, pairs_hi, c);
+    const __m512i bd_lo = _mm512_permutex2var_epi64(bb, pairs_lo, d), bd_hi = _mm512_permutex2var_epi64(bb, pairs_hi, d);
+    _mm512_store_si512(k.row[base + 0], _mm512_shuffle_i64x2(ac_lo, bd_lo, 0x44));
+    _mm512_store_si512(k.row[base + 2], _mm512_shuffle_i64x2(ac_lo, bd_lo, 0xee));
+    _mm512_store_si512(k.row[base + 4], _mm512_shuffle_i64x2(ac_hi, bd_hi, 0x44));
+    _mm512_store_si512(k.row[base + 6], _mm512_shuffle_i64x2(ac_hi, bd_hi, 0xee));
     done |= uint32_t(m) << base;
   }
   k.plain_ipv4 = plain;
   return done;
+}
+
+uint32_t probe_lines_avx512(const Line* lines, const BatchKeys& k, uint32_t todo, uint64_t tag, Decision* out,
+                            uint32_t* matched) {
+  const int64_t t = int64_t(tag << 48), all = -1, tm = int64_t(kTagMask);
+  const __m512i tags = _mm512_set_epi64(t, 0, 0, 0, t, 0, 0, 0), keep = _mm512_set_epi64(tm, all, all, all, tm, all, all, all);
+  uint32_t hit = 0, mt = 0;
+  for (; todo; todo &= todo - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(todo));
+    const __m512i row = _mm512_or_si512(_mm512_broadcast_i64x4(_mm256_load_si256(reinterpret_cast<const __m256i*>(k.row[i]))), tags);
+    for (int l = 0; l < 2; ++l) {
+      const Line& line = lines[k.line[l][i]];
+      // Bit j: word j of the line equals the row's (the decision words only in their tags).
+      const uint32_t eq = _mm512_cmpeq_epi64_mask(_mm512_and_si512(_mm512_load_si512(&line), keep), row);
+      const int e = (eq & 0x0f) == 0x0f ? 0 : eq >= 0xf0 ? 1 : -1;
+      if (e < 0) continue;
+      const uint64_t d = line.e[e][3];
+      store_decision(&out[i], d);
+      mt |= uint32_t(uint32_t(d) != kNoRule) << i;
+      hit |= 1u << i;
+      break;
+    }
+  }
+  *matched |= mt;
+  return hit;
 }
 
 }  // namespace vpf::matcher::cache

@@ -1,11 +1,15 @@
-// The decision cache's vector key path (src/decision_cache_avx512.cc) against its
-// one-packet path (DecisionCache::make_key): for random plans and random, often malformed,
-// frames and metadata, both must key the same packets with the same words, word count,
-// bucket and signature, and the vector path must report exactly the plain IPv4 frames.
-// A difference would split one flow over two cache entries or, worse, give a packet a key
-// its shape does not define (or tell a switch to trust a header nobody checked).
+// The decision cache's internals.  Its vector key path (src/decision_cache_avx512.cc)
+// against its one-packet path (DecisionCache::make_key): for random plans and random,
+// often malformed, frames and metadata, both must key the same packets with the same key
+// (a short key's row and lines; a long key's words, word count, bucket and signature), and
+// the vector path must report exactly the plain IPv4 frames.  A difference would split one
+// flow over two cache entries or, worse, give a packet a key its shape does not define (or
+// tell a switch to trust a header nobody checked).  Then the short-key table: its vector
+// probe against its scalar one, an overfull table under changing rule sets, and the tags'
+// wrap.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <random>
 #include <vector>
 
@@ -76,6 +80,17 @@ std::vector<uint8_t> random_frame(std::mt19937& rng) {
   return f;
 }
 
+// Packet i has the same key in both: the row and lines of a short key, the words, bucket
+// and signature of a long one.
+bool same_key(const BatchKeys& a, const BatchKeys& b, int i) {
+  if (a.short_keys >> i & 1)
+    return std::equal(a.row[i], a.row[i] + 4, b.row[i]) && a.line[0][i] == b.line[0][i] && a.line[1][i] == b.line[1][i];
+  if (a.nwords[i] != b.nwords[i] || a.bucket[i] != b.bucket[i] || a.sig[i] != b.sig[i]) return false;
+  for (int w = 0; w <= a.nwords[i]; ++w)
+    if (a.w[w][i] != b.w[w][i]) return false;
+  return true;
+}
+
 // A full batch of frames[base..base + kMaxBatch) as a switch hands it over.
 struct FrameArrays {
   FrameArrays(const std::vector<std::vector<uint8_t>>& frames, size_t base) {
@@ -119,13 +134,11 @@ TEST(DecisionCacheKeys, VectorPathEqualsOnePacketPath) {
     plain += uint32_t(std::popcount(a.plain_ipv4));
     total += n;
     keyed += uint32_t(std::popcount(ka));
-    vector_keyed += uint32_t(std::popcount(plan.fast.enabled ? fast_keys_avx512(plan.fast, batch, 50, scratch) : 0));
+    vector_keyed += uint32_t(std::popcount(plan.fast.enabled ? fast_keys_avx512(plan.fast, batch, LineHash(14), scratch) : 0));
+    ASSERT_EQ(a.short_keys, b.short_keys) << "round " << round;
     for (uint32_t m = ka; m; m &= m - 1) {
       const int i = std::countr_zero(m);
-      ASSERT_EQ(a.nwords[i], b.nwords[i]) << "round " << round << " packet " << i;
-      for (int w = 0; w <= a.nwords[i]; ++w) ASSERT_EQ(a.w[w][i], b.w[w][i]) << "round " << round << " word " << w;
-      ASSERT_EQ(a.bucket[i], b.bucket[i]);
-      ASSERT_EQ(a.sig[i], b.sig[i]);
+      ASSERT_TRUE(same_key(a, b, i)) << "round " << round << " packet " << i;
     }
   }
   // Both paths were exercised: most keyed packets through the vector path, and some not.
@@ -252,6 +265,160 @@ TEST(DecisionCacheKeys, FiveTupleTrafficGetsTheTablesDecisions) {
   EXPECT_GT(st.hits, 2048u) << "the cache hardly answered";
   if (isa_supported(Isa::Avx512)) {
     EXPECT_GT(handed_over, 3u * 64 / 2) << "batches whose headers were handed over";
+  }
+}
+
+// ---- the short-key table ----
+
+// A plan keying untagged IPv4 by the protocol, addresses and ports in two words (as the
+// 5-tuple rule sets do): short keys, for both key paths.
+Plan five_tuple_lines_plan() {
+  Plan p;
+  p.enabled = true;
+  for (int i = 0; i < 4; ++i) {
+    Shape& sh = p.shape[i];
+    sh.enabled = true;
+    sh.nwords = 2;
+    sh.off[0] = 23;
+    sh.mask[0] = 0xffffffffff0000ffull;  // protocol, source address
+    sh.off[1] = 30;
+    sh.mask[1] = ~uint64_t(0);  // destination address, ports
+    sh.end = 38;
+  }
+  make_fast_plan(&p);
+  return p;
+}
+
+// A UDP frame of flow `f`.
+std::vector<uint8_t> udp_frame(uint32_t f) {
+  std::vector<uint8_t> v(64, 0);
+  put16(&v[12], 0x0800);
+  v[14] = 0x45;
+  put16(&v[16], 50);
+  v[23] = 17;
+  for (int b = 0; b < 4; ++b) v[26 + b] = uint8_t(f >> 8 * b), v[30 + b] = uint8_t(f * 7 >> 8 * b);
+  put16(&v[34], 1000 + f % 5000);
+  put16(&v[36], 53);
+  return v;
+}
+
+// What the "tables" decide for a frame under generation `gen` in the tests below: a pure
+// function of the keyed bytes and the generation, so that a decision of another flow or
+// of another rule set is always seen.
+Decision decide(const uint8_t* d, uint64_t gen) {
+  uint64_t h = gen * 0x9e3779b97f4a7c15ull;
+  for (int o = 23; o < 38; ++o) h = (h ^ d[o]) * 0x100000001b3ull;
+  if (h % 3 == 0) return Decision{};
+  return Decision{uint32_t(h >> 8) % 100000, RuleKind(h % 3), Action(h >> 40 & 3)};
+}
+
+TEST(DecisionCacheLines, VectorProbeEqualsScalarProbe) {
+  if (!isa_supported(Isa::Avx512)) GTEST_SKIP() << "this CPU has no AVX-512: the vector probe is never used";
+  std::mt19937_64 rng(5);
+  std::vector<Line> lines(64);
+  uint64_t hits = 0, probes = 0;
+  for (int round = 0; round < 2000; ++round) {
+    // Entries drawn from a few key rows, so that probes hit, miss by one word, or hit an
+    // entry of another tag.
+    uint64_t rows[3][4];
+    for (auto& r : rows) r[0] = rng() % 4, r[1] = rng() % 3, r[2] = rng(), r[3] = 0;
+    for (Line& l : lines)
+      for (uint64_t* e : l.e) {
+        const uint64_t* r = rows[rng() % 3];
+        std::copy(r, r + 3, e);
+        if (rng() % 4 == 0) e[rng() % 3] ^= uint64_t(1) << rng() % 64;
+        e[3] = pack_decision(Decision{uint32_t(rng() % 3 ? rng() % 1000 : kNoRule), RuleKind(rng() % 3), Action(rng() % 4)},
+                             1 + rng() % 2);
+      }
+    BatchKeys k{};
+    for (uint32_t i = 0; i < kMaxBatch; ++i) {
+      const uint64_t* r = rows[rng() % 3];
+      std::copy(r, r + 4, k.row[i]);
+      k.line[0][i] = uint32_t(rng() % 64);
+      k.line[1][i] = uint32_t(rng() % 64);
+    }
+    const uint32_t todo = uint32_t(rng());
+    const uint64_t tag = 1 + rng() % 2;
+    Decision a[kMaxBatch], b[kMaxBatch];
+    uint32_t ma = 0, mb = 0;
+    const uint32_t ha = probe_lines(lines.data(), k, todo, tag, a, &ma);
+    const uint32_t hb = probe_lines_avx512(lines.data(), k, todo, tag, b, &mb);
+    ASSERT_EQ(ha, hb) << "round " << round;
+    ASSERT_EQ(ma, mb) << "round " << round;
+    ASSERT_EQ(ha & ~todo, 0u);
+    for (uint32_t m = ha; m; m &= m - 1) ASSERT_EQ(a[std::countr_zero(m)], b[std::countr_zero(m)]) << "round " << round;
+    hits += uint32_t(std::popcount(ha));
+    probes += uint32_t(std::popcount(todo));
+  }
+  EXPECT_GT(hits, probes / 10);  // both outcomes were exercised
+  EXPECT_LT(hits, probes * 9 / 10);
+}
+
+// More flows than the table holds (entries moved to their other line, or replaced), and
+// rule sets that change: every decision is the one of the packet's own flow under the
+// current generation, never another flow's or an older rule set's.
+TEST(DecisionCacheLines, AFullTableAndChangingRuleSetsGiveOnlyCurrentDecisions) {
+  const Plan plan = five_tuple_lines_plan();
+  DecisionCache dc(16);  // the smallest table: 64 lines, 128 entries
+  std::vector<std::vector<uint8_t>> frames;
+  for (uint32_t f = 0; f < 300; ++f) frames.push_back(udp_frame(f));
+  std::mt19937 rng(3);
+  uint64_t gen = 1, served = 0, classified = 0;
+  for (int batch = 0; batch < 20000; ++batch) {
+    if (rng() % 50 == 0) ++gen;
+    const uint32_t pool = batch % 3 == 0 ? 300 : 60;  // a working set that fits, and one that does not
+    const uint8_t* data[kMaxBatch];
+    uint32_t len[kMaxBatch];
+    const uint32_t n = 1 + rng() % kMaxBatch;
+    for (uint32_t i = 0; i < n; ++i) {
+      data[i] = frames[rng() % pool].data();
+      len[i] = 64;
+    }
+    Decision out[kMaxBatch];
+    uint32_t asked = 0;
+    const uint32_t matched = dc.classify(plan, gen, PacketBatch{data, len, n, PacketMeta{1, Direction::Outgoing, 0}}, out,
+                                         [&](const PacketRef* p, uint32_t m, Decision* o) {
+                                           for (uint32_t j = 0; j < m; ++j) o[j] = decide(p[j].data, gen);
+                                           asked += m;
+                                         });
+    for (uint32_t i = 0; i < n; ++i) {
+      ASSERT_EQ(out[i], decide(data[i], gen)) << "batch " << batch << " packet " << i;
+      ASSERT_EQ(matched >> i & 1, uint32_t(out[i].matched()));
+    }
+    served += n - asked;
+    classified += asked;
+  }
+  EXPECT_GT(served, classified);  // the table served most packets
+  EXPECT_GT(classified, 20000u);  // and the overfull working set kept missing
+}
+
+// The tags of rule sets run out after 65,535 changes: the table is cleared then, so an
+// entry of the first rule set is not taken for one of the rule set that gets its tag again.
+// Flow x is decided under generation 1 and then not seen until generation `last`; flow y
+// goes through every generation between, twice (its second packet a hit, so that no batch
+// is passed by as a flood of new flows).
+TEST(DecisionCacheLines, AReusedTagFindsNoEntryOfItsFormerRuleSet) {
+  const Plan plan = five_tuple_lines_plan();
+  const auto x = udp_frame(1), y = udp_frame(2);
+  for (uint64_t last = 65533; last <= 65540; ++last) {
+    DecisionCache dc(16);
+    auto run = [&](const std::vector<uint8_t>& f, uint64_t gen) {
+      const uint8_t* data[1] = {f.data()};
+      const uint32_t len[1] = {64};
+      Decision out[1];
+      dc.classify(plan, gen, PacketBatch{data, len, 1, PacketMeta{1, Direction::Outgoing, 0}}, out,
+                  [&](const PacketRef* p, uint32_t m, Decision* o) {
+                    for (uint32_t j = 0; j < m; ++j) o[j] = decide(p[j].data, gen);
+                  });
+      return out[0];
+    };
+    ASSERT_EQ(run(x, 1), decide(x.data(), 1));
+    ASSERT_EQ(run(x, 1), decide(x.data(), 1));  // now from the table
+    for (uint64_t gen = 2; gen < last; ++gen) {
+      ASSERT_EQ(run(y, gen), decide(y.data(), gen)) << "generation " << gen;
+      ASSERT_EQ(run(y, gen), decide(y.data(), gen)) << "generation " << gen;
+    }
+    ASSERT_EQ(run(x, last), decide(x.data(), last)) << "generation " << last;
   }
 }
 
