@@ -375,26 +375,23 @@ void DecisionCache::insert_short(const BatchKeys& k, uint32_t i, const Decision&
   const uint64_t entry[4] = {r[0], r[1], r[2], pack_decision(d, tag_)};
   const auto put = [&](uint64_t* e) { std::memcpy(e, entry, sizeof entry); };
   const auto is_free = [&](const uint64_t* e) { return e[3] >> 48 != tag_; };
-  const uint32_t first = k.line[0][i];
-  Line* const l[2] = {&lines_[first], &lines_[k.line[1][i]]};
-  // Already there (two packets of one new flow in a batch), else a free entry.
-  for (Line* x : l)
-    for (uint64_t* e : x->e)
-      if (!is_free(e) && e[0] == r[0] && e[1] == r[1] && e[2] == r[2]) return put(e);
-  for (Line* x : l)
-    for (uint64_t* e : x->e)
-      if (is_free(e)) return put(e);
-  // Both lines full: an entry of the first line moves to its other line if that has room.
-  for (uint64_t* e : l[0]->e) {
-    uint64_t h = e[0] * kHashMul[0] + e[1] * kHashMul[1] + e[2] * kHashMul[2];
-    h ^= h >> 32;
-    const uint32_t other = line_hash_.first(h) == first ? line_hash_.second(h) : line_hash_.first(h);
-    for (uint64_t* f : lines_[other].e)
-      if (is_free(f)) {
-        std::memcpy(f, e, sizeof entry);
+  Line* const l[2] = {&lines_[k.line[0][i]], &lines_[k.line[1][i]]};
+  // The first line, then the second if the first is full (entries are freed only all at
+  // once, by a new tag, so a key in its second line means its first was full): the key
+  // already there (two packets of one new flow in a batch), else a free entry.
+  for (Line* x : l) {
+    uint64_t* free = nullptr;
+    for (uint64_t* e : x->e) {
+      if (is_free(e)) {
+        if (!free) free = e;
+      } else if (e[0] == r[0] && e[1] == r[1] && e[2] == r[2]) {
         return put(e);
       }
+    }
+    if (free) return put(free);
   }
+  // Both lines full: one entry of the first line gives way (moving an entry to its other
+  // line was tried: in a flood of new flows it reads two more lines per insertion).
   victim_ ^= 1;
   put(l[0]->e[victim_]);
 }

@@ -37,10 +37,11 @@
 //   four words each (the header word, the two key words, and the decision word: rule id,
 //   kind, action and the 16-bit tag of the rule set it was decided under).  A key may sit
 //   in either of two lines (two hashes of the key); a new one goes to the first line with
-//   a free entry, else moves an entry of its first line to that entry's other line, else
-//   replaces one.  There are twice as many lines as flows, so that most keys sit in their
-//   first line: a lookup prefetches that line, compares its two entries with one vector
-//   compare, and reads the second line only when the first does not hold the key.
+//   a free entry, else replaces an entry of its first line.  There are twice as many lines
+//   as flows, so that most keys sit in their first line: a lookup prefetches that line,
+//   compares its two entries with one vector compare, and reads the second line only when
+//   the first does not hold the key (while batches find nothing in the cache, as in a
+//   flood of new flows, it prefetches both).
 // - A longer key sits in a table of buckets of one cache line: the snapshot generation
 //   the bucket was filled under and 8 signatures; the 8 ways' entries (64 bytes each: key
 //   and decision) sit in a parallel array.
@@ -293,10 +294,11 @@ class DecisionCache {
   void insert_long(const BatchKeys& k, uint32_t i, const Decision& d, uint64_t gen);
   bool vector_keys_ = false;  // the CPU has AVX-512
 
-  // A flood of new flows: after kColdBatches batches in a row without a hit, only one
-  // batch in kColdBatches is looked up (and inserted); the others go straight to the
-  // tables, so a trace where every packet is new pays almost nothing for the cache.  One
-  // hit ends it.
+  // A flood of new flows: after kColdBatches batches in a row where at most a quarter of
+  // the packets hit (then the lookups and insertions cost about what the hits save), only
+  // one batch in kColdBatches is looked up (and inserted); the others go straight to the
+  // tables, so a trace where every packet is new pays almost nothing for the cache.  A
+  // batch with more hits ends it.
   static constexpr uint32_t kColdBatches = 16;
   uint32_t cold_ = 0, skip_ = 0;
 
@@ -471,6 +473,8 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
   const uint32_t* const bucket = keys.bucket;
   const uint32_t* const sig = keys.sig;
   for (uint32_t m = shorts; m; m &= m - 1) __builtin_prefetch(&lines_[keys.line[0][std::countr_zero(m)]]);
+  if (cold_)
+    for (uint32_t m = shorts; m; m &= m - 1) __builtin_prefetch(&lines_[keys.line[1][std::countr_zero(m)]]);
   for (uint32_t m = longs; m; m &= m - 1) __builtin_prefetch(&buckets_[bucket[std::countr_zero(m)]]);
   uint32_t matched = 0;
   uint32_t hit = shorts ? (vector_keys_ ? probe_lines_avx512 : probe_lines)(lines_, keys, shorts, tag_, out, &matched)
@@ -524,7 +528,7 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
     }
   }
   const uint32_t nhit = uint32_t(std::popcount(hit));
-  cold_ = nhit ? 0 : cold_ + 1;
+  cold_ = nhit * 4 > n ? 0 : cold_ + 1;
   if (cold_ >= kColdBatches) skip_ = kColdBatches - 1;
   const uint32_t nbypass = n - uint32_t(std::popcount(cacheable));
   hits.store(hits.load(std::memory_order_relaxed) + nhit, std::memory_order_relaxed);

@@ -156,8 +156,9 @@ TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
     for (const RuleInfo& info : c.rules()) live.push_back(RuleRef{info.rule.kind, info.rule.id});
     cache_on_rounds += c.stats().cache_shapes != 0;
     // Between two changes, batches from a window of the flows (so that flows repeat and
-    // the cache answers) and some random frames.
-    const uint32_t window = uint32_t(rng() % (nflow - 64));
+    // the cache answers: it steps aside from traffic where few packets hit) and some
+    // random frames.
+    const uint32_t window = uint32_t(rng() % (nflow - 16));
     for (int b = 0; b < 8; ++b) {
       // Half of the batches as a switch port gives them (one adapter, direction and VM:
       // the cache's vector key path), the others mixed.
@@ -166,7 +167,7 @@ TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
       for (uint32_t i = 0, k = uint32_t(rng() % 33); i < k; ++i) {
         uint32_t p = 0;
         for (int tries = 0; tries < 40; ++tries) {
-          p = rng() % 4 ? window + uint32_t(rng() % 64) : uint32_t(nflow + rng() % (pkts.size() - nflow));
+          p = rng() % 4 ? window + uint32_t(rng() % 16) : uint32_t(nflow + rng() % (pkts.size() - nflow));
           if (!one_port || same_meta(pkts[p].meta, pkts[window].meta)) break;
         }
         if (!one_port || same_meta(pkts[p].meta, pkts[window].meta)) pick.push_back(p);
@@ -189,7 +190,7 @@ TEST(DecisionCache, EqualsTheTablesWhileRulesChangeBetweenBatches) {
   EXPECT_GE(compared, 100000u);
   EXPECT_GT(matched * 5, compared) << "too few packets matched a rule for the comparison to mean much";
   EXPECT_GT(cache_on_rounds, kRounds / 2);
-  EXPECT_GT(st.hits, compared / 10) << "the cache hardly ever answered";
+  EXPECT_GT(st.hits, compared / 4) << "the cache hardly ever answered";
   EXPECT_GT(st.misses, 0u);
   EXPECT_GT(st.bypassed, 0u);
   EXPECT_EQ(st.hits + st.misses + st.bypassed, compared);
@@ -408,4 +409,21 @@ TEST(DecisionCache, AFloodOfNewFlowsIsMostlyBypassedUntilFlowsRepeat) {
   for (int i = 0; i < 40; ++i) r.classify(again, 32, out);
   const auto st2 = r.cache_stats();
   EXPECT_GT(st2.hits, 20u * 32u);
+
+  // A flood where a few packets a batch are flows the cache holds: hits that rare save
+  // about what the batch's lookups cost, and the cache still steps aside.
+  auto r2 = c.reader();
+  r2.enable_cache(4096);
+  r2.classify(&refs[0], 32, out);  // flows 0..31 cached
+  for (size_t b = 32; b < refs.size(); b += 32) {
+    std::vector<PacketRef> batch(refs.begin() + long(b), refs.begin() + long(b) + 32);
+    for (size_t i = 0; i < 32; i += 4) batch[i] = refs[(b / 32 + i) % 32];  // 8 cached flows
+    r2.classify(batch.data(), 32, out);
+    for (size_t i = 0; i < 32; ++i) {
+      const size_t port = i % 4 == 0 ? 100 + (b / 32 + i) % 32 : 100 + b + i;
+      ASSERT_EQ(out[i].matched(), port >= 1000 && port <= 1999) << port;
+    }
+  }
+  const auto st3 = r2.cache_stats();
+  EXPECT_GT(st3.bypassed, 63u * 32u / 2) << "most batches of the flood went straight to the tables";
 }
