@@ -239,11 +239,27 @@ class Plugin::BatchRun {
     return p_.classify(slot_, pb, out_.v);
   }
 
-  // Applies packet i's decision: counts its rule's hit, drops it, or raises its event.
-  void apply(uint32_t i, RuleHits& rh) {
+  // Applies the decisions of the matched packets: counts their rules' hits (a run of
+  // packets of one rule as one add), then drops them or raises their events.
+  void apply(uint32_t matched, RuleHits& rh) {
+    uint64_t run_key = 0, run_len = 0;
+    for (uint32_t m = matched; m; m &= m - 1) {
+      const Decision& d = out_.v[std::countr_zero(m)];
+      const uint64_t key = RuleHits::key(d.kind, d.rule_id);
+      if (key != run_key) {
+        if (run_len) rh.add(run_key, run_len);
+        run_key = key;
+        run_len = 0;
+      }
+      ++run_len;
+    }
+    rh.add(run_key, run_len);
+    for (uint32_t m = matched; m; m &= m - 1) apply_one(uint32_t(std::countr_zero(m)));
+  }
+
+  // Applies packet i's decision (its rule's hit counted): drops it or raises its event.
+  void apply_one(uint32_t i) {
     const Decision& d = out_.v[i];
-    const uint64_t key = RuleHits::key(d.kind, d.rule_id);
-    rh.add(key, 1);
     if (d.kind != RuleKind::Passthrough) {
       ++fpackets_;
       fbytes_ += len_[i];
@@ -258,7 +274,7 @@ class Plugin::BatchRun {
         ++lost_;
         drop = closed_;
       } else {
-        drop = raise_event(i, d, key);
+        drop = raise_event(i, d, RuleHits::key(d.kind, d.rule_id));
       }
     }
     if (drop) {
@@ -443,8 +459,7 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   BatchRun run(*this, port, dir, b, adapter);
   const uint32_t matched = run.classify();
   if (matched) {
-    RuleHits& rh = hits(run.slot());
-    for (uint32_t m = matched; m; m &= m - 1) run.apply(uint32_t(std::countr_zero(m)), rh);
+    run.apply(matched, hits(run.slot()));
   }
   run.finish();
 }
