@@ -22,6 +22,12 @@
 # VPF_DATAPATH_PERF_OUT=FILE the samples are kept there (for perf annotate).
 # VPF_DATAPATH_QUICK=1: only the 1k-flow trace with the simple table (stock, 0, 1k and 10k
 # rules, churn), for iterating on the datapath; the full run is the benchmark.
+# VPF_DATAPATH_AGAINST=SO: instead, this build's plugin against another build's (SO: the
+# vportfilter_ovs.so of, say, a worktree of an earlier commit) in the same series, at 1k
+# rules: 1k and 64k flows with both tables, the 10%-drop trace, and new flows through a
+# 1,024-flow cache against no cache; "ratio against_<case>" and "ratio this_<case>" are
+# each build's ratio to the same reference, round by round.  For deciding whether a
+# change to the datapath is kept; the full run is the benchmark.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
@@ -73,13 +79,16 @@ flows() {
     ovs-ofctl add-flow br0 priority=10,tcp,in_port=1,nw_dst=10.0.0.2,tp_dst=5001,actions=output:2
   fi
 }
-# plugin none|RULES: loads the plugin with RULES on pcap0 (adapter 0), or unloads it.
+# plugin none|[against:]ARGS: loads the plugin with ARGS (a rules file, or name=value
+# arguments) on pcap0 (adapter 0), or unloads it; "against:": VPF_DATAPATH_AGAINST's.
 plugin() {
   if [ "$1" = none ]; then
     ovs-vsctl remove Open_vSwitch . other_config packet-hook-plugin
   else
+    local so=$plugin args=$1
+    if [ "${args#against:}" != "$args" ]; then so=$VPF_DATAPATH_AGAINST args=${args#against:}; fi
     ovs-vsctl remove Open_vSwitch . other_config packet-hook-plugin
-    ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="$1" other_config:packet-hook-plugin="$plugin"
+    ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="$args" other_config:packet-hook-plugin="$so"
     for _ in $(seq 100); do ovs-appctl vportfilter/show >/dev/null 2>&1 && break; sleep 0.1; done
     ovs-appctl vportfilter/adapter-set pcap0 0 >/dev/null
   fi
@@ -197,10 +206,30 @@ series() {
 rounds="${VPF_DATAPATH_ROUNDS:-3}"
 : > "$run/results"
 quick=${VPF_DATAPATH_QUICK:-0}
+if [ -n "${VPF_DATAPATH_AGAINST:-}" ]; then
+  [ -f "$VPF_DATAPATH_AGAINST" ] || { echo "VPF_DATAPATH_AGAINST=$VPF_DATAPATH_AGAINST: no such plugin" >&2; exit 2; }
+  for table in simple emc; do
+    for f in 1k 64k; do
+      pcap=$run/flows$f.pcap
+      [ $f = 1k ] && pcap=$run/mix.pcap
+      series "$pcap" $table "stock_${f}flows_$table=none" "against_${f}flows_$table=against:$run/rules1k.json" \
+        "this_${f}flows_$table=$run/rules1k.json"
+    done
+  done
+  series "$run/mix10.pcap" simple stock_drop10_simple=none "against_drop10_simple=against:$run/rules1k-drop10.json" \
+    "this_drop10_simple=$run/rules1k-drop10.json"
+  series "$run/flows64k.pcap" simple "uncached_newflows_simple=rules=$run/rules1k.json cache=0" \
+    "against_newflows_simple=against:rules=$run/rules1k.json cache=1024" \
+    "this_newflows_simple=rules=$run/rules1k.json cache=1024"
+  quick=against
+else
 series "$run/mix.pcap" simple stock_simple=none "plugin_0_rules_simple=$run/rules0.json" \
   "plugin_1k_rules_simple=$run/rules1k.json" "plugin_10k_rules_simple=$run/rules10k.json" \
   plugin_1k_churn_simple=churn stock_commands_simple=command-load
-if [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ]; then
+fi
+if [ "$quick" = against ]; then
+  :
+elif [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ]; then
   plugin "$run/rules1k.json"
   measure plugin_1k_rules_simple
   profile plugin_1k_rules_simple
@@ -211,7 +240,7 @@ elif [ "${VPF_DATAPATH_PROFILE:-0}" = drop10 ]; then
   measure plugin_1k_drop10_simple
   profile plugin_1k_drop10_simple
 fi
-if [ "$quick" != 1 ]; then
+if [ "$quick" = 0 ]; then
   series "$run/mix.pcap" emc stock_emc=none "plugin_0_rules_emc=$run/rules0.json" \
     "plugin_1k_rules_emc=$run/rules1k.json" "plugin_10k_rules_emc=$run/rules10k.json"
   for f in 1 64k; do
@@ -260,4 +289,8 @@ ratio("datapath_1k_rules_newflows_simple_vs_uncached", "plugin_1k_newflows_cache
 ratio("datapath_1k_rules_churn_simple_vs_stock", "plugin_1k_churn_simple", "stock_simple")
 ratio("datapath_1k_rules_churn_simple_vs_stock_under_the_same_command_load", "plugin_1k_churn_simple",
       "stock_commands_simple")
+for build in ("against", "this"):
+    for case in ("1kflows_simple", "64kflows_simple", "1kflows_emc", "64kflows_emc", "drop10_simple"):
+        ratio("%s_%s_vs_stock" % (build, case), "%s_%s" % (build, case), "stock_" + case)
+    ratio("%s_newflows_simple_vs_uncached" % build, "%s_newflows_simple" % build, "uncached_newflows_simple")
 PY
