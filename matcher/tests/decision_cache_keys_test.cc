@@ -291,25 +291,21 @@ Plan five_tuple_lines_plan() {
 
 // A UDP frame of flow `f`.
 std::vector<uint8_t> udp_frame(uint32_t f) {
-  std::vector<uint8_t> v(64, 0);
-  put16(&v[12], 0x0800);
-  v[14] = 0x45;
-  put16(&v[16], 50);
-  v[23] = 17;
-  for (int b = 0; b < 4; ++b) v[26 + b] = uint8_t(f >> 8 * b), v[30 + b] = uint8_t(f * 7 >> 8 * b);
-  put16(&v[34], 1000 + f % 5000);
-  put16(&v[36], 53);
-  return v;
+  vpf::test::FrameBuilder b;
+  b.eth(vpf::test::kMacB, vpf::test::kMacA).ethertype(0x0800).ipv4(f, f * 7, 17).udp(uint16_t(1000 + f % 5000), 53);
+  return b.build(64);
 }
 
 // What the "tables" decide for a frame under generation `gen` in the tests below: a pure
-// function of the keyed bytes and the generation, so that a decision of another flow or
-// of another rule set is always seen.
+// function of the keyed bytes (the protocol, the addresses, the ports) and the
+// generation, and never the same for two generations (no rule matches only under even
+// ones; the rule ids carry the generation), so that a decision of another flow or of
+// another rule set is always seen.
 Decision decide(const uint8_t* d, uint64_t gen) {
-  uint64_t h = gen * 0x9e3779b97f4a7c15ull;
-  for (int o = 23; o < 38; ++o) h = (h ^ d[o]) * 0x100000001b3ull;
-  if (h % 3 == 0) return Decision{};
-  return Decision{uint32_t(h >> 8) % 100000, RuleKind(h % 3), Action(h >> 40 & 3)};
+  uint64_t h = (gen * 0x9e3779b97f4a7c15ull ^ d[23]) * 0x100000001b3ull;
+  for (int o = 26; o < 38; ++o) h = (h ^ d[o]) * 0x100000001b3ull;
+  if (gen % 2 == 0 && h % 3 == 0) return Decision{};
+  return Decision{uint32_t(gen * 100 + h % 100), RuleKind(h % 3), Action(h >> 40 & 3)};
 }
 
 TEST(DecisionCacheLines, VectorProbeEqualsScalarProbe) {
@@ -395,11 +391,25 @@ TEST(DecisionCacheLines, AFullTableAndChangingRuleSetsGiveOnlyCurrentDecisions) 
 // The tags of rule sets run out after 65,535 changes: the table is cleared then, so an
 // entry of the first rule set is not taken for one of the rule set that gets its tag again.
 // Flow x is decided under generation 1 and then not seen until generation `last`; flow y
-// goes through every generation between, twice (its second packet a hit, so that no batch
+// (in other lines) goes through every generation between, twice (its second packet a hit, so that no batch
 // is passed by as a flood of new flows).
 TEST(DecisionCacheLines, AReusedTagFindsNoEntryOfItsFormerRuleSet) {
   const Plan plan = five_tuple_lines_plan();
-  const auto x = udp_frame(1), y = udp_frame(2);
+  // y shares no line with x, so that y's insertions never take x's entry.
+  auto lines_of = [&](const std::vector<uint8_t>& f) {
+    const uint8_t* data[1] = {f.data()};
+    const uint32_t len[1] = {uint32_t(f.size())};
+    BatchKeys k{};
+    DecisionCache(16).make_keys(plan, PacketBatch{data, len, 1, PacketMeta{1, Direction::Outgoing, 0}}, k, false);
+    return std::vector<uint32_t>{k.line[0][0], k.line[1][0]};
+  };
+  const auto x = udp_frame(1);
+  const auto lx = lines_of(x);
+  uint32_t yf = 2;
+  for (auto ly = lines_of(udp_frame(yf)); std::find_first_of(lx.begin(), lx.end(), ly.begin(), ly.end()) != lx.end();
+       ly = lines_of(udp_frame(++yf))) {
+  }
+  const auto y = udp_frame(yf);
   for (uint64_t last = 65533; last <= 65540; ++last) {
     DecisionCache dc(16);
     auto run = [&](const std::vector<uint8_t>& f, uint64_t gen) {
