@@ -300,6 +300,10 @@ Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load) {
 
 void make_fast_plan(Plan* p) {
   FastPlan f;
+  for (uint32_t proto = 0; proto < 256; ++proto) {
+    uint32_t need;
+    f.shape_of[proto] = l4_class(proto, &need);
+  }
   for (int i = 0; i < 4; ++i) {  // untagged IPv4: shape index = transport class
     const Shape& sh = p->shape[i];
     if (!p->enabled || !sh.enabled || sh.nwords > 2 || sh.raw_len || !sh.bounds.empty()) continue;

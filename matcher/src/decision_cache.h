@@ -119,6 +119,7 @@ struct FastPlan {
   bool enabled = false;  // some untagged IPv4 shape qualifies
   uint64_t ok[4] = {}, end[4] = {}, uses_vm[4] = {};  // uses_vm: 0 or ~0
   uint64_t off[2][4] = {}, mask[2][4] = {};                          // [word][shape]
+  uint8_t shape_of[256] = {};  // the L4 class of each IP protocol (l4_class)
 };
 
 struct Plan {

@@ -4,10 +4,10 @@
 // to the one-packet path, which keys it or sends it to the tables.  Built with the AVX-512
 // flags; called only where the CPU has them.
 //
-// Measured choices (docs/benchmarks.md): the header words are loaded one packet at a time
-// and put into their lanes in registers (a vector load of words just stored by scalar
-// stores waits for them to drain; gathering them is slower on this AMD core); the key
-// words, whose offsets depend on the shape found, are gathered.
+// Measured choices (docs/benchmarks.md): the header words and the key words are loaded
+// one packet at a time and put into their lanes in registers (a vector load of words just
+// stored by scalar stores waits for them to drain; in the switch, gathering the key words
+// cost ~2 ns a packet more than these loads on this AMD core).
 #include <immintrin.h>
 
 #include <bit>
@@ -29,12 +29,13 @@ namespace {
 __m512i set1(uint64_t v) { return _mm512_set1_epi64(int64_t(v)); }
 // Lanes 0..3 of a per-shape table; vpermq picks by shape.
 __m512i table(const uint64_t* t) { return _mm512_maskz_loadu_epi64(0x0f, t); }
+// What a lane whose frame is too short for its shape loads instead of key words.
+constexpr uint8_t kZeros[8] = {};
 
 }  // namespace
 
 uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, LineHash lh, BatchKeys& k) {
   const __m512i t_ok = table(fp.ok), t_end = table(fp.end), t_vm = table(fp.uses_vm);
-  const __m512i t_off0 = table(fp.off[0]), t_off1 = table(fp.off[1]);
   const __m512i t_mask0 = table(fp.mask[0]), t_mask1 = table(fp.mask[1]);
   const __m512i lo32 = set1(0xffffffffu), zero = _mm512_setzero_si512();
   // The rows' transpose: two packets' (header word, word 1) and (word 2, 0) pairs.
@@ -45,20 +46,29 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, LineHash lh,
   for (uint32_t base = 0; base < b.n; base += 8) {
     const uint32_t cnt = b.n - base >= 8 ? 8 : b.n - base;
     const __mmask8 live = __mmask8((1u << cnt) - 1);
-    const __m512i ptr = _mm512_maskz_loadu_epi64(live, b.data + base);
     const __m512i len = _mm512_cvtepu32_epi64(_mm256_maskz_loadu_epi32(live, b.len + base));
     // The header words, one packet at a time (scalar loads: AMD's gathers are slower),
     // put into their lanes in registers, not through memory: a vector load of what scalar
     // stores have just written waits for them to drain.
-    __m512i w12 = zero, w20 = zero;
+    // The key words too: at the offsets of the shape the protocol byte gives, from the
+    // frame when it holds the shape's end (else zeros; the lane fails the tests below).
+    __m512i w12 = zero, w20 = zero, k1 = zero, k2 = zero;
     for (uint32_t j = 0; j < cnt; ++j) {
-      if (b.len[base + j] < 34) continue;
+      const uint32_t len_j = b.len[base + j];
+      if (len_j < 34) continue;
       const uint8_t* d = b.data[base + j];
-      uint64_t x, y;
+      uint64_t x, y, u, v;
       std::memcpy(&x, d + 12, 8);
       std::memcpy(&y, d + 20, 8);
-      w12 = _mm512_mask_set1_epi64(w12, __mmask8(1u << j), int64_t(x));
-      w20 = _mm512_mask_set1_epi64(w20, __mmask8(1u << j), int64_t(y));
+      const uint32_t sh = fp.shape_of[uint8_t(y >> 24)];
+      const bool whole = len_j >= fp.end[sh];
+      std::memcpy(&u, whole ? d + fp.off[0][sh] : kZeros, 8);
+      std::memcpy(&v, whole ? d + fp.off[1][sh] : kZeros, 8);
+      const __mmask8 lane = __mmask8(1u << j);
+      w12 = _mm512_mask_set1_epi64(w12, lane, int64_t(x));
+      w20 = _mm512_mask_set1_epi64(w20, lane, int64_t(y));
+      k1 = _mm512_mask_set1_epi64(k1, lane, int64_t(u));
+      k2 = _mm512_mask_set1_epi64(k2, lane, int64_t(v));
     }
     __mmask8 m = _mm512_mask_cmpge_epu64_mask(live, len, set1(34));
     // Ethertype 0x0800 and the IPv4 version/IHL byte 0x45: bytes 12..14.
@@ -94,11 +104,6 @@ uint32_t fast_keys_avx512(const FastPlan& fp, const PacketBatch& b, LineHash lh,
     const __m512i key0 = _mm512_or_si512(
         _mm512_or_si512(adapter, _mm512_slli_epi64(dir, 20)),
         _mm512_or_si512(_mm512_slli_epi64(shape, 22), _mm512_slli_epi64(vm, 42)));
-    // The key words at the shape's offsets (within the frame: len >= the shape's end).
-    __m512i k1 = _mm512_mask_i64gather_epi64(zero, m, _mm512_add_epi64(ptr, _mm512_permutexvar_epi64(shape, t_off0)),
-                                             nullptr, 1);
-    __m512i k2 = _mm512_mask_i64gather_epi64(zero, m, _mm512_add_epi64(ptr, _mm512_permutexvar_epi64(shape, t_off1)),
-                                             nullptr, 1);
     k1 = _mm512_and_si512(k1, _mm512_permutexvar_epi64(shape, t_mask0));
     k2 = _mm512_and_si512(k2, _mm512_permutexvar_epi64(shape, t_mask1));
     __m512i h = _mm512_add_epi64(_mm512_mullo_epi64(key0, set1(kHashMul[0])),
