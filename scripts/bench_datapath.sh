@@ -17,6 +17,8 @@
 # Run by scripts/bench.sh datapath (which builds first).  Needs root.
 # VPF_DATAPATH_PROFILE=1: also samples the PMD thread with perf (cpu-clock, 5 s) at 1k
 # rules with the simple table (=drop10: with the 10%-drop rule and its trace instead),
+# (=stock: the switch without the plugin, the same trace and table, to compare with;
+# =64k and =stock64k: the same two with the 64k-flow trace),
 # prints the 15 hottest symbols and the plugin's cost per
 # packet split into the hook, the cache lookup and the classifier; with
 # VPF_DATAPATH_PERF_OUT=FILE the samples are kept there (for perf annotate).
@@ -93,16 +95,20 @@ plugin() {
     ovs-appctl vportfilter/adapter-set pcap0 0 >/dev/null
   fi
 }
-# measure NAME: Mpps the PMD received over $secs seconds
+# rx_packets: the packets port 1 (pcap0) has received, as its driver counts them.  Not the
+# PMD's "packets received": that counts what the port's receive hook left in each batch, so
+# the packets a drop rule removed would be missing from the plugin's rate.
+rx_packets() { ovs-ofctl dump-ports br0 1 | sed -n 's/.*rx pkts=\([0-9]*\).*/\1/p'; }
+# measure NAME: Mpps port 1 received (the PMD's rate) over $secs seconds
 declare -A mpps
 measure() {
   pin_others
   sleep 1
-  ovs-appctl dpif-netdev/pmd-stats-clear >/dev/null
-  local s e pk
+  local s e pk r0
+  r0=$(rx_packets)
   s=$(date +%s.%N)
   sleep "$secs"
-  pk=$(ovs-appctl dpif-netdev/pmd-stats-show | awk '/pmd thread/{p=1} p&&/packets received/{print $3; exit}')
+  pk=$(( $(rx_packets) - r0 ))
   e=$(date +%s.%N)
   mpps[$1]=$(echo "$pk / ($e - $s) / 1000000" | bc -l)
   printf "%-28s %8.3f Mpps\n" "$1" "${mpps[$1]}"
@@ -233,6 +239,17 @@ elif [ "${VPF_DATAPATH_PROFILE:-0}" = 1 ]; then
   plugin "$run/rules1k.json"
   measure plugin_1k_rules_simple
   profile plugin_1k_rules_simple
+elif [ "${VPF_DATAPATH_PROFILE:-0}" = stock ] || [ "${VPF_DATAPATH_PROFILE:-0}" = stock64k ]; then
+  if [ "$VPF_DATAPATH_PROFILE" = stock64k ]; then add_ports "$run/flows64k.pcap"; flows simple; fi
+  plugin none
+  measure stock_simple
+  profile stock_simple
+elif [ "${VPF_DATAPATH_PROFILE:-0}" = 64k ]; then
+  add_ports "$run/flows64k.pcap"
+  flows simple
+  plugin "$run/rules1k.json"
+  measure plugin_1k_64kflows_simple
+  profile plugin_1k_64kflows_simple
 elif [ "${VPF_DATAPATH_PROFILE:-0}" = drop10 ]; then
   add_ports "$run/mix10.pcap"
   flows simple
