@@ -1221,6 +1221,7 @@ uint32_t Classifier::Reader::classify(const PacketBatch& batch, Decision* out) {
     throw std::length_error("a batch of " + std::to_string(batch.n) + " packets: at most " +
                             std::to_string(kMaxBatch));
   if (batch.plain_ipv4) *batch.plain_ipv4 = 0;
+  if (batch.memo) *batch.memo = 0;
   return c_->impl_->classify_batch(slot_, cache_.get(), batch, out);
 }
 

@@ -295,7 +295,52 @@ Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load) {
     }
   }
   make_fast_plan(&p);
+  p.memo_shapes = memo_shapes(p);
   return p;
+}
+
+namespace {
+
+// The bits of byte `off` of an untagged IPv4 frame with a 20-byte header and transport
+// class `l4` that a switch's exact flow key determines: the Ethernet addresses and type,
+// the IP version and header length (the switch checks byte 14 of the later packets),
+// TOS, the fragment bits (all 0: not a fragment; the DF and reserved bits are not in the
+// key), TTL, protocol and addresses, and the transport fields the switch parses: TCP
+// ports and flags, UDP and SCTP ports, ICMP type and code.  Not the total length,
+// identification, checksums or payload.
+uint32_t flow_key_bits(uint32_t off, int l4) {
+  if (off < 16 || off == 21 || off == 22 || off == 23 || (off >= 26 && off < 34)) return 0xff;
+  if (off == 20) return 0x3f;
+  if (off < 34) return 0;  // the total length, identification and checksum
+  switch (l4) {
+    case kTcp:
+      if (off < 38 || off == 47) return 0xff;
+      return off == 46 ? 0x0f : 0;
+    case kPorts:
+      return off < 38 ? 0xff : 0;
+    case kIcmp:
+      return off < 36 ? 0xff : 0;
+    default:
+      return 0;
+  }
+}
+
+}  // namespace
+
+uint32_t memo_shapes(const Plan& p) {
+  uint32_t bits = 0;
+  for (int i = 0; i < 4; ++i) {  // untagged IPv4: shape index = transport class
+    const Shape& sh = p.shape[i];
+    if (!p.enabled || !sh.enabled || sh.raw_len || !sh.bounds.empty()) continue;
+    bool ok = true;
+    for (int w = 0; w < sh.nwords && ok; ++w)
+      for (uint32_t byte = 0; byte < 8 && ok; ++byte) {
+        const uint32_t m = uint32_t(sh.mask[w] >> (8 * byte)) & 0xff;
+        ok = !(m & ~flow_key_bits(sh.off[w] + byte, i));
+      }
+    bits |= uint32_t(ok) << i;
+  }
+  return bits;
 }
 
 void make_fast_plan(Plan* p) {

@@ -126,6 +126,10 @@ struct Plan {
   bool enabled = false;  // false: every packet goes to the tables
   Shape shape[kShapes];
   FastPlan fast;
+  // Bit i (untagged IPv4 shapes 0..3 only): a key of shape i holds only bytes that a
+  // switch's exact flow key also determines (memo_shapes), so the decision holds for every
+  // packet of that flow key (PacketBatch::memo).
+  uint32_t memo_shapes = 0;
   uint32_t shapes_enabled() const;  // bit i: shape i is cached
 };
 
@@ -133,6 +137,12 @@ struct Plan {
 Plan make_plan(const Usage* per_shape, const BpfLoad* slot_load);
 // Fills plan.fast from the plan's shapes (make_plan does).
 void make_fast_plan(Plan* plan);
+// The plan's memo_shapes (make_plan fills them).
+uint32_t memo_shapes(const Plan& plan);
+// Whether the switch's flow key of an IPv4 packet of protocol `proto` holds the transport
+// fields this classifier reads for it (PacketBatch::memo): not for UDP-Lite, nor for
+// ICMPv6 numbers in IPv4, whose ports or type the switch does not parse.
+inline bool memo_proto(uint32_t proto) { return proto != 136 && proto != 58; }
 
 struct alignas(64) Bucket {
   uint64_t gen;         // 0: never filled
@@ -243,6 +253,19 @@ inline uint32_t probe_lines(const Line* lines, const BatchKeys& k, uint32_t todo
 }
 uint32_t probe_lines_avx512(const Line* lines, const BatchKeys& k, uint32_t todo, uint64_t tag, Decision* out,
                             uint32_t* matched);
+
+// PacketBatch::memo before the decisions: the keyed packets of a memo shape whose
+// protocol the switch parses as this classifier does.
+inline uint32_t memo_bits(const Plan& plan, const PacketBatch& b, const BatchKeys& k, uint32_t keyed) {
+  uint32_t m = 0;
+  for (; keyed; keyed &= keyed - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(keyed));
+    const uint64_t header = (k.short_keys >> i & 1) ? k.row[i][0] : k.w[0][i];
+    const uint32_t shape = uint32_t(header >> 22) & (kShapes - 1);
+    m |= uint32_t((plan.memo_shapes >> shape & 1) && memo_proto(b.data[i][23])) << i;
+  }
+  return m;
+}
 
 // Bit i: out[i] names a rule.
 inline uint32_t matched_bits(const Decision* out, uint32_t n) {
@@ -470,6 +493,7 @@ uint32_t DecisionCache::classify(const Plan& plan, uint64_t gen, const PacketBat
   BatchKeys keys;
   const uint32_t cacheable = make_keys(plan, b, keys, vector_keys_);  // bit i: packet i has a key
   if (b.plain_ipv4) *b.plain_ipv4 = keys.plain_ipv4;
+  if (b.memo) *b.memo = plan.memo_shapes ? memo_bits(plan, b, keys, cacheable) : 0;
   const uint32_t shorts = keys.short_keys, longs = cacheable & ~shorts;
   const uint32_t* const bucket = keys.bucket;
   const uint32_t* const sig = keys.sig;

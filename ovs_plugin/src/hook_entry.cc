@@ -1,8 +1,9 @@
 // The plugin's entry point and the hook ABI glue (include/openvswitch/packet-hook.h of
 // the patched Open vSwitch).  The only exported symbols are ovs_packet_hook_init and
 // ovs_packet_hook_abi (the header's current version: batches carry the packets' bytes
-// and lengths, ports say which directions they want, the plugin names itself, and it
-// hands the switch the received packets whose headers it checked).
+// and lengths, ports say which directions they want, the plugin names itself, it hands
+// the switch the received packets whose headers it checked, and the passes the switch may
+// remember per exact flow until the port's memo_gen changes).
 //
 // Arguments (other_config:packet-hook-args), space-separated key=value words:
 //   rules=FILE      rules to start with (docs/rules.md); a bare word is taken as FILE

@@ -236,7 +236,14 @@ class Plugin::BatchRun {
     matcher::PacketBatch pb{data_, len_, n_, meta};
     const bool plain = dir_ == Direction::Outgoing && b_->version >= 5 && b_->size >= sizeof(ovs_packet_hook_batch);
     if (plain) pb.plain_ipv4 = &b_->plain_ipv4;
-    return p_.classify(slot_, pb, out_.v);
+    // ABI 6: the passes the switch may remember per flow until the port's memo_gen
+    // changes (update_want): the classifier's candidates that no rule matched.
+    uint32_t memo = 0;
+    const bool memo_on = plain && b_->version >= 6;
+    if (memo_on) pb.memo = &memo;
+    const uint32_t matched = p_.classify(slot_, pb, out_.v);
+    if (memo_on) b_->memo = memo & ~matched;
+    return matched;
   }
 
   // Applies the decisions of the matched packets: counts their rules' hits (a run of
@@ -501,6 +508,12 @@ void Plugin::update_want(Port& p) const {
     if (scope_.covers(a, int(Direction::Incoming))) want |= OVS_PACKET_HOOK_WANT_TX;
   }
   __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
+  // Called after every change of the port's mapping and of the rules: a new generation
+  // for the verdicts the switch remembers (ABI 6), never 0.
+  if (p.state->version >= 6) {
+    if (++p.memo_gen == 0) ++p.memo_gen;
+    __atomic_store_n(&p.state->memo_gen, p.memo_gen, __ATOMIC_RELEASE);
+  }
 }
 
 void Plugin::RuleScope::add(const matcher::Rule& r, int sign) {
@@ -523,6 +536,7 @@ void Plugin::set_scope(RuleScope scope) {
 void Plugin::port_attach(Port* port, ovs_packet_hook_port_state* state) {
   MutexLock lock(ports_mu_);
   port->state = state;
+  if (state->version >= 6) port->memo_gen = __atomic_load_n(&state->memo_gen, __ATOMIC_RELAXED);
   update_want(*port);
 }
 

@@ -8,6 +8,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -117,10 +118,10 @@ std::string write_file(const std::string& name, const std::string& text) {
 
 // Calls rx or tx with a batch of ABI version `abi`, as the switch makes it (version 2
 // carries the packets' bytes and lengths, version 1 does not; version 5 has plain_ipv4,
-// which starts as *plain and is returned there).
+// which starts as *plain and is returned there; version 6 memo, the same with *memo).
 void call_hook(const ovs_packet_hook_ops* ops, void* port, bool rx, std::vector<ovs_packet*>& ptrs,
                std::vector<uint8_t>& verdicts, uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION,
-               uint32_t* plain = nullptr) {
+               uint32_t* plain = nullptr, uint32_t* memo = nullptr) {
   std::vector<const uint8_t*> data;
   std::vector<uint32_t> len;
   for (ovs_packet* p : ptrs) {
@@ -139,20 +140,21 @@ void call_hook(const ovs_packet_hook_ops* ops, void* port, bool rx, std::vector<
                           v2 ? data.data() : nullptr,
                           v2 ? len.data() : nullptr,
                           plain ? *plain : 0,
-                          0};
+                          memo ? *memo : 0};
   (rx ? ops->rx : ops->tx)(port, 0, &b);
   if (plain) *plain = b.plain_ipv4;
+  if (memo) *memo = b.memo;
 }
 
 // Runs a batch through rx (outgoing) or tx (incoming); returns the verdicts.
 std::vector<int> run(const ovs_packet_hook_ops* ops, void* port, bool rx, const std::vector<std::vector<uint8_t>>& frames,
-                     uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION, uint32_t* plain = nullptr) {
+                     uint32_t abi = OVS_PACKET_HOOK_ABI_VERSION, uint32_t* plain = nullptr, uint32_t* memo = nullptr) {
   std::vector<FakePacket> pkts;
   for (const auto& f : frames) pkts.push_back({f});
   std::vector<ovs_packet*> ptrs;
   for (auto& p : pkts) ptrs.push_back(reinterpret_cast<ovs_packet*>(&p));
   std::vector<uint8_t> verdicts(frames.size(), OVS_PACKET_PASS);
-  call_hook(ops, port, rx, ptrs, verdicts, abi, plain);
+  call_hook(ops, port, rx, ptrs, verdicts, abi, plain, memo);
   return std::vector<int>(verdicts.begin(), verdicts.end());
 }
 
@@ -267,6 +269,62 @@ TEST_F(TelnetDropPlugin, HandsTheSwitchTheReceivedPacketsWhoseHeadersItChecked) 
   EXPECT_EQ(plain, 0xdeadu);
 }
 
+TEST_F(TelnetDropPlugin, LetsTheSwitchRememberThePassesThatHoldForTheWholeFlow) {
+  // ABI 6: bit i of memo lets the switch pass the later packets of packet i's exact flow
+  // key without the plugin.  Only for a pass with no rule matched, of a plain IPv4 frame
+  // whose key holds nothing the switch's flow key does not (no size class, no IP
+  // identification), and of a protocol whose transport fields the switch parses.
+  const std::string rules = write_file("rules-memo-5tuple.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "protocol": "tcp", "remote_port": 23, "action": "drop"},
+    {"kind": "filter", "id": 2, "protocol": "udp", "remote_port": 99, "action": "notify"}]})");
+  ASSERT_TRUE(command({"vportfilter/rules-load", rules})) << g_reply;
+  std::vector<uint8_t> options = tcp(80);
+  options[14] = 0x46;  // a 24-byte IP header
+  std::vector<uint8_t> udplite = udp(53);
+  udplite[23] = 136;  // UDP-Lite: the switch does not parse its ports
+  std::vector<uint8_t> padded = udp(53);
+  padded.resize(padded.size() + 6);
+  const std::vector<std::vector<uint8_t>> frames{tcp(80), udp(53), icmp(), tcp(23), options, udplite, padded, udp(99)};
+  uint32_t memo = 0;
+  EXPECT_EQ(run(ops, vm1, true, frames, 6, nullptr, &memo), (std::vector<int>{P, P, P, D, P, P, P, P}));
+  EXPECT_EQ(memo, 0b01000111u) << "telnet and the notify copy matched a rule";
+  // Not for batches to send, nor for an older switch.
+  memo = 0;
+  run(ops, vm1, false, frames, 6, nullptr, &memo);
+  EXPECT_EQ(memo, 0u);
+  memo = 0xbeef;
+  run(ops, vm1, true, frames, 5, nullptr, &memo);
+  EXPECT_EQ(memo, 0xbeefu);
+  // A size condition: the frame length is not in the switch's flow key.
+  ASSERT_TRUE(command({"vportfilter/rules-load", write_file("rules-memo-size.json", R"({"rules": [
+    {"kind": "filter", "id": 3, "protocol": "tcp", "min_size": 1000, "action": "drop"}]})")}))
+      << g_reply;
+  memo = 0;
+  EXPECT_EQ(run(ops, vm1, true, frames, 6, nullptr, &memo), (std::vector<int>{P, P, P, P, P, P, P, P}));
+  EXPECT_EQ(memo & 0b1001u, 0u) << "no TCP frame";
+  // A BPF test of the IP identification: not in the flow key either; of TCP flags: it is.
+  // (With a 5-tuple rule beside it: a lone BPF rule runs without the cache.)
+  ASSERT_TRUE(command({"vportfilter/rules-load", write_file("rules-memo-ipid.json", R"({"rules": [
+    {"kind": "filter", "id": 4, "bpf": "ip[4:2] = 7", "action": "drop"},
+    {"kind": "filter", "id": 6, "protocol": "udp", "remote_port": 99, "action": "drop"}]})")}))
+      << g_reply;
+  memo = 0;
+  run(ops, vm1, true, frames, 6, nullptr, &memo);
+  EXPECT_EQ(memo, 0u);
+  ASSERT_TRUE(command({"vportfilter/rules-load", write_file("rules-memo-flags.json", R"({"rules": [
+    {"kind": "filter", "id": 5, "bpf": "tcp[13] & 4 != 0", "action": "drop"},
+    {"kind": "filter", "id": 6, "protocol": "udp", "remote_port": 99, "action": "drop"}]})")}))
+      << g_reply;
+  // (A frame padded to 64 bytes: the key word at byte 47 is read whole.  And after so
+  // many batches of new flows the cache looks up one batch in 16: the others have no
+  // keys, hence no memo.)
+  std::vector<uint8_t> tcp64 = tcp(80);
+  tcp64.resize(64);
+  memo = 0;
+  for (int k = 0; k < 40 && !memo; ++k) EXPECT_EQ(run(ops, vm1, true, {tcp64}, 6, nullptr, &memo), (std::vector<int>{P}));
+  EXPECT_EQ(memo, 1u);
+}
+
 // A port state as the switch makes it (ABI 3): every batch wanted until the plugin says.
 ovs_packet_hook_port_state new_state() {
   ovs_packet_hook_port_state st{};
@@ -374,6 +432,44 @@ TEST(Plugin, OneRuleAddedAndRemovedByCommand) {
   EXPECT_EQ(run(ops, vm1, true, {tcp(23)}), (std::vector<int>{P}));
   ops->port_close(vm1);
   ops->fini();
+}
+
+TEST(Plugin, ANewMemoGenerationForEveryChangeOfTheRulesOrTheMapping) {
+  // ABI 6: the verdicts the switch remembers are valid under the port's memo_gen only, so
+  // every change that can change a verdict gives it a value it has not had before.
+  OneVm v;
+  ASSERT_NO_FATAL_FAILURE(v.start());
+  auto& st = v.st;
+  std::vector<uint32_t> seen{st.memo_gen};
+  auto changed = [&] {
+    const uint32_t g = st.memo_gen;
+    const bool fresh = g != 0 && std::find(seen.begin(), seen.end(), g) == seen.end();
+    seen.push_back(g);
+    return fresh;
+  };
+  EXPECT_NE(st.memo_gen, 0u);
+  ASSERT_TRUE(command({"vportfilter/rule-add", R"({"kind": "filter", "id": 7, "bpf": "tcp dst port 23", "action": "drop"})"}))
+      << g_reply;
+  EXPECT_TRUE(changed()) << "a rule added";
+  ASSERT_TRUE(command({"vportfilter/rule-remove", "filter:7"})) << g_reply;
+  EXPECT_TRUE(changed()) << "a rule removed";
+  ASSERT_TRUE(command({"vportfilter/rules-load", write_file("memo-gen.json", R"({"rules": [
+    {"kind": "filter", "id": 1, "protocol": "tcp", "remote_port": 23, "action": "drop"}]})")}))
+      << g_reply;
+  EXPECT_TRUE(changed()) << "rules loaded";
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "3"})) << g_reply;
+  EXPECT_TRUE(changed()) << "another adapter";
+  EXPECT_FALSE(command({"vportfilter/rule-add", "{\"kind\": "}));
+  EXPECT_EQ(st.memo_gen, seen.back()) << "a refused rule changes nothing";
+  // A plugin loaded again goes on from the generation the switch's state holds.
+  v.ops->port_close(v.vm1);
+  v.ops->fini();
+  OneVm again;
+  again.st = st;
+  ASSERT_NO_FATAL_FAILURE(again.start());
+  EXPECT_GT(again.st.memo_gen, seen.back());
+  again.ops->port_close(again.vm1);
+  again.ops->fini();
 }
 
 TEST(Plugin, PacketsTheSwitchCountedAreTheAdaptersToo) {

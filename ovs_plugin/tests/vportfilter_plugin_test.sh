@@ -29,7 +29,7 @@ dummy_bridge "$run"
 ovs-ofctl add-flow br0 in_port=2,actions=output:1
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" other_config:packet-hook-args="$run/rules.json"
 check "plugin started" wait_for 'grep -q "vportfilter: started" "$run/ovs-vswitchd.log"'
-check "the switch names the plugin (ABI 5)" bash -c "ovs-appctl packet-hook/show | grep -qx 'name: vportfilter' && ovs-appctl packet-hook/show | grep -qx 'abi: 5'"
+check "the switch names the plugin (ABI 6)" bash -c "ovs-appctl packet-hook/show | grep -qx 'name: vportfilter' && ovs-appctl packet-hook/show | grep -qx 'abi: 6'"
 check "adapter set" ovs-appctl vportfilter/adapter-set p1 0 7 >/dev/null
 
 mac="525400000002525400000001"; mac_r="525400000001525400000002"
@@ -167,6 +167,50 @@ check "rule removed" ovs-appctl vportfilter/rule-remove filter:41
 check "an unknown rule refused" bash -c "! ovs-appctl vportfilter/rule-remove filter:41 2>/dev/null"
 ovs-appctl netdev-dummy/receive p1 "$(tcp 9c67 0017 out)" >/dev/null
 check "removed rule: telnet passes" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 23 ]'
+# A flow table the simple match does not serve, every flow put in the switch's exact match
+# cache (EMC): the switch remembers the passes the plugin allows there (hook ABI 6) and
+# stops asking the plugin for the flow, counting its packets for the adapter itself; a
+# rule change makes every remembered pass stale at once, so the very next packet of the
+# flow is decided by the new rules.
+ovs-vsctl set Open_vSwitch . other_config:emc-insert-inv-prob=1
+ovs-ofctl del-flows br0 in_port=1
+ovs-ofctl add-flow br0 in_port=1,ip,nw_src=10.0.0.1,actions=output:2
+# (5-tuple rules: a lone BPF rule is run without the decision cache, which decides what
+# the switch may remember.)
+echo '[{"kind": "filter", "id": 33, "protocol": "udp", "remote_port": 9999, "action": "drop"}]' > "$run/emc.json"
+echo '[{"kind": "filter", "id": 33, "protocol": "udp", "remote_port": 9999, "action": "drop"},
+       {"kind": "filter", "id": 34, "protocol": "tcp", "remote_port": 80, "action": "drop"}]' > "$run/emc2.json"
+check "EMC rules loaded" ovs-appctl vportfilter/rules-load "$run/emc.json"
+flow=$(tcp 9c70 0050 out)
+read -r op ob ip ib <<<"$(counters)"
+before=$(count "$run/p2-tx.pcap")
+for _ in 1 2 3; do ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null; done
+check "EMC flow: 3 packets pass" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 3))" ]'
+lookups_before=$(lookups)
+for _ in 1 2 3 4 5; do ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null; done
+check "EMC flow: 5 more pass" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 8))" ]'
+check "EMC flow: the plugin was not asked for them" [ "$(lookups)" = "$lookups_before" ]
+check "EMC flow: all 8 counted for the adapter" wait_for '[ "$(counters)" = "$((op + 8)) $((ob + 8 * 54)) $ip $ib" ]'
+check "EMC: drop rule added" ovs-appctl vportfilter/rules-load "$run/emc2.json"
+ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(udp 9c71 0035)" >/dev/null  # a marker that passes
+check "EMC flow: the next packet is dropped" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 53 ]'
+check "EMC flow: dropped by the new rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:34=1'"
+check "EMC: drop rule removed" ovs-appctl vportfilter/rules-load "$run/emc.json"
+ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+check "EMC flow: passes again" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ]'
+# A rule for adapter 1 only: the flow of adapter 0 passes (and is remembered) until the
+# port becomes adapter 1.
+echo '[{"kind": "filter", "id": 33, "protocol": "udp", "remote_port": 9999, "action": "drop"},
+       {"kind": "filter", "id": 32, "adapter": 1, "protocol": "tcp", "remote_port": 80, "action": "drop"}]' > "$run/adapter1.json"
+check "EMC: a rule for adapter 1 loaded" ovs-appctl vportfilter/rules-load "$run/adapter1.json"
+before=$(count "$run/p2-tx.pcap")
+for _ in 1 2 3; do ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null; done
+check "EMC flow: adapter 0 passes" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 3))" ]'
+check "EMC: the port becomes adapter 1" ovs-appctl vportfilter/adapter-set p1 1 7
+ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+ovs-appctl netdev-dummy/receive p1 "$(udp 9c72 0035)" >/dev/null
+check "EMC flow: dropped as adapter 1" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 53 ] && ovs-appctl vportfilter/show | grep -q "filter:32=1"'
 check "bad cache size refused" bash -c "ovs-vsctl set Open_vSwitch . other_config:packet-hook-args='cache=lots' && sleep 0.5 && grep -q 'cache=lots: a number of flows' '$run/ovs-vswitchd.log'"
 
 check "switch alive" ovs-appctl -t ovs-vswitchd version

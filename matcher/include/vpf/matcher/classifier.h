@@ -112,6 +112,14 @@ struct PacketBatch {
   // (one the decision cache keyed one at a time, or did not key) has its bit clear.  A
   // switch's datapath may take its own parse of those packets from this (hook ABI 5).
   uint32_t* plain_ipv4 = nullptr;
+  // When set, receives the packets whose decision holds for every packet of the same
+  // exact flow key in the switch, as a bit set (before the decisions: the caller keeps
+  // only the ones it lets pass): untagged IPv4 frames with a 20-byte header (checked as
+  // for plain_ipv4), of a shape whose cache key holds only bytes that the switch's flow
+  // key also determines (Ethernet addresses and type, IP TOS, TTL, protocol, addresses
+  // and non-fragment bits, the transport ports, TCP flags, ICMP type and code) and no
+  // size class.  Hook ABI 6 lets a switch remember those passes per flow.
+  uint32_t* memo = nullptr;
   PacketRef ref(uint32_t i) const { return PacketRef{data[i], len[i], metas ? metas[i] : meta}; }
 };
 
