@@ -236,13 +236,15 @@ class Plugin::BatchRun {
     matcher::PacketBatch pb{data_, len_, n_, meta};
     const bool plain = dir_ == Direction::Outgoing && b_->version >= 5 && b_->size >= sizeof(ovs_packet_hook_batch);
     if (plain) pb.plain_ipv4 = &b_->plain_ipv4;
-    // ABI 6: the passes the switch may remember per flow until the port's memo_gen
-    // changes (update_want): the classifier's candidates that no rule matched.
+    // ABI 6: of the packets whose pass the switch can remember (none when it calls the
+    // hook before its own flow lookup), the passes that hold for their whole flow until
+    // the port's memo_gen changes (update_want): the classifier's candidates that no
+    // rule matched.
     uint32_t memo = 0;
-    const bool memo_on = plain && b_->version >= 6;
+    const bool memo_on = plain && b_->version >= 6 && b_->memo;
     if (memo_on) pb.memo = &memo;
     const uint32_t matched = p_.classify(slot_, pb, out_.v);
-    if (memo_on) b_->memo = memo & ~matched;
+    if (memo_on) b_->memo &= memo & ~matched;
     return matched;
   }
 

@@ -285,9 +285,17 @@ TEST_F(TelnetDropPlugin, LetsTheSwitchRememberThePassesThatHoldForTheWholeFlow) 
   std::vector<uint8_t> padded = udp(53);
   padded.resize(padded.size() + 6);
   const std::vector<std::vector<uint8_t>> frames{tcp(80), udp(53), icmp(), tcp(23), options, udplite, padded, udp(99)};
-  uint32_t memo = 0;
+  // The switch offers the packets whose passes it can remember (here all).
+  const uint32_t all = 0xff;
+  uint32_t memo = all;
   EXPECT_EQ(run(ops, vm1, true, frames, 6, nullptr, &memo), (std::vector<int>{P, P, P, D, P, P, P, P}));
   EXPECT_EQ(memo, 0b01000111u) << "telnet and the notify copy matched a rule";
+  memo = 0b00000110;  // only some offered: the others stay clear
+  run(ops, vm1, true, frames, 6, nullptr, &memo);
+  EXPECT_EQ(memo, 0b00000110u);
+  memo = 0;  // none offered (the switch calls the hook before its flow lookup)
+  run(ops, vm1, true, frames, 6, nullptr, &memo);
+  EXPECT_EQ(memo, 0u);
   // Not for batches to send, nor for an older switch.
   memo = 0;
   run(ops, vm1, false, frames, 6, nullptr, &memo);
@@ -299,7 +307,7 @@ TEST_F(TelnetDropPlugin, LetsTheSwitchRememberThePassesThatHoldForTheWholeFlow) 
   ASSERT_TRUE(command({"vportfilter/rules-load", write_file("rules-memo-size.json", R"({"rules": [
     {"kind": "filter", "id": 3, "protocol": "tcp", "min_size": 1000, "action": "drop"}]})")}))
       << g_reply;
-  memo = 0;
+  memo = all;
   EXPECT_EQ(run(ops, vm1, true, frames, 6, nullptr, &memo), (std::vector<int>{P, P, P, P, P, P, P, P}));
   EXPECT_EQ(memo & 0b1001u, 0u) << "no TCP frame";
   // A BPF test of the IP identification: not in the flow key either; of TCP flags: it is.
@@ -308,7 +316,7 @@ TEST_F(TelnetDropPlugin, LetsTheSwitchRememberThePassesThatHoldForTheWholeFlow) 
     {"kind": "filter", "id": 4, "bpf": "ip[4:2] = 7", "action": "drop"},
     {"kind": "filter", "id": 6, "protocol": "udp", "remote_port": 99, "action": "drop"}]})")}))
       << g_reply;
-  memo = 0;
+  memo = all;
   run(ops, vm1, true, frames, 6, nullptr, &memo);
   EXPECT_EQ(memo, 0u);
   ASSERT_TRUE(command({"vportfilter/rules-load", write_file("rules-memo-flags.json", R"({"rules": [
@@ -321,7 +329,10 @@ TEST_F(TelnetDropPlugin, LetsTheSwitchRememberThePassesThatHoldForTheWholeFlow) 
   std::vector<uint8_t> tcp64 = tcp(80);
   tcp64.resize(64);
   memo = 0;
-  for (int k = 0; k < 40 && !memo; ++k) EXPECT_EQ(run(ops, vm1, true, {tcp64}, 6, nullptr, &memo), (std::vector<int>{P}));
+  for (int k = 0; k < 40 && !memo; ++k) {
+    memo = 1;
+    EXPECT_EQ(run(ops, vm1, true, {tcp64}, 6, nullptr, &memo), (std::vector<int>{P}));
+  }
   EXPECT_EQ(memo, 1u);
 }
 
