@@ -128,14 +128,20 @@ before=$(count "$run/p2-tx.pcap")
 for _ in 1 2 3; do ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null; done
 check "cached flow: 3 packets pass" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 3))" ]'
 check "cached flow: the cache answered" bash -c "ovs-appctl vportfilter/show | grep -qE 'decision cache: 65536 flows per thread, shapes cached 16/16, hits [1-9]'"
-check "drop rule added" ovs-appctl vportfilter/rules-load "$run/cache2.json"
-ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
-ovs-appctl netdev-dummy/receive p1 "$(udp 9c61 0035)" >/dev/null  # a marker that passes
-check "cached flow: the next packet is dropped" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 53 ]'
-check "cached flow: dropped by the new rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:31=1'"
-check "drop rule removed" ovs-appctl vportfilter/rules-load "$run/cache.json"
-ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
-check "cached flow: passes again" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ]'
+# drop_then_pass WHAT WITH_DROP WITHOUT RULE MARKER: the rules WITH_DROP loaded, the next
+# packet of $flow (port 80) is dropped by filter RULE (a UDP frame from port MARKER, which
+# passes, shows it); the rules WITHOUT loaded again, the next one passes.
+drop_then_pass() {
+  check "$1: drop rule added" ovs-appctl vportfilter/rules-load "$2"
+  ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+  ovs-appctl netdev-dummy/receive p1 "$(udp "$5" 0035)" >/dev/null
+  check "$1 flow: the next packet is dropped" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 53 ]'
+  check "$1 flow: dropped by the new rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:$4=1'"
+  check "$1: drop rule removed" ovs-appctl vportfilter/rules-load "$3"
+  ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
+  check "$1 flow: passes again" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ]'
+}
+drop_then_pass cached "$run/cache2.json" "$run/cache.json" 31 9c61
 # A port that no rule names: the switch keeps its batches from the hook (ABI 3) and counts
 # them for the adapter, exactly.
 echo '{"rules": [{"kind": "filter", "id": 40, "adapter": 5, "action": "drop"}]}' > "$run/other.json"
@@ -191,14 +197,7 @@ for _ in 1 2 3 4 5; do ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null; do
 check "EMC flow: 5 more pass" wait_for '[ "$(count "$run/p2-tx.pcap")" = "$((before + 8))" ]'
 check "EMC flow: the plugin was not asked for them" [ "$(lookups)" = "$lookups_before" ]
 check "EMC flow: all 8 counted for the adapter" wait_for '[ "$(counters)" = "$((op + 8)) $((ob + 8 * 54)) $ip $ib" ]'
-check "EMC: drop rule added" ovs-appctl vportfilter/rules-load "$run/emc2.json"
-ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
-ovs-appctl netdev-dummy/receive p1 "$(udp 9c71 0035)" >/dev/null  # a marker that passes
-check "EMC flow: the next packet is dropped" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 53 ]'
-check "EMC flow: dropped by the new rule" bash -c "ovs-appctl vportfilter/show | grep -q 'filter:34=1'"
-check "EMC: drop rule removed" ovs-appctl vportfilter/rules-load "$run/emc.json"
-ovs-appctl netdev-dummy/receive p1 "$flow" >/dev/null
-check "EMC flow: passes again" wait_for '[ "$(ports "$run/p2-tx.pcap" | awk "{print \$NF}")" = 80 ]'
+drop_then_pass EMC "$run/emc2.json" "$run/emc.json" 34 9c71
 # A rule for adapter 1 only: the flow of adapter 0 passes (and is remembered) until the
 # port becomes adapter 1.
 echo '[{"kind": "filter", "id": 33, "protocol": "udp", "remote_port": 9999, "action": "drop"},
