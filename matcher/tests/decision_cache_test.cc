@@ -442,7 +442,7 @@ std::vector<std::vector<uint8_t>> same_flow_key(const std::vector<uint8_t>& f, s
   };
   const uint32_t tot = uint32_t(f[16] << 8 | f[17]);
   const uint8_t proto = f[23];
-  const uint32_t l4 = proto == 6 ? 20 : proto == 1 ? 8 : proto == 17 || proto == 132 ? (proto == 17 ? 8 : 12) : 0;
+  const uint32_t l4 = proto == 6 ? 20 : proto == 17 || proto == 1 ? 8 : proto == 132 ? 12 : 0;  // transport header
   with([&](auto& g) { g[18] = uint8_t(rng()), g[19] = uint8_t(rng()); });
   with([&](auto& g) { g[24] = uint8_t(rng()), g[25] = uint8_t(rng()); });
   with([&](auto& g) { g[20] ^= 0x40; });

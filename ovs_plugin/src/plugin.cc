@@ -511,10 +511,13 @@ void Plugin::update_want(Port& p) const {
   }
   __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
   // Called after every change of the port's mapping and of the rules: a new generation
-  // for the verdicts the switch remembers (ABI 6), never 0.
+  // for the verdicts the switch remembers (ABI 6), never 0.  Only the plugin writes it, so
+  // it goes on from the state's value, also after a reload: no generation of the plugin
+  // loaded before is repeated.
   if (p.state->version >= 6) {
-    if (++p.memo_gen == 0) ++p.memo_gen;
-    __atomic_store_n(&p.state->memo_gen, p.memo_gen, __ATOMIC_RELEASE);
+    uint32_t gen = __atomic_load_n(&p.state->memo_gen, __ATOMIC_RELAXED) + 1;
+    if (gen == 0) gen = 1;
+    __atomic_store_n(&p.state->memo_gen, gen, __ATOMIC_RELEASE);
   }
 }
 
@@ -538,7 +541,6 @@ void Plugin::set_scope(RuleScope scope) {
 void Plugin::port_attach(Port* port, ovs_packet_hook_port_state* state) {
   MutexLock lock(ports_mu_);
   port->state = state;
-  if (state->version >= 6) port->memo_gen = __atomic_load_n(&state->memo_gen, __ATOMIC_RELAXED);
   update_want(*port);
 }
 

@@ -51,11 +51,6 @@ struct Port {
   // and bytes the switch counted for the batches it kept.  Guarded by the plugin's
   // ports_mu_; null before port_attach and after port_close.
   ovs_packet_hook_port_state* state = nullptr;
-  // The last memo_gen given to the switch (ABI 6: the generation of the received
-  // packets' verdicts it may remember per flow); guarded by ports_mu_.  It goes on from
-  // the value the state had when the port was attached, so that a reloaded plugin never
-  // repeats a generation of the one before.
-  uint32_t memo_gen = 0;
   std::atomic<int32_t> adapter{-1};  // -1: not a VM port
   std::atomic<uint32_t> vm{0};
   std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: kDefaultSnaplen
