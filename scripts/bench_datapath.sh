@@ -24,12 +24,16 @@
 # VPF_DATAPATH_PERF_OUT=FILE the samples are kept there (for perf annotate).
 # VPF_DATAPATH_QUICK=1: only the 1k-flow trace with the simple table (stock, 0, 1k and 10k
 # rules, churn), for iterating on the datapath; the full run is the benchmark.
+# VPF_DATAPATH_SERIES="PCAP;TABLE;NAME=ARGS;...": instead, only that series (@ stands for the
+# run directory, where the traces and rule sets above are: @mix.pcap is the 1k-flow trace,
+# @flows64k.pcap, @rules1k.json), printing each case's Mpps and "ratio series_NAME_vs_FIRST".
 # VPF_DATAPATH_AGAINST=SO: instead, this build's plugin against another build's (SO: the
 # vportfilter_ovs.so of, say, a worktree of an earlier commit) in the same series, at 1k
 # rules: 1k and 64k flows with both tables, the 10%-drop trace, and new flows through a
 # 1,024-flow cache against no cache; "ratio against_<case>" and "ratio this_<case>" are
 # each build's ratio to the same reference, round by round.  For deciding whether a
-# change to the datapath is kept; the full run is the benchmark.
+# change to the datapath is kept; the full run is the benchmark.  With VPF_DATAPATH_QUICK=1, only
+# the 1k-flow trace with the simple table.
 source "$(dirname "$0")/lib.sh"
 B="$VPF_BUILD/ovs"
 plugin="$VPF_BUILD/ovs_plugin/vportfilter_ovs.so"
@@ -212,21 +216,31 @@ series() {
 rounds="${VPF_DATAPATH_ROUNDS:-3}"
 : > "$run/results"
 quick=${VPF_DATAPATH_QUICK:-0}
-if [ -n "${VPF_DATAPATH_AGAINST:-}" ]; then
+if [ -n "${VPF_DATAPATH_SERIES:-}" ]; then
+  # One series of the caller's: "PCAP;TABLE;NAME=ARGS;..." with @ for the run directory
+  # (@flows64k.pcap, @rules1k.json), e.g. the same rules under two cache sizes.
+  IFS=';' read -r -a cases <<< "${VPF_DATAPATH_SERIES//@/$run/}"
+  series "${cases[@]}"
+  quick=against
+elif [ -n "${VPF_DATAPATH_AGAINST:-}" ]; then
   [ -f "$VPF_DATAPATH_AGAINST" ] || { echo "VPF_DATAPATH_AGAINST=$VPF_DATAPATH_AGAINST: no such plugin" >&2; exit 2; }
-  for table in simple emc; do
-    for f in 1k 64k; do
+  tables="simple emc" traces="1k 64k"
+  if [ "$quick" = 1 ]; then tables=simple traces=1k; fi
+  for table in $tables; do
+    for f in $traces; do
       pcap=$run/flows$f.pcap
       [ $f = 1k ] && pcap=$run/mix.pcap
       series "$pcap" $table "stock_${f}flows_$table=none" "against_${f}flows_$table=against:$run/rules1k.json" \
         "this_${f}flows_$table=$run/rules1k.json"
     done
   done
-  series "$run/mix10.pcap" simple stock_drop10_simple=none "against_drop10_simple=against:$run/rules1k-drop10.json" \
-    "this_drop10_simple=$run/rules1k-drop10.json"
-  series "$run/flows64k.pcap" simple "uncached_newflows_simple=rules=$run/rules1k.json cache=0" \
-    "against_newflows_simple=against:rules=$run/rules1k.json cache=1024" \
-    "this_newflows_simple=rules=$run/rules1k.json cache=1024"
+  if [ "$quick" != 1 ]; then
+    series "$run/mix10.pcap" simple stock_drop10_simple=none "against_drop10_simple=against:$run/rules1k-drop10.json" \
+      "this_drop10_simple=$run/rules1k-drop10.json"
+    series "$run/flows64k.pcap" simple "uncached_newflows_simple=rules=$run/rules1k.json cache=0" \
+      "against_newflows_simple=against:rules=$run/rules1k.json cache=1024" \
+      "this_newflows_simple=rules=$run/rules1k.json cache=1024"
+  fi
   quick=against
 else
 series "$run/mix.pcap" simple stock_simple=none "plugin_0_rules_simple=$run/rules0.json" \
@@ -279,7 +293,7 @@ plugin none
 # The ratios: per round, the case over its reference of the same round; the median of the
 # rounds (and the medians of the rates).
 echo
-python3 - "$run/results" <<'PY'
+python3 - "$run/results" ${VPF_DATAPATH_SERIES:+series} <<'PY'
 import collections, statistics, sys
 runs = collections.defaultdict(dict)
 for line in open(sys.argv[1]):
@@ -306,6 +320,10 @@ ratio("datapath_1k_rules_newflows_simple_vs_uncached", "plugin_1k_newflows_cache
 ratio("datapath_1k_rules_churn_simple_vs_stock", "plugin_1k_churn_simple", "stock_simple")
 ratio("datapath_1k_rules_churn_simple_vs_stock_under_the_same_command_load", "plugin_1k_churn_simple",
       "stock_commands_simple")
+names = list(runs)
+if len(sys.argv) > 2:  # VPF_DATAPATH_SERIES: each case against the first
+    for n in names[1:]:
+        ratio("series_%s_vs_%s" % (n, names[0]), n, names[0])
 for build in ("against", "this"):
     for case in ("1kflows_simple", "64kflows_simple", "1kflows_emc", "64kflows_emc", "drop10_simple"):
         ratio("%s_%s_vs_stock" % (build, case), "%s_%s" % (build, case), "stock_" + case)
