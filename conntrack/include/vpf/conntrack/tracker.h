@@ -1,0 +1,160 @@
+// The connection tracker: the TCP connections and UDP flows of VM ports, keyed by their
+// 5-tuple on one adapter, with the VM's side as "local" (docs/connections.md).
+//
+// What a connection is
+// ====================
+// A packet's key (adapter, IP version, protocol, the VM's address and port, the peer's
+// address and port) is the same in both directions: an outgoing packet's source is the
+// VM's side, an incoming packet's destination is.  The connection's direction is the
+// direction of the packet that opened it: `Outgoing` when the VM opened it (its SYN, its
+// first UDP datagram), `Incoming` when the peer did.  A TCP connection seen first on a
+// segment that is not a SYN (open before tracking started) is picked up as established,
+// opened in that segment's direction.  A SYN for a connection in TimeWait or Closed
+// starts a new connection on the same key (a new id).
+//
+// Not tracked (Verdict::Untracked): packets that are not TCP or UDP, fragments (a later
+// fragment has no ports), a RST or stray SYN-ACK of no known connection.  Counted as
+// invalid and changing nothing (Verdict::Invalid): headers the parser found truncated or
+// broken, TCP flag combinations no stack sends in a connection (tcp_state.h).
+//
+// Limits: at most Limits::total connections in all and Limits::per_adapter on one
+// adapter.  A packet that would open one more is not tracked (Verdict::Full, counted);
+// the connections in the table are never evicted to make room, so a flood of new flows
+// cannot push out live connections.  Idle connections leave at their state's timeout
+// (Timeouts), when expire() runs.
+//
+// Events: a packet that changes what an application would be told returns one event
+// (Observed::event): UdpCreated for a new UDP flow, TcpConnected when a connection becomes
+// established, TcpClosed when it enters TimeWait or Closed; expire() returns TcpClosed
+// (if not told yet) and UdpClosed for the connections it removes.
+//
+// Thread-safety: track(), expire(), list() and stats() may run on any threads at once.
+// The table is split into stripes by the key's hash, each with its own lock and its own
+// records; a lock is held for one packet's update (or one stripe's sweep) and nothing
+// allocates after construction.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "vpf/conntrack/tcp_state.h"
+#include "vpf/matcher/packet_key.h"
+
+namespace vpf::conntrack {
+
+using matcher::Direction;
+
+// A connection's key: both directions' packets give the same one.
+struct ConnKey {
+  uint32_t adapter = 0;
+  uint8_t ip_ver = 0;  // 4 or 6
+  uint8_t proto = 0;   // 6 (TCP) or 17 (UDP)
+  uint16_t local_port = 0, remote_port = 0;
+  uint32_t local_ip[4] = {}, remote_ip[4] = {};  // IPv4 in word 0; most significant word first
+  bool operator==(const ConnKey&) const = default;
+};
+
+// Idle timeouts in seconds, per TCP state and for UDP (defaults as in the Linux tracker).
+struct Timeouts {
+  uint32_t tcp[kTcpStates] = {120, 60, 432000, 120, 60, 30, 120, 10};  // in TcpState order
+  uint32_t udp_unreplied = 30;  // no datagram back from the side that did not open it yet
+  uint32_t udp_replied = 120;
+};
+
+struct Limits {
+  uint32_t total = 65536;
+  uint32_t per_adapter = 65536;
+};
+
+enum class Verdict : uint8_t {
+  New,        // this packet opened a connection
+  Known,      // a packet of a tracked connection
+  Untracked,  // not a packet the tracker follows (see above)
+  Invalid,    // broken headers or flags: counted, nothing changed
+  Full,       // would open a connection past a limit: not tracked, counted
+};
+
+enum class EventKind : uint8_t { None, TcpConnected, TcpClosed, UdpCreated, UdpClosed };
+
+// What a connection is, as events and listings give it.
+struct ConnInfo {
+  uint64_t id = 0;  // unique for the tracker's life, never 0
+  ConnKey key;
+  uint32_t vm = 0;
+  Direction opened = Direction::Outgoing;  // who opened it: the VM (Outgoing) or the peer
+  TcpState tcp = TcpState::SynSent;        // TCP only
+  bool replied = false;                    // a packet came from the side that did not open it
+  uint64_t created_ns = 0, last_ns = 0;
+  uint64_t packets[2] = {}, bytes[2] = {};  // [0] opener → peer, [1] peer → opener (frame bytes)
+};
+
+struct Observed {
+  Verdict verdict = Verdict::Untracked;
+  bool reply = false;  // the packet goes from the side that did not open the connection
+  uint64_t id = 0;     // the connection's (New, Known)
+  TcpState tcp = TcpState::SynSent;
+  EventKind event = EventKind::None;
+};
+
+struct Event {
+  EventKind kind = EventKind::None;
+  ConnInfo conn;
+};
+
+struct Stats {
+  uint64_t active = 0, created = 0, removed = 0, untracked = 0, invalid = 0, full = 0, unexpected = 0;
+};
+
+class Tracker {
+ public:
+  explicit Tracker(Limits limits = {}, Timeouts timeouts = {});
+  ~Tracker();
+  Tracker(const Tracker&) = delete;
+  Tracker& operator=(const Tracker&) = delete;
+
+  // The key of a parsed packet, and whether the tracker follows it (TCP or UDP with its
+  // ports, not a fragment, headers whole).  `invalid` tells a broken header apart from a
+  // packet of another kind.
+  static bool key_of(const matcher::PacketKey& k, ConnKey* key, bool* invalid);
+
+  // Follows one parsed packet (its F_DIRECTION says which way it goes) seen at `now_ns`
+  // (a monotonic clock): creates, updates or closes its connection.  `event`: what to
+  // tell (at most one per packet).
+  Observed track(const matcher::PacketKey& k, uint64_t now_ns, ConnInfo* event_conn = nullptr);
+
+  // Removes the connections idle past their timeout at `now_ns`; appends an event for
+  // each whose closing was not told yet.  Returns how many it removed.
+  size_t expire(uint64_t now_ns, std::vector<Event>* events);
+
+  // The connections in the table (optionally of one adapter), in no particular order.
+  std::vector<ConnInfo> list() const;
+  std::vector<ConnInfo> list(uint32_t adapter) const;
+  Stats stats() const;
+  const Limits& limits() const { return limits_; }
+  const Timeouts& timeouts() const { return timeouts_; }
+
+  static uint64_t hash(const ConnKey& k);
+
+ private:
+  struct Stripe;
+  Limits limits_;
+  Timeouts timeouts_;
+  uint32_t nstripes_;
+  std::unique_ptr<Stripe[]> stripes_;
+  std::atomic<uint64_t> next_id_{1};
+  std::atomic<uint64_t> active_{0};
+  // Connections per adapter, counted in a fixed table of counters indexed by the adapter's
+  // hash (an adapter shares its counter with others only past kAdapterSlots adapters; the
+  // limit then holds for the set of them).
+  static constexpr uint32_t kAdapterSlots = 4096;
+  std::unique_ptr<std::atomic<uint32_t>[]> per_adapter_;
+  mutable std::atomic<uint64_t> untracked_{0}, invalid_{0}, full_{0}, created_{0}, removed_{0}, unexpected_{0};
+  bool reserve(uint32_t adapter);
+  void release(uint32_t adapter);
+  uint64_t timeout_ns(const ConnInfo& c) const;
+};
+
+}  // namespace vpf::conntrack

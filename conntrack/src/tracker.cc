@@ -1,0 +1,341 @@
+// The connection tracker's table: see tracker.h.
+//
+// Each stripe holds a fixed array of connection records (a free list of the unused ones)
+// and an index of buckets of eight (signature, record) slots; a key has two candidate
+// buckets in its stripe and goes to the first with a free slot.  The stripe's records are
+// sized for its share of Limits::total with half as much again to spare (keys do not
+// spread evenly), its index for twice its records.
+#include "vpf/conntrack/tracker.h"
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <bit>
+#include <thread>
+
+namespace vpf::conntrack {
+
+using matcher::PacketKey;
+
+namespace {
+
+constexpr uint32_t kSlotsPerBucket = 8;
+constexpr uint64_t kNs = 1000000000ull;
+
+// A lock held for a few hundred nanoseconds at most: spin, then let others run.
+class SpinLock {
+ public:
+  void lock() {
+    for (uint32_t spins = 0; flag_.test_and_set(std::memory_order_acquire); ++spins) {
+      if (spins < 64) _mm_pause();
+      else std::this_thread::yield();
+    }
+  }
+  void unlock() { flag_.clear(std::memory_order_release); }
+
+ private:
+  std::atomic_flag flag_ = ATOMIC_FLAG_INIT;
+};
+
+struct Guard {
+  explicit Guard(SpinLock& l) : l_(l) { l_.lock(); }
+  ~Guard() { l_.unlock(); }
+  SpinLock& l_;
+};
+
+uint64_t mix(uint64_t h, uint64_t v) {
+  h ^= v + 0x9e3779b97f4a7c15ull + (h << 6) + (h >> 2);
+  return h * 0xff51afd7ed558ccdull;
+}
+
+}  // namespace
+
+struct Conn {
+  ConnInfo info;
+  Side fin_from = Side::Opener;
+  bool connected_told = false, closed_told = false;
+};
+
+struct Tracker::Stripe {
+  struct Slot {
+    uint32_t sig = 0;  // 0: free
+    uint32_t rec = 0;
+  };
+  mutable SpinLock lock;
+  std::vector<Conn> recs;
+  std::vector<uint32_t> free_recs;
+  std::vector<Slot> slots;  // nbuckets * kSlotsPerBucket
+  uint32_t bucket_mask = 0;
+
+  void init(uint32_t nrecs) {
+    recs.resize(nrecs);
+    free_recs.resize(nrecs);
+    for (uint32_t i = 0; i < nrecs; ++i) free_recs[i] = nrecs - 1 - i;
+    const uint32_t nbuckets = std::bit_ceil(std::max<uint32_t>(2, 2 * nrecs / kSlotsPerBucket + 1));
+    slots.assign(size_t(nbuckets) * kSlotsPerBucket, Slot{});
+    bucket_mask = nbuckets - 1;
+  }
+  static uint32_t sig_of(uint64_t h) { return uint32_t(h) | 1u; }
+  uint32_t bucket(uint64_t h, int which) const {
+    const uint32_t b = uint32_t(h >> 32);
+    return (which == 0 ? b : b ^ ((sig_of(h) * 0x9e3779b1u) >> 7 | 1u)) & bucket_mask;
+  }
+  // The slot of `key`, or null.
+  Slot* find(const ConnKey& key, uint64_t h) {
+    const uint32_t sig = sig_of(h);
+    for (int w = 0; w < 2; ++w) {
+      Slot* b = &slots[size_t(bucket(h, w)) * kSlotsPerBucket];
+      for (uint32_t i = 0; i < kSlotsPerBucket; ++i)
+        if (b[i].sig == sig && recs[b[i].rec].info.key == key) return &b[i];
+    }
+    return nullptr;
+  }
+  // A free record placed in a free slot of one of the key's buckets, or null.
+  Slot* insert(uint64_t h) {
+    if (free_recs.empty()) return nullptr;
+    for (int w = 0; w < 2; ++w) {
+      Slot* b = &slots[size_t(bucket(h, w)) * kSlotsPerBucket];
+      for (uint32_t i = 0; i < kSlotsPerBucket; ++i)
+        if (b[i].sig == 0) {
+          b[i].sig = sig_of(h);
+          b[i].rec = free_recs.back();
+          free_recs.pop_back();
+          recs[b[i].rec] = Conn{};
+          return &b[i];
+        }
+    }
+    return nullptr;
+  }
+  void remove(Slot* s) {
+    free_recs.push_back(s->rec);
+    s->sig = 0;
+  }
+};
+
+Tracker::Tracker(Limits limits, Timeouts timeouts) : limits_(limits), timeouts_(timeouts) {
+  nstripes_ = std::clamp<uint32_t>(std::bit_floor(std::max<uint32_t>(1, limits_.total / 64)), 1, 64);
+  stripes_ = std::make_unique<Stripe[]>(nstripes_);
+  const uint32_t share = (limits_.total + nstripes_ - 1) / nstripes_;
+  for (uint32_t i = 0; i < nstripes_; ++i) stripes_[i].init(share + share / 2 + 8);
+  per_adapter_ = std::make_unique<std::atomic<uint32_t>[]>(kAdapterSlots);
+  for (uint32_t i = 0; i < kAdapterSlots; ++i) per_adapter_[i].store(0, std::memory_order_relaxed);
+}
+
+Tracker::~Tracker() = default;
+
+uint64_t Tracker::hash(const ConnKey& k) {
+  uint64_t h = mix(0, uint64_t(k.adapter) << 32 | uint64_t(k.ip_ver) << 8 | k.proto);
+  h = mix(h, uint64_t(k.local_port) << 16 | k.remote_port);
+  for (int w = 0; w < 4; ++w) h = mix(h, uint64_t(k.local_ip[w]) << 32 | k.remote_ip[w]);
+  return h ^ (h >> 29);
+}
+
+bool Tracker::key_of(const PacketKey& k, ConnKey* key, bool* invalid) {
+  using namespace matcher;
+  const uint32_t flags = k.f[F_PARSE_FLAGS], ver = k.f[F_IP_VER], proto = k.f[F_IP_PROTO];
+  const uint32_t broken = PARSE_TRUNCATED | PARSE_BAD_IP_HEADER | PARSE_BAD_EXT_HEADER;
+  *invalid = false;
+  if (ver != 4 && ver != 6) {
+    *invalid = (flags & PARSE_BAD_IP_HEADER) != 0;
+    return false;
+  }
+  if (proto != 6 && proto != 17) return false;
+  if (k.f[F_IP_FRAG] & FRAG_IS_FRAGMENT) return false;
+  const uint32_t dir = k.f[F_DIRECTION];
+  if ((flags & broken) || !(flags & PARSE_PORTS) || dir > uint32_t(Direction::Incoming)) {
+    *invalid = true;
+    return false;
+  }
+  const bool out = dir == uint32_t(Direction::Outgoing);
+  *key = ConnKey{};
+  key->adapter = k.f[F_ADAPTER];
+  key->ip_ver = uint8_t(ver);
+  key->proto = uint8_t(proto);
+  key->local_port = uint16_t(k.f[out ? F_SRC_PORT : F_DST_PORT]);
+  key->remote_port = uint16_t(k.f[out ? F_DST_PORT : F_SRC_PORT]);
+  for (int w = 0; w < 4; ++w) {
+    key->local_ip[w] = k.f[(out ? F_SRC_IP0 : F_DST_IP0) + w];
+    key->remote_ip[w] = k.f[(out ? F_DST_IP0 : F_SRC_IP0) + w];
+  }
+  return true;
+}
+
+bool Tracker::reserve(uint32_t adapter) {
+  if (active_.fetch_add(1, std::memory_order_relaxed) >= limits_.total) {
+    active_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  std::atomic<uint32_t>& a = per_adapter_[adapter & (kAdapterSlots - 1)];
+  if (a.fetch_add(1, std::memory_order_relaxed) >= limits_.per_adapter) {
+    a.fetch_sub(1, std::memory_order_relaxed);
+    active_.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  return true;
+}
+
+void Tracker::release(uint32_t adapter) {
+  per_adapter_[adapter & (kAdapterSlots - 1)].fetch_sub(1, std::memory_order_relaxed);
+  active_.fetch_sub(1, std::memory_order_relaxed);
+}
+
+uint64_t Tracker::timeout_ns(const ConnInfo& c) const {
+  if (c.key.proto == 6) return uint64_t(timeouts_.tcp[int(c.tcp)]) * kNs;
+  return uint64_t(c.replied ? timeouts_.udp_replied : timeouts_.udp_unreplied) * kNs;
+}
+
+Observed Tracker::track(const PacketKey& k, uint64_t now_ns, ConnInfo* event_conn) {
+  Observed o;
+  ConnKey key;
+  bool invalid = false;
+  if (!key_of(k, &key, &invalid)) {
+    o.verdict = invalid ? Verdict::Invalid : Verdict::Untracked;
+    (invalid ? invalid_ : untracked_).fetch_add(1, std::memory_order_relaxed);
+    return o;
+  }
+  const bool tcp = key.proto == 6;
+  const Segment seg = tcp ? classify_segment(k.f[matcher::F_TCP_FLAGS]) : Segment::Ack;
+  if (seg == Segment::Invalid) {
+    o.verdict = Verdict::Invalid;
+    invalid_.fetch_add(1, std::memory_order_relaxed);
+    return o;
+  }
+  const Direction dir = Direction(k.f[matcher::F_DIRECTION]);
+  const uint32_t len = k.f[matcher::F_FRAME_LEN];
+  const uint64_t h = hash(key);
+  Stripe& s = stripes_[nstripes_ == 1 ? 0 : h >> (64 - std::countr_zero(nstripes_))];
+  Guard g(s.lock);
+  Stripe::Slot* slot = s.find(key, h);
+  if (slot && tcp && seg == Segment::Syn) {
+    const TcpState st = s.recs[slot->rec].info.tcp;
+    if (st == TcpState::TimeWait || st == TcpState::Closed) {  // the key is used again
+      s.remove(slot);
+      release(key.adapter);
+      removed_.fetch_add(1, std::memory_order_relaxed);
+      slot = nullptr;
+    }
+  }
+  if (!slot) {
+    TcpTrack t;
+    const bool create = !tcp || seg == Segment::Syn || tcp_pick_up(seg, &t);
+    if (!create) {
+      o.verdict = Verdict::Untracked;
+      untracked_.fetch_add(1, std::memory_order_relaxed);
+      return o;
+    }
+    if (!reserve(key.adapter)) {
+      o.verdict = Verdict::Full;
+      full_.fetch_add(1, std::memory_order_relaxed);
+      return o;
+    }
+    slot = s.insert(h);
+    if (!slot) {
+      release(key.adapter);
+      o.verdict = Verdict::Full;
+      full_.fetch_add(1, std::memory_order_relaxed);
+      return o;
+    }
+    Conn& c = s.recs[slot->rec];
+    c.info.id = next_id_.fetch_add(1, std::memory_order_relaxed);
+    c.info.key = key;
+    c.info.vm = k.f[matcher::F_VM];
+    c.info.opened = dir;
+    c.info.tcp = t.state;
+    c.fin_from = t.fin_from;
+    c.info.created_ns = c.info.last_ns = now_ns;
+    c.info.packets[0] = 1;
+    c.info.bytes[0] = len;
+    created_.fetch_add(1, std::memory_order_relaxed);
+    o.verdict = Verdict::New;
+    o.id = c.info.id;
+    o.tcp = c.info.tcp;
+    if (!tcp) {
+      o.event = EventKind::UdpCreated;
+    } else if (c.info.tcp == TcpState::Established) {  // picked up open
+      o.event = EventKind::TcpConnected;
+      c.connected_told = true;
+    }
+    if (o.event != EventKind::None && event_conn) *event_conn = c.info;
+    return o;
+  }
+  Conn& c = s.recs[slot->rec];
+  const bool reply = dir != c.info.opened;
+  ++c.info.packets[reply];
+  c.info.bytes[reply] += len;
+  c.info.last_ns = std::max(c.info.last_ns, now_ns);
+  c.info.replied = c.info.replied || reply;
+  if (tcp) {
+    bool unexpected = false;
+    const TcpTrack next = tcp_next({c.info.tcp, c.fin_from}, seg, reply ? Side::Responder : Side::Opener, &unexpected);
+    if (unexpected) unexpected_.fetch_add(1, std::memory_order_relaxed);
+    if (next.state == TcpState::Established && !c.connected_told) {
+      o.event = EventKind::TcpConnected;
+      c.connected_told = true;
+    } else if ((next.state == TcpState::TimeWait || next.state == TcpState::Closed) && c.connected_told &&
+               !c.closed_told) {
+      o.event = EventKind::TcpClosed;
+      c.closed_told = true;
+    }
+    c.info.tcp = next.state;
+    c.fin_from = next.fin_from;
+  }
+  o.verdict = Verdict::Known;
+  o.reply = reply;
+  o.id = c.info.id;
+  o.tcp = c.info.tcp;
+  if (o.event != EventKind::None && event_conn) *event_conn = c.info;
+  return o;
+}
+
+size_t Tracker::expire(uint64_t now_ns, std::vector<Event>* events) {
+  size_t n = 0;
+  for (uint32_t i = 0; i < nstripes_; ++i) {
+    Stripe& s = stripes_[i];
+    Guard g(s.lock);
+    for (Stripe::Slot& slot : s.slots) {
+      if (!slot.sig) continue;
+      const Conn& c = s.recs[slot.rec];
+      if (now_ns < c.info.last_ns || now_ns - c.info.last_ns < timeout_ns(c.info)) continue;
+      if (events) {
+        if (c.info.key.proto == 17) events->push_back({EventKind::UdpClosed, c.info});
+        else if (c.connected_told && !c.closed_told) events->push_back({EventKind::TcpClosed, c.info});
+      }
+      release(c.info.key.adapter);
+      s.remove(&slot);
+      ++n;
+    }
+  }
+  removed_.fetch_add(n, std::memory_order_relaxed);
+  return n;
+}
+
+std::vector<ConnInfo> Tracker::list() const {
+  std::vector<ConnInfo> out;
+  for (uint32_t i = 0; i < nstripes_; ++i) {
+    const Stripe& s = stripes_[i];
+    Guard g(s.lock);
+    for (const Stripe::Slot& slot : s.slots)
+      if (slot.sig) out.push_back(s.recs[slot.rec].info);
+  }
+  return out;
+}
+
+std::vector<ConnInfo> Tracker::list(uint32_t adapter) const {
+  std::vector<ConnInfo> out = list();
+  std::erase_if(out, [&](const ConnInfo& c) { return c.key.adapter != adapter; });
+  return out;
+}
+
+Stats Tracker::stats() const {
+  Stats st;
+  st.active = active_.load(std::memory_order_relaxed);
+  st.created = created_.load(std::memory_order_relaxed);
+  st.removed = removed_.load(std::memory_order_relaxed);
+  st.untracked = untracked_.load(std::memory_order_relaxed);
+  st.invalid = invalid_.load(std::memory_order_relaxed);
+  st.full = full_.load(std::memory_order_relaxed);
+  st.unexpected = unexpected_.load(std::memory_order_relaxed);
+  return st;
+}
+
+}  // namespace vpf::conntrack
