@@ -25,7 +25,7 @@ Segment classify_segment(uint32_t flags) {
   return ack ? Segment::Ack : Segment::Invalid;
 }
 
-TcpTrack tcp_next(TcpTrack t, Segment seg, Side from, bool* unexpected) {
+TcpTrack tcp_next(TcpTrack t, Segment seg, Side from, bool acks_fin, bool* unexpected) {
   *unexpected = false;
   if (seg == Segment::Invalid) {
     *unexpected = true;
@@ -54,13 +54,13 @@ TcpTrack tcp_next(TcpTrack t, Segment seg, Side from, bool* unexpected) {
     case TcpState::FinWait:
       if (from == t.fin_from) return stay(seg != Segment::Syn && seg != Segment::SynAck);
       if (seg == Segment::Fin) return to(TcpState::LastAck, from);
-      if (seg == Segment::Ack) return to(TcpState::CloseWait, t.fin_from);
+      if (seg == Segment::Ack) return acks_fin ? to(TcpState::CloseWait, t.fin_from) : stay(true);
       return stay(false);
     case TcpState::CloseWait:
       if (from != t.fin_from && seg == Segment::Fin) return to(TcpState::LastAck, from);
       return stay(seg == Segment::Ack || seg == Segment::Fin);
     case TcpState::LastAck:
-      if (from != t.fin_from && seg == Segment::Ack) return to(TcpState::TimeWait, t.fin_from);
+      if (from != t.fin_from && seg == Segment::Ack && acks_fin) return to(TcpState::TimeWait, t.fin_from);
       return stay(seg == Segment::Ack || seg == Segment::Fin);
     case TcpState::TimeWait:
       return stay(seg == Segment::Ack || seg == Segment::Fin);  // the last ACK or FIN again

@@ -54,6 +54,8 @@ struct Conn {
   ConnInfo info;
   Side fin_from = Side::Opener;
   bool connected_told = false, closed_told = false;
+  bool windows = false;  // opened by a SYN whose numbers were read: segments are checked
+  TcpPeer peer[2];       // by Side
 };
 
 struct Tracker::Stripe {
@@ -184,7 +186,8 @@ uint64_t Tracker::timeout_ns(const ConnInfo& c) const {
   return uint64_t(c.replied ? timeouts_.udp_replied : timeouts_.udp_unreplied) * kNs;
 }
 
-Observed Tracker::track(const PacketKey& k, uint64_t now_ns, ConnInfo* event_conn) {
+Observed Tracker::track(const PacketKey& k, const uint8_t* frame, uint32_t frame_len, uint64_t now_ns,
+                        ConnInfo* event_conn) {
   Observed o;
   ConnKey key;
   bool invalid = false;
@@ -195,7 +198,9 @@ Observed Tracker::track(const PacketKey& k, uint64_t now_ns, ConnInfo* event_con
   }
   const bool tcp = key.proto == 6;
   const Segment seg = tcp ? classify_segment(k.f[matcher::F_TCP_FLAGS]) : Segment::Ack;
-  if (seg == Segment::Invalid) {
+  TcpSegment nums;
+  const bool numbered = tcp && frame && read_segment(frame, frame_len, k, &nums);
+  if (seg == Segment::Invalid || (tcp && frame && !numbered)) {  // impossible flags, broken options
     o.verdict = Verdict::Invalid;
     invalid_.fetch_add(1, std::memory_order_relaxed);
     return o;
@@ -242,6 +247,10 @@ Observed Tracker::track(const PacketKey& k, uint64_t now_ns, ConnInfo* event_con
     c.info.opened = dir;
     c.info.tcp = t.state;
     c.fin_from = t.fin_from;
+    if (numbered && seg == Segment::Syn) {
+      bool acks_fin = false;
+      c.windows = tcp_window(c.peer[int(Side::Opener)], c.peer[int(Side::Responder)], nums, &acks_fin);
+    }
     c.info.created_ns = c.info.last_ns = now_ns;
     c.info.packets[0] = 1;
     c.info.bytes[0] = len;
@@ -260,13 +269,28 @@ Observed Tracker::track(const PacketKey& k, uint64_t now_ns, ConnInfo* event_con
   }
   Conn& c = s.recs[slot->rec];
   const bool reply = dir != c.info.opened;
+  const Side from = reply ? Side::Responder : Side::Opener;
+  bool acks_fin = true;  // without the numbers, the next ACK of the other side counts
+  if (tcp && c.windows && numbered) {
+    TcpPeer& src = c.peer[int(from)];
+    TcpPeer& dst = c.peer[1 - int(from)];
+    if (!tcp_window(src, dst, nums, &acks_fin)) {
+      o.verdict = Verdict::Invalid;
+      o.reply = reply;
+      o.id = c.info.id;
+      o.tcp = c.info.tcp;
+      invalid_.fetch_add(1, std::memory_order_relaxed);
+      out_of_window_.fetch_add(1, std::memory_order_relaxed);
+      return o;
+    }
+  }
   ++c.info.packets[reply];
   c.info.bytes[reply] += len;
   c.info.last_ns = std::max(c.info.last_ns, now_ns);
   c.info.replied = c.info.replied || reply;
   if (tcp) {
     bool unexpected = false;
-    const TcpTrack next = tcp_next({c.info.tcp, c.fin_from}, seg, reply ? Side::Responder : Side::Opener, &unexpected);
+    const TcpTrack next = tcp_next({c.info.tcp, c.fin_from}, seg, from, acks_fin, &unexpected);
     if (unexpected) unexpected_.fetch_add(1, std::memory_order_relaxed);
     if (next.state == TcpState::Established && !c.connected_told) {
       o.event = EventKind::TcpConnected;
@@ -335,6 +359,7 @@ Stats Tracker::stats() const {
   st.invalid = invalid_.load(std::memory_order_relaxed);
   st.full = full_.load(std::memory_order_relaxed);
   st.unexpected = unexpected_.load(std::memory_order_relaxed);
+  st.out_of_window = out_of_window_.load(std::memory_order_relaxed);
   return st;
 }
 

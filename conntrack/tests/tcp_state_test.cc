@@ -31,9 +31,9 @@ TEST(TcpState, SegmentClasses) {
 }
 
 // Applies seg from `from` and checks the state it leads to and that it was expected.
-TcpTrack step(TcpTrack t, Segment seg, Side from, TcpState want, bool want_unexpected = false) {
+TcpTrack step(TcpTrack t, Segment seg, Side from, TcpState want, bool want_unexpected = false, bool acks_fin = true) {
   bool unexpected = !want_unexpected;
-  const TcpTrack n = tcp_next(t, seg, from, &unexpected);
+  const TcpTrack n = tcp_next(t, seg, from, acks_fin, &unexpected);
   EXPECT_EQ(n.state, want) << tcp_state_name(t.state) << " -> " << tcp_state_name(n.state);
   EXPECT_EQ(unexpected, want_unexpected) << tcp_state_name(t.state);
   return n;
@@ -74,7 +74,7 @@ TEST(TcpState, ResetClosesFromEveryState) {
   for (int s = 0; s < kTcpStates; ++s)
     for (Side from : {O, R}) {
       bool unexpected = true;
-      EXPECT_EQ(tcp_next({TcpState(s), O}, Segment::Rst, from, &unexpected).state, TcpState::Closed);
+      EXPECT_EQ(tcp_next({TcpState(s), O}, Segment::Rst, from, true, &unexpected).state, TcpState::Closed);
       EXPECT_FALSE(unexpected);
     }
 }
@@ -88,6 +88,14 @@ TEST(TcpState, SegmentsOutOfPlaceChangeNothing) {
   step({TcpState::Closed, O}, Segment::Ack, O, TcpState::Closed, true);
   step({TcpState::TimeWait, O}, Segment::SynAck, R, TcpState::TimeWait, true);
   step({TcpState::Established, O}, Segment::Invalid, O, TcpState::Established, true);
+}
+
+TEST(TcpState, AnAckThatDoesNotCoverTheFinLeavesItPending) {
+  TcpTrack t = step({TcpState::FinWait, O}, Segment::Ack, R, TcpState::FinWait, false, false);
+  t = step(t, Segment::Ack, R, TcpState::CloseWait, false, true);
+  t = step(t, Segment::Fin, R, TcpState::LastAck);
+  t = step(t, Segment::Ack, O, TcpState::LastAck, false, false);
+  step(t, Segment::Ack, O, TcpState::TimeWait, false, true);
 }
 
 TEST(TcpState, SimultaneousOpenAndAnEarlyClose) {

@@ -14,9 +14,9 @@
 //   TimeWait     both FINs sent and the second acknowledged: closed in order
 //   Closed       a RST was seen: closed at once
 //
-// This first form reads the flags only: a FIN counts as acknowledged by the next segment
-// of the other side that carries ACK, without checking its acknowledgement number against
-// the FIN's sequence number (no sequence or window tracking yet: docs/connections.md).
+// Whether an ACK acknowledges a FIN is the caller's to say (tcp_window.h compares the
+// acknowledgement number with the FIN's sequence number; without the segment's numbers,
+// the next ACK of the other side counts as acknowledging it).
 //
 // Thread-safety: pure functions.
 #pragma once
@@ -49,10 +49,11 @@ struct TcpTrack {
   Side fin_from = Side::Opener;  // FinWait, CloseWait: the first FIN's; LastAck: the second's
 };
 
-// The state after segment `seg` from side `from`.  A segment the state does not expect
-// (a SYN-ACK from the opener, data before the handshake completes, ...) leaves it as it
-// is; `*unexpected` tells so (the tracker counts these).
-TcpTrack tcp_next(TcpTrack t, Segment seg, Side from, bool* unexpected);
+// The state after segment `seg` from side `from`; `acks_fin`: the segment acknowledges the
+// other side's FIN (FinWait, LastAck).  A segment the state does not expect (a SYN-ACK
+// from the opener, data before the handshake completes, ...) leaves it as it is;
+// `*unexpected` tells so (the tracker counts these).
+TcpTrack tcp_next(TcpTrack t, Segment seg, Side from, bool acks_fin, bool* unexpected);
 
 // The state a connection is given when the tracker first sees it on a segment that is
 // not a SYN (it was open before tracking started): Established for an ACK, FinWait

@@ -15,7 +15,8 @@
 // Not tracked (Verdict::Untracked): packets that are not TCP or UDP, fragments (a later
 // fragment has no ports), a RST or stray SYN-ACK of no known connection.  Counted as
 // invalid and changing nothing (Verdict::Invalid): headers the parser found truncated or
-// broken, TCP flag combinations no stack sends in a connection (tcp_state.h).
+// broken, TCP flag combinations no stack sends in a connection (tcp_state.h), segments out
+// of their connection's window (tcp_window.h; given the frame).
 //
 // Limits: at most Limits::total connections in all and Limits::per_adapter on one
 // adapter.  A packet that would open one more is not tracked (Verdict::Full, counted);
@@ -41,6 +42,7 @@
 #include <vector>
 
 #include "vpf/conntrack/tcp_state.h"
+#include "vpf/conntrack/tcp_window.h"
 #include "vpf/matcher/packet_key.h"
 
 namespace vpf::conntrack {
@@ -106,6 +108,7 @@ struct Event {
 
 struct Stats {
   uint64_t active = 0, created = 0, removed = 0, untracked = 0, invalid = 0, full = 0, unexpected = 0;
+  uint64_t out_of_window = 0;  // TCP segments outside their connection's window (also in invalid)
 };
 
 class Tracker {
@@ -121,9 +124,18 @@ class Tracker {
   static bool key_of(const matcher::PacketKey& k, ConnKey* key, bool* invalid);
 
   // Follows one parsed packet (its F_DIRECTION says which way it goes) seen at `now_ns`
-  // (a monotonic clock): creates, updates or closes its connection.  `event`: what to
-  // tell (at most one per packet).
-  Observed track(const matcher::PacketKey& k, uint64_t now_ns, ConnInfo* event_conn = nullptr);
+  // (a monotonic clock): creates, updates or closes its connection.  `event_conn`: the
+  // connection as the packet left it, when the packet raises an event (Observed::event;
+  // at most one per packet).  With the frame the key was parsed from, the segments of a
+  // TCP connection opened by a SYN are also checked against its sequence numbers and
+  // windows (tcp_window.h): one out of window is Invalid and changes nothing; without
+  // the frame (or for a connection picked up open, whose window scale is unknown) the
+  // flags alone move the state.
+  Observed track(const matcher::PacketKey& k, const uint8_t* frame, uint32_t frame_len, uint64_t now_ns,
+                 ConnInfo* event_conn = nullptr);
+  Observed track(const matcher::PacketKey& k, uint64_t now_ns, ConnInfo* event_conn = nullptr) {
+    return track(k, nullptr, 0, now_ns, event_conn);
+  }
 
   // Removes the connections idle past their timeout at `now_ns`; appends an event for
   // each whose closing was not told yet.  Returns how many it removed.
@@ -151,7 +163,8 @@ class Tracker {
   // limit then holds for the set of them).
   static constexpr uint32_t kAdapterSlots = 4096;
   std::unique_ptr<std::atomic<uint32_t>[]> per_adapter_;
-  mutable std::atomic<uint64_t> untracked_{0}, invalid_{0}, full_{0}, created_{0}, removed_{0}, unexpected_{0};
+  mutable std::atomic<uint64_t> untracked_{0}, invalid_{0}, full_{0}, created_{0}, removed_{0}, unexpected_{0},
+      out_of_window_{0};
   bool reserve(uint32_t adapter);
   void release(uint32_t adapter);
   uint64_t timeout_ns(const ConnInfo& c) const;
