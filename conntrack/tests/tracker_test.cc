@@ -318,6 +318,80 @@ TEST(Tracker, RandomFramesAreCountedAndNeverCrashIt) {
   EXPECT_GT(verdicts[int(Verdict::Untracked)], 0u);
 }
 
+// The batch form gives what the one-packet form gives, packet by packet, on a mix of
+// handshakes, data, closes, UDP and random frames, with and without the frames' numbers.
+TEST(Tracker, ABatchIsThePacketsInOrder) {
+  for (int with_frames = 0; with_frames < 2; ++with_frames) {
+    Tracker one(Limits{300, 200}), batch(Limits{300, 200});
+    std::mt19937_64 rng(5 + with_frames);
+    std::vector<std::vector<uint8_t>> frames;
+    std::vector<Direction> dirs;
+    for (int i = 0; i < 6000; ++i) {
+      const bool out = rng() % 2;
+      const uint16_t vport = uint16_t(1000 + rng() % 150);
+      const uint8_t flag_set[] = {kSyn, kSyn | kAck, kAck, kAck | kPsh, kFin | kAck, kRst, kRst | kAck, kSyn | kFin};
+      if (rng() % 5 == 0) {
+        frames.push_back(vpf::test::random_frame(rng));
+      } else if (rng() % 3 == 0) {
+        frames.push_back(FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(out ? kVm : kPeer, out ? kPeer : kVm, 17)
+                             .udp(out ? vport : 53, out ? 53 : vport).payload(10).build());
+      } else {
+        frames.push_back(FrameBuilder().eth(kMacB, kMacA).ethertype(0x0800).ipv4(out ? kVm : kPeer, out ? kPeer : kVm, 6)
+                             .tcp(out ? vport : 80, out ? 80 : vport, flag_set[rng() % 8]).build());
+      }
+      dirs.push_back(out ? Out : In);
+    }
+    size_t at = 0;
+    uint64_t now = 0;
+    while (at < frames.size()) {
+      const uint32_t n = uint32_t(std::min<size_t>(1 + rng() % Tracker::kBatch, frames.size() - at));
+      PacketKey keys[Tracker::kBatch];
+      const PacketKey* kp[Tracker::kBatch];
+      const uint8_t* fp[Tracker::kBatch];
+      uint32_t lens[Tracker::kBatch];
+      Observed got[Tracker::kBatch];
+      ConnInfo ev[Tracker::kBatch];
+      for (uint32_t i = 0; i < n; ++i) {
+        keys[i] = parse(frames[at + i], dirs[at + i], 1 + uint32_t(rng() % 2));
+        kp[i] = &keys[i];
+        fp[i] = frames[at + i].data();
+        lens[i] = uint32_t(frames[at + i].size());
+      }
+      batch.track_batch(kp, with_frames ? fp : nullptr, with_frames ? lens : nullptr, n, now, got, ev);
+      for (uint32_t i = 0; i < n; ++i) {
+        ConnInfo want_ev;
+        const Observed want = with_frames ? one.track(keys[i], fp[i], lens[i], now, &want_ev) : one.track(keys[i], now, &want_ev);
+        ASSERT_EQ(got[i].verdict, want.verdict) << "packet " << at + i;
+        ASSERT_EQ(got[i].id, want.id);
+        ASSERT_EQ(got[i].reply, want.reply);
+        ASSERT_EQ(got[i].event, want.event);
+        if (want.event != EventKind::None) {
+          ASSERT_EQ(ev[i].packets[0] + ev[i].packets[1], want_ev.packets[0] + want_ev.packets[1]);
+        }
+        if (want.verdict == Verdict::Known || want.verdict == Verdict::New) {
+          ASSERT_EQ(got[i].tcp, want.tcp);
+        }
+      }
+      at += n;
+      now += kSec;
+      if (rng() % 8 == 0) {
+        ASSERT_EQ(batch.expire(now, nullptr), one.expire(now, nullptr));
+      }
+    }
+    const Stats a = one.stats(), b = batch.stats();
+    EXPECT_EQ(a.active, b.active);
+    EXPECT_EQ(a.created, b.created);
+    EXPECT_EQ(a.invalid, b.invalid);
+    EXPECT_EQ(a.full, b.full);
+    EXPECT_EQ(a.out_of_window, b.out_of_window);
+    EXPECT_GT(a.created, 100u);
+    EXPECT_GT(a.full, 0u);
+    if (with_frames) {
+      EXPECT_GT(a.out_of_window, 0u);
+    }
+  }
+}
+
 TEST(Tracker, ThreadsAtOnce) {
   Tracker t(Limits{100000, 100000});
   constexpr int kOwn = 2000, kShared = 500, kRounds = 4;

@@ -137,6 +137,14 @@ class Tracker {
     return track(k, nullptr, 0, now_ns, event_conn);
   }
 
+  // track() on the n <= kBatch packets of a batch, in order, with the table's memory for
+  // all of them requested first (the datapath's form: the lookups' cache misses overlap).
+  // frames and frame_lens may be null (flags only); events may be null, else events[i] is
+  // set when out[i].event is.
+  static constexpr uint32_t kBatch = 32;
+  void track_batch(const matcher::PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
+                   uint32_t n, uint64_t now_ns, Observed* out, ConnInfo* events = nullptr);
+
   // Removes the connections idle past their timeout at `now_ns`; appends an event for
   // each whose closing was not told yet.  Returns how many it removed.
   size_t expire(uint64_t now_ns, std::vector<Event>* events);
@@ -152,6 +160,11 @@ class Tracker {
 
  private:
   struct Stripe;
+  struct Prepared;  // one packet's key, segment and hash: what needs no lock
+  // Fills *p; false (with *o set) if the packet is not tracked or invalid.
+  bool prepare(const matcher::PacketKey& k, const uint8_t* frame, uint32_t frame_len, Prepared* p, Observed* o);
+  Stripe& stripe_of(uint64_t h) const;
+  Observed apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn);
   Limits limits_;
   Timeouts timeouts_;
   uint32_t nstripes_;
