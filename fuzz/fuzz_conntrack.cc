@@ -1,0 +1,114 @@
+// libFuzzer harness: the connection tracker on any sequence of frames.  The input is a
+// list of packets, each a header byte (bit 0: incoming; bits 1..2: the adapter; bits
+// 3..6: seconds to wait before it; bit 7: the end of a batch), a 16-bit big-endian length
+// and that many frame bytes (each frame is copied to a buffer of exactly its length: ASan
+// sees a read past it).  Three trackers with small limits follow the packets: one packet
+// at a time with the frames' numbers, in batches with them (track_batch), and with the
+// flags alone.  A finding is: the first two disagreeing on any packet (verdict, id,
+// direction, state, event), counters that do not add up (created − removed ≠ active, a
+// listing of another size, a verdict count that differs from its counter), a connection
+// with no packet, one left after expiring everything, or a crash or sanitizer report.
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "vpf/conntrack/tracker.h"
+#include "vpf/matcher/parser.h"
+
+using namespace vpf;
+using namespace vpf::conntrack;
+
+namespace {
+
+void finding(const char* what) {
+  std::fprintf(stderr, "finding: %s\n", what);
+  std::abort();
+}
+
+struct Pkt {
+  std::vector<uint8_t> frame;
+  matcher::PacketKey key;
+  uint64_t now;
+  bool end_batch;
+};
+
+void check_counts(const Tracker& t, const uint64_t* verdicts) {
+  const Stats st = t.stats();
+  if (st.created - st.removed != st.active) finding("created - removed != active");
+  if (t.list().size() != st.active) finding("the listing's size is not the active count");
+  if (verdicts[int(Verdict::New)] != st.created) finding("New verdicts != created");
+  if (verdicts[int(Verdict::Full)] != st.full) finding("Full verdicts != full");
+  if (verdicts[int(Verdict::Untracked)] != st.untracked) finding("Untracked verdicts != untracked");
+  if (verdicts[int(Verdict::Invalid)] != st.invalid) finding("Invalid verdicts != invalid");
+  for (const ConnInfo& c : t.list())
+    if (c.packets[0] + c.packets[1] == 0 || c.id == 0) finding("a connection with no packet or no id");
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::vector<Pkt> pkts;
+  uint64_t now = 0;
+  for (size_t at = 0; at + 3 <= size && pkts.size() < 256;) {
+    const uint8_t h = data[at];
+    const size_t len = size_t(data[at + 1]) << 8 | data[at + 2];
+    at += 3;
+    if (len > size - at) break;
+    now += uint64_t((h >> 3) & 15) * 1000000000ull;
+    Pkt p{std::vector<uint8_t>(data + at, data + at + len), {}, now, (h & 0x80) != 0};
+    at += len;
+    const matcher::PacketMeta meta{uint32_t((h >> 1) & 3), (h & 1) ? matcher::Direction::Incoming : matcher::Direction::Outgoing,
+                                   7};
+    matcher::parse_frame(p.frame.data(), uint32_t(p.frame.size()), meta, &p.key);
+    pkts.push_back(std::move(p));
+  }
+  const Limits limits{24, 12};
+  Timeouts to;
+  to.tcp[int(TcpState::SynSent)] = 20;  // some expire within an input's time
+  to.udp_unreplied = 10;
+  Tracker one(limits, to), batch(limits, to), flags(limits, to);
+  uint64_t v_one[5] = {}, v_batch[5] = {}, v_flags[5] = {};
+  std::vector<Observed> want;
+  for (size_t start = 0; start < pkts.size();) {
+    size_t end = start;
+    while (end < pkts.size() && end - start < Tracker::kBatch && !(end > start && pkts[end - 1].end_batch)) ++end;
+    // One batch: all its packets at the time of its first (the datapath's clock is read once a batch).
+    const uint64_t t = pkts[start].now;
+    const matcher::PacketKey* keys[Tracker::kBatch];
+    const uint8_t* frames[Tracker::kBatch];
+    uint32_t lens[Tracker::kBatch];
+    Observed got[Tracker::kBatch];
+    for (size_t i = start; i < end; ++i) {
+      keys[i - start] = &pkts[i].key;
+      frames[i - start] = pkts[i].frame.data();
+      lens[i - start] = uint32_t(pkts[i].frame.size());
+    }
+    batch.track_batch(keys, frames, lens, uint32_t(end - start), t, got);
+    for (size_t i = start; i < end; ++i) {
+      const Observed w = one.track(pkts[i].key, pkts[i].frame.data(), uint32_t(pkts[i].frame.size()), t);
+      const Observed& g = got[i - start];
+      if (w.verdict != g.verdict || w.id != g.id || w.reply != g.reply || w.event != g.event ||
+          ((w.verdict == Verdict::New || w.verdict == Verdict::Known) && w.tcp != g.tcp))
+        finding("a batch and one packet at a time disagree");
+      ++v_one[int(w.verdict)];
+      ++v_batch[int(g.verdict)];
+      ++v_flags[int(flags.track(pkts[i].key, t).verdict)];
+    }
+    const uint64_t removed = one.expire(t, nullptr);
+    if (batch.expire(t, nullptr) != removed) finding("the two expire differently");
+    flags.expire(t, nullptr);
+    start = end;
+  }
+  check_counts(one, v_one);
+  check_counts(batch, v_batch);
+  check_counts(flags, v_flags);
+  std::vector<Event> events;
+  for (Tracker* t : {&one, &batch, &flags}) {
+    t->expire(now + 1000000ull * 1000000000ull, &events);
+    if (t->stats().active != 0 || !t->list().empty()) finding("a connection outlived every timeout");
+  }
+  for (const Event& e : events)
+    if (e.kind != EventKind::TcpClosed && e.kind != EventKind::UdpClosed) finding("expiry told something else than a close");
+  return 0;
+}
