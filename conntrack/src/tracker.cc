@@ -391,26 +391,33 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn
   return o;
 }
 
-size_t Tracker::expire(uint64_t now_ns, std::vector<Event>* events) {
+size_t Tracker::expire_stripe(Stripe& s, uint64_t now_ns, std::vector<Event>* events) {
   size_t n = 0;
-  for (uint32_t i = 0; i < nstripes_; ++i) {
-    Stripe& s = stripes_[i];
-    Guard g(s.lock);
-    for (Stripe::Slot& slot : s.slots) {
-      if (!slot.sig) continue;
-      const Conn& c = s.recs[slot.rec];
-      if (now_ns < c.info.last_ns || now_ns - c.info.last_ns < timeout_ns(c.info)) continue;
-      if (events) {
-        if (c.info.key.proto == 17) events->push_back({EventKind::UdpClosed, c.info});
-        else if (c.connected_told && !c.closed_told) events->push_back({EventKind::TcpClosed, c.info});
-      }
-      release(c.info.key.adapter);
-      s.remove(&slot);
-      ++n;
+  Guard g(s.lock);
+  for (Stripe::Slot& slot : s.slots) {
+    if (!slot.sig) continue;
+    const Conn& c = s.recs[slot.rec];
+    if (now_ns < c.info.last_ns || now_ns - c.info.last_ns < timeout_ns(c.info)) continue;
+    if (events) {
+      if (c.info.key.proto == 17) events->push_back({EventKind::UdpClosed, c.info});
+      else if (c.connected_told && !c.closed_told) events->push_back({EventKind::TcpClosed, c.info});
     }
+    release(c.info.key.adapter);
+    s.remove(&slot);
+    ++n;
   }
   removed_.fetch_add(n, std::memory_order_relaxed);
   return n;
+}
+
+size_t Tracker::expire(uint64_t now_ns, std::vector<Event>* events) {
+  size_t n = 0;
+  for (uint32_t i = 0; i < nstripes_; ++i) n += expire_stripe(stripes_[i], now_ns, events);
+  return n;
+}
+
+size_t Tracker::expire_step(uint64_t now_ns, std::vector<Event>* events) {
+  return expire_stripe(stripes_[next_sweep_.fetch_add(1, std::memory_order_relaxed) % nstripes_], now_ns, events);
 }
 
 std::vector<ConnInfo> Tracker::list() const {

@@ -219,6 +219,19 @@ TEST(Tracker, UdpFlowsAndTheirTimeouts) {
   EXPECT_TRUE(t.list().empty());
 }
 
+TEST(Tracker, ExpiryInStepsCoversEveryStripe) {
+  Tracker t(Limits{4096, 4096});
+  for (uint16_t p = 0; p < 500; ++p) t.track(udp(Out, p), 0);
+  ASSERT_GT(t.stripes(), 1u);
+  size_t n = 0;
+  for (uint32_t i = 0; i < t.stripes() - 1; ++i) n += t.expire_step(31 * kSec, nullptr);
+  EXPECT_LT(n, 500u);  // one stripe still to go
+  EXPECT_GT(n, 0u);
+  n += t.expire_step(31 * kSec, nullptr);
+  EXPECT_EQ(n, 500u);
+  EXPECT_EQ(t.stats().active, 0u);
+}
+
 TEST(Tracker, TcpExpiryTellsTheCloseOfConnectedOnesOnly) {
   Tracker t;
   t.track(tcp(Out, kSyn, 1), 0);  // never answered: SynSent, 120 s

@@ -11,6 +11,8 @@
 //                   (/var/run/openvswitch without OVS_RUNDIR); "none": no agent
 //   policy=fail-open|fail-closed
 //   cache=FLOWS     each datapath thread's decision cache size (default 65536; 0: none)
+//   conns=N         follow the VM ports' connections in a table of N (default 0: off;
+//                   conn_tracking.h); vportfilter/conn-list lists them
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +58,11 @@ void cmd_show(int, const char*[], void*, ovs_packet_hook_reply* r) {
   reply(r, true, text);
 }
 void cmd_stats(int, const char*[], void*, ovs_packet_hook_reply* r) { reply(r, true, g_plugin->stats().dump(2)); }
+void cmd_conn_list(int, const char*[], void*, ovs_packet_hook_reply* r) {
+  bool ok;
+  const std::string text = g_plugin->conn_list(&ok);
+  reply(r, ok, text);
+}
 void cmd_rules_load(int, const char* argv[], void*, ovs_packet_hook_reply* r) {
   bool ok;
   const std::string text = g_plugin->rules_load(argv[1], &ok);
@@ -98,14 +105,15 @@ const ovs_packet_hook_ops kOps = {
 struct Args {
   std::string rules, control, policy;
   uint32_t cache_flows = vpf::matcher::Classifier::kDefaultCacheFlows;
+  uint32_t conns = 0;
 };
 
-uint32_t parse_flows(const std::string& v) {
-  constexpr uint32_t kMax = 1u << 24;
+// KEY=V as a count of WHAT from 0 to max.
+uint32_t parse_count(const std::string& key, const std::string& v, const char* what, uint32_t max) {
   char* end = nullptr;
   const unsigned long n = std::strtoul(v.c_str(), &end, 10);
-  if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) || *end || n > kMax)
-    throw std::invalid_argument("cache=" + v + ": a number of flows from 0 to " + std::to_string(kMax) + " expected");
+  if (v.empty() || !std::isdigit(static_cast<unsigned char>(v[0])) || *end || n > max)
+    throw std::invalid_argument(key + "=" + v + ": a number of " + what + " from 0 to " + std::to_string(max) + " expected");
   return uint32_t(n);
 }
 
@@ -124,8 +132,9 @@ Args parse_args(const char* text) {
     if (k == "rules") a.rules = v;
     else if (k == "control") a.control = v;
     else if (k == "policy") a.policy = v;
-    else if (k == "cache") a.cache_flows = parse_flows(v);
-    else throw std::invalid_argument("unknown argument '" + k + "' (rules=, control=, policy=, cache=)");
+    else if (k == "cache") a.cache_flows = parse_count(k, v, "flows", 1u << 24);
+    else if (k == "conns") a.conns = parse_count(k, v, "connections", vpf::plugin::ConnTracking::kMaxConns);
+    else throw std::invalid_argument("unknown argument '" + k + "' (rules=, control=, policy=, cache=, conns=)");
   }
   return a;
 }
@@ -145,7 +154,7 @@ extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs
   try {
     g_host = host;
     const Args a = parse_args(args);
-    g_plugin = std::make_unique<Plugin>(host, a.cache_flows);
+    g_plugin = std::make_unique<Plugin>(host, a.cache_flows, a.conns);
     bool ok = true;
     std::string text;
     if (!a.rules.empty()) text = g_plugin->rules_load(a.rules, &ok);
@@ -159,6 +168,7 @@ extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs
     host->register_command("vportfilter/rule-remove", "KIND:ID", 1, 1, cmd_rule_remove, nullptr);
     host->register_command("vportfilter/adapter-set", "PORT ADAPTER-ID [VM-ID]", 2, 3, cmd_adapter_set, nullptr);
     host->register_command("vportfilter/policy", "fail-open|fail-closed", 1, 1, cmd_policy, nullptr);
+    host->register_command("vportfilter/conn-list", "", 0, 0, cmd_conn_list, nullptr);
     host->log(OVS_PACKET_HOOK_LOG_INFO,
               ("vportfilter: started" + (g_control ? ", control socket " + g_control->path() : std::string())).c_str());
     return &kOps;

@@ -102,9 +102,10 @@ uint64_t real_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-Plugin::Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows)
+Plugin::Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows, uint32_t conns)
     : host_(host),
       cache_flows_(cache_flows),
+      conns_(conns ? std::make_unique<ConnTracking>(conns) : nullptr),
       generation_(++g_generation),
       region_(channel::Region::create(kEventRings + 1, kRingBytes)) {
   for (uint32_t i = 0; i < kEventRings; ++i) {
@@ -241,7 +242,7 @@ class Plugin::BatchRun {
     // the port's memo_gen changes (update_want): the classifier's candidates that no
     // rule matched.
     uint32_t memo = 0;
-    const bool memo_on = plain && b_->version >= 6 && b_->memo;
+    const bool memo_on = plain && b_->version >= 6 && b_->memo && !p_.conns_;  // tracked: every packet seen
     if (memo_on) pb.memo = &memo;
     const uint32_t matched = p_.classify(slot_, pb, out_.v);
     if (memo_on) b_->memo &= memo & ~matched;
@@ -315,6 +316,12 @@ class Plugin::BatchRun {
   }
 
   int slot() const { return slot_; }
+
+  // The batch's packets that stay, to the connection tracker.
+  void follow_connections(ConnTracking& ct) {
+    ct.follow(data_, len_, b_->verdicts, OVS_PACKET_DROP, n_, uint32_t(adapter_),
+              port_->vm.load(std::memory_order_relaxed), dir_, mono_ns());
+  }
 
  private:
   // True if the thread has an event ring of its own; the threads beyond share the last one.
@@ -470,6 +477,7 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   if (matched) {
     run.apply(matched, hits(run.slot()));
   }
+  if (conns_) run.follow_connections(*conns_);
   run.finish();
 }
 
@@ -506,8 +514,8 @@ void Plugin::update_want(Port& p) const {
   uint32_t want = 0;
   if (a >= 0) {
     want = OVS_PACKET_HOOK_COUNT_RX | OVS_PACKET_HOOK_COUNT_TX;
-    if (scope_.covers(a, int(Direction::Outgoing))) want |= OVS_PACKET_HOOK_WANT_RX;
-    if (scope_.covers(a, int(Direction::Incoming))) want |= OVS_PACKET_HOOK_WANT_TX;
+    if (conns_ || scope_.covers(a, int(Direction::Outgoing))) want |= OVS_PACKET_HOOK_WANT_RX;
+    if (conns_ || scope_.covers(a, int(Direction::Incoming))) want |= OVS_PACKET_HOOK_WANT_TX;
   }
   __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
   // Called after every change of the port's mapping and of the rules: a new generation
@@ -1190,6 +1198,7 @@ json Plugin::stats() const {
           {"rules", rules},
           {"decision_cache",
            {{"flows_per_thread", cache_flows_}, {"hits", cs.hits}, {"misses", cs.misses}, {"bypassed", cs.bypassed}}},
+          {"connections", conns_ ? conns_->stats() : json(nullptr)},
           {"hits_unaccounted", unaccounted},
           {"rings", rings},
           {"held", held()},
@@ -1328,6 +1337,11 @@ std::string Plugin::policy_set(const std::string& name, bool* ok) {
   if (!p) return "'" + name + "' is not fail-open or fail-closed";
   policy_ = *p;
   return "";
+}
+
+std::string Plugin::conn_list(bool* ok) const {
+  *ok = conns_ != nullptr;
+  return conns_ ? conns_->list() : "connection tracking is off (plugin argument conns=N turns it on)";
 }
 
 }  // namespace vpf::plugin

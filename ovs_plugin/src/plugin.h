@@ -55,6 +55,7 @@
 #include <nlohmann/json.hpp>
 
 #include "clients.h"
+#include "conn_tracking.h"
 #include "holds.h"
 #include "port.h"
 #include "rule_hits.h"
@@ -97,8 +98,10 @@ class Plugin {
   static_assert(kHookBatch == OVS_PACKET_HOOK_MAX_BATCH, "the switch's largest batch is decided in one pass");
   static constexpr uint32_t kMaxInjectTimes = 1000;
 
-  // cache_flows: the size of each datapath thread's decision cache (0: no cache).
-  explicit Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows = matcher::Classifier::kDefaultCacheFlows);
+  // cache_flows: the size of each datapath thread's decision cache (0: no cache);
+  // conns: the connection table's size (0: no connection tracking; conn_tracking.h).
+  explicit Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows = matcher::Classifier::kDefaultCacheFlows,
+                  uint32_t conns = 0);
   ~Plugin();
 
   // ---- Hook ABI (datapath and main threads) ----
@@ -116,6 +119,7 @@ class Plugin {
   std::string rule_remove(const std::string& ref, bool* ok);
   std::string adapter_set(const std::string& port, const std::string& id, const std::string& vm, bool* ok);
   std::string policy_set(const std::string& name, bool* ok);
+  std::string conn_list(bool* ok) const;
 
   // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
   nlohmann::json attach(int pid);  // the agent said hello: start events
@@ -259,6 +263,7 @@ class Plugin {
   // The readers made so far, for other threads (their cache counters).
   std::array<std::atomic<const matcher::Classifier::Reader*>, kMaxThreads + 1> reader_ptrs_{};
   const uint32_t cache_flows_;
+  const std::unique_ptr<ConnTracking> conns_;  // null: off
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads
   std::array<std::atomic<RuleHits*>, kMaxThreads + 1> hits_{};

@@ -148,6 +148,10 @@ class Tracker {
   // Removes the connections idle past their timeout at `now_ns`; appends an event for
   // each whose closing was not told yet.  Returns how many it removed.
   size_t expire(uint64_t now_ns, std::vector<Event>* events);
+  // The same for the next stripe only (round robin over the calls): a datapath thread's
+  // share of the sweep, bounded (a whole sweep takes as many calls as there are stripes).
+  size_t expire_step(uint64_t now_ns, std::vector<Event>* events);
+  uint32_t stripes() const { return nstripes_; }
 
   // The connections in the table (optionally of one adapter), in no particular order.
   std::vector<ConnInfo> list() const;
@@ -181,6 +185,8 @@ class Tracker {
   bool reserve(uint32_t adapter);
   void release(uint32_t adapter);
   uint64_t timeout_ns(const ConnInfo& c) const;
+  size_t expire_stripe(Stripe& s, uint64_t now_ns, std::vector<Event>* events);
+  std::atomic<uint32_t> next_sweep_{0};
 };
 
 }  // namespace vpf::conntrack

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Connection tracking in the real, patched ovs-vswitchd (dummy datapath, private run dir;
+# docs/connections.md): the plugin started with conns=N follows a VM port's TCP
+# connections opened by the VM and by a peer, through handshake, data and close, a UDP
+# flow, a segment out of window (a guessed reset) that changes nothing, a SYN that a rule
+# drops (it opens nothing); `vportfilter/conn-list` and `vportfilter/stats` show them.
+# Bad arguments are refused with their reason; without conns=N the command says tracking
+# is off.
+# usage: conntrack_plugin_test.sh OVS_TREE vportfilter_ovs.so
+set -u
+B="$1" plugin="$2"
+source "$(dirname "$0")/../../common/testing/ovs_env.sh"
+run=$(mktemp -d /tmp/vpf-ovs-conntrack.XXXXXX)
+trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
+
+echo '[{"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop", "direction": "outgoing"}]' > "$run/rules.json"
+ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
+dummy_bridge "$run"
+ovs-ofctl add-flow br0 in_port=2,actions=output:1
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-plugin="$plugin" \
+  other_config:packet-hook-args="rules=$run/rules.json conns=100 control=none"
+check "plugin started" wait_for 'grep -q "vportfilter: started" "$run/ovs-vswitchd.log"'
+check "adapter set" ovs-appctl vportfilter/adapter-set p1 0 7 >/dev/null
+
+# seg out|in VM_PORT PEER_PORT SEQ ACK FLAGS: a TCP segment (hex fields) between the VM
+# (10.0.0.1, behind p1) and the peer (10.0.0.2, behind p2); out is sent by the VM.
+seg() {
+  local m="525400000002525400000001" src=0a000001 dst=0a000002 sp=$2 dp=$3
+  if [ "$1" = in ]; then m="525400000001525400000002" src=0a000002 dst=0a000001 sp=$3 dp=$2; fi
+  echo "${m}0800""45000028""00000000""40060000""${src}${dst}""${sp}${dp}""$4""$5""50$6""2000""00000000"
+}
+send() { if [ "$1" = out ]; then ovs-appctl netdev-dummy/receive p1 "$(seg "$@")" >/dev/null;
+         else ovs-appctl netdev-dummy/receive p2 "$(seg "$@")" >/dev/null; fi; }
+conn() { ovs-appctl vportfilter/conn-list | grep -qF -- "$1"; }
+
+# The VM opens 10.0.0.1:40000 -> 10.0.0.2:80 (ISNs 1000 and 5000).
+send out 9c40 0050 000003e8 00000000 02
+send in 9c40 0050 00001388 000003e9 12
+send out 9c40 0050 000003e9 00001389 10
+check "the VM's connection is established, opened outgoing" \
+  wait_for 'conn "tcp 10.0.0.1:40000 -> 10.0.0.2:80 opened=outgoing state=established packets=2/1 "'
+# A peer opens 10.0.0.2:50000 -> the VM's port 22 (ISNs 7000 and 9000).
+send in 0016 c350 00001b58 00000000 02
+send out 0016 c350 00002328 00001b59 12
+send in 0016 c350 00001b59 00002329 10
+check "the peer's connection is established, opened incoming" \
+  wait_for 'conn "tcp 10.0.0.1:22 -> 10.0.0.2:50000 opened=incoming state=established packets=2/1 "'
+check "it carries the VM's id" bash -c "ovs-appctl vportfilter/conn-list | grep -F '10.0.0.1:22 ' | grep -q ' vm=7 '"
+# A reset the peer could not have sent (far outside the window): ignored.
+send in 0016 c350 00100000 00000000 04
+check "a reset out of window closes nothing" \
+  wait_for 'conn "10.0.0.1:22 -> 10.0.0.2:50000 opened=incoming state=established packets=2/1 " &&
+            ovs-appctl vportfilter/stats | grep -q "\"out_of_window\": 1"'
+# The VM closes its connection in order.
+send out 9c40 0050 000003e9 00001389 11
+send in 9c40 0050 00001389 000003ea 10
+send in 9c40 0050 00001389 000003ea 11
+send out 9c40 0050 000003ea 0000138a 10
+check "closed in order: time_wait" wait_for 'conn "10.0.0.1:40000 -> 10.0.0.2:80 opened=outgoing state=time_wait packets=4/3 "'
+# A SYN to port 23 is dropped by the rule: it opens nothing.
+send out 9c41 0017 00000001 00000000 02
+# A UDP flow from the VM and its answer.
+ovs-appctl netdev-dummy/receive p1 "525400000002525400000001""0800""4500001c""00000000""40110000""0a000001""0a000035""9c420035""00080000" >/dev/null
+ovs-appctl netdev-dummy/receive p2 "525400000001525400000002""0800""4500001c""00000000""40110000""0a000035""0a000001""00359c42""00080000" >/dev/null
+check "the UDP flow, answered" wait_for 'conn "udp 10.0.0.1:40002 -> 10.0.0.53:53 opened=outgoing state=replied packets=1/1 "'
+check "the dropped SYN opened nothing" bash -c "! ovs-appctl vportfilter/conn-list | grep -q ':23 '"
+check "three connections in the stats" bash -c "ovs-appctl vportfilter/stats | grep -A3 '\"connections\"' | grep -q '\"active\": 3'"
+
+# Arguments: a bad count is refused with its reason; without conns= tracking is off.
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=lots control=none"
+check "a bad conns= refused" wait_for 'grep -q "conns=lots: a number of connections from 0 to 1000000" "$run/ovs-vswitchd.log"'
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=2000000 control=none"
+check "too many refused" wait_for 'grep -q "conns=2000000: a number of connections" "$run/ovs-vswitchd.log"'
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="control=none"
+check "tracking off by default" wait_for 'ovs-appctl vportfilter/conn-list 2>&1 | grep -q "connection tracking is off"'
+check "switch alive" ovs-appctl -t ovs-vswitchd version
+check "no crash in the log" bash -c "! grep -qE 'EMER|assertion|Segmentation' '$run/ovs-vswitchd.log'"
+finish
