@@ -49,6 +49,7 @@ struct Guard {
 
 struct Conn {
   ConnInfo info;
+  Governing gov;
   Side fin_from = Side::Opener;
   bool connected_told = false, closed_told = false;
   bool windows = false;  // opened by a SYN whose numbers were read: segments are checked
@@ -256,11 +257,16 @@ Observed Tracker::track(const PacketKey& k, const uint8_t* frame, uint32_t frame
                         ConnInfo* event_conn) {
   Prepared p;
   Observed o;
-  return prepare(k, frame, frame_len, &p, &o) ? apply(p, now_ns, event_conn) : o;
+  return prepare(k, frame, frame_len, &p, &o) ? apply(p, now_ns, kNoWord, true, 0, event_conn) : o;
 }
 
 void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
                           uint32_t n, uint64_t now_ns, Observed* out, ConnInfo* events) {
+  track_batch(keys, frames, frame_lens, n, now_ns, Decisions{}, out, events);
+}
+
+void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
+                          uint32_t n, uint64_t now_ns, const Decisions& d, Observed* out, ConnInfo* events) {
   n = std::min(n, kBatch);
   Prepared p[kBatch];
   uint32_t live = 0;
@@ -275,11 +281,13 @@ void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* fr
   }
   for (uint32_t m = live; m; m &= m - 1) {
     const uint32_t i = uint32_t(std::countr_zero(m));
-    out[i] = apply(p[i], now_ns, events ? &events[i] : nullptr);
+    out[i] = apply(p[i], now_ns, d.words ? d.words[i] : kNoWord, !(d.no_open >> i & 1), d.gen,
+                   events ? &events[i] : nullptr);
   }
 }
 
-Observed Tracker::apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn) {
+Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen,
+                        ConnInfo* event_conn) {
   Observed o;
   const ConnKey& key = p.key;
   const bool tcp = p.tcp, numbered = p.numbered;
@@ -291,7 +299,7 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn
   Stripe& s = stripe_of(h);
   Guard g(s.lock);
   Stripe::Slot* slot = s.find(key, h);
-  if (slot && tcp && seg == Segment::Syn) {
+  if (slot && tcp && seg == Segment::Syn && may_open) {
     const TcpState st = s.recs[slot->rec].info.tcp;
     if (st == TcpState::TimeWait || st == TcpState::Closed) {  // the key is used again
       s.remove(slot);
@@ -302,7 +310,7 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn
   }
   if (!slot) {
     TcpTrack t;
-    const bool create = !tcp || seg == Segment::Syn || tcp_pick_up(seg, &t);
+    const bool create = may_open && (!tcp || seg == Segment::Syn || tcp_pick_up(seg, &t));
     if (!create) {
       o.verdict = Verdict::Untracked;
       untracked_.fetch_add(1, std::memory_order_relaxed);
@@ -334,10 +342,12 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn
     c.info.created_ns = c.info.last_ns = now_ns;
     c.info.packets[0] = 1;
     c.info.bytes[0] = len;
+    c.gov = Governing{word, gen, word != kNoWord};
     created_.fetch_add(1, std::memory_order_relaxed);
     o.verdict = Verdict::New;
     o.id = c.info.id;
     o.tcp = c.info.tcp;
+    o.gov = c.gov;
     if (!tcp) {
       o.event = EventKind::UdpCreated;
     } else if (c.info.tcp == TcpState::Established) {  // picked up open
@@ -383,10 +393,12 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn
     c.info.tcp = next.state;
     c.fin_from = next.fin_from;
   }
+  if (!reply && c.gov.gen != gen) c.gov = Governing{word, gen, word != kNoWord};  // re-decided by its opener
   o.verdict = Verdict::Known;
   o.reply = reply;
   o.id = c.info.id;
   o.tcp = c.info.tcp;
+  o.gov = c.gov;
   if (o.event != EventKind::None && event_conn) *event_conn = c.info;
   return o;
 }

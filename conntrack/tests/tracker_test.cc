@@ -405,6 +405,42 @@ TEST(Tracker, ABatchIsThePacketsInOrder) {
   }
 }
 
+// The caller's decision kept with a connection: taken from the packet that opens it, kept
+// for the replies, taken again from the opener's next packet after the rules changed; a
+// packet that may not open one opens nothing but still finds its connection.
+TEST(Tracker, AConnectionKeepsTheDecisionOfItsOpener) {
+  Tracker t;
+  auto one = [&](const PacketKey& k, uint64_t word, bool may_open, uint64_t gen) {
+    const PacketKey* kp[1] = {&k};
+    Observed o;
+    t.track_batch(kp, nullptr, nullptr, 1, 0, Tracker::Decisions{&word, may_open ? 0u : 1u, gen}, &o);
+    return o;
+  };
+  EXPECT_EQ(one(tcp(Out, kSyn, 25), 7, false, 1).verdict, Verdict::Untracked);  // dropped: opens nothing
+  EXPECT_TRUE(t.list().empty());
+  Observed o = one(tcp(Out, kSyn), 7, true, 1);
+  ASSERT_EQ(o.verdict, Verdict::New);
+  EXPECT_TRUE(o.gov.set);
+  EXPECT_EQ(o.gov.word, 7u);
+  o = one(tcp(In, kSyn | kAck), kNoWord, true, 1);  // the reply brings nothing: the opener's holds
+  EXPECT_TRUE(o.reply);
+  EXPECT_TRUE(o.gov.set);
+  EXPECT_EQ(o.gov.word, 7u);
+  o = one(tcp(In, kAck), 9, false, 2);  // a reply after a change, its own decision a drop: found, not re-decided
+  EXPECT_EQ(o.verdict, Verdict::Known);
+  EXPECT_EQ(o.gov.word, 7u);
+  EXPECT_EQ(o.gov.gen, 1u);
+  o = one(tcp(Out, kAck), 11, true, 2);  // the opener's next packet: re-decided
+  EXPECT_EQ(o.gov.word, 11u);
+  EXPECT_EQ(o.gov.gen, 2u);
+  o = one(tcp(Out, kAck), kNoWord, true, 3);  // no connection rule decides it any more
+  EXPECT_FALSE(o.gov.set);
+  o = one(tcp(In, kAck), kNoWord, true, 3);
+  EXPECT_FALSE(o.gov.set);
+  // The one-packet form keeps no decision.
+  EXPECT_FALSE(t.track(tcp(Out, kSyn, 2222), 0).gov.set);
+}
+
 TEST(Tracker, ThreadsAtOnce) {
   Tracker t(Limits{100000, 100000});
   constexpr int kOwn = 2000, kShared = 500, kRounds = 4;

@@ -33,23 +33,21 @@ std::string address(const conntrack::ConnKey& k, const uint32_t* ip, uint16_t po
 
 ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_conns, max_conns}) {}
 
-void ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, const uint8_t* verdicts, uint8_t dropped,
-                          uint32_t n, uint32_t adapter, uint32_t vm, matcher::Direction dir, uint64_t now_ns) {
+void ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
+                          matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
+                          conntrack::Governing* gov) {
+  n = std::min(n, conntrack::Tracker::kBatch);
   matcher::PacketKey keys[conntrack::Tracker::kBatch];
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
-  const uint8_t* frames[conntrack::Tracker::kBatch];
-  uint32_t lens[conntrack::Tracker::kBatch];
   conntrack::Observed out[conntrack::Tracker::kBatch];
-  uint32_t m = 0;
-  for (uint32_t i = 0; i < n && m < conntrack::Tracker::kBatch; ++i) {
-    if (verdicts[i] == dropped) continue;
-    matcher::parse_frame(data[i], len[i], matcher::PacketMeta{adapter, dir, vm}, &keys[m]);
-    kp[m] = &keys[m];
-    frames[m] = data[i];
-    lens[m] = len[i];
-    ++m;
+  for (uint32_t i = 0; i < n; ++i) {
+    matcher::parse_frame(data[i], len[i], matcher::PacketMeta{adapter, dir, vm}, &keys[i]);
+    kp[i] = &keys[i];
   }
-  if (m) tracker_.track_batch(kp, frames, lens, m, now_ns, out);
+  if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out);
+  for (uint32_t i = 0; i < n; ++i)
+    gov[i] = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known ? out[i].gov
+                                                                                                      : conntrack::Governing{};
   uint64_t last = last_sweep_.load(std::memory_order_relaxed);
   if (now_ns - last >= kSweepEveryNs && last_sweep_.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
     tracker_.expire_step(now_ns, nullptr);

@@ -6,7 +6,13 @@
 // On with the plugin argument conns=N (the table's size); off by default.  While it is
 // on, every VM port hands the plugin both directions (the tracker must see the replies)
 // and the switch remembers no pass of the plugin's (hook ABI 6): every packet is followed.
-// The rules do not yet use what it tracks.
+//
+// Connection rules then decide connections, not packets: the connection rule that decided
+// the packet opening a connection (in the direction it was opened) decides every packet
+// of the connection, both ways, until the rules change; the opener's next packet after a
+// change decides it again.  So `allow` on the VM's outgoing connections lets their
+// replies through a filter rule that drops inbound packets of their kind (reflexive
+// allow).  A packet whose own decision drops it opens no connection.
 //
 // Thread-safety: follow() on any datapath threads at once; list() and stats() on any.
 #pragma once
@@ -18,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "vpf/conntrack/tracker.h"
+#include "vpf/matcher/classifier.h"
 
 namespace vpf::plugin {
 
@@ -26,10 +33,21 @@ class ConnTracking {
   static constexpr uint32_t kMaxConns = 1000000;
   explicit ConnTracking(uint32_t max_conns);
 
-  // The n packets of one batch of adapter `adapter` (VM `vm`) in direction `dir`; those
-  // whose verdict is `dropped` are not followed (a blocked packet opens nothing).
-  void follow(const uint8_t* const* data, const uint32_t* len, const uint8_t* verdicts, uint8_t dropped, uint32_t n,
-              uint32_t adapter, uint32_t vm, matcher::Direction dir, uint64_t now_ns);
+  // The n packets of one batch of adapter `adapter` (VM `vm`) in direction `dir`, with
+  // the decisions they bring (Tracker::Decisions: the connection rule that decided each,
+  // packed; the packets that may not open a connection; the rules' generation).  gov[i]:
+  // the decision that governs packet i's connection (set: false for none).
+  void follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
+              matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
+              conntrack::Governing* gov);
+
+  // A classifier decision as the word a connection keeps, and back.
+  static uint64_t pack(const matcher::Decision& d) {
+    return uint64_t(d.rule_id) | uint64_t(d.kind) << 32 | uint64_t(d.action) << 40;
+  }
+  static matcher::Decision unpack(uint64_t w) {
+    return matcher::Decision{uint32_t(w), matcher::RuleKind(uint8_t(w >> 32)), matcher::Action(uint8_t(w >> 40))};
+  }
 
   // One line per connection, by id: "id=… adapter=… vm=… tcp|udp LOCAL:PORT -> REMOTE:PORT
   // opened=outgoing|incoming state=… packets=OUT/IN bytes=OUT/IN" (OUT: opener → peer).

@@ -233,6 +233,7 @@ class Plugin::BatchRun {
   // ABI 5: hands the switch the packets whose headers the classifier checked, so that it
   // does not parse them again (the hook changes no packet it lets pass).
   uint32_t classify() {
+    rules_gen_ = p_.rules_gen_.load(std::memory_order_acquire);  // before the snapshot is read
     const matcher::PacketMeta meta{uint32_t(adapter_), dir_, port_->vm.load(std::memory_order_relaxed)};
     matcher::PacketBatch pb{data_, len_, n_, meta};
     const bool plain = dir_ == Direction::Outgoing && b_->version >= 5 && b_->size >= sizeof(ovs_packet_hook_batch);
@@ -317,10 +318,28 @@ class Plugin::BatchRun {
 
   int slot() const { return slot_; }
 
-  // The batch's packets that stay, to the connection tracker.
-  void follow_connections(ConnTracking& ct) {
-    ct.follow(data_, len_, b_->verdicts, OVS_PACKET_DROP, n_, uint32_t(adapter_),
-              port_->vm.load(std::memory_order_relaxed), dir_, mono_ns());
+  // The batch to the connection tracker (before its decisions are applied): a packet of
+  // a connection that a connection rule governs takes that rule's decision (decided for
+  // the packet that opened it, in the direction it was opened: conn_tracking.h); a packet
+  // whose own decision drops it opens nothing.  Returns the matched packets.
+  uint32_t govern(uint32_t matched, ConnTracking& ct) {
+    uint64_t words[kHookBatch];
+    uint32_t no_open = 0;
+    for (uint32_t i = 0; i < n_; ++i) {
+      const Decision& d = out_.v[i];
+      const bool m = matched >> i & 1;
+      words[i] = m && d.kind == RuleKind::Connection ? ConnTracking::pack(d) : conntrack::kNoWord;
+      no_open |= uint32_t(m && d.action == Action::Drop) << i;
+    }
+    conntrack::Governing gov[kHookBatch];
+    ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed), dir_, mono_ns(),
+              conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov);
+    for (uint32_t i = 0; i < n_; ++i) {
+      if (!gov[i].set) continue;
+      out_.v[i] = ConnTracking::unpack(gov[i].word);
+      matched |= 1u << i;
+    }
+    return matched;
   }
 
  private:
@@ -466,6 +485,7 @@ class Plugin::BatchRun {
   ClientChannel* touched_[kHookBatch];
   uint32_t ntouched_ = 0;
   bool held_any_ = false;
+  uint64_t rules_gen_ = 0;  // of the snapshot classify() used (or an older one)
 };
 
 void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
@@ -473,11 +493,11 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   if (adapter < 0 || b->count == 0) return;
   if (b->count > kHookBatch) return hook_slices(port, dir, b);
   BatchRun run(*this, port, dir, b, adapter);
-  const uint32_t matched = run.classify();
+  uint32_t matched = run.classify();
+  if (conns_) matched = run.govern(matched, *conns_);
   if (matched) {
     run.apply(matched, hits(run.slot()));
   }
-  if (conns_) run.follow_connections(*conns_);
   run.finish();
 }
 
@@ -966,6 +986,8 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
     set_scope(std::move(before));
     throw;
   }
+  // After the snapshot is out: a batch that read the new generation classifies with it.
+  rules_gen_.fetch_add(1, std::memory_order_release);
   set_scope(std::move(after));
 }
 

@@ -264,6 +264,7 @@ class Plugin {
   std::array<std::atomic<const matcher::Classifier::Reader*>, kMaxThreads + 1> reader_ptrs_{};
   const uint32_t cache_flows_;
   const std::unique_ptr<ConnTracking> conns_;  // null: off
+  std::atomic<uint64_t> rules_gen_{1};          // moves on with every rule change (after it is in force)
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads
   std::array<std::atomic<RuleHits*>, kMaxThreads + 1> hits_{};

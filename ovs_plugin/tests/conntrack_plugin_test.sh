@@ -3,7 +3,10 @@
 # docs/connections.md): the plugin started with conns=N follows a VM port's TCP
 # connections opened by the VM and by a peer, through handshake, data and close, a UDP
 # flow, a segment out of window (a guessed reset) that changes nothing, a SYN that a rule
-# drops (it opens nothing); `vportfilter/conn-list` and `vportfilter/stats` show them.
+# drops (it opens nothing); `vportfilter/conn-list` and `vportfilter/stats` show them.  A
+# connection rule decides whole connections: its allow lets the replies of the VM's
+# connections through a filter rule that drops inbound packets of their kind, and no
+# longer once the rule is gone.
 # Bad arguments are refused with their reason; without conns=N the command says tracking
 # is off.
 # usage: conntrack_plugin_test.sh OVS_TREE vportfilter_ovs.so
@@ -13,7 +16,13 @@ source "$(dirname "$0")/../../common/testing/ovs_env.sh"
 run=$(mktemp -d /tmp/vpf-ovs-conntrack.XXXXXX)
 trap 'ovs_stop "$run"; rm -rf "$run"' EXIT
 
-echo '[{"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop", "direction": "outgoing"}]' > "$run/rules.json"
+# Telnet from the VM dropped; web replies from outside dropped by a filter rule, but the
+# VM's own web connections allowed by a connection rule (reflexive allow).
+cat > "$run/rules.json" <<'JSON'
+[{"kind": "filter", "id": 1, "bpf": "tcp dst port 23", "action": "drop", "direction": "outgoing"},
+ {"kind": "filter", "id": 2, "protocol": "tcp", "remote_port": 80, "direction": "incoming", "action": "drop"},
+ {"kind": "connection", "id": 5, "protocol": "tcp", "remote_port": 80, "direction": "outgoing", "flags": ["allow"]}]
+JSON
 ovs_start "$run" -- --enable-dummy --disable-system --disable-system-route || { echo "FAIL: start"; exit 1; }
 dummy_bridge "$run"
 ovs-ofctl add-flow br0 in_port=2,actions=output:1
@@ -57,6 +66,23 @@ send in 9c40 0050 00001389 000003ea 10
 send in 9c40 0050 00001389 000003ea 11
 send out 9c40 0050 000003ea 0000138a 10
 check "closed in order: time_wait" wait_for 'conn "10.0.0.1:40000 -> 10.0.0.2:80 opened=outgoing state=time_wait packets=4/3 "'
+# Its replies came in although rule 2 drops web replies: the connection rule that allowed
+# its SYN decides every packet of it, both ways, and counts them; a web reply of no
+# connection is dropped.
+from80() { tcpdump -nr "$run/p1-tx.pcap" 2>/dev/null | grep -c '10.0.0.2.80 > '; }
+check "reflexive allow: the three replies reached the VM" wait_for '[ "$(from80)" = 3 ]'
+check "the connection rule counted all seven packets" bash -c "ovs-appctl vportfilter/show | grep -q 'connection:5=7'"
+send in 9c4f 0050 00005000 00001000 10
+check "a web reply of no connection is dropped" wait_for 'ovs-appctl vportfilter/show | grep -q "filter:2=1" && [ "$(from80)" = 3 ]'
+# The rules change: without the connection rule, the next reply is dropped even though
+# the connection is known.
+send out 9c43 0050 00000064 00000000 02
+send in 9c43 0050 00000190 00000065 12
+check "a second web connection's reply passes" wait_for '[ "$(from80)" = 4 ]'
+check "the connection rule removed" ovs-appctl vportfilter/rule-remove connection:5
+send out 9c43 0050 00000065 00000191 10
+send in 9c43 0050 00000191 00000065 10
+check "after the change its replies are dropped" wait_for 'ovs-appctl vportfilter/show | grep -q "filter:2=2" && [ "$(from80)" = 4 ]'
 # A SYN to port 23 is dropped by the rule: it opens nothing.
 send out 9c41 0017 00000001 00000000 02
 # A UDP flow from the VM and its answer.
@@ -64,7 +90,7 @@ ovs-appctl netdev-dummy/receive p1 "525400000002525400000001""0800""4500001c""00
 ovs-appctl netdev-dummy/receive p2 "525400000001525400000002""0800""4500001c""00000000""40110000""0a000035""0a000001""00359c42""00080000" >/dev/null
 check "the UDP flow, answered" wait_for 'conn "udp 10.0.0.1:40002 -> 10.0.0.53:53 opened=outgoing state=replied packets=1/1 "'
 check "the dropped SYN opened nothing" bash -c "! ovs-appctl vportfilter/conn-list | grep -q ':23 '"
-check "three connections in the stats" bash -c "ovs-appctl vportfilter/stats | grep -A3 '\"connections\"' | grep -q '\"active\": 3'"
+check "four connections in the stats" bash -c "ovs-appctl vportfilter/stats | grep -A3 '\"connections\"' | grep -q '\"active\": 4'"
 
 # Arguments: a bad count is refused with its reason; without conns= tracking is off.
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=lots control=none"

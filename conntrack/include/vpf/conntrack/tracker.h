@@ -93,8 +93,18 @@ struct ConnInfo {
   uint64_t packets[2] = {}, bytes[2] = {};  // [0] opener → peer, [1] peer → opener (frame bytes)
 };
 
+// A decision the caller keeps with a connection, opaque to the tracker (the plugin: the
+// connection rule that governs it), with the generation of the rules it came from.
+struct Governing {
+  uint64_t word = 0;
+  uint64_t gen = 0;
+  bool set = false;
+};
+inline constexpr uint64_t kNoWord = ~uint64_t(0);  // a packet that brings no decision
+
 struct Observed {
   Verdict verdict = Verdict::Untracked;
+  Governing gov;  // the connection's, after this packet (New, Known)
   bool reply = false;  // the packet goes from the side that did not open the connection
   uint64_t id = 0;     // the connection's (New, Known)
   TcpState tcp = TcpState::SynSent;
@@ -145,6 +155,20 @@ class Tracker {
   void track_batch(const matcher::PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
                    uint32_t n, uint64_t now_ns, Observed* out, ConnInfo* events = nullptr);
 
+  // What a batch brings besides its packets (track_batch's form for a caller that keeps a
+  // decision with each connection): words[i], the decision packet i brings (kNoWord:
+  // none); bit i of no_open, packet i may not open a connection (it is dropped); gen, the
+  // generation of the rules the words come from.  A connection takes the word of the
+  // packet that opens it, and again that of its opener's next packet once `gen` has moved
+  // on (re-decided after a rule change); Observed::gov is the connection's.
+  struct Decisions {
+    const uint64_t* words = nullptr;
+    uint32_t no_open = 0;
+    uint64_t gen = 0;
+  };
+  void track_batch(const matcher::PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
+                   uint32_t n, uint64_t now_ns, const Decisions& d, Observed* out, ConnInfo* events = nullptr);
+
   // Removes the connections idle past their timeout at `now_ns`; appends an event for
   // each whose closing was not told yet.  Returns how many it removed.
   size_t expire(uint64_t now_ns, std::vector<Event>* events);
@@ -168,7 +192,7 @@ class Tracker {
   // Fills *p; false (with *o set) if the packet is not tracked or invalid.
   bool prepare(const matcher::PacketKey& k, const uint8_t* frame, uint32_t frame_len, Prepared* p, Observed* o);
   Stripe& stripe_of(uint64_t h) const;
-  Observed apply(const Prepared& p, uint64_t now_ns, ConnInfo* event_conn);
+  Observed apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, ConnInfo* event_conn);
   Limits limits_;
   Timeouts timeouts_;
   uint32_t nstripes_;
