@@ -40,11 +40,20 @@ vmx 1 timeout 5 nc -N "$ip2" 7000 <"$VMRUN/blob" && r="transferred (300 kB)" || 
 report "TCP vm1 -> vm2:7000" "$r"
 vmx 1 timeout 3 nc -z -w 2 "$ip2" 23 && r="connected (unexpected)" || r="blocked: the SYNs were dropped"
 report "telnet vm1 -> vm2:23" "$r"
-for p in 9999 9998; do for _ in 1 2 3; do echo hello | vmx 1 nc -u -w 0 "$ip2" "$p"; done; done
-vmx 1 python3 -c "import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.sendto(b'x'*1400, ('$ip2', 9998)); s.sendto(b'x'*100, ('$ip2', 9998))"
+# Datagrams: sendto() sends each one (nc -u -w 0 may quit before it has, on a busy host).
+# sendudp HOST PORT SIZE COUNT
+sendudp() {
+  vmx 1 python3 -c "import socket, sys; s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(int(sys.argv[4])): s.sendto(b'x' * int(sys.argv[3]), (sys.argv[1], int(sys.argv[2])))" "$@"
+}
+sendudp "$ip2" 9999 6 3
+sendudp "$ip2" 9998 6 3
+sendudp "$ip2" 9998 1400 1
+sendudp "$ip2" 9998 100 1
 # A resolver that is not vm2 (a neighbour entry, so that vm1 sends without asking ARP).
 vmx 1 ip neigh replace "10.$VMNET.$VMSUB.77" lladdr 52:54:00:00:00:77 dev eth0
-for _ in 1 2; do echo q | vmx 1 nc -u -w 0 "$ip2" 53; echo q | vmx 1 nc -u -w 0 "10.$VMNET.$VMSUB.77" 53; done
+sendudp "$ip2" 53 2 2
+sendudp "10.$VMNET.$VMSUB.77" 53 2 2
 sleep 1
 kill "$tcpd" 2>/dev/null; wait "$tcpd" 2>/dev/null
 got() { tcpdump -nr "$out/vm2-received.pcap" "$1" 2>/dev/null | wc -l; }
