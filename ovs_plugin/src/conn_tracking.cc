@@ -33,9 +33,9 @@ std::string address(const conntrack::ConnKey& k, const uint32_t* ip, uint16_t po
 
 ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_conns, max_conns}) {}
 
-void ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
-                          matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                          conntrack::Governing* gov) {
+uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter,
+                              uint32_t vm, matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
+                              conntrack::Governing* gov) {
   n = std::min(n, conntrack::Tracker::kBatch);
   matcher::PacketKey keys[conntrack::Tracker::kBatch];
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
@@ -45,12 +45,16 @@ void ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint3
     kp[i] = &keys[i];
   }
   if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out);
-  for (uint32_t i = 0; i < n; ++i)
-    gov[i] = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known ? out[i].gov
-                                                                                                      : conntrack::Governing{};
+  uint32_t replies = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    const bool tracked = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known;
+    gov[i] = tracked ? out[i].gov : conntrack::Governing{};
+    replies |= uint32_t(tracked && out[i].reply) << i;
+  }
   uint64_t last = last_sweep_.load(std::memory_order_relaxed);
   if (now_ns - last >= kSweepEveryNs && last_sweep_.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
     tracker_.expire_step(now_ns, nullptr);
+  return replies;
 }
 
 std::string ConnTracking::list() const {

@@ -8,11 +8,13 @@
 // and the switch remembers no pass of the plugin's (hook ABI 6): every packet is followed.
 //
 // Connection rules then decide connections, not packets: the connection rule that decided
-// the packet opening a connection (in the direction it was opened) decides every packet
-// of the connection, both ways, until the rules change; the opener's next packet after a
-// change decides it again.  So `allow` on the VM's outgoing connections lets their
-// replies through a filter rule that drops inbound packets of their kind (reflexive
-// allow).  A packet whose own decision drops it opens no connection.
+// the packet opening a connection (in the direction it was opened) also decides its
+// replies, until the rules change; the opener's next packet after a change decides it
+// again.  So `allow` on the VM's outgoing connections lets their replies through a filter
+// rule that drops inbound packets of their kind (reflexive allow), and `block` drops the
+// replies of a connection it governs.  Passthrough and filter rules keep their meaning
+// for each packet otherwise (Plugin::BatchRun::govern).  A packet whose own decision drops
+// it opens no connection.
 //
 // Thread-safety: follow() on any datapath threads at once; list() and stats() on any.
 #pragma once
@@ -36,10 +38,11 @@ class ConnTracking {
   // The n packets of one batch of adapter `adapter` (VM `vm`) in direction `dir`, with
   // the decisions they bring (Tracker::Decisions: the connection rule that decided each,
   // packed; the packets that may not open a connection; the rules' generation).  gov[i]:
-  // the decision that governs packet i's connection (set: false for none).
-  void follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
-              matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-              conntrack::Governing* gov);
+  // the decision that governs packet i's connection (set: false for none).  Returns the
+  // replies: bit i, packet i goes against the direction its connection was opened in.
+  uint32_t follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
+                  matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
+                  conntrack::Governing* gov);
 
   // A classifier decision as the word a connection keeps, and back.
   static uint64_t pack(const matcher::Decision& d) {

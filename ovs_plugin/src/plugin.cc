@@ -318,10 +318,13 @@ class Plugin::BatchRun {
 
   int slot() const { return slot_; }
 
-  // The batch to the connection tracker (before its decisions are applied): a packet of
-  // a connection that a connection rule governs takes that rule's decision (decided for
-  // the packet that opened it, in the direction it was opened: conn_tracking.h); a packet
-  // whose own decision drops it opens nothing.  Returns the matched packets.
+  // The batch to the connection tracker (before its decisions are applied): a reply of a
+  // connection that a connection rule governs takes that rule's decision (decided for the
+  // packet that opened it, in the direction it was opened: conn_tracking.h) — unless a
+  // passthrough rule matched it, or the rule allows and a filter rule captures, notifies
+  // or counts it (filter and passthrough rules keep their meaning for each packet; an
+  // allow overrides only a drop: the reflexive allow).  A packet whose own decision drops
+  // it opens nothing.  Returns the matched packets.
   uint32_t govern(uint32_t matched, ConnTracking& ct) {
     uint64_t words[kHookBatch];
     uint32_t no_open = 0;
@@ -332,11 +335,18 @@ class Plugin::BatchRun {
       no_open |= uint32_t(m && d.action == Action::Drop) << i;
     }
     conntrack::Governing gov[kHookBatch];
-    ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed), dir_, mono_ns(),
-              conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov);
-    for (uint32_t i = 0; i < n_; ++i) {
+    const uint32_t replies = ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed),
+                                       dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov);
+    for (uint32_t m = replies; m; m &= m - 1) {
+      const uint32_t i = uint32_t(std::countr_zero(m));
       if (!gov[i].set) continue;
-      out_.v[i] = ConnTracking::unpack(gov[i].word);
+      const Decision& own = out_.v[i];
+      const Decision g = ConnTracking::unpack(gov[i].word);
+      if (matched >> i & 1) {
+        if (own.kind == RuleKind::Passthrough) continue;
+        if (g.action == Action::Pass && own.kind == RuleKind::Filter && own.action != Action::Drop) continue;
+      }
+      out_.v[i] = g;
       matched |= 1u << i;
     }
     return matched;

@@ -90,6 +90,14 @@ ovs-appctl netdev-dummy/receive p1 "525400000002525400000001""0800""4500001c""00
 ovs-appctl netdev-dummy/receive p2 "525400000001525400000002""0800""4500001c""00000000""40110000""0a000035""0a000001""00359c42""00080000" >/dev/null
 check "the UDP flow, answered" wait_for 'conn "udp 10.0.0.1:40002 -> 10.0.0.53:53 opened=outgoing state=replied packets=1/1 "'
 check "the dropped SYN opened nothing" bash -c "! ovs-appctl vportfilter/conn-list | grep -q ':23 '"
+# A connection rule added later decides a known connection once its opener sends again:
+# a block drops the opener's datagram and then the answers too.
+from53() { tcpdump -nr "$run/p1-tx.pcap" 2>/dev/null | grep -c '10.0.0.53.53 > '; }
+check "one answer from 53 so far" [ "$(from53)" = 1 ]
+check "a connection rule blocks DNS" ovs-appctl vportfilter/rule-add '{"kind": "connection", "id": 6, "protocol": "udp", "remote_port": 53, "direction": "outgoing", "flags": ["block"]}'
+ovs-appctl netdev-dummy/receive p1 "525400000002525400000001""0800""4500001c""00000000""40110000""0a000001""0a000035""9c420035""00080000" >/dev/null
+ovs-appctl netdev-dummy/receive p2 "525400000001525400000002""0800""4500001c""00000000""40110000""0a000035""0a000001""00359c42""00080000" >/dev/null
+check "the known flow's answer is blocked with it" wait_for 'ovs-appctl vportfilter/show | grep -q "connection:6=2" && [ "$(from53)" = 1 ]'
 check "four connections in the stats" bash -c "ovs-appctl vportfilter/stats | grep -A3 '\"connections\"' | grep -q '\"active\": 4'"
 
 # Arguments: a bad count is refused with its reason; without conns= tracking is off.
