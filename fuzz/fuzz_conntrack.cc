@@ -2,10 +2,13 @@
 // list of packets, each a header byte (bit 0: incoming; bits 1..2: the adapter; bits
 // 3..6: seconds to wait before it; bit 7: the end of a batch), a 16-bit big-endian length
 // and that many frame bytes (each frame is copied to a buffer of exactly its length: ASan
-// sees a read past it).  Three trackers with small limits follow the packets: one packet
-// at a time with the frames' numbers, in batches with them (track_batch), and with the
-// flags alone.  A finding is: the first two disagreeing on any packet (verdict, id,
-// direction, state, event), counters that do not add up (created − removed ≠ active, a
+// sees a read past it).  Four trackers with small limits follow the packets: one packet
+// at a time with the frames' numbers, in batches with them (track_batch), with the flags
+// alone, and in batches with decisions of a caller (Tracker::Decisions, drawn from the
+// frames' lengths).  A finding is: the first two disagreeing on any packet (verdict, id,
+// direction, state, event); a packet that may not open a connection opening one, a new
+// connection without its opener's decision, a decision for a packet of no connection;
+// counters that do not add up (created − removed ≠ active, a
 // listing of another size, a verdict count that differs from its counter), a connection
 // with no packet, one left after expiring everything, or a crash or sanitizer report.
 #include <cstdint>
@@ -67,8 +70,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   Timeouts to;
   to.tcp[int(TcpState::SynSent)] = 20;  // some expire within an input's time
   to.udp_unreplied = 10;
-  Tracker one(limits, to), batch(limits, to), flags(limits, to);
-  uint64_t v_one[5] = {}, v_batch[5] = {}, v_flags[5] = {};
+  Tracker one(limits, to), batch(limits, to), flags(limits, to), decided(limits, to);
+  uint64_t v_one[5] = {}, v_batch[5] = {}, v_flags[5] = {}, v_decided[5] = {};
+  uint64_t gen = 1;
   std::vector<Observed> want;
   for (size_t start = 0; start < pkts.size();) {
     size_t end = start;
@@ -85,6 +89,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       lens[i - start] = uint32_t(pkts[i].frame.size());
     }
     batch.track_batch(keys, frames, lens, uint32_t(end - start), t, got);
+    // The caller's decisions (Tracker::Decisions), drawn from the frames' lengths: a packet
+    // that may not open opens nothing, a new connection keeps the word of its opener, and
+    // only followed packets carry a connection's decision.
+    uint64_t words[Tracker::kBatch];
+    uint32_t no_open = 0;
+    for (size_t i = start; i < end; ++i) {
+      const size_t len = pkts[i].frame.size();
+      words[i - start] = len % 3 == 0 ? kNoWord : len;
+      no_open |= uint32_t(len % 5 == 0) << (i - start);
+    }
+    if (pkts[start].frame.size() % 7 == 0) ++gen;  // the rules changed
+    Observed dec[Tracker::kBatch];
+    decided.track_batch(keys, frames, lens, uint32_t(end - start), t, Tracker::Decisions{words, no_open, gen}, dec);
+    for (size_t i = 0; i < end - start; ++i) {
+      ++v_decided[int(dec[i].verdict)];
+      if (dec[i].verdict == Verdict::New && (no_open >> i & 1)) finding("a packet that may not open a connection opened one");
+      if (dec[i].verdict == Verdict::New && (dec[i].gov.set != (words[i] != kNoWord) || (dec[i].gov.set && dec[i].gov.word != words[i])))
+        finding("a new connection does not keep its opener's decision");
+      if (dec[i].gov.set && dec[i].verdict != Verdict::New && dec[i].verdict != Verdict::Known)
+        finding("a decision for a packet of no connection");
+    }
     for (size_t i = start; i < end; ++i) {
       const Observed w = one.track(pkts[i].key, pkts[i].frame.data(), uint32_t(pkts[i].frame.size()), t);
       const Observed& g = got[i - start];
@@ -98,13 +123,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const uint64_t removed = one.expire(t, nullptr);
     if (batch.expire(t, nullptr) != removed) finding("the two expire differently");
     flags.expire(t, nullptr);
+    decided.expire(t, nullptr);
     start = end;
   }
   check_counts(one, v_one);
   check_counts(batch, v_batch);
   check_counts(flags, v_flags);
+  check_counts(decided, v_decided);
   std::vector<Event> events;
-  for (Tracker* t : {&one, &batch, &flags}) {
+  for (Tracker* t : {&one, &batch, &flags, &decided}) {
     t->expire(now + 1000000ull * 1000000000ull, &events);
     if (t->stats().active != 0 || !t->list().empty()) finding("a connection outlived every timeout");
   }
