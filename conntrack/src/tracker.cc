@@ -44,7 +44,6 @@ struct Guard {
   SpinLock& l_;
 };
 
-
 }  // namespace
 
 struct Conn {
@@ -76,15 +75,17 @@ struct Tracker::Stripe {
     bucket_mask = nbuckets - 1;
   }
   static uint32_t sig_of(uint64_t h) { return uint32_t(h) | 1u; }
-  uint32_t bucket(uint64_t h, int which) const {
+  // The first slot of the key's candidate bucket `which` (0 or 1).
+  Slot* bucket(uint64_t h, int which) const {
     const uint32_t b = uint32_t(h >> 32);
-    return (which == 0 ? b : b ^ ((sig_of(h) * 0x9e3779b1u) >> 7 | 1u)) & bucket_mask;
+    const uint32_t at = (which == 0 ? b : b ^ ((sig_of(h) * 0x9e3779b1u) >> 7 | 1u)) & bucket_mask;
+    return const_cast<Slot*>(&slots[size_t(at) * kSlotsPerBucket]);
   }
   // The slot of `key`, or null.
   Slot* find(const ConnKey& key, uint64_t h) {
     const uint32_t sig = sig_of(h);
     for (int w = 0; w < 2; ++w) {
-      Slot* b = &slots[size_t(bucket(h, w)) * kSlotsPerBucket];
+      Slot* b = bucket(h, w);
       for (uint32_t i = 0; i < kSlotsPerBucket; ++i)
         if (b[i].sig == sig && recs[b[i].rec].info.key == key) return &b[i];
     }
@@ -94,10 +95,10 @@ struct Tracker::Stripe {
   Slot* insert(uint64_t h) {
     if (free_recs.empty()) return nullptr;
     for (int w = 0; w < 2; ++w) {
-      Slot* b = &slots[size_t(bucket(h, w)) * kSlotsPerBucket];
+      Slot* b = bucket(h, w);
       for (uint32_t i = 0; i < kSlotsPerBucket; ++i)
         if (b[i].sig == 0) {
-          // Atomic stores: peek() reads slots without the lock.
+          // Atomic stores: fetch_records() reads slots without the lock.
           std::atomic_ref<uint32_t>(b[i].rec).store(free_recs.back(), std::memory_order_relaxed);
           std::atomic_ref<uint32_t>(b[i].sig).store(sig_of(h), std::memory_order_relaxed);
           free_recs.pop_back();
@@ -113,15 +114,15 @@ struct Tracker::Stripe {
   }
   // Requests the key's buckets.
   void fetch_buckets(uint64_t h) const {
-    __builtin_prefetch(&slots[size_t(bucket(h, 0)) * kSlotsPerBucket]);
-    __builtin_prefetch(&slots[size_t(bucket(h, 1)) * kSlotsPerBucket]);
+    __builtin_prefetch(bucket(h, 0));
+    __builtin_prefetch(bucket(h, 1));
   }
   // Requests the record of each slot of the key's buckets with its signature: read without
   // the lock, so a guess (the lookup under the lock decides).
   void fetch_records(uint64_t h) const {
     const uint32_t sig = sig_of(h);
     for (int w = 0; w < 2; ++w) {
-      Slot* b = const_cast<Slot*>(&slots[size_t(bucket(h, w)) * kSlotsPerBucket]);
+      Slot* b = bucket(h, w);
       for (uint32_t i = 0; i < kSlotsPerBucket; ++i)
         if (std::atomic_ref<uint32_t>(b[i].sig).load(std::memory_order_relaxed) == sig) {
           const char* r = reinterpret_cast<const char*>(
@@ -308,25 +309,31 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
       slot = nullptr;
     }
   }
+  // A packet that opens nothing, counted under its verdict.
+  auto refuse = [&](Verdict v, std::atomic<uint64_t>& counter) {
+    o.verdict = v;
+    counter.fetch_add(1, std::memory_order_relaxed);
+    return o;
+  };
+  // The packet's connection as Observed says it, and as the event tells it.
+  auto observe = [&](Verdict v, const Conn& c, bool reply) {
+    o.verdict = v;
+    o.reply = reply;
+    o.id = c.info.id;
+    o.tcp = c.info.tcp;
+    if (v != Verdict::Invalid) o.gov = c.gov;
+    if (o.event != EventKind::None && event_conn) *event_conn = c.info;
+    return o;
+  };
   if (!slot) {
     TcpTrack t;
     const bool create = may_open && (!tcp || seg == Segment::Syn || tcp_pick_up(seg, &t));
-    if (!create) {
-      o.verdict = Verdict::Untracked;
-      untracked_.fetch_add(1, std::memory_order_relaxed);
-      return o;
-    }
-    if (!reserve(key.adapter)) {
-      o.verdict = Verdict::Full;
-      full_.fetch_add(1, std::memory_order_relaxed);
-      return o;
-    }
+    if (!create) return refuse(Verdict::Untracked, untracked_);
+    if (!reserve(key.adapter)) return refuse(Verdict::Full, full_);
     slot = s.insert(h);
     if (!slot) {
       release(key.adapter);
-      o.verdict = Verdict::Full;
-      full_.fetch_add(1, std::memory_order_relaxed);
-      return o;
+      return refuse(Verdict::Full, full_);
     }
     Conn& c = s.recs[slot->rec];
     c.info.id = next_id_.fetch_add(1, std::memory_order_relaxed);
@@ -344,18 +351,13 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     c.info.bytes[0] = len;
     c.gov = Governing{word, gen, word != kNoWord};
     created_.fetch_add(1, std::memory_order_relaxed);
-    o.verdict = Verdict::New;
-    o.id = c.info.id;
-    o.tcp = c.info.tcp;
-    o.gov = c.gov;
     if (!tcp) {
       o.event = EventKind::UdpCreated;
     } else if (c.info.tcp == TcpState::Established) {  // picked up open
       o.event = EventKind::TcpConnected;
       c.connected_told = true;
     }
-    if (o.event != EventKind::None && event_conn) *event_conn = c.info;
-    return o;
+    return observe(Verdict::New, c, false);
   }
   Conn& c = s.recs[slot->rec];
   const bool reply = dir != c.info.opened;
@@ -365,13 +367,9 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     TcpPeer& src = c.peer[int(from)];
     TcpPeer& dst = c.peer[1 - int(from)];
     if (!tcp_window(src, dst, nums, &acks_fin)) {
-      o.verdict = Verdict::Invalid;
-      o.reply = reply;
-      o.id = c.info.id;
-      o.tcp = c.info.tcp;
       invalid_.fetch_add(1, std::memory_order_relaxed);
       out_of_window_.fetch_add(1, std::memory_order_relaxed);
-      return o;
+      return observe(Verdict::Invalid, c, reply);
     }
   }
   ++c.info.packets[reply];
@@ -394,13 +392,7 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     c.fin_from = next.fin_from;
   }
   if (!reply && c.gov.gen != gen) c.gov = Governing{word, gen, word != kNoWord};  // re-decided by its opener
-  o.verdict = Verdict::Known;
-  o.reply = reply;
-  o.id = c.info.id;
-  o.tcp = c.info.tcp;
-  o.gov = c.gov;
-  if (o.event != EventKind::None && event_conn) *event_conn = c.info;
-  return o;
+  return observe(Verdict::Known, c, reply);
 }
 
 size_t Tracker::expire_stripe(Stripe& s, uint64_t now_ns, std::vector<Event>* events) {
