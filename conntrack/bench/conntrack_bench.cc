@@ -11,24 +11,13 @@
 #include <cstdlib>
 #include <vector>
 
-#include "frames.h"
+#include "segments.h"
 #include "vpf/conntrack/tracker.h"
-#include "vpf/matcher/parser.h"
 
 using namespace vpf;
 using namespace vpf::conntrack;
 
 namespace {
-
-std::vector<uint8_t> segment(bool out, uint16_t vport, uint32_t seq, uint32_t ack, uint8_t flags) {
-  const uint32_t vm = test::ip4(10, 0, 0, 1), peer = test::ip4(10, 0, 0, 2);
-  const uint16_t sp = out ? vport : 443, dp = out ? 443 : vport;
-  const std::vector<uint8_t> h = {uint8_t(sp >> 8), uint8_t(sp), uint8_t(dp >> 8), uint8_t(dp),
-                                  uint8_t(seq >> 24), uint8_t(seq >> 16), uint8_t(seq >> 8), uint8_t(seq),
-                                  uint8_t(ack >> 24), uint8_t(ack >> 16), uint8_t(ack >> 8), uint8_t(ack),
-                                  0x50, flags, 0xff, 0xff, 0, 0, 0, 0};
-  return test::FrameBuilder().eth(test::kMacB, test::kMacA).ethertype(0x0800).ipv4(out ? vm : peer, out ? peer : vm, 6).bytes(h).build(60);
-}
 
 struct Pkt {
   std::vector<uint8_t> frame;
@@ -38,13 +27,13 @@ struct Pkt {
 Pkt make(bool out, uint32_t conn, uint32_t seq, uint32_t ack, uint8_t flags) {
   // Connections differ by the VM's port and the peer's address (64k ports are not enough
   // for 64k connections plus the handshake's).
-  Pkt p{segment(out, uint16_t(1024 + conn % 60000), seq, ack, flags), {}};
+  const matcher::Direction dir = out ? matcher::Direction::Outgoing : matcher::Direction::Incoming;
+  Pkt p{test::tcp_segment(dir, uint16_t(1024 + conn % 60000), 443, seq, ack, flags, 0xffff, 0, {}, 60), {}};
   if (conn >= 60000) {  // another peer address: bytes 26..29 (out: destination 30..33)
     p.frame[out ? 33 : 29] = uint8_t(3 + conn / 60000);
     p.frame[24] = p.frame[25] = 0;  // the IPv4 checksum is not checked by the parser
   }
-  matcher::parse_frame(p.frame.data(), uint32_t(p.frame.size()),
-                       matcher::PacketMeta{1, out ? matcher::Direction::Outgoing : matcher::Direction::Incoming, 0}, &p.key);
+  p.key = test::parse_as(p.frame, dir);
   return p;
 }
 

@@ -5,42 +5,23 @@
 
 #include <vector>
 
-#include "frames.h"
+#include "segments.h"
 #include "vpf/conntrack/tracker.h"
-#include "vpf/matcher/parser.h"
 
 namespace {
 
 using namespace vpf::conntrack;
 using vpf::matcher::PacketKey;
-using vpf::matcher::PacketMeta;
-using vpf::test::FrameBuilder;
 
-const uint32_t kVm = vpf::test::ip4(10, 0, 0, 1), kPeer = vpf::test::ip4(10, 0, 0, 2);
 constexpr Direction Out = Direction::Outgoing, In = Direction::Incoming;
 
 // A TCP segment between the VM (port 40000) and the peer (port 80), whole.
 std::vector<uint8_t> segment(Direction dir, uint32_t seq, uint32_t ack, uint8_t flags, uint16_t win, size_t payload = 0,
                              std::vector<uint8_t> opts = {}) {
-  while (opts.size() % 4) opts.push_back(0);
-  const bool out = dir == Out;
-  const uint16_t sp = out ? 40000 : 80, dp = out ? 80 : 40000;
-  std::vector<uint8_t> h = {uint8_t(sp >> 8), uint8_t(sp), uint8_t(dp >> 8), uint8_t(dp),
-                            uint8_t(seq >> 24), uint8_t(seq >> 16), uint8_t(seq >> 8), uint8_t(seq),
-                            uint8_t(ack >> 24), uint8_t(ack >> 16), uint8_t(ack >> 8), uint8_t(ack),
-                            uint8_t((5 + opts.size() / 4) << 4), flags, uint8_t(win >> 8), uint8_t(win), 0, 0, 0, 0};
-  for (uint8_t o : opts) h.push_back(o);
-  FrameBuilder b;
-  b.eth(vpf::test::kMacB, vpf::test::kMacA).ethertype(0x0800).ipv4(out ? kVm : kPeer, out ? kPeer : kVm, 6).bytes(h);
-  if (payload) b.payload(payload);
-  return b.build();
+  return vpf::test::tcp_segment(dir, 40000, 80, seq, ack, flags, win, payload, std::move(opts));
 }
 
-PacketKey parse(const std::vector<uint8_t>& f, Direction dir) {
-  PacketKey k;
-  vpf::matcher::parse_frame(f.data(), uint32_t(f.size()), PacketMeta{1, dir, 0}, &k);
-  return k;
-}
+PacketKey parse(const std::vector<uint8_t>& f, Direction dir) { return vpf::test::parse_as(f, dir); }
 
 TcpSegment read(const std::vector<uint8_t>& f, Direction dir = Out) {
   TcpSegment s;

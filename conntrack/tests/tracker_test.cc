@@ -8,8 +8,8 @@
 #include <vector>
 
 #include "frames.h"
+#include "segments.h"
 #include "vpf/conntrack/tracker.h"
-#include "vpf/matcher/parser.h"
 
 namespace {
 
@@ -22,23 +22,17 @@ using vpf::test::kMacA;
 using vpf::test::kMacB;
 
 constexpr uint64_t kSec = 1000000000ull;
-const uint32_t kVm = ip4(10, 0, 0, 1), kPeer = ip4(10, 0, 0, 2);
+const uint32_t kVm = vpf::test::kVmIp, kPeer = vpf::test::kPeerIp;
 
 PacketKey parse(const std::vector<uint8_t>& f, Direction dir, uint32_t adapter = 1, uint32_t vm = 7) {
-  PacketKey k;
-  vpf::matcher::parse_frame(f.data(), uint32_t(f.size()), PacketMeta{adapter, dir, vm}, &k);
-  return k;
+  return vpf::test::parse_as(f, dir, adapter, vm);
 }
 
 // A TCP segment between the VM (port vport) and the peer (port pport): outgoing from the
-// VM, or incoming to it.
+// VM, or incoming to it (sequence number 1000, no acknowledgement number, window 65535).
 PacketKey tcp(Direction dir, uint8_t flags, uint16_t vport = 40000, uint16_t pport = 80, uint32_t adapter = 1,
               size_t payload = 0) {
-  const bool out = dir == Direction::Outgoing;
-  FrameBuilder b;
-  b.eth(kMacB, kMacA).ethertype(0x0800).ipv4(out ? kVm : kPeer, out ? kPeer : kVm, 6).tcp(out ? vport : pport, out ? pport : vport, flags);
-  if (payload) b.payload(payload);
-  return parse(b.build(), dir, adapter);
+  return parse(vpf::test::tcp_segment(dir, vport, pport, 1000, 0, flags, 65535, payload), dir, adapter);
 }
 
 PacketKey udp(Direction dir, uint16_t vport = 5000, uint16_t pport = 53, uint32_t adapter = 1) {
