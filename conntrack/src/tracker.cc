@@ -391,8 +391,22 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     c.info.tcp = next.state;
     c.fin_from = next.fin_from;
   }
-  if (!reply && c.gov.gen != gen) c.gov = Governing{word, gen, word != kNoWord};  // re-decided by its opener
+  if (!reply && c.gov.gen < gen) c.gov = Governing{word, gen, word != kNoWord};  // re-decided by its opener
   return observe(Verdict::Known, c, reply);
+}
+
+Governing Tracker::redecide(const PacketKey& k, uint64_t word, uint64_t gen) {
+  ConnKey key;
+  bool invalid = false;
+  if (!key_of(k, &key, &invalid)) return Governing{};
+  const uint64_t h = hash(key);
+  Stripe& s = stripe_of(h);
+  Guard g(s.lock);
+  Stripe::Slot* slot = s.find(key, h);
+  if (!slot) return Governing{};
+  Conn& c = s.recs[slot->rec];
+  if (c.gov.gen < gen) c.gov = Governing{word, gen, word != kNoWord};
+  return c.gov;
 }
 
 size_t Tracker::expire_stripe(Stripe& s, uint64_t now_ns, std::vector<Event>* events) {

@@ -435,6 +435,34 @@ TEST(Tracker, AConnectionKeepsTheDecisionOfItsOpener) {
   EXPECT_FALSE(t.track(tcp(Out, kSyn, 2222), 0).gov.set);
 }
 
+// A reply that comes before its opener after a rule change: the caller decides the
+// connection again (Tracker::redecide) with the newer rules; an older decision never
+// replaces a newer one, and a packet of no connection finds nothing.
+TEST(Tracker, AReplyDecidesItsConnectionAgainWithNewerRules) {
+  Tracker t;
+  auto one = [&](const PacketKey& k, uint64_t word, uint64_t gen) {
+    const PacketKey* kp[1] = {&k};
+    Observed o;
+    t.track_batch(kp, nullptr, nullptr, 1, 0, Tracker::Decisions{&word, 0, gen}, &o);
+    return o;
+  };
+  ASSERT_EQ(one(tcp(Out, kSyn), 7, 1).verdict, Verdict::New);
+  Governing g = t.redecide(tcp(In, kSyn | kAck), 9, 2);
+  EXPECT_TRUE(g.set);
+  EXPECT_EQ(g.word, 9u);
+  EXPECT_EQ(g.gen, 2u);
+  g = t.redecide(tcp(In, kAck), 5, 1);  // older rules: kept as it is
+  EXPECT_EQ(g.word, 9u);
+  EXPECT_EQ(g.gen, 2u);
+  Observed o = one(tcp(Out, kAck), 11, 1);  // the opener's packet classified before the change: no step back
+  EXPECT_EQ(o.gov.word, 9u);
+  g = t.redecide(tcp(In, kAck), kNoWord, 3);  // no connection rule any more
+  EXPECT_FALSE(g.set);
+  EXPECT_EQ(g.gen, 3u);
+  EXPECT_FALSE(t.redecide(tcp(In, kAck, 2222), 9, 4).set) << "no connection";
+  EXPECT_EQ(t.redecide(tcp(In, kAck, 2222), 9, 4).gen, 0u);
+}
+
 TEST(Tracker, ThreadsAtOnce) {
   Tracker t(Limits{100000, 100000});
   constexpr int kOwn = 2000, kShared = 500, kRounds = 4;

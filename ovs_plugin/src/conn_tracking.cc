@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <cstring>
 #include <sstream>
 
 #include "vpf/matcher/parser.h"
@@ -35,9 +36,8 @@ ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_
 
 uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter,
                               uint32_t vm, matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                              conntrack::Governing* gov) {
+                              conntrack::Governing* gov, matcher::PacketKey* keys) {
   n = std::min(n, conntrack::Tracker::kBatch);
-  matcher::PacketKey keys[conntrack::Tracker::kBatch];
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
   conntrack::Observed out[conntrack::Tracker::kBatch];
   for (uint32_t i = 0; i < n; ++i) {
@@ -72,9 +72,30 @@ std::string ConnTracking::list() const {
   return o.str();
 }
 
+void ConnTracking::turn_round(const uint8_t* frame, uint32_t len, const matcher::PacketKey& key, uint8_t* out) {
+  std::memcpy(out, frame, len);
+  auto swap = [&](uint32_t a, uint32_t b, uint32_t n) {
+    if (b + n > len) return;
+    std::memcpy(out + a, frame + b, n);
+    std::memcpy(out + b, frame + a, n);
+  };
+  swap(0, 6, 6);
+  const uint32_t ver = key.f[matcher::F_IP_VER];
+  if (ver == 4) swap(key.l3_offset + 12u, key.l3_offset + 16u, 4);
+  if (ver == 6) swap(key.l3_offset + 8u, key.l3_offset + 24u, 16);
+  if (key.f[matcher::F_PARSE_FLAGS] & matcher::PARSE_PORTS) swap(key.l4_offset, key.l4_offset + 2u, 2);
+}
+
+nlohmann::json ConnTracking::idle_stats(uint32_t limit) {
+  return stats_json(limit, conntrack::Stats{});
+}
+
 nlohmann::json ConnTracking::stats() const {
-  const conntrack::Stats s = tracker_.stats();
-  return {{"limit", tracker_.limits().total}, {"active", s.active},       {"created", s.created},
+  return stats_json(tracker_.limits().total, tracker_.stats());
+}
+
+nlohmann::json ConnTracking::stats_json(uint32_t limit, const conntrack::Stats& s) {
+  return {{"limit", limit},                   {"active", s.active},       {"created", s.created},
           {"removed", s.removed},             {"untracked", s.untracked}, {"invalid", s.invalid},
           {"out_of_window", s.out_of_window}, {"full", s.full}};
 }

@@ -3,14 +3,18 @@
 // small steps by the datapath threads themselves (no thread of its own); listed by
 // `ovs-appctl vportfilter/conn-list` and counted in `vportfilter/stats`.
 //
-// On with the plugin argument conns=N (the table's size); off by default.  While it is
-// on, every VM port hands the plugin both directions (the tracker must see the replies)
-// and the switch remembers no pass of the plugin's (hook ABI 6): every packet is followed.
+// On for the adapters that connection rules are in force on (Port::tracked), with a table
+// of conns=N connections (default kDefaultConns; conns=0: off, connection rules then
+// decide each packet alone).  A tracked port hands the plugin both directions (the tracker
+// must see the replies) and the switch remembers no pass of the plugin's on it (hook ABI
+// 6): every packet is followed.
 //
 // Connection rules then decide connections, not packets: the connection rule that decided
 // the packet opening a connection (in the direction it was opened) also decides its
 // replies, until the rules change; the opener's next packet after a change decides it
-// again.  So `allow` on the VM's outgoing connections lets their replies through a filter
+// again, and a reply that comes first is decided again from the connection's key turned
+// round (turn_round: the opener's view of it, which rules that read only headers decide
+// as they would the opener's packet).  So `allow` on the VM's outgoing connections lets their replies through a filter
 // rule that drops inbound packets of their kind (reflexive allow), and `block` drops the
 // replies of a connection it governs.  Passthrough and filter rules keep their meaning
 // for each packet otherwise (Plugin::BatchRun::govern).  A packet whose own decision drops
@@ -33,16 +37,25 @@ namespace vpf::plugin {
 class ConnTracking {
  public:
   static constexpr uint32_t kMaxConns = 1000000;
+  static constexpr uint32_t kDefaultConns = 65536;
   explicit ConnTracking(uint32_t max_conns);
 
   // The n packets of one batch of adapter `adapter` (VM `vm`) in direction `dir`, with
   // the decisions they bring (Tracker::Decisions: the connection rule that decided each,
   // packed; the packets that may not open a connection; the rules' generation).  gov[i]:
-  // the decision that governs packet i's connection (set: false for none).  Returns the
-  // replies: bit i, packet i goes against the direction its connection was opened in.
+  // the decision that governs packet i's connection (set: false for none); keys[i]: the
+  // packet as parsed.  Returns the replies: bit i, packet i goes against the direction its
+  // connection was opened in.
   uint32_t follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
                   matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                  conntrack::Governing* gov);
+                  conntrack::Governing* gov, matcher::PacketKey* keys);
+  // Tracker::redecide for the packet parsed as `key`.
+  conntrack::Governing redecide(const matcher::PacketKey& key, uint64_t word, uint64_t gen) {
+    return tracker_.redecide(key, word, gen);
+  }
+  // Writes into `out` (len bytes) the frame of `len` bytes parsed as `key` turned round:
+  // its Ethernet and IP addresses and its ports swapped, the rest as it was.
+  static void turn_round(const uint8_t* frame, uint32_t len, const matcher::PacketKey& key, uint8_t* out);
 
   // A classifier decision as the word a connection keeps, and back.
   static uint64_t pack(const matcher::Decision& d) {
@@ -56,8 +69,10 @@ class ConnTracking {
   // opened=outgoing|incoming state=… packets=OUT/IN bytes=OUT/IN" (OUT: opener → peer).
   std::string list() const;
   nlohmann::json stats() const;
+  static nlohmann::json idle_stats(uint32_t limit);  // of a table not made yet
 
  private:
+  static nlohmann::json stats_json(uint32_t limit, const conntrack::Stats& s);
   conntrack::Tracker tracker_;
   std::atomic<uint64_t> last_sweep_{0};
 };

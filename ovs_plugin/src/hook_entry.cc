@@ -11,8 +11,9 @@
 //                   (/var/run/openvswitch without OVS_RUNDIR); "none": no agent
 //   policy=fail-open|fail-closed
 //   cache=FLOWS     each datapath thread's decision cache size (default 65536; 0: none)
-//   conns=N         follow the VM ports' connections in a table of N (default 0: off;
-//                   conn_tracking.h); vportfilter/conn-list lists them
+//   conns=N         the connection table's size (default 65536; 0: no tracking): the
+//                   connections of the adapters that connection rules are in force on
+//                   are followed (conn_tracking.h); vportfilter/conn-list lists them
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -105,7 +106,7 @@ const ovs_packet_hook_ops kOps = {
 struct Args {
   std::string rules, control, policy;
   uint32_t cache_flows = vpf::matcher::Classifier::kDefaultCacheFlows;
-  uint32_t conns = 0;
+  uint32_t conns = vpf::plugin::ConnTracking::kDefaultConns;
 };
 
 // KEY=V as a count of WHAT from 0 to max.

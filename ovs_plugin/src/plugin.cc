@@ -105,7 +105,7 @@ uint64_t real_ns() {
 Plugin::Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows, uint32_t conns)
     : host_(host),
       cache_flows_(cache_flows),
-      conns_(conns ? std::make_unique<ConnTracking>(conns) : nullptr),
+      conns_size_(conns),
       generation_(++g_generation),
       region_(channel::Region::create(kEventRings + 1, kRingBytes)) {
   for (uint32_t i = 0; i < kEventRings; ++i) {
@@ -243,7 +243,8 @@ class Plugin::BatchRun {
     // the port's memo_gen changes (update_want): the classifier's candidates that no
     // rule matched.
     uint32_t memo = 0;
-    const bool memo_on = plain && b_->version >= 6 && b_->memo && !p_.conns_;  // tracked: every packet seen
+    // A tracked port's packets are all seen (the tracker follows each).
+    const bool memo_on = plain && b_->version >= 6 && b_->memo && !port_->tracked.load(std::memory_order_relaxed);
     if (memo_on) pb.memo = &memo;
     const uint32_t matched = p_.classify(slot_, pb, out_.v);
     if (memo_on) b_->memo &= memo & ~matched;
@@ -335,8 +336,16 @@ class Plugin::BatchRun {
       no_open |= uint32_t(m && d.action == Action::Drop) << i;
     }
     conntrack::Governing gov[kHookBatch];
+    Uninit<matcher::PacketKey, kHookBatch> keys;
     const uint32_t replies = ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed),
-                                       dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov);
+                                       dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov,
+                                       keys.v);
+    uint32_t stale = 0;  // replies whose connection was decided under older rules
+    for (uint32_t m = replies; m; m &= m - 1) {
+      const uint32_t i = uint32_t(std::countr_zero(m));
+      stale |= uint32_t(gov[i].gen < rules_gen_) << i;
+    }
+    if (stale) redecide(stale, keys.v, gov, ct);
     for (uint32_t m = replies; m; m &= m - 1) {
       const uint32_t i = uint32_t(std::countr_zero(m));
       if (!gov[i].set) continue;
@@ -353,6 +362,34 @@ class Plugin::BatchRun {
   }
 
  private:
+  // The connections of the `stale` replies decided again under the rules in force, each
+  // from its reply turned round (the opener's view: ConnTracking::turn_round) classified
+  // in the direction the connection was opened in; gov[i] becomes what they keep.
+  void redecide(uint32_t stale, const matcher::PacketKey* keys, conntrack::Governing* gov, ConnTracking& ct) {
+    const uint8_t* tdata[kHookBatch];
+    uint32_t tlen[kHookBatch], at[kHookBatch], n = 0;
+    size_t bytes = 0;
+    for (uint32_t m = stale; m; m &= m - 1) bytes += len_[std::countr_zero(m)];
+    std::vector<uint8_t> frames(bytes);  // only after a rule change: not the usual path
+    bytes = 0;
+    for (uint32_t m = stale; m; m &= m - 1, ++n) {
+      const uint32_t i = uint32_t(std::countr_zero(m));
+      ConnTracking::turn_round(data_[i], len_[i], keys[i], frames.data() + bytes);
+      tdata[n] = frames.data() + bytes;
+      tlen[n] = len_[i];
+      at[n] = i;
+      bytes += len_[i];
+    }
+    const Direction opened = dir_ == Direction::Outgoing ? Direction::Incoming : Direction::Outgoing;
+    const matcher::PacketBatch pb{tdata, tlen, n, {uint32_t(adapter_), opened, port_->vm.load(std::memory_order_relaxed)}};
+    Uninit<Decision, kHookBatch> d;
+    const uint32_t matched = p_.classify(slot_, pb, d.v);
+    for (uint32_t j = 0; j < n; ++j) {
+      const bool conn_rule = (matched >> j & 1) && d.v[j].kind == RuleKind::Connection;
+      gov[at[j]] = ct.redecide(keys[at[j]], conn_rule ? ConnTracking::pack(d.v[j]) : conntrack::kNoWord, rules_gen_);
+    }
+  }
+
   // True if the thread has an event ring of its own; the threads beyond share the last one.
   bool own_ring() const { return slot_ < int(kEventRings) - 1; }
 
@@ -504,7 +541,8 @@ void Plugin::hook(Port* port, Direction dir, ovs_packet_hook_batch* b) {
   if (b->count > kHookBatch) return hook_slices(port, dir, b);
   BatchRun run(*this, port, dir, b, adapter);
   uint32_t matched = run.classify();
-  if (conns_) matched = run.govern(matched, *conns_);
+  if (port->tracked.load(std::memory_order_relaxed))
+    if (ConnTracking* ct = conns_.load(std::memory_order_acquire)) matched = run.govern(matched, *ct);
   if (matched) {
     run.apply(matched, hits(run.slot()));
   }
@@ -542,10 +580,12 @@ void Plugin::update_want(Port& p) const {
   if (!p.state) return;
   const int32_t a = p.adapter.load();
   uint32_t want = 0;
+  const bool tracked = conns_size_ && scope_.covers(a, RuleScope::kConnections);
+  p.tracked.store(tracked, std::memory_order_relaxed);
   if (a >= 0) {
     want = OVS_PACKET_HOOK_COUNT_RX | OVS_PACKET_HOOK_COUNT_TX;
-    if (conns_ || scope_.covers(a, int(Direction::Outgoing))) want |= OVS_PACKET_HOOK_WANT_RX;
-    if (conns_ || scope_.covers(a, int(Direction::Incoming))) want |= OVS_PACKET_HOOK_WANT_TX;
+    if (tracked || scope_.covers(a, int(Direction::Outgoing))) want |= OVS_PACKET_HOOK_WANT_RX;
+    if (tracked || scope_.covers(a, int(Direction::Incoming))) want |= OVS_PACKET_HOOK_WANT_TX;
   }
   __atomic_store_n(&p.state->want, want, __ATOMIC_RELAXED);
   // Called after every change of the port's mapping and of the rules: a new generation
@@ -560,8 +600,10 @@ void Plugin::update_want(Port& p) const {
 }
 
 void Plugin::RuleScope::add(const matcher::Rule& r, int sign) {
-  for (int d = 0; d < 2; ++d) {
-    if (r.direction != Direction::Any && int(r.direction) != d) continue;
+  for (int d = 0; d < 3; ++d) {
+    if (d == kConnections ? r.kind != matcher::RuleKind::Connection
+                          : r.direction != Direction::Any && int(r.direction) != d)
+      continue;
     if (r.adapter == matcher::kAllAdapters) {
       every[d] += sign;
     } else if ((adapters[d][r.adapter] += sign) <= 0) {
@@ -989,6 +1031,10 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
   RuleScope after = wide;  // narrowed by the removes once they are gone
   for (const auto& ref : removes)
     if (const auto* info = classifier_.find(ref)) after.add(info->rule, -1);
+  if (conns_size_ && wide.any_connections() && !conns_owned_) {  // before a port is tracked
+    conns_owned_ = std::make_unique<ConnTracking>(conns_size_);
+    conns_.store(conns_owned_.get(), std::memory_order_release);
+  }
   set_scope(wide);
   try {
     classifier_.apply(removes, adds);
@@ -1230,7 +1276,7 @@ json Plugin::stats() const {
           {"rules", rules},
           {"decision_cache",
            {{"flows_per_thread", cache_flows_}, {"hits", cs.hits}, {"misses", cs.misses}, {"bypassed", cs.bypassed}}},
-          {"connections", conns_ ? conns_->stats() : json(nullptr)},
+          {"connections", conn_stats()},
           {"hits_unaccounted", unaccounted},
           {"rings", rings},
           {"held", held()},
@@ -1372,8 +1418,16 @@ std::string Plugin::policy_set(const std::string& name, bool* ok) {
 }
 
 std::string Plugin::conn_list(bool* ok) const {
-  *ok = conns_ != nullptr;
-  return conns_ ? conns_->list() : "connection tracking is off (plugin argument conns=N turns it on)";
+  *ok = conns_size_ != 0;
+  if (!*ok) return "connection tracking is off (plugin argument conns=0)";
+  const ConnTracking* ct = conns_.load(std::memory_order_acquire);
+  return ct ? ct->list() : "";
+}
+
+json Plugin::conn_stats() const {
+  if (!conns_size_) return nullptr;
+  if (const ConnTracking* ct = conns_.load(std::memory_order_acquire)) return ct->stats();
+  return ConnTracking::idle_stats(conns_size_);  // no connection rule has been in force yet
 }
 
 }  // namespace vpf::plugin

@@ -99,9 +99,10 @@ class Plugin {
   static constexpr uint32_t kMaxInjectTimes = 1000;
 
   // cache_flows: the size of each datapath thread's decision cache (0: no cache);
-  // conns: the connection table's size (0: no connection tracking; conn_tracking.h).
+  // conns: the connection table's size (0: no connection tracking; conn_tracking.h),
+  // made when connection rules first come into force.
   explicit Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows = matcher::Classifier::kDefaultCacheFlows,
-                  uint32_t conns = 0);
+                  uint32_t conns = ConnTracking::kDefaultConns);
   ~Plugin();
 
   // ---- Hook ABI (datapath and main threads) ----
@@ -120,6 +121,7 @@ class Plugin {
   std::string adapter_set(const std::string& port, const std::string& id, const std::string& vm, bool* ok);
   std::string policy_set(const std::string& name, bool* ok);
   std::string conn_list(bool* ok) const;
+  nlohmann::json conn_stats() const;  // null when tracking is off
 
   // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
   nlohmann::json attach(int pid);  // the agent said hello: start events
@@ -183,12 +185,15 @@ class Plugin {
   };
 
   // Which adapters, per direction (index: matcher::Direction), some rule can act on: how
-  // many rules name every adapter, and each adapter.
+  // many rules name every adapter, and each adapter; index 2: the connection rules (either
+  // direction), whose adapters' connections are tracked.
   struct RuleScope {
-    int64_t every[2] = {0, 0};
-    std::map<int32_t, int64_t> adapters[2];
+    static constexpr int kConnections = 2;
+    int64_t every[3] = {0, 0, 0};
+    std::map<int32_t, int64_t> adapters[3];
     void add(const matcher::Rule& r, int sign = 1);
     bool covers(int32_t adapter, int dir) const { return adapter >= 0 && (every[dir] > 0 || adapters[dir].count(adapter)); }
+    bool any_connections() const { return every[kConnections] > 0 || !adapters[kConnections].empty(); }
   };
   void set_scope(RuleScope scope) VPF_EXCLUDES(ports_mu_);  // and the ports' wants
   // Applies a change to the classifier (all or nothing; throws RuleError), with the ports'
@@ -263,7 +268,12 @@ class Plugin {
   // The readers made so far, for other threads (their cache counters).
   std::array<std::atomic<const matcher::Classifier::Reader*>, kMaxThreads + 1> reader_ptrs_{};
   const uint32_t cache_flows_;
-  const std::unique_ptr<ConnTracking> conns_;  // null: off
+  // Connection tracking: the table's size (0: off), and the table, made by the rules'
+  // writer when connection rules first come into force (then kept: its connections
+  // expire by themselves); the datapath reads the pointer.
+  const uint32_t conns_size_;
+  std::unique_ptr<ConnTracking> conns_owned_ VPF_GUARDED_BY(rules_mu_);
+  std::atomic<ConnTracking*> conns_{nullptr};
   std::atomic<uint64_t> rules_gen_{1};          // moves on with every rule change (after it is in force)
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads

@@ -54,6 +54,9 @@ struct Port {
   std::atomic<int32_t> adapter{-1};  // -1: not a VM port
   std::atomic<uint32_t> vm{0};
   std::atomic<uint32_t> snaplen{0};  // bytes of a notify copy; 0: kDefaultSnaplen
+  // Connection rules are in force on the adapter: its connections are tracked (both
+  // directions come to the hook, the switch remembers none of its passes).
+  std::atomic<bool> tracked{false};
   DirCounters out;  // from the VM (OVS receives)
   DirCounters in;   // to the VM (OVS sends)
   // Packets held for a verdict that refer to this port (HoldTable keeps it).

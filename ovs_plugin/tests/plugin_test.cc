@@ -385,6 +385,13 @@ TEST(Plugin, WantsTheBatchesOfTheDirectionsItsRulesName) {
       << g_reply;
   EXPECT_EQ(vm1_state.want, kCount);
   EXPECT_EQ(vm2_state.want, kCount | OVS_PACKET_HOOK_WANT_RX | OVS_PACKET_HOOK_WANT_TX) << "both directions";
+  ASSERT_TRUE(load("want3b.json", R"({"rules": [
+    {"kind": "connection", "id": 4, "adapter": 1, "direction": "outgoing", "protocol": "tcp", "remote_port": 25,
+     "flags": ["block"]}]})"))
+      << g_reply;
+  EXPECT_EQ(vm1_state.want, kCount);
+  EXPECT_EQ(vm2_state.want, kCount | OVS_PACKET_HOOK_WANT_RX | OVS_PACKET_HOOK_WANT_TX)
+      << "an outgoing connection rule: both directions (its connections' replies are tracked)";
   ASSERT_TRUE(load("want4.json", R"({"rules": []})")) << g_reply;
   EXPECT_EQ(vm2_state.want, kCount);
   ASSERT_TRUE(command({"vportfilter/adapter-set", "vm2-eth0", "-1"})) << g_reply;
@@ -392,6 +399,27 @@ TEST(Plugin, WantsTheBatchesOfTheDirectionsItsRulesName) {
   ops->port_close(vm1);
   ops->port_close(vm2);
   ops->port_close(uplink);
+  ops->fini();
+}
+
+// conns=0: no connection tracking; a connection rule then wants only the batches of its
+// own direction, and the listing says why it is empty.
+TEST(Plugin, WithoutTrackingAConnectionRuleWantsOnlyItsDirection) {
+  char err[256] = "";
+  const ovs_packet_hook_ops* ops = ovs_packet_hook_init(&kHost, "control=none conns=0", err, sizeof err);
+  ASSERT_NE(ops, nullptr) << err;
+  auto st = new_state();
+  void* vm = ops->port_open("vm1-eth0", "system");
+  ops->port_attach(vm, &st);
+  ASSERT_TRUE(command({"vportfilter/adapter-set", "vm1-eth0", "0"})) << g_reply;
+  ASSERT_TRUE(command({"vportfilter/rules-load", write_file("untracked.json", R"({"rules": [
+    {"kind": "connection", "id": 1, "direction": "outgoing", "protocol": "tcp", "remote_port": 25,
+     "flags": ["block"]}]})")}))
+      << g_reply;
+  EXPECT_EQ(st.want, OVS_PACKET_HOOK_COUNT_RX | OVS_PACKET_HOOK_COUNT_TX | OVS_PACKET_HOOK_WANT_RX);
+  EXPECT_FALSE(command({"vportfilter/conn-list"}));
+  EXPECT_NE(g_reply.find("connection tracking is off"), std::string::npos) << g_reply;
+  ops->port_close(vm);
   ops->fini();
 }
 

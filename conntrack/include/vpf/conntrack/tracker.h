@@ -169,6 +169,12 @@ class Tracker {
   void track_batch(const matcher::PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
                    uint32_t n, uint64_t now_ns, const Decisions& d, Observed* out, ConnInfo* events = nullptr);
 
+  // Decides the connection of packet `k` again with `word` from the rules of generation
+  // `gen`, if what it keeps is older (the caller re-decided a reply from the connection's
+  // key turned round, before its opener sent again).  Returns the connection's decision
+  // (set: false when the packet has no connection).
+  Governing redecide(const matcher::PacketKey& k, uint64_t word, uint64_t gen);
+
   // Removes the connections idle past their timeout at `now_ns`; appends an event for
   // each whose closing was not told yet.  Returns how many it removed.
   size_t expire(uint64_t now_ns, std::vector<Event>* events);
