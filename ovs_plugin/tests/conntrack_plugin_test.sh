@@ -121,7 +121,7 @@ udp out 9c46
 check "a new flow passes" wait_for 'tcpdump -nr "$run/p2-tx.pcap" 2>/dev/null | grep -q "10.0.0.1.40006 > "'
 check "and is not tracked" bash -c "! ovs-appctl vportfilter/conn-list | grep -q ':40006 '"
 
-# Arguments: a bad count is refused with its reason; without conns= tracking is off.
+# Arguments: a bad count is refused with its reason; conns=0 turns tracking off.
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=lots control=none"
 check "a bad conns= refused" wait_for 'grep -q "conns=lots: a number of connections from 0 to 1000000" "$run/ovs-vswitchd.log"'
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=2000000 control=none"
