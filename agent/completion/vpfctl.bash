@@ -6,7 +6,7 @@ _vpfctl() {
   prev="${COMP_WORDS[COMP_CWORD-1]}"
   cmd="${COMP_WORDS[1]:-}"
   sub="${COMP_WORDS[2]:-}"
-  local commands="adapters rule start stop stats capture notify send insert install uninstall status classify"
+  local commands="adapters rule start stop stats conn capture notify send insert install uninstall status classify"
   if [ "$COMP_CWORD" -eq 1 ]; then
     COMPREPLY=($(compgen -W "$commands --help --version" -- "$cur"))
     return
@@ -41,6 +41,15 @@ _vpfctl() {
       esac ;;
     start|stop) opts="--instance --socket --help" ;;
     stats) opts="--adapter --watch --interval --count --format --socket --help" ;;
+    conn)
+      if [ "$COMP_CWORD" -eq 2 ]; then
+        COMPREPLY=($(compgen -W "list show --help" -- "$cur"))
+        return
+      fi
+      case "$sub" in
+        list) opts="--adapter --format --socket --help" ;;
+        show) opts="--format --socket --help" ;;
+      esac ;;
     capture) opts="--write --pcapng --adapter --direction --count --duration --expression --instance --socket --help" ;;
     notify) opts="--adapter --direction --count --duration --expression --instance --format --socket --help" ;;
     send|insert) opts="--adapter --hex --pcap --times --socket --help" ;;

@@ -610,6 +610,46 @@ TEST_F(NetFilterOvs, NfRuleShapedRules) {
   nf.stop_filter();
 }
 
+// An NF_RULE allowing the VM's UDP flows makes the plugin follow them: listed, with the
+// datagrams the VM sent, one by id; bad and unknown ids refused with their codes.
+TEST_F(NetFilterOvs, ConnectionsOfTheAdaptersConnectionRulesAreListed) {
+  vpf::NetFilter nf;
+  nf.initialize(guid);
+  vpf::NfRule r;
+  r.protocol = 17;
+  r.direction = vpf::kNfDirectionOut;
+  r.remote_port = htons(1280);
+  r.filtering_flag = 0;  // NF_ALLOW
+  nf.nf_add_rule(r, true);
+  nf.start_filter(0);
+  auto flow = [&]() -> std::optional<vpf::ConnectionInfo> {
+    for (const auto& c : nf.list_connections())
+      if (c.protocol == IPPROTO_UDP && c.local_address == "10.0.0.1" && c.local_port == 1024 &&
+          c.remote_address == "10.0.0.2" && c.remote_port == 1280)
+        return c;
+    return std::nullopt;
+  };
+  const uint64_t before = flow() ? flow()->packets_sent : 0;
+  receive("p1", 0xb2);
+  receive("p1", 0xb2);
+  ASSERT_TRUE(eventually([&] { return flow() && flow()->packets_sent == before + 2; }))
+      << nf.list_connections().size() << " connections, the flow's packets: " << (flow() ? flow()->packets_sent : 0);
+  const vpf::ConnectionInfo c = *flow();
+  EXPECT_EQ(c.direction, vpf::kNfDirectionOut);
+  EXPECT_EQ(c.ip_family, AF_INET);
+  EXPECT_EQ(c.adapter_id, adapter_of(nf, "p1"));
+  EXPECT_EQ(c.bytes_sent, (before + 2) * 46);
+  EXPECT_EQ(c.state, before ? c.state : "unreplied");
+  const vpf::ConnectionInfo one = nf.get_connection(c.id);
+  EXPECT_EQ(one.id, c.id);
+  EXPECT_EQ(one.remote_port, 1280);
+  for (const auto& other : nf.list_connections(adapter_of(nf, "p2"))) EXPECT_NE(other.id, c.id);
+  EXPECT_EQ(code_of([&] { nf.get_connection(0); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.get_connection(uint64_t(1) << 60); }), vpf::kErrorNotFound);
+  nf.nf_delete_rules();
+  nf.stop_filter();
+}
+
 TEST_F(NetFilterOvs, AdapterAddedAndRemovedEvents) {
   vpf::NetFilter nf;
   std::atomic<int> added{-1}, removed{-1};

@@ -19,7 +19,7 @@ plugin_switch || exit 1
 check "agent unreachable: exit 1 and a message" bash -c "[ \$($vpfctl adapters 2>$run/err >/dev/null; echo \$?) = 1 ] && grep -q 'cannot reach vpf-agent' $run/err"
 check "agent up" start_agent
 
-for c in adapters rule start stop stats capture notify send insert install uninstall status classify; do
+for c in adapters rule start stop stats conn capture notify send insert install uninstall status classify; do
   check "$c --help" [ "$(rc "$vpfctl" $c --help)" = 0 ]
 done
 check "rule add --help" bash -c "$vpfctl rule add --help | grep -q -- --bpf"
@@ -81,6 +81,23 @@ after=$("$vpfctl" stats --format json -i "$p1" | python3 -c "import json,sys; d=
 check "stats count what was sent" [ $((after - before)) = 3 ]
 check "stats --watch --count 2" [ "$("$vpfctl" stats --watch --count 2 --interval 0.1 | grep -c '^adapter')" = 2 ]
 check "stats table has rule hits" bash -c "$vpfctl stats | grep -q '^default .*filter .* 1 '"
+# conn: the connections a connection rule makes the plugin follow.
+check "conn list: none yet" [ "$("$vpfctl" conn list --format json | wc -l)" = 0 ]
+check "a connection rule" "$vpfctl" rule add --kind connection --id 6 --protocol udp --remote-port 1280 --flags allow
+for m in 14 15; do ovs-appctl netdev-dummy/receive p1 "$(frame $m)" >/dev/null; done
+check "conn list: the VM's UDP flow" wait_for "$vpfctl conn list | grep -q ' udp  *10.0.0.1:1024  *10.0.0.2:1280  *outgoing unreplied  *2 '"
+cid=$("$vpfctl" conn list --format json -i "$p1" | field "d['id']")
+check "conn show" bash -c "$vpfctl conn show $cid | grep -q '^packets_sent: *2\$'"
+check "conn show --format json" bash -c "$vpfctl conn show $cid --format json | grep -q '\"remote_port\":1280'"
+check "conn list of another adapter: none" [ "$("$vpfctl" conn list --format json -i 999 | wc -l)" = 0 ]
+"$vpfctl" conn show 99999 2>"$run/err"; r=$?
+check "conn show of no connection: exit 3, says so" bash -c "[ $r = 3 ] && grep -q 'no connection with id 99999' '$run/err'"
+check "conn show 0: exit 2" [ "$(rc "$vpfctl" conn show 0)" = 2 ]
+check "conn show abc: exit 2" [ "$(rc "$vpfctl" conn show abc)" = 2 ]
+check "conn show without an id: exit 2" [ "$(rc "$vpfctl" conn show)" = 2 ]
+check "conn list --adapter -2: exit 2" [ "$(rc "$vpfctl" conn list --adapter -2)" = 2 ]
+check "unknown conn subcommand: exit 2" [ "$(rc "$vpfctl" conn frobnicate)" = 2 ]
+"$vpfctl" rule del --kind connection --id 6
 # adapter settings
 check "adapters --set: snaplen" "$vpfctl" adapters --set "$p1" --snaplen 60 --collect-statistics no
 check "the table shows it" bash -c "$vpfctl adapters | grep -q ' p1 .* 60\$'"

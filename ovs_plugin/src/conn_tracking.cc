@@ -17,17 +17,24 @@ namespace {
 // last sweep: a whole sweep takes stripes × this (64 × 16 ms ≈ 1 s at most).
 constexpr uint64_t kSweepEveryNs = 16000000;
 
-std::string address(const conntrack::ConnKey& k, const uint32_t* ip, uint16_t port) {
+std::string host(const conntrack::ConnKey& k, const uint32_t* ip) {
   char buf[INET6_ADDRSTRLEN] = "?";
-  if (k.ip_ver == 4) {
-    const uint32_t be = htonl(ip[0]);
-    inet_ntop(AF_INET, &be, buf, sizeof buf);
-    return std::string(buf) + ":" + std::to_string(port);
-  }
   uint32_t be[4];
   for (int w = 0; w < 4; ++w) be[w] = htonl(ip[w]);
-  inet_ntop(AF_INET6, be, buf, sizeof buf);
-  return "[" + std::string(buf) + "]:" + std::to_string(port);
+  inet_ntop(k.ip_ver == 4 ? AF_INET : AF_INET6, be, buf, sizeof buf);
+  return buf;
+}
+
+std::string address(const conntrack::ConnKey& k, const uint32_t* ip, uint16_t port) {
+  return k.ip_ver == 4 ? host(k, ip) + ":" + std::to_string(port) : "[" + host(k, ip) + "]:" + std::to_string(port);
+}
+
+const char* protocol_name(const conntrack::ConnInfo& c) { return c.key.proto == 6 ? "tcp" : "udp"; }
+const char* opened_name(const conntrack::ConnInfo& c) {
+  return c.opened == matcher::Direction::Outgoing ? "outgoing" : "incoming";
+}
+const char* state_name(const conntrack::ConnInfo& c) {
+  return c.key.proto == 6 ? conntrack::tcp_state_name(c.tcp) : c.replied ? "replied" : "unreplied";
 }
 
 }  // namespace
@@ -57,19 +64,48 @@ uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, u
   return replies;
 }
 
-std::string ConnTracking::list() const {
+std::vector<conntrack::ConnInfo> ConnTracking::sorted() const {
   auto conns = tracker_.list();
   std::sort(conns.begin(), conns.end(), [](const auto& a, const auto& b) { return a.id < b.id; });
+  return conns;
+}
+
+std::string ConnTracking::list() const {
   std::ostringstream o;
-  for (const conntrack::ConnInfo& c : conns) {
-    const bool tcp = c.key.proto == 6;
-    o << "id=" << c.id << " adapter=" << c.key.adapter << " vm=" << c.vm << (tcp ? " tcp " : " udp ")
+  for (const conntrack::ConnInfo& c : sorted()) {
+    o << "id=" << c.id << " adapter=" << c.key.adapter << " vm=" << c.vm << " " << protocol_name(c) << " "
       << address(c.key, c.key.local_ip, c.key.local_port) << " -> " << address(c.key, c.key.remote_ip, c.key.remote_port)
-      << " opened=" << (c.opened == matcher::Direction::Outgoing ? "outgoing" : "incoming")
-      << " state=" << (tcp ? conntrack::tcp_state_name(c.tcp) : c.replied ? "replied" : "unreplied")
-      << " packets=" << c.packets[0] << "/" << c.packets[1] << " bytes=" << c.bytes[0] << "/" << c.bytes[1] << "\n";
+      << " opened=" << opened_name(c) << " state=" << state_name(c) << " packets=" << c.packets[0] << "/"
+      << c.packets[1] << " bytes=" << c.bytes[0] << "/" << c.bytes[1] << "\n";
   }
   return o.str();
+}
+
+nlohmann::json ConnTracking::list_json(int64_t adapter, uint64_t id, uint64_t now_ns) const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const conntrack::ConnInfo& c : sorted()) {
+    if ((adapter >= 0 && c.key.adapter != uint64_t(adapter)) || (id && c.id != id)) continue;
+    // The VM's view: what it sent is the opener's side of a connection it opened.
+    const int sent = c.opened == matcher::Direction::Outgoing ? 0 : 1;
+    out.push_back({{"id", c.id},
+                   {"adapter_id", c.key.adapter},
+                   {"vm", c.vm},
+                   {"protocol", protocol_name(c)},
+                   {"ip_version", c.key.ip_ver},
+                   {"local_address", host(c.key, c.key.local_ip)},
+                   {"local_port", c.key.local_port},
+                   {"remote_address", host(c.key, c.key.remote_ip)},
+                   {"remote_port", c.key.remote_port},
+                   {"direction", opened_name(c)},
+                   {"state", state_name(c)},
+                   {"packets_sent", c.packets[sent]},
+                   {"bytes_sent", c.bytes[sent]},
+                   {"packets_received", c.packets[1 - sent]},
+                   {"bytes_received", c.bytes[1 - sent]},
+                   {"age_ms", (now_ns - std::min(now_ns, c.created_ns)) / 1000000},
+                   {"idle_ms", (now_ns - std::min(now_ns, c.last_ns)) / 1000000}});
+  }
+  return out;
 }
 
 void ConnTracking::turn_round(const uint8_t* frame, uint32_t len, const matcher::PacketKey& key, uint8_t* out) {

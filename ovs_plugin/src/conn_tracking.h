@@ -26,6 +26,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -68,10 +69,14 @@ class ConnTracking {
   // One line per connection, by id: "id=… adapter=… vm=… tcp|udp LOCAL:PORT -> REMOTE:PORT
   // opened=outgoing|incoming state=… packets=OUT/IN bytes=OUT/IN" (OUT: opener → peer).
   std::string list() const;
+  // The connections as JSON objects (docs/protocol.md, list_connections), by id: those of
+  // `adapter` (-1: all), or the one of id `id` (0: all).
+  nlohmann::json list_json(int64_t adapter, uint64_t id, uint64_t now_ns) const;
   nlohmann::json stats() const;
   static nlohmann::json idle_stats(uint32_t limit);  // of a table not made yet
 
  private:
+  std::vector<conntrack::ConnInfo> sorted() const;  // by id
   static nlohmann::json stats_json(uint32_t limit, const conntrack::Stats& s);
   conntrack::Tracker tracker_;
   std::atomic<uint64_t> last_sweep_{0};

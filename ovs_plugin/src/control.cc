@@ -161,6 +161,8 @@ json ControlServer::dispatch(const json& req, bool* hello, std::vector<int>* fds
       result = plugin_.stats();
     } else if (m == "ports") {
       result = plugin_.ports();
+    } else if (m == "connections") {
+      result = plugin_.connections(params);
     } else {
       return error_reply(id, kMethodNotFound, "unknown method '" + m + "'");
     }

@@ -1424,6 +1424,25 @@ std::string Plugin::conn_list(bool* ok) const {
   return ct ? ct->list() : "";
 }
 
+json Plugin::connections(const json& params) const {
+  if (!params.is_object()) throw std::invalid_argument("connections takes {\"adapter\"?: N, \"id\"?: N}");
+  int64_t adapter = -1;
+  uint64_t id = 0;
+  if (params.contains("adapter")) {
+    if (!params["adapter"].is_number_integer() || params["adapter"].get<int64_t>() < 0 ||
+        params["adapter"].get<int64_t>() > INT32_MAX)
+      throw std::invalid_argument("'adapter' is an adapter id (0 or more): " + params["adapter"].dump());
+    adapter = params["adapter"].get<int64_t>();
+  }
+  if (params.contains("id")) {
+    if (!params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0)
+      throw std::invalid_argument("'id' is a connection id (1 or more): " + params["id"].dump());
+    id = params["id"].get<uint64_t>();
+  }
+  const ConnTracking* ct = conns_.load(std::memory_order_acquire);
+  return {{"tracking", conns_size_ != 0}, {"connections", ct ? ct->list_json(adapter, id, mono_ns()) : json::array()}};
+}
+
 json Plugin::conn_stats() const {
   if (!conns_size_) return nullptr;
   if (const ConnTracking* ct = conns_.load(std::memory_order_acquire)) return ct->stats();

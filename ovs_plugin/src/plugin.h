@@ -122,6 +122,9 @@ class Plugin {
   std::string policy_set(const std::string& name, bool* ok);
   std::string conn_list(bool* ok) const;
   nlohmann::json conn_stats() const;  // null when tracking is off
+  // The agent's "connections": {"adapter"?: N, "id"?: N} -> {"tracking": bool,
+  // "connections": [...]} (ConnTracking::list_json).
+  nlohmann::json connections(const nlohmann::json& params) const;
 
   // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
   nlohmann::json attach(int pid);  // the agent said hello: start events

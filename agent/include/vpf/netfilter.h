@@ -109,6 +109,22 @@ inline constexpr unsigned char kNfDirectionIn = 1;   // to the VM
 inline constexpr unsigned char kNfDirectionOut = 2;  // from the VM
 inline constexpr unsigned char kNfDirectionBoth = 3;
 
+// A TCP connection or UDP flow the plugin follows (docs/connections.md); local is the
+// VM's side, ports in host byte order, counters from the VM's point of view.
+struct ConnectionInfo {
+  uint64_t id = 0;
+  int adapter_id = 0;
+  uint32_t vm = 0;
+  int protocol = 0;   // IPPROTO_TCP or IPPROTO_UDP
+  int ip_family = 0;  // AF_INET or AF_INET6
+  std::string local_address, remote_address;
+  unsigned short local_port = 0, remote_port = 0;
+  unsigned char direction = 0;  // kNfDirectionOut: the VM opened it; kNfDirectionIn: the peer did
+  std::string state;            // TCP: syn_sent ... time_wait, closed; UDP: unreplied, replied
+  uint64_t packets_sent = 0, bytes_sent = 0, packets_received = 0, bytes_received = 0;
+  uint64_t age_ms = 0, idle_ms = 0;
+};
+
 // ---- event parameters ----
 struct AdapterEventParams {
   int adapter_id;
@@ -246,6 +262,11 @@ class NetFilter {
   bool nf_delete_rule(uint32_t id);
   void nf_delete_rules();
   std::vector<std::pair<uint32_t, NfRule>> nf_rules();
+
+  // ---- connections (of the adapters connection rules are in force on; no initialize
+  // needed) ----
+  std::vector<ConnectionInfo> list_connections(int adapter_id = -1);  // -1: every adapter
+  ConnectionInfo get_connection(uint64_t id);  // kErrorNotFound when it is not in the table
 
   // ---- events ----
   std::function<void(AdapterEventParams&)> on_adapter_added, on_adapter_removed;

@@ -212,6 +212,10 @@ const std::vector<ClientApi::Method>& ClientApi::methods() {
        [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.list_rules(p), nullptr); }},
       {"check_bpf", A::Client, "{expression}", [](ClientApi&, Session&, const json& p, const Reply& r) { r(check_bpf(p), nullptr); }},
       {"get_statistics", A::Client, "", [](ClientApi& a, Session&, const json&, const Reply& r) { r(a.statistics(), nullptr); }},
+      {"list_connections", A::Client, "{adapter?}",
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.connections(p, false), nullptr); }},
+      {"get_connection", A::Client, "{id}",
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.connections(p, true), nullptr); }},
       {"install", A::Root, "{guid, altitude?, allowed_controllers?, force_app_permission_check?}",
        [](ClientApi& a, Session&, const json& p, const Reply& r) { a.install(p, r); }},
       {"uninstall", A::Root, "{guid}", [](ClientApi& a, Session&, const json& p, const Reply& r) { a.uninstall(p, r); }},
@@ -653,6 +657,26 @@ json ClientApi::list_rules(const json& params) const {
   const std::string inst = instance_of(params);
   if (params.contains("kind") && !params["kind"].is_string()) return json::array();  // no kind matches
   return a_.store().instance_rules(inst, params.value("kind", std::string()));
+}
+
+json ClientApi::connections(const json& params, bool one) {
+  json ask = json::object();
+  if (one) {
+    if (!params.contains("id") || !params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0)
+      throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'id' must be a connection id (1 or more)");
+    ask["id"] = params["id"];
+  } else if (params.contains("adapter")) {
+    if (!params["adapter"].is_number_integer() || params["adapter"].get<int64_t>() < 0 ||
+        params["adapter"].get<int64_t>() > INT32_MAX)
+      throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'adapter' must be an adapter id (0 or more)");
+    ask["adapter"] = params["adapter"];
+  }
+  if (!a_.link().plugin()) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
+  json got = a_.link().plugin()->call("connections", ask);
+  if (!one) return got;
+  if (got["connections"].empty())
+    throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no connection with id " + params["id"].dump());
+  return got["connections"][0];
 }
 
 json ClientApi::statistics() {

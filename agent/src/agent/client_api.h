@@ -65,6 +65,9 @@ class ClientApi {
   nlohmann::json list_rules(const nlohmann::json& params) const;
   static nlohmann::json check_bpf(const nlohmann::json& params);
   nlohmann::json statistics();
+  // list_connections ({adapter?} -> {tracking, connections}) and get_connection ({id} ->
+  // the connection): the plugin's connection table (docs/connections.md).
+  nlohmann::json connections(const nlohmann::json& params, bool one);
   void install(const nlohmann::json& params, const Reply& reply);
   void uninstall(const nlohmann::json& params, const Reply& reply);
   nlohmann::json driver_status(const nlohmann::json& params) const;

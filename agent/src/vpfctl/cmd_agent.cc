@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include "agent_calls.h"
 #include "commands.h"
 #include "vpf/agent_connection.h"
 #include "vpf/capture_file.h"
@@ -30,86 +31,6 @@ using nlohmann::json;
 namespace vpfctl {
 
 namespace {
-
-// A failed agent request, already reported on stderr; carries the exit code.
-struct Failed {
-  int code;
-};
-
-volatile sig_atomic_t g_stop = 0;
-void on_signal(int) { g_stop = 1; }
-
-struct Common {
-  std::string socket, format = "table", instance = "default";
-};
-
-// Parses `args` for `cmd`; returns an exit code when the command is done (help, error).
-std::optional<int> parse(const char* cmd, po::options_description& opts, const std::vector<std::string>& args,
-                         po::variables_map& vm, Common* common, bool with_format = true, bool with_instance = false,
-                         const po::positional_options_description* pos = nullptr) {
-  if (common) {
-    opts.add_options()("socket", po::value(&common->socket), "vpf-agent's socket (default: $VPF_AGENT_SOCKET, "
-                                                             "$OVS_RUNDIR/vpf-agent.sock, /var/run/openvswitch/vpf-agent.sock)");
-    if (with_format) opts.add_options()("format", po::value(&common->format)->default_value("table"), "table or json");
-    if (with_instance)
-      opts.add_options()("instance", po::value(&common->instance)->default_value("default"),
-                         "the instance (product GUID) whose rules to use");
-  }
-  opts.add_options()("help,h", "show this help");
-  try {
-    auto p = po::command_line_parser(args).options(opts);
-    if (pos) p.positional(*pos);
-    po::store(p.run(), vm);
-    if (vm.count("help")) {
-      std::cout << opts << "\n";
-      return kExitOk;
-    }
-    po::notify(vm);
-  } catch (const po::error& e) {
-    std::fprintf(stderr, "vpfctl %s: %s (see vpfctl %s --help)\n", cmd, e.what(), cmd);
-    return kExitUsage;
-  }
-  if (common && common->format != "table" && common->format != "json") {
-    std::fprintf(stderr, "vpfctl %s: --format: '%s' is not table or json\n", cmd, common->format.c_str());
-    return kExitUsage;
-  }
-  return std::nullopt;
-}
-
-std::unique_ptr<vpf::AgentConnection> connect(const char* cmd, const Common& c,
-                                              vpf::AgentConnection::EventFn ev = {}) {
-  try {
-    return std::make_unique<vpf::AgentConnection>(c.socket.empty() ? vpf::AgentConnection::default_socket() : c.socket,
-                                                  std::move(ev));
-  } catch (const vpf::NetFilterError& e) {
-    std::fprintf(stderr, "vpfctl %s: %s (is vpf-agent running?)\n", cmd, e.what());
-    throw Failed{kExitFailure};
-  }
-}
-
-json call(const char* cmd, vpf::AgentConnection& a, const std::string& method, const json& params = json::object()) {
-  try {
-    return a.call(method, params);
-  } catch (const vpf::NetFilterError& e) {
-    std::fprintf(stderr, "vpfctl %s: %s\n", cmd, e.what());
-    const bool invalid = e.code() == vpf::kErrorInvalidParameter || e.code() == vpf::kErrorAlreadyExists ||
-                         e.code() == vpf::kErrorNotFound;
-    throw Failed{invalid ? kExitRefused : kExitFailure};
-  }
-}
-
-template <class F>
-int guarded(F fn) {
-  try {
-    return fn();
-  } catch (const Failed& f) {
-    return f.code;
-  }
-}
-
-void print_json_lines(const json& list) {
-  for (const auto& x : list) std::printf("%s\n", x.dump().c_str());
-}
 
 // ---- adapters ----
 
@@ -364,17 +285,7 @@ const Command kRuleCommands[] = {
     {"export", "write the instance's rules as a rules file", rule_export},
 };
 
-int rule(const std::vector<std::string>& all) {
-  const std::string sub = all.empty() ? "" : all[0];
-  for (const Command& c : kRuleCommands)
-    if (sub == c.name) return c.run(std::vector<std::string>(all.begin() + 1, all.end()));
-  const bool help = sub == "--help" || sub == "-h";
-  FILE* out = help ? stdout : stderr;
-  if (!help && !sub.empty()) std::fprintf(out, "vpfctl rule: '%s' is not a subcommand of rule\n", sub.c_str());
-  std::fprintf(out, "usage: vpfctl rule SUBCOMMAND [options]   (vpfctl rule SUBCOMMAND --help)\n");
-  for (const Command& c : kRuleCommands) std::fprintf(out, "  %-8s %s\n", c.name, c.summary);
-  return help ? kExitOk : kExitUsage;
-}
+int rule(const std::vector<std::string>& all) { return subcommand("rule", kRuleCommands, all); }
 
 // ---- start / stop ----
 

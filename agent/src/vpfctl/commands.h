@@ -25,6 +25,7 @@ int cmd_rule(const std::vector<std::string>& args);
 int cmd_start(const std::vector<std::string>& args);
 int cmd_stop(const std::vector<std::string>& args);
 int cmd_stats(const std::vector<std::string>& args);
+int cmd_conn(const std::vector<std::string>& args);
 int cmd_capture(const std::vector<std::string>& args);
 int cmd_notify(const std::vector<std::string>& args);
 int cmd_send(const std::vector<std::string>& args);

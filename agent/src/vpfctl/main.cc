@@ -14,6 +14,7 @@ const vpfctl::Command kCommands[] = {
     {.name = "start", .summary = "put an instance's rules in force", .run = vpfctl::cmd_start},
     {.name = "stop", .summary = "take an instance's rules out of the datapath", .run = vpfctl::cmd_stop},
     {.name = "stats", .summary = "counters per adapter and per rule", .run = vpfctl::cmd_stats},
+    {.name = "conn", .summary = "list or show the connections the plugin follows", .run = vpfctl::cmd_conn},
     {.name = "capture", .summary = "record notified and captured packets to pcap/pcapng", .run = vpfctl::cmd_capture},
     {.name = "notify", .summary = "print notified and captured packets as they come", .run = vpfctl::cmd_notify},
     {.name = "send", .summary = "put frames into the switch as a VM", .run = vpfctl::cmd_send},
