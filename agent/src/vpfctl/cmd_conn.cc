@@ -21,10 +21,10 @@ std::string endpoint(const json& c, const char* side) {
 }
 
 void print_table(const json& conns) {
-  std::printf("%8s %7s %6s %-5s %-45s %-45s %-8s %-12s %10s %12s %10s %12s %9s\n", "id", "adapter", "vm", "proto",
+  std::printf("%8s %7s %6s %-5s %-21s %-21s %-8s %-12s %10s %12s %10s %12s %9s\n", "id", "adapter", "vm", "proto",
               "local", "remote", "opened", "state", "tx packets", "tx bytes", "rx packets", "rx bytes", "idle ms");
   for (const json& c : conns)
-    std::printf("%8lu %7d %6u %-5s %-45s %-45s %-8s %-12s %10lu %12lu %10lu %12lu %9lu\n", c["id"].get<unsigned long>(),
+    std::printf("%8lu %7d %6u %-5s %-21s %-21s %-8s %-12s %10lu %12lu %10lu %12lu %9lu\n", c["id"].get<unsigned long>(),
                 c["adapter_id"].get<int>(), c["vm"].get<unsigned>(), c["protocol"].get<std::string>().c_str(),
                 endpoint(c, "local").c_str(), endpoint(c, "remote").c_str(), c["direction"].get<std::string>().c_str(),
                 c["state"].get<std::string>().c_str(), c["packets_sent"].get<unsigned long>(),
