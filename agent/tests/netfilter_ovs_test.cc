@@ -650,6 +650,96 @@ TEST_F(NetFilterOvs, ConnectionsOfTheAdaptersConnectionRulesAreListed) {
   nf.stop_filter();
 }
 
+// A TCP segment between the VM (10.0.0.1, behind p1) and its peer (10.0.0.2, behind p2):
+// `out` is sent by the VM; into the switch on the sender's port.
+void tcp_segment(bool out, uint16_t vm_port, uint16_t peer_port, uint32_t seq, uint32_t ack, uint8_t flags) {
+  char hex[256];
+  const char* macs = out ? "525400000002525400000001" : "525400000001525400000002";
+  const char* ips = out ? "0a0000010a000002" : "0a0000020a000001";
+  std::snprintf(hex, sizeof hex, "%s0800450000280000000040060000%s%04x%04x%08x%08x50%02x200000000000", macs, ips,
+                out ? vm_port : peer_port, out ? peer_port : vm_port, seq, ack, flags);
+  const std::string cmd = std::string("ovs-appctl netdev-dummy/receive ") + (out ? "p1 " : "p2 ") + hex + " >/dev/null";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+}
+
+// Connection events: an NF_RULE that notifies the VM's web traffic (FILTER_AS_IP_PACKETS
+// with READONLY) makes its instance see the connections it governs opened and closed,
+// with what each side sent; an allowing rule raises none.
+TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
+  vpf::NetFilter nf;
+  std::mutex mu;
+  std::vector<vpf::ConnectionEventParams> seen;
+  auto keep = [&](vpf::ConnectionEventParams& e) {
+    std::lock_guard l(mu);
+    seen.push_back(e);
+  };
+  nf.on_tcp_connected = nf.on_tcp_closed = nf.on_udp_created = nf.on_udp_closed = keep;
+  nf.initialize(guid);
+  vpf::NfRule r;
+  r.direction = vpf::kNfDirectionOut;
+  r.remote_port = htons(80);
+  r.filtering_flag = 128 | 256;  // NF_FILTER_AS_IP_PACKETS | NF_READONLY: notified
+  const uint32_t id = nf.nf_add_rule(r, true);
+  vpf::NfRule ssh;
+  ssh.direction = vpf::kNfDirectionOut;
+  ssh.remote_port = htons(22);  // NF_ALLOW: no events
+  nf.nf_add_rule(ssh, false);
+  nf.start_filter(0);
+  auto events = [&] {
+    std::lock_guard l(mu);
+    return seen;
+  };
+  // The VM opens 10.0.0.1:41000 -> 10.0.0.2:80, sends nothing, and closes in order.
+  tcp_segment(true, 41000, 80, 1000, 0, 0x02);
+  tcp_segment(false, 41000, 80, 5000, 1001, 0x12);
+  tcp_segment(true, 41000, 80, 1001, 5001, 0x10);
+  ASSERT_TRUE(eventually([&] { return events().size() == 1; })) << events().size() << " events";
+  vpf::ConnectionEventParams e = events()[0];
+  EXPECT_EQ(e.event, vpf::kTcpConnected);
+  EXPECT_EQ(e.rule_id, id);
+  EXPECT_EQ(e.connection.protocol, IPPROTO_TCP);
+  EXPECT_EQ(e.connection.local_address, "10.0.0.1");
+  EXPECT_EQ(e.connection.local_port, 41000);
+  EXPECT_EQ(e.connection.remote_address, "10.0.0.2");
+  EXPECT_EQ(e.connection.remote_port, 80);
+  EXPECT_EQ(e.connection.direction, vpf::kNfDirectionOut);
+  EXPECT_EQ(e.connection.adapter_id, adapter_of(nf, "p1"));
+  EXPECT_EQ(e.connection.vm, 7u);
+  EXPECT_EQ(e.connection.state, "established");
+  EXPECT_EQ(e.connection.packets_sent, 2u);
+  EXPECT_EQ(e.connection.packets_received, 1u);
+  tcp_segment(true, 41000, 80, 1001, 5001, 0x11);
+  tcp_segment(false, 41000, 80, 5001, 1002, 0x10);
+  tcp_segment(false, 41000, 80, 5001, 1002, 0x11);
+  tcp_segment(true, 41000, 80, 1002, 5002, 0x10);
+  ASSERT_TRUE(eventually([&] { return events().size() == 2; })) << events().size() << " events";
+  e = events()[1];
+  EXPECT_EQ(e.event, vpf::kTcpClosed);
+  EXPECT_EQ(e.connection.id, events()[0].connection.id);
+  EXPECT_EQ(e.connection.state, "closed");
+  EXPECT_EQ(e.connection.packets_sent, 4u);
+  EXPECT_EQ(e.connection.bytes_sent, 4u * 54);
+  EXPECT_EQ(e.connection.packets_received, 3u);
+  // A UDP flow to port 80: created.  An SSH connection (allowed): nothing.
+  const std::string udp = std::string("ovs-appctl netdev-dummy/receive p1 ") +
+                          "5254000000025254000000010800450000200000000040110000" + "0a0000010a000002" + "a0280050" +
+                          "000c0000" + "01020304 >/dev/null";
+  ASSERT_EQ(std::system(udp.c_str()), 0);
+  tcp_segment(true, 41001, 22, 1, 0, 0x02);
+  tcp_segment(false, 41001, 22, 9, 2, 0x12);
+  tcp_segment(true, 41001, 22, 2, 10, 0x10);
+  ASSERT_TRUE(eventually([&] { return events().size() == 3; })) << events().size() << " events";
+  e = events()[2];
+  EXPECT_EQ(e.event, vpf::kUdpCreated);
+  EXPECT_EQ(e.connection.protocol, IPPROTO_UDP);
+  EXPECT_EQ(e.connection.local_port, 41000);
+  EXPECT_EQ(e.connection.packets_sent, 1u);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(events().size(), 3u) << "the allowed connection raised an event";
+  nf.nf_delete_rules();
+  nf.stop_filter();
+}
+
 TEST_F(NetFilterOvs, AdapterAddedAndRemovedEvents) {
   vpf::NetFilter nf;
   std::atomic<int> added{-1}, removed{-1};
@@ -898,9 +988,9 @@ TEST(RawProtocol, BadFramesAreRefusedAndEndTheConnection) {
     const char* expect;
   } cases[] = {
       {{p::kFrameMagic, 9, p::kVerdictFrame, 16, 0}, "version 9"},
-      {{p::kFrameMagic, 1, p::kEventFrame, 48, 0}, "not a verdict"},
-      {{p::kFrameMagic, 1, p::kVerdictFrame, 100u << 20, 0}, "more than the limit"},
-      {{p::kFrameMagic, 1, p::kVerdictFrame, 4, 0}, "shorter than"},
+      {{p::kFrameMagic, uint16_t(p::kVersion), p::kEventFrame, 48, 0}, "not a verdict"},
+      {{p::kFrameMagic, uint16_t(p::kVersion), p::kVerdictFrame, 100u << 20, 0}, "more than the limit"},
+      {{p::kFrameMagic, uint16_t(p::kVersion), p::kVerdictFrame, 4, 0}, "shorter than"},
   };
   for (const auto& c : cases) {
     const int fd = raw_connect();
@@ -915,7 +1005,7 @@ TEST(RawProtocol, BadFramesAreRefusedAndEndTheConnection) {
   // A verdict for an event this client never got: refused by a notification, the
   // connection stays.
   const int fd = raw_connect();
-  p::FrameHeader h{p::kFrameMagic, 1, p::kVerdictFrame, sizeof(p::VerdictFrame), 0};
+  p::FrameHeader h{p::kFrameMagic, uint16_t(p::kVersion), p::kVerdictFrame, sizeof(p::VerdictFrame), 0};
   p::VerdictFrame v{12345, p::kSend, {}, 0};
   std::string msg(reinterpret_cast<const char*>(&h), sizeof h);
   msg.append(reinterpret_cast<const char*>(&v), sizeof v);

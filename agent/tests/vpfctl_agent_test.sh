@@ -136,6 +136,26 @@ check "capture: bad expression is exit 2" [ "$(rc "$vpfctl" capture -w "$run/x.p
 out=$(bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F}a0000000 >/dev/null) & $vpfctl notify -c 1 --duration 20 --format json 2>/dev/null")
 check "notify prints the event" python3 -c "import json,sys; e=json.loads(sys.argv[1]); assert e['rule']==20 and e['event']=='notify' and e['direction']=='out' and e['packet_size']==46" "$out"
 
+# notify shows connection events: a connection rule that notifies a UDP flow's datagrams
+# (filter_as_ip_packets + readonly) raises udp_created for it (another source port than
+# the flows above: a new flow).
+check "a notifying connection rule" "$vpfctl" rule add --kind connection --id 8 --protocol udp --remote-port 1280 --flags filter_as_ip_packets,readonly
+F2=${F/0a0000020400/0a0000020411}
+out=$(bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F2}a0000000 >/dev/null) & $vpfctl notify -c 2 --duration 20 --format json 2>/dev/null")
+check "notify: the datagram and its flow's udp_created" python3 -c "
+import json,sys
+ev = [json.loads(l) for l in sys.argv[1].splitlines()]
+kinds = sorted(e['event'] for e in ev)
+assert kinds == ['notify', 'udp_created'], kinds
+c = [e for e in ev if e['event'] == 'udp_created'][0]
+assert c['local'] == '10.0.0.1:1041' and c['remote'] == '10.0.0.2:1280' and c['rule'] == 8 and c['packets_sent'] == 1, c
+" "$out"
+out=$(bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F2/0a0000020411/0a0000020412}a0000000 >/dev/null) & $vpfctl notify -c 2 --duration 20 2>/dev/null")
+check "notify table: a line for the connection event" bash -c "grep -q 'udp_created connection rule 8, connection [0-9]* 10.0.0.1:1042 -> 10.0.0.2:1280, sent 1/46 received 0/0' <<<'$out'"
+out=$(bash -c "(sleep 1; ovs-appctl netdev-dummy/receive p1 ${F2/0a0000020411/0a0000020413}a0000000 >/dev/null) & $vpfctl notify -c 1 --duration 20 --format json udp 2>/dev/null")
+check "notify with an expression: frames only" python3 -c "import json,sys; assert json.loads(sys.argv[1])['event'] == 'notify'" "$out"
+"$vpfctl" rule del --kind connection --id 8
+
 # send / insert
 check "send --hex x2" "$vpfctl" send -i "$p1" --hex "$(frame 61)" --times 2
 p2=$("$vpfctl" adapters --format json | python3 -c 'import json,sys; print([json.loads(l)["id"] for l in sys.stdin if json.loads(l)["name"]=="p2"][0])')

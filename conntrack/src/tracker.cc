@@ -417,8 +417,8 @@ size_t Tracker::expire_stripe(Stripe& s, uint64_t now_ns, std::vector<Event>* ev
     const Conn& c = s.recs[slot.rec];
     if (now_ns < c.info.last_ns || now_ns - c.info.last_ns < timeout_ns(c.info)) continue;
     if (events) {
-      if (c.info.key.proto == 17) events->push_back({EventKind::UdpClosed, c.info});
-      else if (c.connected_told && !c.closed_told) events->push_back({EventKind::TcpClosed, c.info});
+      if (c.info.key.proto == 17) events->push_back({EventKind::UdpClosed, c.info, c.gov});
+      else if (c.connected_told && !c.closed_told) events->push_back({EventKind::TcpClosed, c.info, c.gov});
     }
     release(c.info.key.adapter);
     s.remove(&slot);

@@ -460,6 +460,18 @@ TEST(Tracker, AReplyDecidesItsConnectionAgainWithNewerRules) {
   EXPECT_FALSE(g.set);
   EXPECT_EQ(g.gen, 3u);
   EXPECT_FALSE(t.redecide(tcp(In, kAck, 2222), 9, 4).set) << "no connection";
+  // A connection that expires tells its decision with its closing event.
+  const PacketKey u = udp(Out, 5353, 53);
+  const PacketKey* up[1] = {&u};
+  const uint64_t w = 21;
+  Observed uo;
+  t.track_batch(up, nullptr, nullptr, 1, 0, Tracker::Decisions{&w, 0, 5}, &uo);
+  std::vector<Event> events;
+  t.expire(uint64_t(31) * 1000000000, &events);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].kind, EventKind::UdpClosed);
+  EXPECT_TRUE(events[0].gov.set);
+  EXPECT_EQ(events[0].gov.word, 21u);
   EXPECT_EQ(t.redecide(tcp(In, kAck, 2222), 9, 4).gen, 0u);
 }
 

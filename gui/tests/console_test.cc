@@ -36,7 +36,7 @@ QByteArray event_frame(uint32_t adapter, uint8_t type, const QByteArray& data) {
   e.rule_kind = 1;
   e.packet_size = uint32_t(data.size());
   e.data_size = uint32_t(data.size());
-  proto::FrameHeader h{proto::kFrameMagic, 1, proto::kEventFrame, uint32_t(sizeof e + data.size()), 0};
+  proto::FrameHeader h{proto::kFrameMagic, uint16_t(proto::kVersion), proto::kEventFrame, uint32_t(sizeof e + data.size()), 0};
   QByteArray out(reinterpret_cast<const char*>(&h), sizeof h);
   out.append(reinterpret_cast<const char*>(&e), sizeof e);
   out.append(data);

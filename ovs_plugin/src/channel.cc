@@ -67,8 +67,12 @@ bool Ring::push(uint16_t type, const void* fixed, uint32_t fixed_len, const void
 }
 
 bool read_event(const RecordHeader* rec, uint32_t len, PacketEvent* ev) {
-  if ((rec->type != kNotify && rec->type != kCapture) || len < sizeof *ev) return false;
+  if (len < sizeof *ev) return false;
   std::memcpy(ev, rec, sizeof *ev);  // a copy: checked values stay checked
+  const uint16_t type = ev->h.type;
+  if (type != kNotify && type != kCapture && type != kConnection) return false;
+  if (type == kConnection && (ev->cap_len != sizeof(ConnectionRecord) || ev->orig_len != ev->cap_len))
+    return false;
   return ev->cap_len <= len - sizeof *ev && ev->cap_len <= ev->orig_len;
 }
 
@@ -89,7 +93,7 @@ Ring::Status Ring::peek(const RecordHeader** rec, uint32_t* len) {
       hdr_->tail.store(tail + h.size, std::memory_order_release);
       continue;
     }
-    if (h.type > kInject) return Status::Corrupt;
+    if (h.type > kConnection) return Status::Corrupt;
     *rec = reinterpret_cast<const RecordHeader*>(buf_ + off);
     *len = h.size;
     pending_ = h.size;

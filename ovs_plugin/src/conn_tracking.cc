@@ -7,6 +7,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "uninit.h"
 #include "vpf/matcher/parser.h"
 
 namespace vpf::plugin {
@@ -43,25 +44,57 @@ ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_
 
 uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter,
                               uint32_t vm, matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                              conntrack::Governing* gov, matcher::PacketKey* keys) {
+                              conntrack::Governing* gov, matcher::PacketKey* keys,
+                              std::vector<conntrack::Event>* events) {
   n = std::min(n, conntrack::Tracker::kBatch);
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
   conntrack::Observed out[conntrack::Tracker::kBatch];
+  Uninit<conntrack::ConnInfo, conntrack::Tracker::kBatch> told;  // written where out[i].event is set
   for (uint32_t i = 0; i < n; ++i) {
     matcher::parse_frame(data[i], len[i], matcher::PacketMeta{adapter, dir, vm}, &keys[i]);
     kp[i] = &keys[i];
   }
-  if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out);
+  if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out, told.v);
   uint32_t replies = 0;
   for (uint32_t i = 0; i < n; ++i) {
     const bool tracked = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known;
     gov[i] = tracked ? out[i].gov : conntrack::Governing{};
     replies |= uint32_t(tracked && out[i].reply) << i;
+    if (out[i].event != conntrack::EventKind::None) events->push_back({out[i].event, told.v[i], out[i].gov});
   }
   uint64_t last = last_sweep_.load(std::memory_order_relaxed);
   if (now_ns - last >= kSweepEveryNs && last_sweep_.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
-    tracker_.expire_step(now_ns, nullptr);
+    tracker_.expire_step(now_ns, events);
   return replies;
+}
+
+channel::ConnectionRecord ConnTracking::record_of(const conntrack::Event& e, uint64_t now_ns) {
+  using K = channel::ConnectionEventKind;
+  channel::ConnectionRecord r{};
+  const conntrack::ConnInfo& c = e.conn;
+  r.id = c.id;
+  switch (e.kind) {
+    case conntrack::EventKind::TcpConnected: r.event = uint8_t(K::TcpConnected); break;
+    case conntrack::EventKind::TcpClosed: r.event = uint8_t(K::TcpClosed); break;
+    case conntrack::EventKind::UdpCreated: r.event = uint8_t(K::UdpCreated); break;
+    case conntrack::EventKind::UdpClosed: r.event = uint8_t(K::UdpClosed); break;
+    case conntrack::EventKind::None: break;
+  }
+  r.protocol = c.key.proto;
+  r.ip_version = c.key.ip_ver;
+  r.vm = c.vm;
+  r.local_port = c.key.local_port;
+  r.remote_port = c.key.remote_port;
+  for (int w = 0; w < 4; ++w) {
+    r.local_ip[w] = c.key.local_ip[w];
+    r.remote_ip[w] = c.key.remote_ip[w];
+  }
+  for (int k = 0; k < 2; ++k) {
+    r.packets[k] = c.packets[k];
+    r.bytes[k] = c.bytes[k];
+  }
+  r.age_ns = now_ns - std::min(now_ns, c.created_ns);
+  return r;
 }
 
 std::vector<conntrack::ConnInfo> ConnTracking::sorted() const {
@@ -123,11 +156,16 @@ void ConnTracking::turn_round(const uint8_t* frame, uint32_t len, const matcher:
 }
 
 nlohmann::json ConnTracking::idle_stats(uint32_t limit) {
-  return stats_json(limit, conntrack::Stats{});
+  nlohmann::json j = stats_json(limit, conntrack::Stats{});
+  j["events"] = j["events_lost"] = 0;
+  return j;
 }
 
 nlohmann::json ConnTracking::stats() const {
-  return stats_json(tracker_.limits().total, tracker_.stats());
+  nlohmann::json j = stats_json(tracker_.limits().total, tracker_.stats());
+  j["events"] = events_.load(std::memory_order_relaxed);
+  j["events_lost"] = events_lost_.load(std::memory_order_relaxed);
+  return j;
 }
 
 nlohmann::json ConnTracking::stats_json(uint32_t limit, const conntrack::Stats& s) {

@@ -30,6 +30,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "vpf/channel.h"
 #include "vpf/conntrack/tracker.h"
 #include "vpf/matcher/classifier.h"
 
@@ -45,11 +46,15 @@ class ConnTracking {
   // the decisions they bring (Tracker::Decisions: the connection rule that decided each,
   // packed; the packets that may not open a connection; the rules' generation).  gov[i]:
   // the decision that governs packet i's connection (set: false for none); keys[i]: the
-  // packet as parsed.  Returns the replies: bit i, packet i goes against the direction its
-  // connection was opened in.
+  // packet as parsed.  Appends to `events` the connection events the packets raised and
+  // those of the connections this thread's share of the sweep removed (the sweep runs
+  // here: one stripe every kSweepEveryNs at most, whichever thread comes).  Returns the
+  // replies: bit i, packet i goes against the direction its connection was opened in.
   uint32_t follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
                   matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                  conntrack::Governing* gov, matcher::PacketKey* keys);
+                  conntrack::Governing* gov, matcher::PacketKey* keys, std::vector<conntrack::Event>* events);
+  // A connection event as the event rings carry it (channel::ConnectionRecord).
+  static channel::ConnectionRecord record_of(const conntrack::Event& e, uint64_t now_ns);
   // Tracker::redecide for the packet parsed as `key`.
   conntrack::Governing redecide(const matcher::PacketKey& key, uint64_t word, uint64_t gen) {
     return tracker_.redecide(key, word, gen);
@@ -74,12 +79,15 @@ class ConnTracking {
   nlohmann::json list_json(int64_t adapter, uint64_t id, uint64_t now_ns) const;
   nlohmann::json stats() const;
   static nlohmann::json idle_stats(uint32_t limit);  // of a table not made yet
+  // A connection event written (or lost: no agent, a full ring), for stats().
+  void count_event(bool written) { (written ? events_ : events_lost_).fetch_add(1, std::memory_order_relaxed); }
 
  private:
   std::vector<conntrack::ConnInfo> sorted() const;  // by id
   static nlohmann::json stats_json(uint32_t limit, const conntrack::Stats& s);
   conntrack::Tracker tracker_;
   std::atomic<uint64_t> last_sweep_{0};
+  std::atomic<uint64_t> events_{0}, events_lost_{0};
 };
 
 }  // namespace vpf::plugin

@@ -12,6 +12,7 @@
 #include <sstream>
 #include <stdexcept>
 
+#include "uninit.h"
 #include "vpf/matcher/parser.h"
 #include "vpf/matcher/rules_json.h"
 
@@ -195,13 +196,6 @@ namespace {
 // Adds to a counter that only this thread writes.
 inline void bump(uint64_t& c, uint64_t v) { __atomic_store_n(&c, c + v, __ATOMIC_RELAXED); }
 
-// N objects of T left uninitialised (T's member initialisers would cost a `rep stos` of a
-// kilobyte per batch); every element is written before it is read.
-template <class T, size_t N>
-union Uninit {
-  Uninit() {}
-  T v[N];
-};
 }  // namespace
 
 // One batch's decisions: what hook() does, step by step.  Lives on the datapath thread's
@@ -337,9 +331,12 @@ class Plugin::BatchRun {
     }
     conntrack::Governing gov[kHookBatch];
     Uninit<matcher::PacketKey, kHookBatch> keys;
+    static thread_local std::vector<conntrack::Event> events;  // kept: no allocation per batch
+    events.clear();
     const uint32_t replies = ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed),
                                        dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov,
-                                       keys.v);
+                                       keys.v, &events);
+    for (const conntrack::Event& e : events) raise_connection_event(e, ct);
     uint32_t stale = 0;  // replies whose connection was decided under older rules
     for (uint32_t m = replies; m; m &= m - 1) {
       const uint32_t i = uint32_t(std::countr_zero(m));
@@ -485,6 +482,31 @@ class Plugin::BatchRun {
     }
     b_->verdicts[i] = OVS_PACKET_TAKEN;  // already expired by the control thread
     return false;
+  }
+
+  // A connection event (docs/connections.md) for the instance whose connection rule
+  // governs the connection, when that rule's packets go to it (capture or notify): to its
+  // client's channel or the agent, as the rule's packet events go.
+  void raise_connection_event(const conntrack::Event& ev, ConnTracking& ct) {
+    if (!ev.gov.set || stat_mode_) return;
+    const Decision g = ConnTracking::unpack(ev.gov.word);
+    if (g.kind != RuleKind::Connection || (g.action != Action::Capture && g.action != Action::Notify)) return;
+    EventRing* ring = events_on_ ? take_ring() : nullptr;
+    if (!ring) return ct.count_event(false);
+    const uint64_t key = RuleHits::key(g.kind, g.rule_id);
+    const Route* route = route_of(key);
+    ClientChannel* cc = route ? p_.clients_.channel(route->client) : nullptr;
+    PacketEvent e{};
+    e.adapter = ev.conn.key.adapter;
+    e.direction = uint8_t(ev.conn.opened);
+    e.rule_kind = uint8_t(g.kind);
+    e.rule_id = g.rule_id;
+    e.orig_len = e.cap_len = sizeof(channel::ConnectionRecord);
+    e.timestamp_ns = now_real_;
+    const channel::ConnectionRecord rec = ConnTracking::record_of(ev, mono_ns());
+    const auto* data = reinterpret_cast<const uint8_t*>(&rec);
+    ct.count_event(cc ? write_to_client(*cc, *route, *ring, channel::kConnection, e, data)
+                      : write_to_agent(*ring, channel::kConnection, e, data));
   }
 
   bool write_to_agent(EventRing& ring, uint16_t type, const PacketEvent& e, const uint8_t* data) {

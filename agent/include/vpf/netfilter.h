@@ -30,6 +30,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -125,6 +126,10 @@ struct ConnectionInfo {
   uint64_t age_ms = 0, idle_ms = 0;
 };
 
+// A connection as the agent's list_connections gives it (docs/protocol.md); throws
+// NetFilterError(kErrorInvalidParameter) for an object that is not one.
+ConnectionInfo connection_of(const nlohmann::json& j);
+
 // ---- event parameters ----
 struct AdapterEventParams {
   int adapter_id;
@@ -162,6 +167,21 @@ struct StatisticsEventParams {
   uint64_t packets_received, bytes_received, packets_sent, bytes_sent;
   uint64_t packets_dropped_inbound, bytes_dropped_inbound, packets_dropped_outbound, bytes_dropped_outbound;
 };
+// A connection event (docs/connections.md): the connection rule of this instance that
+// governs the connection has the filter flag (its packets captured) or filter_as_ip_packets
+// with readonly (notified).  connection: as when the event was raised (state established
+// or closed for TCP, unreplied or closed for UDP; idle_ms 0).
+inline constexpr int kTcpConnected = 1, kTcpClosed = 2, kUdpCreated = 3, kUdpClosed = 4;
+struct ConnectionEventParams {
+  int event = 0;  // kTcpConnected, kTcpClosed, kUdpCreated, kUdpClosed
+  ConnectionInfo connection;
+  uint32_t rule_id = 0;  // the governing connection rule
+  std::chrono::system_clock::time_point timestamp;
+};
+// The connection event an event frame of type kConnection carries with its data; false
+// (and nothing written) for anything else or data of the wrong size.
+bool connection_event_of(const protocol::EventFrame& f, std::span<const uint8_t> data, ConnectionEventParams* out);
+
 struct WorkerThreadCreationEventParams {
   int result_code = 0;
 };
@@ -274,6 +294,8 @@ class NetFilter {
   std::function<void(NotifyPacketEventParams&)> on_notify_packet;
   std::function<void(PacketEventParams&)> on_packet;
   std::function<void(StatisticsEventParams&)> on_statistics;
+  // The reference's tcpConnected, tcpClosed, udpCreated and udpClosed.
+  std::function<void(ConnectionEventParams&)> on_tcp_connected, on_tcp_closed, on_udp_created, on_udp_closed;
   std::function<void(WorkerThreadCreationEventParams&)> on_worker_thread_creation;
   std::function<void(WorkerThreadTerminationEventParams&)> on_worker_thread_termination;
 

@@ -6,7 +6,8 @@
 // A reader tells them apart by the first byte of each message.
 //
 // Frames (host byte order: the socket is local):
-//   agent -> client  kEventFrame:   EventFrame + data_size bytes of the packet
+//   agent -> client  kEventFrame:   EventFrame + data_size bytes of the packet (kConnection:
+//                                   a vpf::channel::ConnectionRecord, vpf/channel.h)
 //   client -> agent  kVerdictFrame: VerdictFrame + data_size bytes (SEND_MODIFIED)
 // A frame whose magic, version, type or length is wrong ends the connection after an
 // error line; the frame is not acted on.
@@ -50,7 +51,7 @@ enum ErrorCode : int {
 
 namespace vpf::protocol {
 
-inline constexpr uint32_t kVersion = 1;                 // of the whole protocol
+inline constexpr uint32_t kVersion = 2;                 // of the whole protocol
 inline constexpr uint32_t kFrameMagic = 0x46465056;     // "VPFF"
 inline constexpr uint32_t kMaxFrameBody = 256 * 1024 + 64;  // a frame of 256 KiB of packet
 inline constexpr uint32_t kMaxPacket = 65535 + 14 + 8;  // largest frame a verdict or injection may carry
@@ -67,7 +68,9 @@ struct FrameHeader {
 };
 static_assert(sizeof(FrameHeader) == 16);
 
-enum EventType : uint8_t { kNotify = 1, kCapture = 2 };
+// The numbers are the plugin's event record types (vpf/channel.h), so that an event keeps
+// its type from the ring to the client.
+enum EventType : uint8_t { kNotify = 1, kCapture = 2, kConnection = 5 };
 enum EventFlags : uint8_t {
   kMonitorCopy = 1,  // a copy for a monitor (vpfctl capture/notify): no verdict expected
   kFromChannel = 0x80,  // never on the wire: the client library marks events read from its channel
@@ -94,18 +97,20 @@ struct EventFrame {
 };
 static_assert(sizeof(EventFrame) == 48);
 
-// The event frame of one of the plugin's event records (`Ev`: vpf::channel::PacketEvent;
-// `capture`: its record is a kCapture), with the deciding rule as its instance knows it and
-// its data (ev.cap_len bytes) following.  Flags are the caller's.  The IP offset is the
-// one the plugin's parser found (an offset outside the data reads as "no IP").
+// The event frame of one of the plugin's event records (`Ev`: vpf::channel::PacketEvent,
+// as read_event() checked it: a notify, capture or connection record), with the deciding
+// rule as its instance knows it and its data (ev.cap_len bytes) following.  Flags are the
+// caller's.  The IP offset is the one the plugin's parser found (an offset outside the
+// data reads as "no IP").
 template <class Ev>
-EventFrame event_frame_of(const Ev& ev, bool capture, uint32_t rule_id, uint8_t rule_kind) {
+EventFrame event_frame_of(const Ev& ev, uint32_t rule_id, uint8_t rule_kind) {
   EventFrame e{};
+  e.type = uint8_t(ev.h.type);
+  const bool capture = e.type == kCapture;
   e.event_id = capture ? ev.capture_id : 0;
   e.timestamp_ns = ev.timestamp_ns;
   e.adapter = ev.adapter;
   e.direction = ev.direction;
-  e.type = capture ? kCapture : kNotify;
   e.packet_type = kDltEthernet;
   e.rule_id = rule_id;
   e.rule_kind = rule_kind;

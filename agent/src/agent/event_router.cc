@@ -17,6 +17,10 @@ namespace asio = boost::asio;
 
 namespace {
 
+// An event keeps its type from the plugin's ring to the client (protocol.h).
+static_assert(int(protocol::kNotify) == channel::kNotify && int(protocol::kCapture) == channel::kCapture &&
+              int(protocol::kConnection) == channel::kConnection);
+
 std::string event_frame(const protocol::EventFrame& e, const uint8_t* data) {
   protocol::FrameHeader h{protocol::kFrameMagic, uint16_t(protocol::kVersion), protocol::kEventFrame,
                           uint32_t(sizeof e + e.data_size), 0};
@@ -138,13 +142,15 @@ void EventRouter::route(std::vector<std::string> batch) {
     const RuleOrigin& o = origin->second;
     // A copy of an event that went straight to its client: for monitors and logging only.
     const bool mirrored = ev.h.flags & channel::kFlagMirrored;
-    protocol::EventFrame e = protocol::event_frame_of(ev, capture, o.rule_id, uint8_t(o.kind));
+    protocol::EventFrame e = protocol::event_frame_of(ev, o.rule_id, uint8_t(o.kind));
     Session* owner = a_.api().owner_of(o.instance);
     if (owner && owner->stat_mode) owner = nullptr;
     const bool taken = mirrored ? owner != nullptr : owner && owner->send_event(event_frame(e, data));
     const Instance& inst = a_.store().instances().count(o.instance) ? a_.store().instances().at(o.instance) : a_.store().instances().at(kDefaultInstance);
     if (inst.logging)  // LoggingEnabled: one line per event of the instance
-      log("instance " + o.instance + ": " + (capture ? "capture " + std::to_string(ev.capture_id) : std::string("notify")) +
+      log("instance " + o.instance + ": " + (capture                                  ? "capture " + std::to_string(ev.capture_id)
+           : ev.h.type == channel::kConnection ? std::string("connection event")
+                                               : std::string("notify")) +
           " adapter " + std::to_string(ev.adapter) + (ev.direction ? " in" : " out") + " rule " +
           std::to_string(o.rule_id) + " " + std::to_string(ev.orig_len) + " bytes -> " +
           (taken ? "client pid " + std::to_string(owner->peer().pid) + (mirrored ? " (its channel)" : "")

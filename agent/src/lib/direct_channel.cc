@@ -105,8 +105,7 @@ size_t DirectChannel::poll_once() {
         continue;
       }
       const auto* data = reinterpret_cast<const uint8_t*>(rec) + sizeof ev;
-      const bool capture = rec->type == channel::kCapture;
-      proto::EventFrame e = proto::event_frame_of(ev, capture, ev.rule_id, ev.rule_kind);
+      proto::EventFrame e = proto::event_frame_of(ev, ev.rule_id, ev.rule_kind);
       e.flags = proto::kFromChannel;
       std::vector<uint8_t> bytes(data, data + ev.cap_len);
       r.release();  // freed before the callback: the other thread may read on meanwhile

@@ -246,7 +246,7 @@ struct NetFilter::Impl {
   static constexpr size_t kNotifyBatch = 64;
   std::vector<std::pair<proto::EventFrame, std::vector<uint8_t>>> notify_batch;  // reader thread only
   void on_event(const proto::EventFrame& f, std::vector<uint8_t> data) {
-    if (f.type == proto::kNotify || (f.flags & proto::kMonitorCopy)) {
+    if (f.type != proto::kCapture || (f.flags & proto::kMonitorCopy)) {
       notify_batch.emplace_back(f, std::move(data));
       if (notify_batch.size() >= kNotifyBatch) flush_notify();
       return;
@@ -268,7 +268,7 @@ struct NetFilter::Impl {
   // channel.
   std::vector<std::pair<proto::EventFrame, std::vector<uint8_t>>> direct_batch;  // the reading thread only
   void on_direct_event(DirectChannel& ch, const proto::EventFrame& f, std::vector<uint8_t> data) {
-    if (f.type == proto::kNotify) {
+    if (f.type != proto::kCapture) {
       direct_batch.emplace_back(f, std::move(data));
       if (direct_batch.size() >= kNotifyBatch) flush(direct_batch);
       return;
@@ -331,7 +331,24 @@ struct NetFilter::Impl {
     if (ch) ch->drain();
   }
 
+  // A connection event: to its handler (none set: nothing to do).
+  void fire_connection(const proto::EventFrame& f, const std::vector<uint8_t>& data) {
+    ConnectionEventParams e;
+    if (!connection_event_of(f, data, &e)) return fire_error(kErrorInvalidParameter, "a connection event that cannot be read");
+    auto& handler = e.event == kTcpConnected ? nf.on_tcp_connected
+                    : e.event == kTcpClosed  ? nf.on_tcp_closed
+                    : e.event == kUdpCreated ? nf.on_udp_created
+                                             : nf.on_udp_closed;
+    if (!handler) return;
+    try {
+      handler(e);
+    } catch (const std::exception& ex) {
+      fire_error(kErrorInvalidParameter, std::string("connection event handler: ") + ex.what());
+    }
+  }
+
   void fire_packet(const proto::EventFrame& f, std::vector<uint8_t> data, DirectChannel* via = nullptr) {
+    if (f.type == proto::kConnection) return fire_connection(f, data);
     const auto ts = std::chrono::system_clock::time_point(std::chrono::milliseconds(f.timestamp_ns / 1000000));
     const int64_t sub_ns = int64_t(f.timestamp_ns % 1000000);
     if (f.type == proto::kNotify || (f.flags & proto::kMonitorCopy)) {
@@ -730,44 +747,18 @@ int64_t NetFilter::get_driver_version(const std::string& guid) {
   return d_->call_once("get_driver_version", json::object())["version"].get<int64_t>();
 }
 
-namespace {
-
-ConnectionInfo connection_from(const json& j) {
-  ConnectionInfo c;
-  c.id = j.at("id").get<uint64_t>();
-  c.adapter_id = j.at("adapter_id").get<int>();
-  c.vm = j.at("vm").get<uint32_t>();
-  c.protocol = j.at("protocol") == "tcp" ? IPPROTO_TCP : IPPROTO_UDP;
-  c.ip_family = j.at("ip_version") == 6 ? AF_INET6 : AF_INET;
-  c.local_address = j.at("local_address").get<std::string>();
-  c.remote_address = j.at("remote_address").get<std::string>();
-  c.local_port = j.at("local_port").get<unsigned short>();
-  c.remote_port = j.at("remote_port").get<unsigned short>();
-  c.direction = j.at("direction") == "outgoing" ? kNfDirectionOut : kNfDirectionIn;
-  c.state = j.at("state").get<std::string>();
-  c.packets_sent = j.at("packets_sent").get<uint64_t>();
-  c.bytes_sent = j.at("bytes_sent").get<uint64_t>();
-  c.packets_received = j.at("packets_received").get<uint64_t>();
-  c.bytes_received = j.at("bytes_received").get<uint64_t>();
-  c.age_ms = j.at("age_ms").get<uint64_t>();
-  c.idle_ms = j.at("idle_ms").get<uint64_t>();
-  return c;
-}
-
-}  // namespace
-
 std::vector<ConnectionInfo> NetFilter::list_connections(int adapter_id) {
   json params = json::object();
   if (adapter_id >= 0) params["adapter"] = adapter_id;
   std::vector<ConnectionInfo> out;
   const json got = d_->call_once("list_connections", params);  // kept: the loop walks a part of it
-  for (const json& j : got.at("connections")) out.push_back(connection_from(j));
+  for (const json& j : got.at("connections")) out.push_back(connection_of(j));
   return out;
 }
 
 ConnectionInfo NetFilter::get_connection(uint64_t id) {
   if (id == 0) throw NetFilterError(kErrorInvalidParameter, "get_connection: connection ids start at 1");
-  return connection_from(d_->call_once("get_connection", {{"id", id}}));
+  return connection_of(d_->call_once("get_connection", {{"id", id}}));
 }
 
 void NetFilter::get_statistics(int adapter_id) {

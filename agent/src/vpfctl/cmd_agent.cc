@@ -432,7 +432,10 @@ struct Selection {
     has_prog = true;
     return "";
   }
-  bool wants(const Event& e) const {
+  // Connection events (no frame: `frames` false) only with no filter expression; their
+  // direction is who opened the connection.
+  bool wants(const Event& e, bool connections) const {
+    if (e.f.type == vpf::protocol::kConnection && (!connections || has_prog)) return false;
     if (adapter >= 0 && e.f.adapter != adapter) return false;
     if (direction == "out" && e.f.direction != 0) return false;
     if (direction == "in" && e.f.direction != 1) return false;
@@ -446,9 +449,10 @@ struct Selection {
   }
 };
 
-// Reads events until the selection's count or duration or a signal; calls fn for each.
+// Reads events until the selection's count or duration or a signal; calls fn for each
+// (connection events too when `connections`).
 template <class Fn>
-int tail_events(const char* cmd, Common& c, Selection& sel, const std::string& instance, Fn fn) {
+int tail_events(const char* cmd, Common& c, Selection& sel, const std::string& instance, bool connections, Fn fn) {
   return guarded([&] {
     EventQueue q;
     auto a = connect(cmd, c, [&](const vpf::protocol::EventFrame& f, std::vector<uint8_t> d) { q.push(f, std::move(d)); });
@@ -469,7 +473,7 @@ int tail_events(const char* cmd, Common& c, Selection& sel, const std::string& i
         return kExitFailure;
       }
       auto e = q.pop(end);
-      if (!e || !sel.wants(*e)) continue;
+      if (!e || !sel.wants(*e, connections)) continue;
       if (!fn(*e)) return kExitFailure;
       ++n;
     }
@@ -512,11 +516,44 @@ int capture(const std::vector<std::string>& args) {
     if (f != stdout) std::fclose(f);
     return kExitFailure;
   }
-  const int rc = tail_events("capture", c, sel, instance, [&](const Event& e) {
+  const int rc = tail_events("capture", c, sel, instance, false, [&](const Event& e) {
     return writer.write(e.f.timestamp_ns, e.data.data(), uint32_t(e.data.size()), e.f.packet_size);
   });
   if (f != stdout) std::fclose(f);
   return rc;
+}
+
+// One line for a connection event: what happened, the connection, its counters.
+bool print_connection_event(const Event& e, bool as_json) {
+  vpf::ConnectionEventParams ev;
+  if (!vpf::connection_event_of(e.f, e.data, &ev)) return true;  // not readable: skipped
+  static const char* names[] = {"", "tcp_connected", "tcp_closed", "udp_created", "udp_closed"};
+  const vpf::ConnectionInfo& k = ev.connection;
+  const char* opened = k.direction == vpf::kNfDirectionOut ? "out" : "in";
+  auto endpoint = [&](const std::string& a, unsigned p) {
+    return k.ip_family == AF_INET6 ? "[" + a + "]:" + std::to_string(p) : a + ":" + std::to_string(p);
+  };
+  if (as_json) {
+    std::printf("%s\n", json{{"time_ns", e.f.timestamp_ns}, {"adapter", e.f.adapter}, {"direction", opened},
+                             {"event", names[ev.event]}, {"rule_kind", "connection"}, {"rule", e.f.rule_id},
+                             {"connection", k.id}, {"protocol", k.protocol == IPPROTO_TCP ? "tcp" : "udp"},
+                             {"local", endpoint(k.local_address, k.local_port)},
+                             {"remote", endpoint(k.remote_address, k.remote_port)},
+                             {"packets_sent", k.packets_sent}, {"bytes_sent", k.bytes_sent},
+                             {"packets_received", k.packets_received}, {"bytes_received", k.bytes_received}}
+                            .dump()
+                            .c_str());
+  } else {
+    const time_t sec = time_t(e.f.timestamp_ns / 1000000000);
+    char ts[32];
+    std::strftime(ts, sizeof ts, "%H:%M:%S", std::localtime(&sec));
+    std::printf("%s.%06lu adapter %u %-3s %s connection rule %u, connection %lu %s -> %s, sent %lu/%lu received %lu/%lu\n",
+                ts, (unsigned long)(e.f.timestamp_ns % 1000000000 / 1000), e.f.adapter, opened, names[ev.event],
+                e.f.rule_id, (unsigned long)k.id, endpoint(k.local_address, k.local_port).c_str(),
+                endpoint(k.remote_address, k.remote_port).c_str(), (unsigned long)k.packets_sent,
+                (unsigned long)k.bytes_sent, (unsigned long)k.packets_received, (unsigned long)k.bytes_received);
+  }
+  return std::fflush(stdout) == 0;
 }
 
 int notify(const std::vector<std::string>& args) {
@@ -538,11 +575,12 @@ int notify(const std::vector<std::string>& args) {
     std::fprintf(stderr, "vpfctl notify: %s\n", err.c_str());
     return kExitUsage;
   }
-  return tail_events("notify", c, sel, instance, [&](const Event& e) {
+  return tail_events("notify", c, sel, instance, true, [&](const Event& e) {
     static const char* kinds[] = {"passthrough", "filter", "connection"};
     const char* kind = e.f.rule_kind < 3 ? kinds[e.f.rule_kind] : "?";
     const char* dir = e.f.direction ? "in" : "out";
     const char* type = e.f.type == vpf::protocol::kCapture ? "capture" : "notify";
+    if (e.f.type == vpf::protocol::kConnection) return print_connection_event(e, c.format == "json");
     if (c.format == "json") {
       std::printf("%s\n", json{{"time_ns", e.f.timestamp_ns}, {"adapter", e.f.adapter}, {"direction", dir},
                                {"event", type}, {"rule_kind", kind}, {"rule", e.f.rule_id},

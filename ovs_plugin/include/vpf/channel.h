@@ -55,7 +55,7 @@
 namespace vpf::channel {
 
 inline constexpr uint32_t kMagic = 0x43465056;  // "VPFC"
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr size_t kMaxControlMessage = size_t(64) << 20;  // one JSON line
 
 enum RecordType : uint16_t {
@@ -64,6 +64,7 @@ enum RecordType : uint16_t {
   kCapture = 2,   // PacketEvent: a held packet waiting for a verdict
   kVerdict = 3,   // Verdict: what to do with a held packet
   kInject = 4,    // Inject: a packet to send toward the switch or the VM
+  kConnection = 5,  // PacketEvent whose data is a ConnectionRecord: a connection's event
 };
 
 struct RecordHeader {
@@ -98,6 +99,29 @@ struct PacketEvent {
   // uint8_t data[cap_len] follows
 };
 static_assert(sizeof(PacketEvent) == 56);
+
+// The data of a kConnection event (docs/connections.md): a connection the plugin follows
+// opened, closed or expired.  The PacketEvent around it names the connection rule that
+// governs the connection (rule_kind, rule_id), its adapter, and as direction who opened
+// it; cap_len = orig_len = sizeof(ConnectionRecord).
+enum class ConnectionEventKind : uint8_t { TcpConnected = 1, TcpClosed = 2, UdpCreated = 3, UdpClosed = 4 };
+struct ConnectionRecord {
+  uint64_t id;          // the connection's, unique for the plugin's life
+  uint8_t event;        // ConnectionEventKind
+  uint8_t protocol;     // 6 (TCP) or 17 (UDP)
+  uint8_t ip_version;   // 4 or 6
+  uint8_t reserved;
+  uint32_t vm;
+  uint16_t local_port;  // the VM's side
+  uint16_t remote_port;
+  uint32_t reserved2;
+  uint32_t local_ip[4];   // IPv4: word 0; each word the integer its network-order bytes spell
+  uint32_t remote_ip[4];
+  uint64_t packets[2];  // [0] opener -> peer, [1] peer -> opener (frames)
+  uint64_t bytes[2];
+  uint64_t age_ns;      // since the connection's first packet
+};
+static_assert(sizeof(ConnectionRecord) == 96);
 
 enum class VerdictAction : uint8_t { Drop = 1, Send = 2, SendModified = 3 };
 
@@ -221,8 +245,9 @@ class Region {
 };
 
 // Consumer side of an event ring: copies the event record `rec` (`len` bytes, as peek()
-// returned it) to *ev if it is a notify or capture event whose sizes agree (cap_len bytes
-// of frame follow it, no more than orig_len); false for anything else.
+// returned it) to *ev if it is a notify, capture or connection event whose sizes agree
+// (cap_len bytes of frame follow it, no more than orig_len; a connection event's are one
+// ConnectionRecord); false for anything else.
 bool read_event(const RecordHeader* rec, uint32_t len, PacketEvent* ev);
 
 // Wakes the consumer sleeping on `efd` if `waiting` says it sleeps (producer side, after

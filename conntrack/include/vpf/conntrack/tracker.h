@@ -114,6 +114,7 @@ struct Observed {
 struct Event {
   EventKind kind = EventKind::None;
   ConnInfo conn;
+  Governing gov;  // the caller's decision kept with the connection
 };
 
 struct Stats {
