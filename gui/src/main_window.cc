@@ -81,7 +81,8 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
   connect(agent_, &AgentClient::packet_event, this, [this](const PacketEvent& ev) {
     // As the instance's client (capture mode) the console gets its events directly, and as
     // a monitor of every instance a copy of each: the list shows the copies, the held
-    // list the captured packets to decide.
+    // list the captured packets to decide.  Connection events carry no frame: not packets.
+    if (ev.frame.type == protocol::kConnection) return;
     if (!(ev.frame.flags & protocol::kMonitorCopy)) {
       if (ev.frame.type == protocol::kCapture) hold(ev);
       return;
