@@ -33,6 +33,7 @@
 #include <QVBoxLayout>
 
 #include "adapter_model.h"
+#include "connection_model.h"
 #include "agent_client.h"
 #include "decode.h"
 #include "packet_model.h"
@@ -60,11 +61,13 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
   clock_.start();
   adapters_ = new AdapterModel(this);
   packets_ = new PacketModel(this);
+  connections_ = new ConnectionModel(this);
   tabs_ = new QTabWidget;
   tabs_->addTab(build_adapters_tab(), tr("&Adapters"));
   tabs_->addTab(build_rules_tab(), tr("&Rules"));
   tabs_->addTab(build_stats_tab(), tr("&Statistics"));
   tabs_->addTab(build_packets_tab(), tr("&Packets"));
+  tabs_->addTab(build_connections_tab(), tr("Co&nnections"));
   setCentralWidget(tabs_);
   conn_label_ = new QLabel;
   statusBar()->addWidget(conn_label_, 1);
@@ -105,7 +108,7 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
     refresh_instances();
   });
   addAction(refresh);
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < tabs_->count(); ++i) {
     auto* tab = new QAction(this);
     tab->setShortcut(QKeySequence(Qt::ALT | Qt::Key(Qt::Key_1 + i)));
     connect(tab, &QAction::triggered, this, [this, i] { tabs_->setCurrentIndex(i); });
@@ -137,6 +140,36 @@ QWidget* MainWindow::build_adapters_tab() {
   v->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
   v->horizontalHeader()->setStretchLastSection(false);
   return v;
+}
+
+// The connections the plugin follows on the adapters connection rules are in force on
+// (docs/connections.md), refreshed with the statistics.
+QWidget* MainWindow::build_connections_tab() {
+  auto* w = new QWidget;
+  auto* lay = new QVBoxLayout(w);
+  conn_count_ = new QLabel;
+  lay->addWidget(conn_count_);
+  auto* v = table(connections_);
+  v->setObjectName("connections");
+  v->horizontalHeader()->setSectionResizeMode(QHeaderView::ResizeToContents);
+  v->horizontalHeader()->setStretchLastSection(false);
+  lay->addWidget(v, 1);
+  return w;
+}
+
+void MainWindow::refresh_connections() {
+  agent_->call("list_connections", {}, [this](const QJsonValue& res, const QJsonObject& err) {
+    if (!err.isEmpty()) {
+      conn_count_->setText(tr("Connections: %1").arg(err["message"].toString()));
+      return;
+    }
+    const QJsonObject r = res.toObject();
+    tracking_ = r["tracking"].toBool();
+    connections_->set_connections(r["connections"].toArray());
+    conn_count_->setText(tracking_ ? tr("%n connection(s) followed on the adapters that connection rules are in force on",
+                                        nullptr, connections_->rowCount())
+                                   : tr("The plugin tracks no connections (it runs with conns=0)."));
+  });
 }
 
 QWidget* MainWindow::build_rules_tab() {
@@ -510,6 +543,7 @@ void MainWindow::poll() {
   });
   // Rules may change from other clients: keep the editor current.
   refresh_rules();
+  refresh_connections();
 }
 
 void MainWindow::update_chart() {
@@ -639,6 +673,8 @@ QJsonObject MainWindow::state() const {
            }()},
           {"series_points", series},
           {"packets", packets_->rowCount()},
+          {"connections", connections_->rowCount()},
+          {"tracking", tracking_},
           {"held", held_->rowCount()},
           {"holding", hold_->isChecked()},
           {"rules", rules},

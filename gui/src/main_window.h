@@ -29,6 +29,7 @@ class QValueAxis;
 namespace vpf::console {
 
 class AdapterModel;
+class ConnectionModel;
 class AgentClient;
 class PacketFilter;
 class PacketModel;
@@ -54,6 +55,8 @@ class MainWindow : public QMainWindow {
   QWidget* build_rules_tab();
   QWidget* build_stats_tab();
   QWidget* build_packets_tab();
+  QWidget* build_connections_tab();
+  void refresh_connections();
   void on_connected();
   void poll();
   void refresh_adapters();
@@ -104,6 +107,10 @@ class MainWindow : public QMainWindow {
   QPlainTextEdit *decode_, *hex_;
   QPushButton* pause_packets_;
   QLabel* packet_count_;
+  // connections
+  ConnectionModel* connections_;
+  QLabel* conn_count_;
+  bool tracking_ = false;
   // capture mode
   QCheckBox* hold_;
   QComboBox* hold_instance_;

@@ -2,7 +2,7 @@
 # vpf-console end to end, in a real X server (Xvfb): a private Open vSwitch with the plugin,
 # two namespace VMs pinging each other through it, vpf-agent, a notify rule for ICMP; the
 # console runs, plots and lists packets; screenshots of the statistics and packets tabs
-# are kept in OUT_DIR (console-{statistics,packets,adapters,rules,capture}.png) and the window's state
+# are kept in OUT_DIR (console-{statistics,packets,adapters,rules,connections,capture}.png) and the window's state
 # (JSON) is checked: connected, both adapters listed, plots with data, packets listed.
 # Also runs console_agent_tests (the widgets against this agent).
 # usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR console_agent_tests
@@ -48,6 +48,13 @@ check "packets listed" [ "$(field "$run/packets.json" 'd["packets"] >= 5')" = Tr
 check "console ran (adapters tab)" shot 0 adapters 4
 check "adapters tab: both adapters" [ "$(field "$run/adapters.json" 'd["adapters"]')" = 2 ]
 check "console ran (rules tab)" shot 1 rules 3
+# A connection rule: the plugin follows the VMs' UDP flows to port 5000, the connections
+# tab lists them.
+"$vpfctl" rule add --kind connection --id 3 --protocol udp --remote-port 5000 --flags allow
+for i in 1 2 3; do ip netns exec "$vm1" bash -c "echo $i >/dev/udp/$ip2/5000"; done
+check "console ran (connections tab)" shot 4 connections 3
+check "connections listed" [ "$(field "$run/connections.json" 'd["tracking"] and d["connections"] >= 1')" = True ]
+"$vpfctl" rule del --kind connection --id 3
 # The agent goes away and comes back while the console runs: it reconnects by itself.
 ( sleep 1; kill "$VM_AGENT_PID"; sleep 1.5
   "$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &

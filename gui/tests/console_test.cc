@@ -12,6 +12,7 @@
 
 #include "adapter_model.h"
 #include "agent_client.h"
+#include "connection_model.h"
 #include "decode.h"
 #include "packet_model.h"
 #include "rule_editor.h"
@@ -116,6 +117,35 @@ class ConsoleTest : public QObject {
     QVERIFY(m.history(0) != nullptr);  // kept for a port that stayed
     for (int i = 0; i < 700; ++i) m.add_statistics(stats(0, 300 + i, 150, 20), 13 + i);
     QCOMPARE(m.history(0)->size(), AdapterModel::kHistory);  // bounded
+  }
+
+  void connection_model_keeps_rows_by_id() {
+    ConnectionModel m;
+    auto conn = [](int id, int sent, const char* state) {
+      return QJsonObject{{"id", id}, {"adapter_id", 0}, {"vm", 7}, {"protocol", "tcp"}, {"ip_version", 4},
+                         {"local_address", "10.0.0.1"}, {"local_port", 40000 + id}, {"remote_address", "10.0.0.2"},
+                         {"remote_port", 80}, {"direction", "outgoing"}, {"state", state}, {"packets_sent", sent},
+                         {"bytes_sent", sent * 60}, {"packets_received", 1}, {"bytes_received", 60}, {"idle_ms", 1500}};
+    };
+    m.set_connections(QJsonArray{conn(7, 1, "syn_sent"), conn(3, 4, "established")});
+    QCOMPARE(m.rowCount(), 2);
+    QCOMPARE(m.index(0, ConnectionModel::Id).data().toLongLong(), 3LL);  // by id
+    QCOMPARE(m.index(0, ConnectionModel::Local).data().toString(), QString("10.0.0.1:40003"));
+    QCOMPARE(m.index(0, ConnectionModel::Opened).data().toString(), QString("the VM"));
+    QCOMPARE(m.index(0, ConnectionModel::Idle).data().toString(), QLocale().toString(1.5, 'f', 1));
+    QSignalSpy removed(&m, &QAbstractItemModel::rowsRemoved);
+    QSignalSpy inserted(&m, &QAbstractItemModel::rowsInserted);
+    QSignalSpy changed(&m, &QAbstractItemModel::dataChanged);
+    m.set_connections(QJsonArray{conn(9, 1, "syn_sent"), conn(7, 2, "established"), conn(5, 1, "syn_sent")});
+    QCOMPARE(removed.size(), 1);   // 3 went
+    QCOMPARE(inserted.size(), 2);  // 5 and 9 came
+    QCOMPARE(changed.size(), 1);   // 7 stayed where it was, updated
+    QCOMPARE(m.rowCount(), 3);
+    QCOMPARE(m.index(1, ConnectionModel::Id).data().toLongLong(), 7LL);
+    QCOMPARE(m.index(1, ConnectionModel::State).data().toString(), QString("established"));
+    QCOMPARE(m.index(2, ConnectionModel::Id).data().toLongLong(), 9LL);
+    m.set_connections(QJsonArray{});
+    QCOMPARE(m.rowCount(), 0);
   }
 
   void decode_summaries() {
