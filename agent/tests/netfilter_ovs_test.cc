@@ -588,7 +588,7 @@ TEST_F(NetFilterOvs, NfRuleShapedRules) {
   r.filtering_flag = 1;  // NF_BLOCK
   const uint32_t id = nf.nf_add_rule(r, true);
   vpf::NfRule bad;
-  bad.filtering_flag = 8;  // NF_OFFLINE: needs connection tracking
+  bad.filtering_flag = 8;  // NF_OFFLINE: not done yet
   EXPECT_EQ(code_of([&] { nf.nf_add_rule(bad, false); }), vpf::kErrorInvalidParameter);
   bad.filtering_flag = 0;
   bad.direction = 9;
@@ -736,6 +736,46 @@ TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
   EXPECT_EQ(e.connection.packets_sent, 1u);
   std::this_thread::sleep_for(300ms);
   EXPECT_EQ(events().size(), 3u) << "the allowed connection raised an event";
+  nf.nf_delete_rules();
+  nf.stop_filter();
+}
+
+// NF_SUSPENDED: a connection opened under the rule raises its connection events but not
+// its packets' until set_connection_state resumes it, and again none once suspended.
+TEST_F(NetFilterOvs, SuspendedConnectionsRaiseNoPacketEventsUntilResumed) {
+  vpf::NetFilter nf;
+  std::atomic<int> notified{0};
+  std::atomic<uint64_t> created{0};
+  nf.on_notify_packet = [&](vpf::NotifyPacketEventParams&) { ++notified; };
+  nf.on_udp_created = [&](vpf::ConnectionEventParams& e) { created = e.connection.id; };
+  nf.initialize(guid);
+  vpf::NfRule r;
+  r.protocol = IPPROTO_UDP;
+  r.direction = vpf::kNfDirectionOut;
+  r.remote_port = htons(80);
+  r.filtering_flag = 128 | 256 | 4;  // NF_FILTER_AS_IP_PACKETS | NF_READONLY | NF_SUSPENDED
+  nf.nf_add_rule(r, true);
+  nf.start_filter(0);
+  const std::string datagram = std::string("ovs-appctl netdev-dummy/receive p1 ") +
+                               "5254000000025254000000010800450000200000000040110000" + "0a0000010a000002" + "a0300050" +
+                               "000c0000" + "01020304 >/dev/null";
+  ASSERT_EQ(std::system(datagram.c_str()), 0);
+  ASSERT_TRUE(eventually([&] { return created != 0; }));
+  const uint64_t id = created;
+  EXPECT_TRUE(nf.get_connection(id).suspended);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(notified, 0) << "suspended: no packet event";
+  EXPECT_TRUE(nf.set_connection_state(id, false));
+  EXPECT_FALSE(nf.get_connection(id).suspended);
+  ASSERT_EQ(std::system(datagram.c_str()), 0);
+  EXPECT_TRUE(eventually([&] { return notified == 1; })) << notified;
+  EXPECT_TRUE(nf.set_connection_state(id, true));
+  ASSERT_EQ(std::system(datagram.c_str()), 0);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(notified, 1) << "suspended again";
+  EXPECT_EQ(nf.get_connection(id).packets_sent, 3u) << "every datagram passed";
+  EXPECT_EQ(code_of([&] { nf.set_connection_state(0, true); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.set_connection_state(uint64_t(1) << 60, true); }), vpf::kErrorNotFound);
   nf.nf_delete_rules();
   nf.stop_filter();
 }

@@ -97,6 +97,12 @@ check "conn show abc: exit 2" [ "$(rc "$vpfctl" conn show abc)" = 2 ]
 check "conn show without an id: exit 2" [ "$(rc "$vpfctl" conn show)" = 2 ]
 check "conn list --adapter -2: exit 2" [ "$(rc "$vpfctl" conn list --adapter -2)" = 2 ]
 check "unknown conn subcommand: exit 2" [ "$(rc "$vpfctl" conn frobnicate)" = 2 ]
+check "conn set-state suspended" "$vpfctl" conn set-state "$cid" suspended
+check "listed as suspended" bash -c "$vpfctl conn list | grep -q ' suspended\$' && $vpfctl conn show $cid --format json | grep -q '\"suspended\":true'"
+check "conn set-state resumed" "$vpfctl" conn set-state "$cid" resumed
+check "conn set-state of no connection: exit 3" [ "$(rc "$vpfctl" conn set-state 99999 suspended)" = 3 ]
+check "conn set-state sleeping: exit 2" [ "$(rc "$vpfctl" conn set-state "$cid" sleeping)" = 2 ]
+check "conn set-state without a state: exit 2" [ "$(rc "$vpfctl" conn set-state "$cid")" = 2 ]
 "$vpfctl" rule del --kind connection --id 6
 # adapter settings
 check "adapters --set: snaplen" "$vpfctl" adapters --set "$p1" --snaplen 60 --collect-statistics no

@@ -258,7 +258,7 @@ Observed Tracker::track(const PacketKey& k, const uint8_t* frame, uint32_t frame
                         ConnInfo* event_conn) {
   Prepared p;
   Observed o;
-  return prepare(k, frame, frame_len, &p, &o) ? apply(p, now_ns, kNoWord, true, 0, event_conn) : o;
+  return prepare(k, frame, frame_len, &p, &o) ? apply(p, now_ns, kNoWord, true, 0, false, event_conn) : o;
 }
 
 void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
@@ -282,12 +282,12 @@ void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* fr
   }
   for (uint32_t m = live; m; m &= m - 1) {
     const uint32_t i = uint32_t(std::countr_zero(m));
-    out[i] = apply(p[i], now_ns, d.words ? d.words[i] : kNoWord, !(d.no_open >> i & 1), d.gen,
+    out[i] = apply(p[i], now_ns, d.words ? d.words[i] : kNoWord, !(d.no_open >> i & 1), d.gen, d.suspend >> i & 1,
                    events ? &events[i] : nullptr);
   }
 }
 
-Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen,
+Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, bool suspend,
                         ConnInfo* event_conn) {
   Observed o;
   const ConnKey& key = p.key;
@@ -321,6 +321,7 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     o.reply = reply;
     o.id = c.info.id;
     o.tcp = c.info.tcp;
+    o.suspended = c.info.suspended;
     if (v != Verdict::Invalid) o.gov = c.gov;
     if (o.event != EventKind::None && event_conn) *event_conn = c.info;
     return o;
@@ -350,6 +351,7 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     c.info.packets[0] = 1;
     c.info.bytes[0] = len;
     c.gov = Governing{word, gen, word != kNoWord};
+    c.info.suspended = suspend;
     created_.fetch_add(1, std::memory_order_relaxed);
     if (!tcp) {
       o.event = EventKind::UdpCreated;
@@ -393,6 +395,19 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
   }
   if (!reply && c.gov.gen < gen) c.gov = Governing{word, gen, word != kNoWord};  // re-decided by its opener
   return observe(Verdict::Known, c, reply);
+}
+
+bool Tracker::set_suspended(uint64_t id, bool on) {
+  for (uint32_t i = 0; i < nstripes_; ++i) {
+    Stripe& s = stripes_[i];
+    Guard g(s.lock);
+    for (Stripe::Slot& slot : s.slots) {
+      if (!slot.sig || s.recs[slot.rec].info.id != id) continue;
+      s.recs[slot.rec].info.suspended = on;
+      return true;
+    }
+  }
+  return false;
 }
 
 Governing Tracker::redecide(const PacketKey& k, uint64_t word, uint64_t gen) {

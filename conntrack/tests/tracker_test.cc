@@ -475,6 +475,33 @@ TEST(Tracker, AReplyDecidesItsConnectionAgainWithNewerRules) {
   EXPECT_EQ(t.redecide(tcp(In, kAck, 2222), 9, 4).gen, 0u);
 }
 
+// Suspension is the caller's: a connection starts suspended when its opening packet says
+// so, and set_suspended() changes it by id; every packet of it reports it.
+TEST(Tracker, ConnectionsSuspendedAndResumedById) {
+  Tracker t;
+  auto one = [&](const PacketKey& k, uint32_t suspend) {
+    const PacketKey* kp[1] = {&k};
+    const uint64_t w = 3;
+    Observed o;
+    t.track_batch(kp, nullptr, nullptr, 1, 0, Tracker::Decisions{&w, 0, 1, suspend}, &o);
+    return o;
+  };
+  const Observed a = one(udp(Out, 6000), 1);
+  ASSERT_EQ(a.verdict, Verdict::New);
+  EXPECT_TRUE(a.suspended);
+  EXPECT_TRUE(one(udp(In, 6000), 0).suspended) << "the reply finds it suspended";
+  const Observed b = one(udp(Out, 6001), 0);
+  EXPECT_FALSE(b.suspended);
+  EXPECT_TRUE(t.set_suspended(a.id, false));
+  EXPECT_FALSE(one(udp(Out, 6000), 1).suspended) << "a known connection keeps its own state";
+  EXPECT_TRUE(t.set_suspended(b.id, true));
+  EXPECT_TRUE(one(udp(In, 6001), 0).suspended);
+  EXPECT_FALSE(t.set_suspended(999999, true)) << "no such connection";
+  bool listed = false;
+  for (const ConnInfo& c : t.list()) listed |= c.id == b.id && c.suspended;
+  EXPECT_TRUE(listed);
+}
+
 TEST(Tracker, ThreadsAtOnce) {
   Tracker t(Limits{100000, 100000});
   constexpr int kOwn = 2000, kShared = 500, kRounds = 4;

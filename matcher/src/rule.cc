@@ -71,12 +71,12 @@ Action effective_action(const Rule& r) {
   }
   using namespace nf_flag;
   const uint32_t f = r.nf_flags;
-  if (f & kConnectionLevel)
+  if (const uint32_t later = f & kConnectionLevel & ~kSuspended)
     throw RuleError(r, "flags",
-                    "flag value " + std::to_string(f & kConnectionLevel) +
-                        " acts on connections (suspend, offline, connect requests, pend, control "
-                        "flow, redirect) and needs connection tracking, which is not supported");
-  const uint32_t known = kBlock | kFilter | kFilterAsIpPackets | kReadonly | kBypassIpPackets;
+                    "flag value " + std::to_string(later) +
+                        " acts on connections in a way the datapath does not do yet (offline, connect requests, "
+                        "pend, control flow, redirect: docs/connections.md)");
+  const uint32_t known = kBlock | kFilter | kFilterAsIpPackets | kReadonly | kBypassIpPackets | kSuspended;
   if (f & ~known) throw RuleError(r, "flags", "unknown flag bits " + std::to_string(f & ~known));
   if (f & kFilterAsIpPackets) {
     // FILTER_AS_IP_PACKETS takes precedence over FILTER, as in the reference.

@@ -45,7 +45,7 @@ ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_
 uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter,
                               uint32_t vm, matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
                               conntrack::Governing* gov, matcher::PacketKey* keys,
-                              std::vector<conntrack::Event>* events) {
+                              std::vector<conntrack::Event>* events, uint32_t* suspended) {
   n = std::min(n, conntrack::Tracker::kBatch);
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
   conntrack::Observed out[conntrack::Tracker::kBatch];
@@ -56,10 +56,12 @@ uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, u
   }
   if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out, told.v);
   uint32_t replies = 0;
+  *suspended = 0;
   for (uint32_t i = 0; i < n; ++i) {
     const bool tracked = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known;
     gov[i] = tracked ? out[i].gov : conntrack::Governing{};
     replies |= uint32_t(tracked && out[i].reply) << i;
+    *suspended |= uint32_t(tracked && out[i].suspended) << i;
     if (out[i].event != conntrack::EventKind::None) events->push_back({out[i].event, told.v[i], out[i].gov});
   }
   uint64_t last = last_sweep_.load(std::memory_order_relaxed);
@@ -109,7 +111,7 @@ std::string ConnTracking::list() const {
     o << "id=" << c.id << " adapter=" << c.key.adapter << " vm=" << c.vm << " " << protocol_name(c) << " "
       << address(c.key, c.key.local_ip, c.key.local_port) << " -> " << address(c.key, c.key.remote_ip, c.key.remote_port)
       << " opened=" << opened_name(c) << " state=" << state_name(c) << " packets=" << c.packets[0] << "/"
-      << c.packets[1] << " bytes=" << c.bytes[0] << "/" << c.bytes[1] << "\n";
+      << c.packets[1] << " bytes=" << c.bytes[0] << "/" << c.bytes[1] << (c.suspended ? " suspended" : "") << "\n";
   }
   return o.str();
 }
@@ -131,6 +133,7 @@ nlohmann::json ConnTracking::list_json(int64_t adapter, uint64_t id, uint64_t no
                    {"remote_port", c.key.remote_port},
                    {"direction", opened_name(c)},
                    {"state", state_name(c)},
+                   {"suspended", c.suspended},
                    {"packets_sent", c.packets[sent]},
                    {"bytes_sent", c.bytes[sent]},
                    {"packets_received", c.packets[1 - sent]},

@@ -52,9 +52,11 @@ class ConnTracking {
   // replies: bit i, packet i goes against the direction its connection was opened in.
   uint32_t follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
                   matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                  conntrack::Governing* gov, matcher::PacketKey* keys, std::vector<conntrack::Event>* events);
+                  conntrack::Governing* gov, matcher::PacketKey* keys, std::vector<conntrack::Event>* events,
+                  uint32_t* suspended);  // bit i: packet i's connection is suspended
   // A connection event as the event rings carry it (channel::ConnectionRecord).
   static channel::ConnectionRecord record_of(const conntrack::Event& e, uint64_t now_ns);
+  bool set_suspended(uint64_t id, bool on) { return tracker_.set_suspended(id, on); }
   // Tracker::redecide for the packet parsed as `key`.
   conntrack::Governing redecide(const matcher::PacketKey& key, uint64_t word, uint64_t gen) {
     return tracker_.redecide(key, word, gen);

@@ -163,6 +163,8 @@ json ControlServer::dispatch(const json& req, bool* hello, std::vector<int>* fds
       result = plugin_.ports();
     } else if (m == "connections") {
       result = plugin_.connections(params);
+    } else if (m == "set_connection_state") {
+      result = plugin_.set_connection_state(params);
     } else {
       return error_reply(id, kMethodNotFound, "unknown method '" + m + "'");
     }

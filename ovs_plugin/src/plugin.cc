@@ -322,20 +322,24 @@ class Plugin::BatchRun {
   // it opens nothing.  Returns the matched packets.
   uint32_t govern(uint32_t matched, ConnTracking& ct) {
     uint64_t words[kHookBatch];
-    uint32_t no_open = 0;
+    uint32_t no_open = 0, suspend = 0;
+    const auto suspending = p_.suspending_.load(std::memory_order_acquire);  // null: none
     for (uint32_t i = 0; i < n_; ++i) {
       const Decision& d = out_.v[i];
       const bool m = matched >> i & 1;
       words[i] = m && d.kind == RuleKind::Connection ? ConnTracking::pack(d) : conntrack::kNoWord;
       no_open |= uint32_t(m && d.action == Action::Drop) << i;
+      if (suspending && words[i] != conntrack::kNoWord)
+        suspend |= uint32_t(std::binary_search(suspending->begin(), suspending->end(), d.rule_id)) << i;
     }
     conntrack::Governing gov[kHookBatch];
     Uninit<matcher::PacketKey, kHookBatch> keys;
     static thread_local std::vector<conntrack::Event> events;  // kept: no allocation per batch
     events.clear();
+    uint32_t suspended = 0;
     const uint32_t replies = ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed),
-                                       dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_}, gov,
-                                       keys.v, &events);
+                                       dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_, suspend},
+                                       gov, keys.v, &events, &suspended);
     for (const conntrack::Event& e : events) raise_connection_event(e, ct);
     uint32_t stale = 0;  // replies whose connection was decided under older rules
     for (uint32_t m = replies; m; m &= m - 1) {
@@ -354,6 +358,13 @@ class Plugin::BatchRun {
       }
       out_.v[i] = g;
       matched |= 1u << i;
+    }
+    // A suspended connection's packets raise no events of its connection rule: captured or
+    // notified, they pass (still counted as the rule's).
+    for (uint32_t m = suspended & matched; m; m &= m - 1) {
+      Decision& d = out_.v[std::countr_zero(m)];
+      if (d.kind == RuleKind::Connection && (d.action == Action::Capture || d.action == Action::Notify))
+        d.action = Action::Pass;
     }
     return matched;
   }
@@ -1057,6 +1068,10 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
     conns_owned_ = std::make_unique<ConnTracking>(conns_size_);
     conns_.store(conns_owned_.get(), std::memory_order_release);
   }
+  if (!conns_size_)
+    for (const auto& a : adds)
+      if (a.rule.kind == matcher::RuleKind::Connection && (a.rule.nf_flags & matcher::nf_flag::kSuspended))
+        throw matcher::RuleError(a.rule, "flags", "suspended needs connection tracking, which the plugin runs without (conns=0)");
   set_scope(wide);
   try {
     classifier_.apply(removes, adds);
@@ -1064,6 +1079,12 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
     set_scope(std::move(before));
     throw;
   }
+  std::vector<uint32_t> suspending;
+  for (const auto& info : classifier_.rules())
+    if (info.rule.kind == matcher::RuleKind::Connection && (info.rule.nf_flags & matcher::nf_flag::kSuspended))
+      suspending.push_back(info.rule.id);
+  std::sort(suspending.begin(), suspending.end());
+  suspending_.store(suspending.empty() ? nullptr : std::make_shared<const std::vector<uint32_t>>(std::move(suspending)));
   // After the snapshot is out: a batch that read the new generation classifies with it.
   rules_gen_.fetch_add(1, std::memory_order_release);
   set_scope(std::move(after));
@@ -1463,6 +1484,14 @@ json Plugin::connections(const json& params) const {
   }
   const ConnTracking* ct = conns_.load(std::memory_order_acquire);
   return {{"tracking", conns_size_ != 0}, {"connections", ct ? ct->list_json(adapter, id, mono_ns()) : json::array()}};
+}
+
+json Plugin::set_connection_state(const json& params) {
+  if (!params.is_object() || !params.contains("id") || !params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0 ||
+      !params.contains("suspended") || !params["suspended"].is_boolean())
+    throw std::invalid_argument("set_connection_state takes {\"id\": N (1 or more), \"suspended\": true|false}");
+  ConnTracking* ct = conns_.load(std::memory_order_acquire);
+  return {{"found", ct && ct->set_suspended(params["id"].get<uint64_t>(), params["suspended"].get<bool>())}};
 }
 
 json Plugin::conn_stats() const {

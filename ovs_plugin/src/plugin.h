@@ -125,6 +125,8 @@ class Plugin {
   // The agent's "connections": {"adapter"?: N, "id"?: N} -> {"tracking": bool,
   // "connections": [...]} (ConnTracking::list_json).
   nlohmann::json connections(const nlohmann::json& params) const;
+  // The agent's "set_connection_state": {"id": N, "suspended": bool} -> {"found": bool}.
+  nlohmann::json set_connection_state(const nlohmann::json& params);
 
   // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
   nlohmann::json attach(int pid);  // the agent said hello: start events
@@ -277,6 +279,9 @@ class Plugin {
   const uint32_t conns_size_;
   std::unique_ptr<ConnTracking> conns_owned_ VPF_GUARDED_BY(rules_mu_);
   std::atomic<ConnTracking*> conns_{nullptr};
+  // The connection rules with the suspended flag (their connections start suspended), by
+  // id, sorted; null when there are none.  Replaced by the rules' writer.
+  std::atomic<std::shared_ptr<const std::vector<uint32_t>>> suspending_;
   std::atomic<uint64_t> rules_gen_{1};          // moves on with every rule change (after it is in force)
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads

@@ -124,6 +124,7 @@ struct ConnectionInfo {
   std::string state;            // TCP: syn_sent ... time_wait, closed; UDP: unreplied, replied
   uint64_t packets_sent = 0, bytes_sent = 0, packets_received = 0, bytes_received = 0;
   uint64_t age_ms = 0, idle_ms = 0;
+  bool suspended = false;  // its packets raise no events of its connection rule (set_connection_state)
 };
 
 // A connection as the agent's list_connections gives it (docs/protocol.md); throws
@@ -287,6 +288,9 @@ class NetFilter {
   // needed) ----
   std::vector<ConnectionInfo> list_connections(int adapter_id = -1);  // -1: every adapter
   ConnectionInfo get_connection(uint64_t id);  // kErrorNotFound when it is not in the table
+  // The reference's nf_tcpSetConnectionState / nf_udpSetConnectionState: suspends or
+  // resumes the events of the connection's packets.  kErrorNotFound when it is not there.
+  bool set_connection_state(uint64_t id, bool suspended);
 
   // ---- events ----
   std::function<void(AdapterEventParams&)> on_adapter_added, on_adapter_removed;

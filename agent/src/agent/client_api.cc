@@ -216,6 +216,8 @@ const std::vector<ClientApi::Method>& ClientApi::methods() {
        [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.connections(p, false), nullptr); }},
       {"get_connection", A::Client, "{id}",
        [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.connections(p, true), nullptr); }},
+      {"set_connection_state", A::Client, "{id, suspended}",
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.set_connection_state(p), nullptr); }},
       {"install", A::Root, "{guid, altitude?, allowed_controllers?, force_app_permission_check?}",
        [](ClientApi& a, Session&, const json& p, const Reply& r) { a.install(p, r); }},
       {"uninstall", A::Root, "{guid}", [](ClientApi& a, Session&, const json& p, const Reply& r) { a.uninstall(p, r); }},
@@ -677,6 +679,18 @@ json ClientApi::connections(const json& params, bool one) {
   if (got["connections"].empty())
     throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no connection with id " + params["id"].dump());
   return got["connections"][0];
+}
+
+json ClientApi::set_connection_state(const json& params) {
+  if (!params.contains("id") || !params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0)
+    throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'id' must be a connection id (1 or more)");
+  if (!params.contains("suspended") || !params["suspended"].is_boolean())
+    throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'suspended' must be true or false");
+  if (!a_.link().plugin()) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
+  const json got = a_.link().plugin()->call("set_connection_state", {{"id", params["id"]}, {"suspended", params["suspended"]}});
+  if (!got.value("found", false))
+    throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no connection with id " + params["id"].dump());
+  return {{"ok", true}};
 }
 
 json ClientApi::statistics() {

@@ -68,6 +68,9 @@ class ClientApi {
   // list_connections ({adapter?} -> {tracking, connections}) and get_connection ({id} ->
   // the connection): the plugin's connection table (docs/connections.md).
   nlohmann::json connections(const nlohmann::json& params, bool one);
+  // set_connection_state ({id, suspended}): a connection's packets raise no events of its
+  // connection rule while suspended.
+  nlohmann::json set_connection_state(const nlohmann::json& params);
   void install(const nlohmann::json& params, const Reply& reply);
   void uninstall(const nlohmann::json& params, const Reply& reply);
   nlohmann::json driver_status(const nlohmann::json& params) const;

@@ -33,6 +33,7 @@ ConnectionInfo connection_of(const json& j) {
     c.bytes_received = j.at("bytes_received").get<uint64_t>();
     c.age_ms = j.at("age_ms").get<uint64_t>();
     c.idle_ms = j.at("idle_ms").get<uint64_t>();
+    c.suspended = j.value("suspended", false);
     return c;
   } catch (const json::exception& e) {
     throw NetFilterError(kErrorInvalidParameter, std::string("not a connection: ") + e.what());

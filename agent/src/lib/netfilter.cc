@@ -761,6 +761,12 @@ ConnectionInfo NetFilter::get_connection(uint64_t id) {
   return connection_of(d_->call_once("get_connection", {{"id", id}}));
 }
 
+bool NetFilter::set_connection_state(uint64_t id, bool suspended) {
+  if (id == 0) throw NetFilterError(kErrorInvalidParameter, "set_connection_state: connection ids start at 1");
+  d_->call_once("set_connection_state", {{"id", id}, {"suspended", suspended}});
+  return true;
+}
+
 void NetFilter::get_statistics(int adapter_id) {
   d_->need_init();
   // Filter-specific figures only while filtering in statistics mode, as in the reference.

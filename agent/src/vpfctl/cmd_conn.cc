@@ -24,12 +24,13 @@ void print_table(const json& conns) {
   std::printf("%8s %7s %6s %-5s %-21s %-21s %-8s %-12s %10s %12s %10s %12s %9s\n", "id", "adapter", "vm", "proto",
               "local", "remote", "opened", "state", "tx packets", "tx bytes", "rx packets", "rx bytes", "idle ms");
   for (const json& c : conns)
-    std::printf("%8lu %7d %6u %-5s %-21s %-21s %-8s %-12s %10lu %12lu %10lu %12lu %9lu\n", c["id"].get<unsigned long>(),
+    std::printf("%8lu %7d %6u %-5s %-21s %-21s %-8s %-12s %10lu %12lu %10lu %12lu %9lu%s\n", c["id"].get<unsigned long>(),
                 c["adapter_id"].get<int>(), c["vm"].get<unsigned>(), c["protocol"].get<std::string>().c_str(),
                 endpoint(c, "local").c_str(), endpoint(c, "remote").c_str(), c["direction"].get<std::string>().c_str(),
                 c["state"].get<std::string>().c_str(), c["packets_sent"].get<unsigned long>(),
                 c["bytes_sent"].get<unsigned long>(), c["packets_received"].get<unsigned long>(),
-                c["bytes_received"].get<unsigned long>(), c["idle_ms"].get<unsigned long>());
+                c["bytes_received"].get<unsigned long>(), c["idle_ms"].get<unsigned long>(),
+                c.value("suspended", false) ? " suspended" : "");
 }
 
 int conn_list(const std::vector<std::string>& args) {
@@ -85,9 +86,38 @@ int conn_show(const std::vector<std::string>& args) {
   });
 }
 
+int conn_set_state(const std::vector<std::string>& args) {
+  po::options_description opts(
+      "vpfctl conn set-state ID suspended|resumed [options]\n\nWhile suspended, the connection's packets raise no "
+      "events of its connection rule\n(they pass); connection events go on.\n\noptions");
+  int64_t id = 0;
+  std::string state;
+  opts.add_options()("id", po::value(&id)->required(), "the connection's id")
+      ("state", po::value(&state)->required(), "suspended or resumed");
+  po::positional_options_description pos;
+  pos.add("id", 1).add("state", 1);
+  po::variables_map vm;
+  Common c;
+  if (auto r = parse("conn set-state", opts, args, vm, &c, false, false, &pos)) return *r;
+  if (id <= 0) {
+    std::fprintf(stderr, "vpfctl conn set-state: ID: connection ids start at 1\n");
+    return kExitUsage;
+  }
+  if (state != "suspended" && state != "resumed") {
+    std::fprintf(stderr, "vpfctl conn set-state: '%s' is not suspended or resumed\n", state.c_str());
+    return kExitUsage;
+  }
+  return guarded([&] {
+    auto a = connect("conn set-state", c);
+    call("conn set-state", *a, "set_connection_state", {{"id", id}, {"suspended", state == "suspended"}});
+    return kExitOk;
+  });
+}
+
 const Command kConnCommands[] = {
     {"list", "the connections followed, by id", conn_list},
     {"show", "one connection, field by field", conn_show},
+    {"set-state", "suspend or resume a connection's events", conn_set_state},
 };
 
 }  // namespace

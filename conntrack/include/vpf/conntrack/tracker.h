@@ -89,6 +89,7 @@ struct ConnInfo {
   Direction opened = Direction::Outgoing;  // who opened it: the VM (Outgoing) or the peer
   TcpState tcp = TcpState::SynSent;        // TCP only
   bool replied = false;                    // a packet came from the side that did not open it
+  bool suspended = false;                  // the caller's: its packets raise no events (set_suspended)
   uint64_t created_ns = 0, last_ns = 0;
   uint64_t packets[2] = {}, bytes[2] = {};  // [0] opener → peer, [1] peer → opener (frame bytes)
 };
@@ -106,6 +107,7 @@ struct Observed {
   Verdict verdict = Verdict::Untracked;
   Governing gov;  // the connection's, after this packet (New, Known)
   bool reply = false;  // the packet goes from the side that did not open the connection
+  bool suspended = false;  // the connection's (New, Known)
   uint64_t id = 0;     // the connection's (New, Known)
   TcpState tcp = TcpState::SynSent;
   EventKind event = EventKind::None;
@@ -166,6 +168,7 @@ class Tracker {
     const uint64_t* words = nullptr;
     uint32_t no_open = 0;
     uint64_t gen = 0;
+    uint32_t suspend = 0;  // bit i: a connection packet i opens starts suspended
   };
   void track_batch(const matcher::PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
                    uint32_t n, uint64_t now_ns, const Decisions& d, Observed* out, ConnInfo* events = nullptr);
@@ -175,6 +178,10 @@ class Tracker {
   // key turned round, before its opener sent again).  Returns the connection's decision
   // (set: false when the packet has no connection).
   Governing redecide(const matcher::PacketKey& k, uint64_t word, uint64_t gen);
+
+  // Suspends or resumes the connection of id `id` (ConnInfo::suspended); false if there is
+  // none.  Walks the table: a control-plane call.
+  bool set_suspended(uint64_t id, bool on);
 
   // Removes the connections idle past their timeout at `now_ns`; appends an event for
   // each whose closing was not told yet.  Returns how many it removed.
@@ -199,7 +206,8 @@ class Tracker {
   // Fills *p; false (with *o set) if the packet is not tracked or invalid.
   bool prepare(const matcher::PacketKey& k, const uint8_t* frame, uint32_t frame_len, Prepared* p, Observed* o);
   Stripe& stripe_of(uint64_t h) const;
-  Observed apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, ConnInfo* event_conn);
+  Observed apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, bool suspend,
+                 ConnInfo* event_conn);
   Limits limits_;
   Timeouts timeouts_;
   uint32_t nstripes_;
