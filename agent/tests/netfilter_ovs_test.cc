@@ -610,17 +610,22 @@ TEST_F(NetFilterOvs, NfRuleShapedRules) {
   nf.stop_filter();
 }
 
+// An NF_RULE of the VM's outgoing traffic to a remote port (protocol 0: any).
+vpf::NfRule outgoing_rule(int protocol, uint16_t remote_port, unsigned long flag) {
+  vpf::NfRule r;
+  r.protocol = protocol;
+  r.direction = vpf::kNfDirectionOut;
+  r.remote_port = htons(remote_port);
+  r.filtering_flag = flag;
+  return r;
+}
+
 // An NF_RULE allowing the VM's UDP flows makes the plugin follow them: listed, with the
 // datagrams the VM sent, one by id; bad and unknown ids refused with their codes.
 TEST_F(NetFilterOvs, ConnectionsOfTheAdaptersConnectionRulesAreListed) {
   vpf::NetFilter nf;
   nf.initialize(guid);
-  vpf::NfRule r;
-  r.protocol = 17;
-  r.direction = vpf::kNfDirectionOut;
-  r.remote_port = htons(1280);
-  r.filtering_flag = 0;  // NF_ALLOW
-  nf.nf_add_rule(r, true);
+  nf.nf_add_rule(outgoing_rule(IPPROTO_UDP, 1280, 0), true);  // NF_ALLOW
   nf.start_filter(0);
   auto flow = [&]() -> std::optional<vpf::ConnectionInfo> {
     for (const auto& c : nf.list_connections())
@@ -675,15 +680,8 @@ TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
   };
   nf.on_tcp_connected = nf.on_tcp_closed = nf.on_udp_created = nf.on_udp_closed = keep;
   nf.initialize(guid);
-  vpf::NfRule r;
-  r.direction = vpf::kNfDirectionOut;
-  r.remote_port = htons(80);
-  r.filtering_flag = 128 | 256;  // NF_FILTER_AS_IP_PACKETS | NF_READONLY: notified
-  const uint32_t id = nf.nf_add_rule(r, true);
-  vpf::NfRule ssh;
-  ssh.direction = vpf::kNfDirectionOut;
-  ssh.remote_port = htons(22);  // NF_ALLOW: no events
-  nf.nf_add_rule(ssh, false);
+  const uint32_t id = nf.nf_add_rule(outgoing_rule(0, 80, 128 | 256), true);  // NF_FILTER_AS_IP_PACKETS | NF_READONLY
+  nf.nf_add_rule(outgoing_rule(0, 22, 0), false);                               // NF_ALLOW: no events
   nf.start_filter(0);
   auto events = [&] {
     std::lock_guard l(mu);
@@ -749,12 +747,7 @@ TEST_F(NetFilterOvs, SuspendedConnectionsRaiseNoPacketEventsUntilResumed) {
   nf.on_notify_packet = [&](vpf::NotifyPacketEventParams&) { ++notified; };
   nf.on_udp_created = [&](vpf::ConnectionEventParams& e) { created = e.connection.id; };
   nf.initialize(guid);
-  vpf::NfRule r;
-  r.protocol = IPPROTO_UDP;
-  r.direction = vpf::kNfDirectionOut;
-  r.remote_port = htons(80);
-  r.filtering_flag = 128 | 256 | 4;  // NF_FILTER_AS_IP_PACKETS | NF_READONLY | NF_SUSPENDED
-  nf.nf_add_rule(r, true);
+  nf.nf_add_rule(outgoing_rule(IPPROTO_UDP, 80, 128 | 256 | 4), true);  // ... | NF_READONLY | NF_SUSPENDED
   nf.start_filter(0);
   const std::string datagram = std::string("ovs-appctl netdev-dummy/receive p1 ") +
                                "5254000000025254000000010800450000200000000040110000" + "0a0000010a000002" + "a0300050" +

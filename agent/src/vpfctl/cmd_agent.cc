@@ -523,6 +523,16 @@ int capture(const std::vector<std::string>& args) {
   return rc;
 }
 
+// An event's time of day, local, to the microsecond (HH:MM:SS.uuuuuu).
+std::string clock_text(uint64_t ns) {
+  const time_t sec = time_t(ns / 1000000000);
+  char ts[32];
+  std::strftime(ts, sizeof ts, "%H:%M:%S", std::localtime(&sec));
+  char out[48];
+  std::snprintf(out, sizeof out, "%s.%06lu", ts, (unsigned long)(ns % 1000000000 / 1000));
+  return out;
+}
+
 // One line for a connection event: what happened, the connection, its counters.
 bool print_connection_event(const Event& e, bool as_json) {
   vpf::ConnectionEventParams ev;
@@ -544,11 +554,8 @@ bool print_connection_event(const Event& e, bool as_json) {
                             .dump()
                             .c_str());
   } else {
-    const time_t sec = time_t(e.f.timestamp_ns / 1000000000);
-    char ts[32];
-    std::strftime(ts, sizeof ts, "%H:%M:%S", std::localtime(&sec));
-    std::printf("%s.%06lu adapter %u %-3s %s connection rule %u, connection %lu %s -> %s, sent %lu/%lu received %lu/%lu\n",
-                ts, (unsigned long)(e.f.timestamp_ns % 1000000000 / 1000), e.f.adapter, opened, names[ev.event],
+    std::printf("%s adapter %u %-3s %s connection rule %u, connection %lu %s -> %s, sent %lu/%lu received %lu/%lu\n",
+                clock_text(e.f.timestamp_ns).c_str(), e.f.adapter, opened, names[ev.event],
                 e.f.rule_id, (unsigned long)k.id, endpoint(k.local_address, k.local_port).c_str(),
                 endpoint(k.remote_address, k.remote_port).c_str(), (unsigned long)k.packets_sent,
                 (unsigned long)k.bytes_sent, (unsigned long)k.packets_received, (unsigned long)k.bytes_received);
@@ -588,11 +595,8 @@ int notify(const std::vector<std::string>& args) {
                               .dump()
                               .c_str());
     } else {
-      const time_t sec = time_t(e.f.timestamp_ns / 1000000000);
-      char ts[32];
-      std::strftime(ts, sizeof ts, "%H:%M:%S", std::localtime(&sec));
-      std::printf("%s.%06lu adapter %u %-3s %-7s %s rule %u, %u bytes\n", ts,
-                  (unsigned long)(e.f.timestamp_ns % 1000000000 / 1000), e.f.adapter, dir, type, kind, e.f.rule_id,
+      std::printf("%s adapter %u %-3s %-7s %s rule %u, %u bytes\n", clock_text(e.f.timestamp_ns).c_str(),
+                  e.f.adapter, dir, type, kind, e.f.rule_id,
                   e.f.packet_size);
     }
     return std::fflush(stdout) == 0;
