@@ -738,6 +738,46 @@ TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
   nf.stop_filter();
 }
 
+// NF_INDICATE_CONNECT_REQUESTS: the VM's SYN under the rule raises tcp_connect_request (the
+// connection allowed, so nothing else); a SYN no such rule decides raises nothing.
+TEST_F(NetFilterOvs, ConnectRequestsOfTheVmsSyns) {
+  vpf::NetFilter nf;
+  std::mutex mu;
+  std::vector<vpf::ConnectionEventParams> seen;
+  auto keep = [&](vpf::ConnectionEventParams& e) {
+    std::lock_guard l(mu);
+    seen.push_back(e);
+  };
+  nf.on_tcp_connect_request = nf.on_tcp_connected = nf.on_tcp_closed = keep;
+  nf.initialize(guid);
+  const uint32_t id = nf.nf_add_rule(outgoing_rule(IPPROTO_TCP, 443, 16), true);  // NF_ALLOW | NF_INDICATE_...
+  nf.nf_add_rule(outgoing_rule(IPPROTO_TCP, 8443, 0), false);
+  nf.start_filter(0);
+  auto events = [&] {
+    std::lock_guard l(mu);
+    return seen;
+  };
+  tcp_segment(true, 42000, 443, 7000, 0, 0x02);
+  tcp_segment(false, 42000, 443, 9000, 7001, 0x12);
+  tcp_segment(true, 42000, 443, 7001, 9001, 0x10);
+  tcp_segment(true, 42001, 8443, 1, 0, 0x02);
+  ASSERT_TRUE(eventually([&] { return events().size() == 1; })) << events().size() << " events";
+  std::this_thread::sleep_for(300ms);
+  ASSERT_EQ(events().size(), 1u) << "only the connect request";
+  const vpf::ConnectionEventParams e = events()[0];
+  EXPECT_EQ(e.event, vpf::kTcpConnectRequest);
+  EXPECT_EQ(e.rule_id, id);
+  EXPECT_EQ(e.connection.local_port, 42000);
+  EXPECT_EQ(e.connection.remote_port, 443);
+  EXPECT_EQ(e.connection.remote_address, "10.0.0.2");
+  EXPECT_EQ(e.connection.direction, vpf::kNfDirectionOut);
+  EXPECT_EQ(e.connection.state, "syn_sent");
+  EXPECT_EQ(e.connection.packets_sent, 1u);
+  EXPECT_EQ(e.connection.id, nf.get_connection(e.connection.id).id);
+  nf.nf_delete_rules();
+  nf.stop_filter();
+}
+
 // NF_SUSPENDED: a connection opened under the rule raises its connection events but not
 // its packets' until set_connection_state resumes it, and again none once suspended.
 TEST_F(NetFilterOvs, SuspendedConnectionsRaiseNoPacketEventsUntilResumed) {

@@ -71,12 +71,13 @@ Action effective_action(const Rule& r) {
   }
   using namespace nf_flag;
   const uint32_t f = r.nf_flags;
-  if (const uint32_t later = f & kConnectionLevel & ~kSuspended)
+  if (const uint32_t later = f & kConnectionLevel & ~(kSuspended | kIndicateConnectRequests))
     throw RuleError(r, "flags",
                     "flag value " + std::to_string(later) +
                         " acts on connections in a way the datapath does not do yet (offline, connect requests, "
                         "pend, control flow, redirect: docs/connections.md)");
-  const uint32_t known = kBlock | kFilter | kFilterAsIpPackets | kReadonly | kBypassIpPackets | kSuspended;
+  const uint32_t known =
+      kBlock | kFilter | kFilterAsIpPackets | kReadonly | kBypassIpPackets | kSuspended | kIndicateConnectRequests;
   if (f & ~known) throw RuleError(r, "flags", "unknown flag bits " + std::to_string(f & ~known));
   if (f & kFilterAsIpPackets) {
     // FILTER_AS_IP_PACKETS takes precedence over FILTER, as in the reference.

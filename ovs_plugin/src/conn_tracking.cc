@@ -42,10 +42,11 @@ const char* state_name(const conntrack::ConnInfo& c) {
 
 ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_conns, max_conns}) {}
 
-uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter,
-                              uint32_t vm, matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                              conntrack::Governing* gov, matcher::PacketKey* keys,
-                              std::vector<conntrack::Event>* events, uint32_t* suspended) {
+ConnTracking::Followed ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n,
+                                            uint32_t adapter, uint32_t vm, matcher::Direction dir, uint64_t now_ns,
+                                            const conntrack::Tracker::Decisions& d, uint32_t indicate,
+                                            conntrack::Governing* gov, matcher::PacketKey* keys,
+                                            std::vector<conntrack::Event>* events) {
   n = std::min(n, conntrack::Tracker::kBatch);
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
   conntrack::Observed out[conntrack::Tracker::kBatch];
@@ -55,19 +56,32 @@ uint32_t ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, u
     kp[i] = &keys[i];
   }
   if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out, told.v);
-  uint32_t replies = 0;
-  *suspended = 0;
+  Followed f;
   for (uint32_t i = 0; i < n; ++i) {
     const bool tracked = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known;
     gov[i] = tracked ? out[i].gov : conntrack::Governing{};
-    replies |= uint32_t(tracked && out[i].reply) << i;
-    *suspended |= uint32_t(tracked && out[i].suspended) << i;
+    f.replies |= uint32_t(tracked && out[i].reply) << i;
+    f.suspended |= uint32_t(tracked && out[i].suspended) << i;
     if (out[i].event != conntrack::EventKind::None) events->push_back({out[i].event, told.v[i], out[i].gov});
+    // A connect request: the VM's SYN that opened a TCP connection.
+    if ((indicate >> i & 1) && out[i].verdict == conntrack::Verdict::New && dir == matcher::Direction::Outgoing &&
+        keys[i].f[matcher::F_IP_PROTO] == 6 && (keys[i].f[matcher::F_TCP_FLAGS] & 0x12) == 0x02) {
+      conntrack::Event e{conntrack::EventKind::TcpConnectRequest, {}, out[i].gov};
+      bool invalid = false;
+      conntrack::Tracker::key_of(keys[i], &e.conn.key, &invalid);
+      e.conn.id = out[i].id;
+      e.conn.vm = vm;
+      e.conn.opened = dir;
+      e.conn.created_ns = e.conn.last_ns = now_ns;
+      e.conn.packets[0] = 1;
+      e.conn.bytes[0] = len[i];
+      events->push_back(e);
+    }
   }
   uint64_t last = last_sweep_.load(std::memory_order_relaxed);
   if (now_ns - last >= kSweepEveryNs && last_sweep_.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
     tracker_.expire_step(now_ns, events);
-  return replies;
+  return f;
 }
 
 channel::ConnectionRecord ConnTracking::record_of(const conntrack::Event& e, uint64_t now_ns) {
@@ -80,6 +94,7 @@ channel::ConnectionRecord ConnTracking::record_of(const conntrack::Event& e, uin
     case conntrack::EventKind::TcpClosed: r.event = uint8_t(K::TcpClosed); break;
     case conntrack::EventKind::UdpCreated: r.event = uint8_t(K::UdpCreated); break;
     case conntrack::EventKind::UdpClosed: r.event = uint8_t(K::UdpClosed); break;
+    case conntrack::EventKind::TcpConnectRequest: r.event = uint8_t(K::TcpConnectRequest); break;
     case conntrack::EventKind::None: break;
   }
   r.protocol = c.key.proto;

@@ -46,14 +46,17 @@ class ConnTracking {
   // the decisions they bring (Tracker::Decisions: the connection rule that decided each,
   // packed; the packets that may not open a connection; the rules' generation).  gov[i]:
   // the decision that governs packet i's connection (set: false for none); keys[i]: the
-  // packet as parsed.  Appends to `events` the connection events the packets raised and
-  // those of the connections this thread's share of the sweep removed (the sweep runs
-  // here: one stripe every kSweepEveryNs at most, whichever thread comes).  Returns the
-  // replies: bit i, packet i goes against the direction its connection was opened in.
-  uint32_t follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
-                  matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d,
-                  conntrack::Governing* gov, matcher::PacketKey* keys, std::vector<conntrack::Event>* events,
-                  uint32_t* suspended);  // bit i: packet i's connection is suspended
+  // packet as parsed.  Appends to `events` the connection events the packets raised, a
+  // TcpConnectRequest for each SYN of the VM in `indicate` that opened a connection, and the
+  // events of the connections this thread's share of the sweep removed (the sweep runs
+  // here: one stripe every kSweepEveryNs at most, whichever thread comes).
+  struct Followed {
+    uint32_t replies = 0;    // bit i: packet i goes against the direction its connection was opened in
+    uint32_t suspended = 0;  // bit i: packet i's connection is suspended
+  };
+  Followed follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
+                  matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d, uint32_t indicate,
+                  conntrack::Governing* gov, matcher::PacketKey* keys, std::vector<conntrack::Event>* events);
   // A connection event as the event rings carry it (channel::ConnectionRecord).
   static channel::ConnectionRecord record_of(const conntrack::Event& e, uint64_t now_ns);
   bool set_suspended(uint64_t id, bool on) { return tracker_.set_suspended(id, on); }

@@ -322,24 +322,27 @@ class Plugin::BatchRun {
   // it opens nothing.  Returns the matched packets.
   uint32_t govern(uint32_t matched, ConnTracking& ct) {
     uint64_t words[kHookBatch];
-    uint32_t no_open = 0, suspend = 0;
-    const auto suspending = p_.suspending_.load(std::memory_order_acquire);  // null: none
+    uint32_t no_open = 0, suspend = 0, indicate = 0;
+    const auto acting = p_.conn_flags_.load(std::memory_order_acquire);  // null: none
     for (uint32_t i = 0; i < n_; ++i) {
       const Decision& d = out_.v[i];
       const bool m = matched >> i & 1;
       words[i] = m && d.kind == RuleKind::Connection ? ConnTracking::pack(d) : conntrack::kNoWord;
       no_open |= uint32_t(m && d.action == Action::Drop) << i;
-      if (suspending && words[i] != conntrack::kNoWord)
-        suspend |= uint32_t(std::binary_search(suspending->begin(), suspending->end(), d.rule_id)) << i;
+      if (acting && words[i] != conntrack::kNoWord) {
+        const uint32_t f = conn_flags_of(*acting, d.rule_id);
+        suspend |= uint32_t((f & matcher::nf_flag::kSuspended) != 0) << i;
+        indicate |= uint32_t((f & matcher::nf_flag::kIndicateConnectRequests) != 0) << i;
+      }
     }
     conntrack::Governing gov[kHookBatch];
     Uninit<matcher::PacketKey, kHookBatch> keys;
     static thread_local std::vector<conntrack::Event> events;  // kept: no allocation per batch
     events.clear();
-    uint32_t suspended = 0;
-    const uint32_t replies = ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed),
-                                       dir_, mono_ns(), conntrack::Tracker::Decisions{words, no_open, rules_gen_, suspend},
-                                       gov, keys.v, &events, &suspended);
+    const ConnTracking::Followed f =
+        ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed), dir_, mono_ns(),
+                  conntrack::Tracker::Decisions{words, no_open, rules_gen_, suspend}, indicate, gov, keys.v, &events);
+    const uint32_t replies = f.replies, suspended = f.suspended;
     for (const conntrack::Event& e : events) raise_connection_event(e, ct);
     uint32_t stale = 0;  // replies whose connection was decided under older rules
     for (uint32_t m = replies; m; m &= m - 1) {
@@ -496,12 +499,15 @@ class Plugin::BatchRun {
   }
 
   // A connection event (docs/connections.md) for the instance whose connection rule
-  // governs the connection, when that rule's packets go to it (capture or notify): to its
-  // client's channel or the agent, as the rule's packet events go.
+  // governs the connection, when that rule's packets go to it (capture or notify) or the
+  // event is a connect request (the rule asked for them): to its client's channel or the
+  // agent, as the rule's packet events go.
   void raise_connection_event(const conntrack::Event& ev, ConnTracking& ct) {
     if (!ev.gov.set || stat_mode_) return;
     const Decision g = ConnTracking::unpack(ev.gov.word);
-    if (g.kind != RuleKind::Connection || (g.action != Action::Capture && g.action != Action::Notify)) return;
+    if (g.kind != RuleKind::Connection) return;
+    if (g.action != Action::Capture && g.action != Action::Notify && ev.kind != conntrack::EventKind::TcpConnectRequest)
+      return;
     EventRing* ring = events_on_ ? take_ring() : nullptr;
     if (!ring) return ct.count_event(false);
     const uint64_t key = RuleHits::key(g.kind, g.rule_id);
@@ -1070,8 +1076,11 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
   }
   if (!conns_size_)
     for (const auto& a : adds)
-      if (a.rule.kind == matcher::RuleKind::Connection && (a.rule.nf_flags & matcher::nf_flag::kSuspended))
-        throw matcher::RuleError(a.rule, "flags", "suspended needs connection tracking, which the plugin runs without (conns=0)");
+      if (a.rule.kind == matcher::RuleKind::Connection &&
+          (a.rule.nf_flags & (matcher::nf_flag::kSuspended | matcher::nf_flag::kIndicateConnectRequests)))
+        throw matcher::RuleError(a.rule, "flags",
+                                 "suspended and indicate_connect_requests need connection tracking, which the plugin "
+                                 "runs without (conns=0)");
   set_scope(wide);
   try {
     classifier_.apply(removes, adds);
@@ -1079,12 +1088,13 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
     set_scope(std::move(before));
     throw;
   }
-  std::vector<uint32_t> suspending;
+  ConnFlags flags;
+  constexpr uint32_t kActing = matcher::nf_flag::kSuspended | matcher::nf_flag::kIndicateConnectRequests;
   for (const auto& info : classifier_.rules())
-    if (info.rule.kind == matcher::RuleKind::Connection && (info.rule.nf_flags & matcher::nf_flag::kSuspended))
-      suspending.push_back(info.rule.id);
-  std::sort(suspending.begin(), suspending.end());
-  suspending_.store(suspending.empty() ? nullptr : std::make_shared<const std::vector<uint32_t>>(std::move(suspending)));
+    if (info.rule.kind == matcher::RuleKind::Connection && (info.rule.nf_flags & kActing))
+      flags.emplace_back(info.rule.id, info.rule.nf_flags & kActing);
+  std::sort(flags.begin(), flags.end());
+  conn_flags_.store(flags.empty() ? nullptr : std::make_shared<const ConnFlags>(std::move(flags)));
   // After the snapshot is out: a batch that read the new generation classifies with it.
   rules_gen_.fetch_add(1, std::memory_order_release);
   set_scope(std::move(after));
@@ -1484,6 +1494,11 @@ json Plugin::connections(const json& params) const {
   }
   const ConnTracking* ct = conns_.load(std::memory_order_acquire);
   return {{"tracking", conns_size_ != 0}, {"connections", ct ? ct->list_json(adapter, id, mono_ns()) : json::array()}};
+}
+
+uint32_t Plugin::conn_flags_of(const ConnFlags& f, uint32_t rule_id) {
+  const auto it = std::lower_bound(f.begin(), f.end(), std::make_pair(rule_id, uint32_t(0)));
+  return it != f.end() && it->first == rule_id ? it->second : 0;
 }
 
 json Plugin::set_connection_state(const json& params) {

@@ -279,9 +279,12 @@ class Plugin {
   const uint32_t conns_size_;
   std::unique_ptr<ConnTracking> conns_owned_ VPF_GUARDED_BY(rules_mu_);
   std::atomic<ConnTracking*> conns_{nullptr};
-  // The connection rules with the suspended flag (their connections start suspended), by
-  // id, sorted; null when there are none.  Replaced by the rules' writer.
-  std::atomic<std::shared_ptr<const std::vector<uint32_t>>> suspending_;
+  // The connection rules with flags that act on their connections (suspended: they start
+  // suspended; indicate_connect_requests: a tcp_connect_request event for the VM's SYN),
+  // as (id, flags), sorted by id; null when there are none.  Replaced by the rules' writer.
+  using ConnFlags = std::vector<std::pair<uint32_t, uint32_t>>;
+  std::atomic<std::shared_ptr<const ConnFlags>> conn_flags_;
+  static uint32_t conn_flags_of(const ConnFlags& f, uint32_t rule_id);
   std::atomic<uint64_t> rules_gen_{1};          // moves on with every rule change (after it is in force)
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads

@@ -171,10 +171,13 @@ struct StatisticsEventParams {
 // A connection event (docs/connections.md): the connection rule of this instance that
 // governs the connection has the filter flag (its packets captured) or filter_as_ip_packets
 // with readonly (notified).  connection: as when the event was raised (state established
-// or closed for TCP, unreplied or closed for UDP; idle_ms 0).
-inline constexpr int kTcpConnected = 1, kTcpClosed = 2, kUdpCreated = 3, kUdpClosed = 4;
+// or closed for TCP, unreplied or closed for UDP, syn_sent for a connect request; idle_ms
+// 0).  A connect request (the reference's tcpConnectRequest) comes for the VM's SYN that
+// opens a TCP connection under a rule with indicate_connect_requests, whatever its action;
+// it informs (the SYN goes on as the rule decides).
+inline constexpr int kTcpConnected = 1, kTcpClosed = 2, kUdpCreated = 3, kUdpClosed = 4, kTcpConnectRequest = 5;
 struct ConnectionEventParams {
-  int event = 0;  // kTcpConnected, kTcpClosed, kUdpCreated, kUdpClosed
+  int event = 0;  // kTcpConnected, kTcpClosed, kUdpCreated, kUdpClosed, kTcpConnectRequest
   ConnectionInfo connection;
   uint32_t rule_id = 0;  // the governing connection rule
   std::chrono::system_clock::time_point timestamp;
@@ -298,8 +301,9 @@ class NetFilter {
   std::function<void(NotifyPacketEventParams&)> on_notify_packet;
   std::function<void(PacketEventParams&)> on_packet;
   std::function<void(StatisticsEventParams&)> on_statistics;
-  // The reference's tcpConnected, tcpClosed, udpCreated and udpClosed.
-  std::function<void(ConnectionEventParams&)> on_tcp_connected, on_tcp_closed, on_udp_created, on_udp_closed;
+  // The reference's tcpConnected, tcpClosed, udpCreated, udpClosed and tcpConnectRequest.
+  std::function<void(ConnectionEventParams&)> on_tcp_connected, on_tcp_closed, on_udp_created, on_udp_closed,
+      on_tcp_connect_request;
   std::function<void(WorkerThreadCreationEventParams&)> on_worker_thread_creation;
   std::function<void(WorkerThreadTerminationEventParams&)> on_worker_thread_termination;
 

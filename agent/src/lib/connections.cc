@@ -57,7 +57,7 @@ bool connection_event_of(const protocol::EventFrame& f, std::span<const uint8_t>
   channel::ConnectionRecord r;
   if (f.type != protocol::kConnection || data.size() != sizeof r) return false;
   std::memcpy(&r, data.data(), sizeof r);
-  if (r.event < uint8_t(K::TcpConnected) || r.event > uint8_t(K::UdpClosed) || (r.protocol != 6 && r.protocol != 17) ||
+  if (r.event < uint8_t(K::TcpConnected) || r.event > uint8_t(K::TcpConnectRequest) || (r.protocol != 6 && r.protocol != 17) ||
       (r.ip_version != 4 && r.ip_version != 6))
     return false;
   ConnectionEventParams e;
@@ -76,7 +76,10 @@ bool connection_event_of(const protocol::EventFrame& f, std::span<const uint8_t>
   c.remote_port = r.remote_port;
   const bool vm_opened = f.direction == 0;  // the direction of the connection: who opened it
   c.direction = vm_opened ? kNfDirectionOut : kNfDirectionIn;
-  c.state = r.event == uint8_t(K::TcpConnected) ? "established" : r.event == uint8_t(K::UdpCreated) ? "unreplied" : "closed";
+  c.state = r.event == uint8_t(K::TcpConnected)        ? "established"
+            : r.event == uint8_t(K::UdpCreated)        ? "unreplied"
+            : r.event == uint8_t(K::TcpConnectRequest) ? "syn_sent"
+                                                       : "closed";
   const int sent = vm_opened ? 0 : 1;  // the record counts from the opener's side
   c.packets_sent = r.packets[sent];
   c.bytes_sent = r.bytes[sent];
@@ -90,6 +93,7 @@ bool connection_event_of(const protocol::EventFrame& f, std::span<const uint8_t>
 static_assert(int(channel::ConnectionEventKind::TcpConnected) == kTcpConnected &&
               int(channel::ConnectionEventKind::TcpClosed) == kTcpClosed &&
               int(channel::ConnectionEventKind::UdpCreated) == kUdpCreated &&
-              int(channel::ConnectionEventKind::UdpClosed) == kUdpClosed);
+              int(channel::ConnectionEventKind::UdpClosed) == kUdpClosed &&
+              int(channel::ConnectionEventKind::TcpConnectRequest) == kTcpConnectRequest);
 
 }  // namespace vpf

@@ -335,10 +335,11 @@ struct NetFilter::Impl {
   void fire_connection(const proto::EventFrame& f, const std::vector<uint8_t>& data) {
     ConnectionEventParams e;
     if (!connection_event_of(f, data, &e)) return fire_error(kErrorInvalidParameter, "a connection event that cannot be read");
-    auto& handler = e.event == kTcpConnected ? nf.on_tcp_connected
-                    : e.event == kTcpClosed  ? nf.on_tcp_closed
-                    : e.event == kUdpCreated ? nf.on_udp_created
-                                             : nf.on_udp_closed;
+    auto& handler = e.event == kTcpConnected   ? nf.on_tcp_connected
+                    : e.event == kTcpClosed    ? nf.on_tcp_closed
+                    : e.event == kUdpCreated   ? nf.on_udp_created
+                    : e.event == kUdpClosed    ? nf.on_udp_closed
+                                               : nf.on_tcp_connect_request;
     if (!handler) return;
     try {
       handler(e);

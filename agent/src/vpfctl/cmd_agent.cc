@@ -537,7 +537,7 @@ std::string clock_text(uint64_t ns) {
 bool print_connection_event(const Event& e, bool as_json) {
   vpf::ConnectionEventParams ev;
   if (!vpf::connection_event_of(e.f, e.data, &ev)) return true;  // not readable: skipped
-  static const char* names[] = {"", "tcp_connected", "tcp_closed", "udp_created", "udp_closed"};
+  static const char* names[] = {"", "tcp_connected", "tcp_closed", "udp_created", "udp_closed", "tcp_connect_request"};
   const vpf::ConnectionInfo& k = ev.connection;
   const char* opened = k.direction == vpf::kNfDirectionOut ? "out" : "in";
   auto endpoint = [&](const std::string& a, unsigned p) {

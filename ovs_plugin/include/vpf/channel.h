@@ -104,7 +104,13 @@ static_assert(sizeof(PacketEvent) == 56);
 // opened, closed or expired.  The PacketEvent around it names the connection rule that
 // governs the connection (rule_kind, rule_id), its adapter, and as direction who opened
 // it; cap_len = orig_len = sizeof(ConnectionRecord).
-enum class ConnectionEventKind : uint8_t { TcpConnected = 1, TcpClosed = 2, UdpCreated = 3, UdpClosed = 4 };
+enum class ConnectionEventKind : uint8_t {
+  TcpConnected = 1,
+  TcpClosed = 2,
+  UdpCreated = 3,
+  UdpClosed = 4,
+  TcpConnectRequest = 5,  // the VM's SYN under a rule with indicate_connect_requests
+};
 struct ConnectionRecord {
   uint64_t id;          // the connection's, unique for the plugin's life
   uint8_t event;        // ConnectionEventKind

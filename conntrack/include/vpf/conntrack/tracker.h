@@ -79,7 +79,9 @@ enum class Verdict : uint8_t {
   Full,       // would open a connection past a limit: not tracked, counted
 };
 
-enum class EventKind : uint8_t { None, TcpConnected, TcpClosed, UdpCreated, UdpClosed };
+// TcpConnectRequest is the caller's (a SYN that opened a connection, told before the
+// handshake); the tracker raises the others.
+enum class EventKind : uint8_t { None, TcpConnected, TcpClosed, UdpCreated, UdpClosed, TcpConnectRequest };
 
 // What a connection is, as events and listings give it.
 struct ConnInfo {

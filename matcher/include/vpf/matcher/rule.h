@@ -60,7 +60,8 @@ inline constexpr uint32_t kReadonly = 256;
 inline constexpr uint32_t kControlFlow = 512;
 inline constexpr uint32_t kRedirect = 1024;
 inline constexpr uint32_t kBypassIpPackets = 2048;
-// Flags that act on connections, not packets (all but kSuspended refused: docs/connections.md).
+// Flags that act on connections, not packets (all but kSuspended and kIndicateConnectRequests
+// refused: docs/connections.md).
 inline constexpr uint32_t kConnectionLevel = kSuspended | kOffline | kIndicateConnectRequests |
                                              kDisableRedirectProtection | kPendConnectRequest |
                                              kControlFlow | kRedirect;
