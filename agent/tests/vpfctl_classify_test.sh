@@ -85,7 +85,7 @@ run 3 "filter rule 4: field 'bpf':.*eighty" classify --rules "$tmp/badbpf.json" 
 echo '[{"id": 1}, {"id": 2, "direction": "up"}]' > "$tmp/baddir.json"
 run 3 "rule #2 (id 2): field 'direction'" classify --rules "$tmp/baddir.json" --pcap "$tmp/demo.pcap"
 echo '[{"kind": "connection", "id": 3, "flags": ["offline"]}]' > "$tmp/badflag.json"
-run 3 "does not do yet" classify --rules "$tmp/badflag.json" --pcap "$tmp/demo.pcap"
+run 3 "TCP connection inside the switch" classify --rules "$tmp/badflag.json" --pcap "$tmp/demo.pcap"
 python3 - "$tmp/raw.pcap" <<'PY'
 import struct, sys
 # A valid pcap whose link type is raw IP (101), not Ethernet.

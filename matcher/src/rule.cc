@@ -71,6 +71,10 @@ Action effective_action(const Rule& r) {
   }
   using namespace nf_flag;
   const uint32_t f = r.nf_flags;
+  if (f & kOffline)
+    throw RuleError(r, "flags",
+                    "offline (8) emulates the server's side of a TCP connection inside the switch, which vportfilter "
+                    "does not do (docs/connections.md, \"offline\"); redirect the connection to a local proxy instead");
   if (const uint32_t later = f & kConnectionLevel & ~(kSuspended | kIndicateConnectRequests))
     throw RuleError(r, "flags",
                     "flag value " + std::to_string(later) +

@@ -74,6 +74,8 @@ TEST(Rule, NfFlags) {
   r.nf_flags = nf_flag::kFilter | nf_flag::kFilterAsIpPackets;
   EXPECT_EQ(effective_action(r), Action::Capture);
   r.nf_flags = nf_flag::kOffline;
+  EXPECT_NE(refuse(r).find("emulates the server's side"), std::string::npos);
+  r.nf_flags = nf_flag::kPendConnectRequest;
   EXPECT_NE(refuse(r).find("does not do yet"), std::string::npos);
   r.nf_flags = nf_flag::kFilterAsIpPackets | nf_flag::kReadonly | nf_flag::kSuspended;
   EXPECT_EQ(effective_action(r), Action::Notify) << "suspended acts on the connection, not the action";

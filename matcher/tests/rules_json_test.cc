@@ -71,7 +71,7 @@ TEST(RulesJson, ErrorsNameTheRuleAndField) {
   EXPECT_NE(error_of(R"([{"id": 1, "action": "log"}])").find("'log' is not an action"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1}, {"id": 1}])").find("another filter rule in the file has id 1"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": 1, "min_size": 100, "max_size": 50}])").find("below min_size"), std::string::npos);
-  EXPECT_NE(error_of(R"([{"kind": "connection", "id": 1, "flags": ["offline"]}])").find("does not do yet"), std::string::npos);
+  EXPECT_NE(error_of(R"([{"kind": "connection", "id": 1, "flags": ["offline"]}])").find("redirect the connection to a local proxy"), std::string::npos);
   EXPECT_NE(error_of(R"([{"kind": "connection", "id": 1, "flags": ["warp"]}])").find("'warp' is not a filtering flag"), std::string::npos);
   EXPECT_NE(error_of(R"([{"direction": 1}])").find("field 'id': missing"), std::string::npos);
   EXPECT_NE(error_of(R"([{"id": -4}])").find("field 'id'"), std::string::npos);
