@@ -319,7 +319,11 @@ class Plugin::BatchRun {
   // passthrough rule matched it, or the rule allows and a filter rule captures, notifies
   // or counts it (filter and passthrough rules keep their meaning for each packet; an
   // allow overrides only a drop: the reflexive allow).  A packet whose own decision drops
-  // it opens nothing.  Returns the matched packets.
+  // it opens nothing.  A reply of a connection decided under older rules decides it again
+  // first (redecide).  The connection events the batch raised go to the instances of the
+  // governing rules (raise_connection_event); a suspended connection's packets raise none
+  // of its rule's packet events; a rule with indicate_connect_requests has the VM's SYN
+  // raise a connect request.  Returns the matched packets.
   uint32_t govern(uint32_t matched, ConnTracking& ct) {
     uint64_t words[kHookBatch];
     uint32_t no_open = 0, suspend = 0, indicate = 0;
