@@ -40,7 +40,7 @@ const char* state_name(const conntrack::ConnInfo& c) {
 
 }  // namespace
 
-ConnTracking::ConnTracking(uint32_t max_conns) : tracker_(conntrack::Limits{max_conns, max_conns}) {}
+ConnTracking::ConnTracking(conntrack::Limits limits) : tracker_(limits) {}
 
 ConnTracking::Followed ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n,
                                             uint32_t adapter, uint32_t vm, matcher::Direction dir, uint64_t now_ns,
@@ -173,21 +173,21 @@ void ConnTracking::turn_round(const uint8_t* frame, uint32_t len, const matcher:
   if (key.f[matcher::F_PARSE_FLAGS] & matcher::PARSE_PORTS) swap(key.l4_offset, key.l4_offset + 2u, 2);
 }
 
-nlohmann::json ConnTracking::idle_stats(uint32_t limit) {
-  nlohmann::json j = stats_json(limit, conntrack::Stats{});
+nlohmann::json ConnTracking::idle_stats(const conntrack::Limits& limits) {
+  nlohmann::json j = stats_json(limits, conntrack::Stats{});
   j["events"] = j["events_lost"] = 0;
   return j;
 }
 
 nlohmann::json ConnTracking::stats() const {
-  nlohmann::json j = stats_json(tracker_.limits().total, tracker_.stats());
+  nlohmann::json j = stats_json(tracker_.limits(), tracker_.stats());
   j["events"] = events_.load(std::memory_order_relaxed);
   j["events_lost"] = events_lost_.load(std::memory_order_relaxed);
   return j;
 }
 
-nlohmann::json ConnTracking::stats_json(uint32_t limit, const conntrack::Stats& s) {
-  return {{"limit", limit},                   {"active", s.active},       {"created", s.created},
+nlohmann::json ConnTracking::stats_json(const conntrack::Limits& limits, const conntrack::Stats& s) {
+  return {{"limit", limits.total},                 {"limit_per_adapter", limits.per_adapter},                   {"active", s.active},       {"created", s.created},
           {"removed", s.removed},             {"untracked", s.untracked}, {"invalid", s.invalid},
           {"out_of_window", s.out_of_window}, {"full", s.full}};
 }

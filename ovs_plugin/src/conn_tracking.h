@@ -40,7 +40,7 @@ class ConnTracking {
  public:
   static constexpr uint32_t kMaxConns = 1000000;
   static constexpr uint32_t kDefaultConns = 65536;
-  explicit ConnTracking(uint32_t max_conns);
+  explicit ConnTracking(conntrack::Limits limits);
 
   // The n packets of one batch of adapter `adapter` (VM `vm`) in direction `dir`, with
   // the decisions they bring (Tracker::Decisions: the connection rule that decided each,
@@ -83,13 +83,13 @@ class ConnTracking {
   // `adapter` (-1: all), or the one of id `id` (0: all).
   nlohmann::json list_json(int64_t adapter, uint64_t id, uint64_t now_ns) const;
   nlohmann::json stats() const;
-  static nlohmann::json idle_stats(uint32_t limit);  // of a table not made yet
+  static nlohmann::json idle_stats(const conntrack::Limits& limits);  // of a table not made yet
   // A connection event written (or lost: no agent, a full ring), for stats().
   void count_event(bool written) { (written ? events_ : events_lost_).fetch_add(1, std::memory_order_relaxed); }
 
  private:
   std::vector<conntrack::ConnInfo> sorted() const;  // by id
-  static nlohmann::json stats_json(uint32_t limit, const conntrack::Stats& s);
+  static nlohmann::json stats_json(const conntrack::Limits& limits, const conntrack::Stats& s);
   conntrack::Tracker tracker_;
   std::atomic<uint64_t> last_sweep_{0};
   std::atomic<uint64_t> events_{0}, events_lost_{0};

@@ -14,6 +14,7 @@
 //   conns=N         the connection table's size (default 65536; 0: no tracking): the
 //                   connections of the adapters that connection rules are in force on
 //                   are followed (conn_tracking.h); vportfilter/conn-list lists them
+//   conns_per_adapter=M  at most M of them on one adapter (default: N)
 #include <cctype>
 #include <cstdio>
 #include <cstdlib>
@@ -107,6 +108,7 @@ struct Args {
   std::string rules, control, policy;
   uint32_t cache_flows = vpf::matcher::Classifier::kDefaultCacheFlows;
   uint32_t conns = vpf::plugin::ConnTracking::kDefaultConns;
+  int64_t conns_per_adapter = -1;  // -1: conns
 };
 
 // KEY=V as a count of WHAT from 0 to max.
@@ -135,7 +137,11 @@ Args parse_args(const char* text) {
     else if (k == "policy") a.policy = v;
     else if (k == "cache") a.cache_flows = parse_count(k, v, "flows", 1u << 24);
     else if (k == "conns") a.conns = parse_count(k, v, "connections", vpf::plugin::ConnTracking::kMaxConns);
-    else throw std::invalid_argument("unknown argument '" + k + "' (rules=, control=, policy=, cache=, conns=)");
+    else if (k == "conns_per_adapter")
+      a.conns_per_adapter = parse_count(k, v, "connections", vpf::plugin::ConnTracking::kMaxConns);
+    else
+      throw std::invalid_argument("unknown argument '" + k +
+                                  "' (rules=, control=, policy=, cache=, conns=, conns_per_adapter=)");
   }
   return a;
 }
@@ -155,7 +161,8 @@ extern "C" __attribute__((visibility("default"))) const ovs_packet_hook_ops* ovs
   try {
     g_host = host;
     const Args a = parse_args(args);
-    g_plugin = std::make_unique<Plugin>(host, a.cache_flows, a.conns);
+    const uint32_t per_adapter = a.conns_per_adapter < 0 ? a.conns : uint32_t(a.conns_per_adapter);
+    g_plugin = std::make_unique<Plugin>(host, a.cache_flows, vpf::conntrack::Limits{a.conns, per_adapter});
     bool ok = true;
     std::string text;
     if (!a.rules.empty()) text = g_plugin->rules_load(a.rules, &ok);

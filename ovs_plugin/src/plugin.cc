@@ -103,10 +103,11 @@ uint64_t real_ns() {
   return uint64_t(ts.tv_sec) * 1000000000ull + uint64_t(ts.tv_nsec);
 }
 
-Plugin::Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows, uint32_t conns)
+Plugin::Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows, conntrack::Limits conns)
     : host_(host),
       cache_flows_(cache_flows),
-      conns_size_(conns),
+      conn_limits_(conns),
+      conns_size_(conns.total),
       generation_(++g_generation),
       region_(channel::Region::create(kEventRings + 1, kRingBytes)) {
   for (uint32_t i = 0; i < kEventRings; ++i) {
@@ -1075,7 +1076,7 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
   for (const auto& ref : removes)
     if (const auto* info = classifier_.find(ref)) after.add(info->rule, -1);
   if (conns_size_ && wide.any_connections() && !conns_owned_) {  // before a port is tracked
-    conns_owned_ = std::make_unique<ConnTracking>(conns_size_);
+    conns_owned_ = std::make_unique<ConnTracking>(conn_limits_);
     conns_.store(conns_owned_.get(), std::memory_order_release);
   }
   if (!conns_size_)
@@ -1516,7 +1517,7 @@ json Plugin::set_connection_state(const json& params) {
 json Plugin::conn_stats() const {
   if (!conns_size_) return nullptr;
   if (const ConnTracking* ct = conns_.load(std::memory_order_acquire)) return ct->stats();
-  return ConnTracking::idle_stats(conns_size_);  // no connection rule has been in force yet
+  return ConnTracking::idle_stats(conn_limits_);  // no connection rule has been in force yet
 }
 
 }  // namespace vpf::plugin

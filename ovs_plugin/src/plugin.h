@@ -99,10 +99,10 @@ class Plugin {
   static constexpr uint32_t kMaxInjectTimes = 1000;
 
   // cache_flows: the size of each datapath thread's decision cache (0: no cache);
-  // conns: the connection table's size (0: no connection tracking; conn_tracking.h),
-  // made when connection rules first come into force.
+  // conns: the connection table's limits in all and per adapter (total 0: no connection
+  // tracking; conn_tracking.h), made when connection rules first come into force.
   explicit Plugin(const ovs_packet_hook_host* host, uint32_t cache_flows = matcher::Classifier::kDefaultCacheFlows,
-                  uint32_t conns = ConnTracking::kDefaultConns);
+                  conntrack::Limits conns = {ConnTracking::kDefaultConns, ConnTracking::kDefaultConns});
   ~Plugin();
 
   // ---- Hook ABI (datapath and main threads) ----
@@ -273,10 +273,11 @@ class Plugin {
   // The readers made so far, for other threads (their cache counters).
   std::array<std::atomic<const matcher::Classifier::Reader*>, kMaxThreads + 1> reader_ptrs_{};
   const uint32_t cache_flows_;
-  // Connection tracking: the table's size (0: off), and the table, made by the rules'
+  // Connection tracking: the table's limits and size (0: off), and the table, made by the rules'
   // writer when connection rules first come into force (then kept: its connections
   // expire by themselves); the datapath reads the pointer.
-  const uint32_t conns_size_;
+  const conntrack::Limits conn_limits_;
+  const uint32_t conns_size_;  // conn_limits_.total
   std::unique_ptr<ConnTracking> conns_owned_ VPF_GUARDED_BY(rules_mu_);
   std::atomic<ConnTracking*> conns_{nullptr};
   // The connection rules with flags that act on their connections (suspended: they start

@@ -121,6 +121,19 @@ udp out 9c46
 check "a new flow passes" wait_for 'tcpdump -nr "$run/p2-tx.pcap" 2>/dev/null | grep -q "10.0.0.1.40006 > "'
 check "and is not tracked" bash -c "! ovs-appctl vportfilter/conn-list | grep -q ':40006 '"
 
+# A full table refuses new connections, never evicts: with room for two per adapter, the
+# third UDP flow is not tracked (counted as full) and its datagram still passes.
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="rules=$run/rules.json conns=100 conns_per_adapter=2 control=none"
+check "restarted with two per adapter" wait_for 'ovs-appctl vportfilter/stats 2>/dev/null | grep -q "\"limit_per_adapter\": 2"'
+ovs-appctl vportfilter/adapter-set p1 0 7 >/dev/null
+before=$(tcpdump -nr "$run/p2-tx.pcap" 2>/dev/null | grep -c '10.0.0.1.4001[678] > ')
+for p in 9c50 9c51 9c52; do udp out $p; done
+check "two flows tracked" wait_for '[ "$(ovs-appctl vportfilter/conn-list | grep -c "udp 10.0.0.1:4001[678]")" = 2 ]'
+check "the third counted as full" bash -c "ovs-appctl vportfilter/stats | grep -q '\"full\": 1'"
+check "and its datagram passed all the same" wait_for '[ "$(tcpdump -nr "$run/p2-tx.pcap" 2>/dev/null | grep -c "10.0.0.1.4001[678] > ")" = $((before + 3)) ]'
+ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=5 conns_per_adapter=many control=none"
+check "a bad conns_per_adapter= refused" wait_for 'grep -q "conns_per_adapter=many: a number of connections" "$run/ovs-vswitchd.log"'
+
 # Arguments: a bad count is refused with its reason; conns=0 turns tracking off.
 ovs-vsctl set Open_vSwitch . other_config:packet-hook-args="conns=lots control=none"
 check "a bad conns= refused" wait_for 'grep -q "conns=lots: a number of connections from 0 to 1000000" "$run/ovs-vswitchd.log"'
