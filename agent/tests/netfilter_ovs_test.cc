@@ -667,30 +667,44 @@ void tcp_segment(bool out, uint16_t vm_port, uint16_t peer_port, uint32_t seq, u
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
 }
 
+// The VM opens VM_PORT -> the peer's PEER_PORT with initial sequence numbers ISN_VM and
+// ISN_PEER: SYN, SYN-ACK, ACK.
+void tcp_handshake(uint16_t vm_port, uint16_t peer_port, uint32_t isn_vm, uint32_t isn_peer) {
+  tcp_segment(true, vm_port, peer_port, isn_vm, 0, 0x02);
+  tcp_segment(false, vm_port, peer_port, isn_peer, isn_vm + 1, 0x12);
+  tcp_segment(true, vm_port, peer_port, isn_vm + 1, isn_peer + 1, 0x10);
+}
+
+// The connection events handlers saw (they run on worker threads).
+struct ConnectionEvents {
+  std::mutex mu;
+  std::vector<vpf::ConnectionEventParams> seen;
+  std::function<void(vpf::ConnectionEventParams&)> handler() {
+    return [this](vpf::ConnectionEventParams& e) {
+      std::lock_guard l(mu);
+      seen.push_back(e);
+    };
+  }
+  std::vector<vpf::ConnectionEventParams> get() {
+    std::lock_guard l(mu);
+    return seen;
+  }
+};
+
 // Connection events: an NF_RULE that notifies the VM's web traffic (FILTER_AS_IP_PACKETS
 // with READONLY) makes its instance see the connections it governs opened and closed,
 // with what each side sent; an allowing rule raises none.
 TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
   vpf::NetFilter nf;
-  std::mutex mu;
-  std::vector<vpf::ConnectionEventParams> seen;
-  auto keep = [&](vpf::ConnectionEventParams& e) {
-    std::lock_guard l(mu);
-    seen.push_back(e);
-  };
-  nf.on_tcp_connected = nf.on_tcp_closed = nf.on_udp_created = nf.on_udp_closed = keep;
+  ConnectionEvents seen;
+  nf.on_tcp_connected = nf.on_tcp_closed = nf.on_udp_created = nf.on_udp_closed = seen.handler();
   nf.initialize(guid);
   const uint32_t id = nf.nf_add_rule(outgoing_rule(0, 80, 128 | 256), true);  // NF_FILTER_AS_IP_PACKETS | NF_READONLY
   nf.nf_add_rule(outgoing_rule(0, 22, 0), false);                               // NF_ALLOW: no events
   nf.start_filter(0);
-  auto events = [&] {
-    std::lock_guard l(mu);
-    return seen;
-  };
+  auto events = [&] { return seen.get(); };
   // The VM opens 10.0.0.1:41000 -> 10.0.0.2:80, sends nothing, and closes in order.
-  tcp_segment(true, 41000, 80, 1000, 0, 0x02);
-  tcp_segment(false, 41000, 80, 5000, 1001, 0x12);
-  tcp_segment(true, 41000, 80, 1001, 5001, 0x10);
+  tcp_handshake(41000, 80, 1000, 5000);
   ASSERT_TRUE(eventually([&] { return events().size() == 1; })) << events().size() << " events";
   vpf::ConnectionEventParams e = events()[0];
   EXPECT_EQ(e.event, vpf::kTcpConnected);
@@ -723,9 +737,7 @@ TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
                           "5254000000025254000000010800450000200000000040110000" + "0a0000010a000002" + "a0280050" +
                           "000c0000" + "01020304 >/dev/null";
   ASSERT_EQ(std::system(udp.c_str()), 0);
-  tcp_segment(true, 41001, 22, 1, 0, 0x02);
-  tcp_segment(false, 41001, 22, 9, 2, 0x12);
-  tcp_segment(true, 41001, 22, 2, 10, 0x10);
+  tcp_handshake(41001, 22, 1, 9);
   ASSERT_TRUE(eventually([&] { return events().size() == 3; })) << events().size() << " events";
   e = events()[2];
   EXPECT_EQ(e.event, vpf::kUdpCreated);
@@ -742,24 +754,14 @@ TEST_F(NetFilterOvs, ConnectionEventsOfTheConnectionsARuleFilters) {
 // connection allowed, so nothing else); a SYN no such rule decides raises nothing.
 TEST_F(NetFilterOvs, ConnectRequestsOfTheVmsSyns) {
   vpf::NetFilter nf;
-  std::mutex mu;
-  std::vector<vpf::ConnectionEventParams> seen;
-  auto keep = [&](vpf::ConnectionEventParams& e) {
-    std::lock_guard l(mu);
-    seen.push_back(e);
-  };
-  nf.on_tcp_connect_request = nf.on_tcp_connected = nf.on_tcp_closed = keep;
+  ConnectionEvents seen;
+  nf.on_tcp_connect_request = nf.on_tcp_connected = nf.on_tcp_closed = seen.handler();
   nf.initialize(guid);
   const uint32_t id = nf.nf_add_rule(outgoing_rule(IPPROTO_TCP, 443, 16), true);  // NF_ALLOW | NF_INDICATE_...
   nf.nf_add_rule(outgoing_rule(IPPROTO_TCP, 8443, 0), false);
   nf.start_filter(0);
-  auto events = [&] {
-    std::lock_guard l(mu);
-    return seen;
-  };
-  tcp_segment(true, 42000, 443, 7000, 0, 0x02);
-  tcp_segment(false, 42000, 443, 9000, 7001, 0x12);
-  tcp_segment(true, 42000, 443, 7001, 9001, 0x10);
+  auto events = [&] { return seen.get(); };
+  tcp_handshake(42000, 443, 7000, 9000);
   tcp_segment(true, 42001, 8443, 1, 0, 0x02);
   ASSERT_TRUE(eventually([&] { return events().size() == 1; })) << events().size() << " events";
   std::this_thread::sleep_for(300ms);
