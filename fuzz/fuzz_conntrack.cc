@@ -5,9 +5,12 @@
 // sees a read past it).  Four trackers with small limits follow the packets: one packet
 // at a time with the frames' numbers, in batches with them (track_batch), with the flags
 // alone, and in batches with decisions of a caller (Tracker::Decisions, drawn from the
-// frames' lengths).  A finding is: the first two disagreeing on any packet (verdict, id,
+// frames' lengths; some start suspended, some replies decide their connection again with
+// Tracker::redecide, and connections are suspended and resumed by id).  A finding is: the first two disagreeing on any packet (verdict, id,
 // direction, state, event); a packet that may not open a connection opening one, a new
-// connection without its opener's decision, a decision for a packet of no connection;
+// connection without its opener's decision, a decision for a packet of no connection, a
+// redecision that goes back to older rules, a suspension that does not show or that
+// finds a connection the listing does not have;
 // counters that do not add up (created − removed ≠ active, a
 // listing of another size, a verdict count that differs from its counter), a connection
 // with no packet, one left after expiring everything, or a crash or sanitizer report.
@@ -93,17 +96,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     // that may not open opens nothing, a new connection keeps the word of its opener, and
     // only followed packets carry a connection's decision.
     uint64_t words[Tracker::kBatch];
-    uint32_t no_open = 0;
+    uint32_t no_open = 0, suspend = 0;
     for (size_t i = start; i < end; ++i) {
       const size_t len = pkts[i].frame.size();
       words[i - start] = len % 3 == 0 ? kNoWord : len;
       no_open |= uint32_t(len % 5 == 0) << (i - start);
+      suspend |= uint32_t(len % 2 == 0) << (i - start);
     }
     if (pkts[start].frame.size() % 7 == 0) ++gen;  // the rules changed
     Observed dec[Tracker::kBatch];
-    decided.track_batch(keys, frames, lens, uint32_t(end - start), t, Tracker::Decisions{words, no_open, gen}, dec);
+    decided.track_batch(keys, frames, lens, uint32_t(end - start), t, Tracker::Decisions{words, no_open, gen, suspend},
+                        dec);
     for (size_t i = 0; i < end - start; ++i) {
       ++v_decided[int(dec[i].verdict)];
+      if (dec[i].verdict == Verdict::New && dec[i].suspended != bool(suspend >> i & 1))
+        finding("a new connection does not start as its opener said");
+      // A reply decides its connection again under newer rules (a caller's re-decision).
+      if (dec[i].verdict == Verdict::Known && dec[i].reply && dec[i].gov.gen < gen) {
+        const Governing g = decided.redecide(pkts[start + i].key, words[i], gen);
+        if (g.gen != gen) finding("a redecision did not take the newer rules");
+        if (decided.redecide(pkts[start + i].key, 1, gen - 1).gen != gen) finding("a redecision went back to older rules");
+      }
       if (dec[i].verdict == Verdict::New && (no_open >> i & 1)) finding("a packet that may not open a connection opened one");
       if (dec[i].verdict == Verdict::New && (dec[i].gov.set != (words[i] != kNoWord) || (dec[i].gov.set && dec[i].gov.word != words[i])))
         finding("a new connection does not keep its opener's decision");
@@ -120,6 +133,16 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       ++v_batch[int(g.verdict)];
       ++v_flags[int(flags.track(pkts[i].key, t).verdict)];
     }
+    // Suspend or resume one listed connection by id (and one id that is not there).
+    if (const auto listed = decided.list(); !listed.empty()) {
+      const ConnInfo& c = listed[t / 1000000000ull % listed.size()];
+      const bool on = !c.suspended;
+      if (!decided.set_suspended(c.id, on)) finding("a listed connection could not be suspended");
+      bool shows = false;
+      for (const ConnInfo& x : decided.list()) shows |= x.id == c.id && x.suspended == on;
+      if (!shows) finding("a suspension does not show in the listing");
+    }
+    if (decided.set_suspended(~uint64_t(0), true)) finding("a connection of no id was suspended");
     const uint64_t removed = one.expire(t, nullptr);
     if (batch.expire(t, nullptr) != removed) finding("the two expire differently");
     flags.expire(t, nullptr);
