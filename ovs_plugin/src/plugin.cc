@@ -1475,49 +1475,4 @@ std::string Plugin::policy_set(const std::string& name, bool* ok) {
   return "";
 }
 
-std::string Plugin::conn_list(bool* ok) const {
-  *ok = conns_size_ != 0;
-  if (!*ok) return "connection tracking is off (plugin argument conns=0)";
-  const ConnTracking* ct = conns_.load(std::memory_order_acquire);
-  return ct ? ct->list() : "";
-}
-
-json Plugin::connections(const json& params) const {
-  if (!params.is_object()) throw std::invalid_argument("connections takes {\"adapter\"?: N, \"id\"?: N}");
-  int64_t adapter = -1;
-  uint64_t id = 0;
-  if (params.contains("adapter")) {
-    if (!params["adapter"].is_number_integer() || params["adapter"].get<int64_t>() < 0 ||
-        params["adapter"].get<int64_t>() > INT32_MAX)
-      throw std::invalid_argument("'adapter' is an adapter id (0 or more): " + params["adapter"].dump());
-    adapter = params["adapter"].get<int64_t>();
-  }
-  if (params.contains("id")) {
-    if (!params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0)
-      throw std::invalid_argument("'id' is a connection id (1 or more): " + params["id"].dump());
-    id = params["id"].get<uint64_t>();
-  }
-  const ConnTracking* ct = conns_.load(std::memory_order_acquire);
-  return {{"tracking", conns_size_ != 0}, {"connections", ct ? ct->list_json(adapter, id, mono_ns()) : json::array()}};
-}
-
-uint32_t Plugin::conn_flags_of(const ConnFlags& f, uint32_t rule_id) {
-  const auto it = std::lower_bound(f.begin(), f.end(), std::make_pair(rule_id, uint32_t(0)));
-  return it != f.end() && it->first == rule_id ? it->second : 0;
-}
-
-json Plugin::set_connection_state(const json& params) {
-  if (!params.is_object() || !params.contains("id") || !params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0 ||
-      !params.contains("suspended") || !params["suspended"].is_boolean())
-    throw std::invalid_argument("set_connection_state takes {\"id\": N (1 or more), \"suspended\": true|false}");
-  ConnTracking* ct = conns_.load(std::memory_order_acquire);
-  return {{"found", ct && ct->set_suspended(params["id"].get<uint64_t>(), params["suspended"].get<bool>())}};
-}
-
-json Plugin::conn_stats() const {
-  if (!conns_size_) return nullptr;
-  if (const ConnTracking* ct = conns_.load(std::memory_order_acquire)) return ct->stats();
-  return ConnTracking::idle_stats(conn_limits_);  // no connection rule has been in force yet
-}
-
 }  // namespace vpf::plugin
