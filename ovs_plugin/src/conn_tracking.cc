@@ -65,7 +65,8 @@ ConnTracking::Followed ConnTracking::follow(const uint8_t* const* data, const ui
     if (out[i].event != conntrack::EventKind::None) events->push_back({out[i].event, told.v[i], out[i].gov});
     // A connect request: the VM's SYN that opened a TCP connection.
     if ((indicate >> i & 1) && out[i].verdict == conntrack::Verdict::New && dir == matcher::Direction::Outgoing &&
-        keys[i].f[matcher::F_IP_PROTO] == 6 && (keys[i].f[matcher::F_TCP_FLAGS] & 0x12) == 0x02) {
+        keys[i].f[matcher::F_IP_PROTO] == 6 &&
+        (keys[i].f[matcher::F_TCP_FLAGS] & (conntrack::kSyn | conntrack::kAck)) == conntrack::kSyn) {
       conntrack::Event e{conntrack::EventKind::TcpConnectRequest, {}, out[i].gov};
       bool invalid = false;
       conntrack::Tracker::key_of(keys[i], &e.conn.key, &invalid);

@@ -73,6 +73,11 @@ void print_json_lines(const json& list) {
   for (const auto& x : list) std::printf("%s\n", x.dump().c_str());
 }
 
+std::string endpoint(const std::string& address, unsigned port) {
+  const bool v6 = address.find(':') != std::string::npos;
+  return (v6 ? "[" + address + "]" : address) + ":" + std::to_string(port);
+}
+
 int subcommand(const char* cmd, std::span<const Command> table, const std::vector<std::string>& all) {
   const std::string sub = all.empty() ? "" : all[0];
   for (const Command& c : table)

@@ -57,6 +57,9 @@ int guarded(F fn) {
 
 void print_json_lines(const nlohmann::json& list);
 
+// ADDRESS:PORT, an IPv6 address in brackets ([fd00::1]:80).
+std::string endpoint(const std::string& address, unsigned port);
+
 // Runs the subcommand of `cmd` (e.g. "rule") that all[0] names, or prints the table
 // (to stdout for --help, else with the reason to stderr and kExitUsage).
 int subcommand(const char* cmd, std::span<const Command> table, const std::vector<std::string>& all);

@@ -540,9 +540,6 @@ bool print_connection_event(const Event& e, bool as_json) {
   static const char* names[] = {"", "tcp_connected", "tcp_closed", "udp_created", "udp_closed", "tcp_connect_request"};
   const vpf::ConnectionInfo& k = ev.connection;
   const char* opened = k.direction == vpf::kNfDirectionOut ? "out" : "in";
-  auto endpoint = [&](const std::string& a, unsigned p) {
-    return k.ip_family == AF_INET6 ? "[" + a + "]:" + std::to_string(p) : a + ":" + std::to_string(p);
-  };
   if (as_json) {
     std::printf("%s\n", json{{"time_ns", e.f.timestamp_ns}, {"adapter", e.f.adapter}, {"direction", opened},
                              {"event", names[ev.event]}, {"rule_kind", "connection"}, {"rule", e.f.rule_id},

@@ -15,9 +15,7 @@ namespace vpfctl {
 namespace {
 
 std::string endpoint(const json& c, const char* side) {
-  const std::string addr = c[std::string(side) + "_address"].get<std::string>();
-  const std::string port = std::to_string(c[std::string(side) + "_port"].get<unsigned>());
-  return c["ip_version"] == 6 ? "[" + addr + "]:" + port : addr + ":" + port;
+  return vpfctl::endpoint(c[std::string(side) + "_address"].get<std::string>(), c[std::string(side) + "_port"].get<unsigned>());
 }
 
 void print_table(const json& conns) {
