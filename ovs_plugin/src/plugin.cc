@@ -328,7 +328,8 @@ class Plugin::BatchRun {
   uint32_t govern(uint32_t matched, ConnTracking& ct) {
     uint64_t words[kHookBatch];
     uint32_t no_open = 0, suspend = 0, indicate = 0;
-    const auto acting = p_.conn_flags_.load(std::memory_order_acquire);  // null: none
+    // Only loaded where such rules exist (the shared pointer's load takes a lock).
+    const auto acting = p_.conn_flags_any_.load(std::memory_order_acquire) ? p_.conn_flags_.load() : nullptr;
     for (uint32_t i = 0; i < n_; ++i) {
       const Decision& d = out_.v[i];
       const bool m = matched >> i & 1;
@@ -1081,8 +1082,7 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
   }
   if (!conns_size_)
     for (const auto& a : adds)
-      if (a.rule.kind == matcher::RuleKind::Connection &&
-          (a.rule.nf_flags & (matcher::nf_flag::kSuspended | matcher::nf_flag::kIndicateConnectRequests)))
+      if (a.rule.kind == matcher::RuleKind::Connection && (a.rule.nf_flags & kConnActing))
         throw matcher::RuleError(a.rule, "flags",
                                  "suspended and indicate_connect_requests need connection tracking, which the plugin "
                                  "runs without (conns=0)");
@@ -1093,13 +1093,7 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
     set_scope(std::move(before));
     throw;
   }
-  ConnFlags flags;
-  constexpr uint32_t kActing = matcher::nf_flag::kSuspended | matcher::nf_flag::kIndicateConnectRequests;
-  for (const auto& info : classifier_.rules())
-    if (info.rule.kind == matcher::RuleKind::Connection && (info.rule.nf_flags & kActing))
-      flags.emplace_back(info.rule.id, info.rule.nf_flags & kActing);
-  std::sort(flags.begin(), flags.end());
-  conn_flags_.store(flags.empty() ? nullptr : std::make_shared<const ConnFlags>(std::move(flags)));
+  update_conn_flags(removes, adds);
   // After the snapshot is out: a batch that read the new generation classifies with it.
   rules_gen_.fetch_add(1, std::memory_order_release);
   set_scope(std::move(after));

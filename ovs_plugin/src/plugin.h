@@ -284,8 +284,14 @@ class Plugin {
   // suspended; indicate_connect_requests: a tcp_connect_request event for the VM's SYN),
   // as (id, flags), sorted by id; null when there are none.  Replaced by the rules' writer.
   using ConnFlags = std::vector<std::pair<uint32_t, uint32_t>>;
+  static constexpr uint32_t kConnActing = matcher::nf_flag::kSuspended | matcher::nf_flag::kIndicateConnectRequests;
   std::atomic<std::shared_ptr<const ConnFlags>> conn_flags_;
+  std::atomic<bool> conn_flags_any_{false};  // conn_flags_ is not null
   static uint32_t conn_flags_of(const ConnFlags& f, uint32_t rule_id);
+  // conn_flags_ after a rule change: only the changed connection rules' entries are
+  // touched (no walk of the whole rule set on every change).
+  void update_conn_flags(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds)
+      VPF_REQUIRES(rules_mu_);
   std::atomic<uint64_t> rules_gen_{1};          // moves on with every rule change (after it is in force)
   void open_reader(int slot);
   matcher::Classifier::CacheStats cache_stats() const;  // summed over the threads

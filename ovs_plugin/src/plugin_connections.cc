@@ -35,6 +35,25 @@ json Plugin::connections(const json& params) const {
   return {{"tracking", conns_size_ != 0}, {"connections", ct ? ct->list_json(adapter, id, mono_ns()) : json::array()}};
 }
 
+void Plugin::update_conn_flags(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds) {
+  const auto conn = [](matcher::RuleKind k) { return k == matcher::RuleKind::Connection; };
+  const bool touched = std::any_of(removes.begin(), removes.end(), [&](const auto& r) { return conn(r.kind); }) ||
+                       std::any_of(adds.begin(), adds.end(), [&](const auto& a) { return conn(a.rule.kind); });
+  if (!touched) return;
+  const auto cur = conn_flags_.load();
+  ConnFlags flags = cur ? *cur : ConnFlags{};
+  std::erase_if(flags, [&](const auto& f) {
+    return std::find(removes.begin(), removes.end(), matcher::RuleRef{matcher::RuleKind::Connection, f.first}) !=
+           removes.end();
+  });
+  for (const auto& a : adds)
+    if (conn(a.rule.kind) && (a.rule.nf_flags & kConnActing)) flags.emplace_back(a.rule.id, a.rule.nf_flags & kConnActing);
+  std::sort(flags.begin(), flags.end());
+  const bool any = !flags.empty();
+  conn_flags_.store(any ? std::make_shared<const ConnFlags>(std::move(flags)) : nullptr);
+  conn_flags_any_.store(any, std::memory_order_release);
+}
+
 uint32_t Plugin::conn_flags_of(const ConnFlags& f, uint32_t rule_id) {
   const auto it = std::lower_bound(f.begin(), f.end(), std::make_pair(rule_id, uint32_t(0)));
   return it != f.end() && it->first == rule_id ? it->second : 0;
