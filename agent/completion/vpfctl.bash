@@ -43,13 +43,14 @@ _vpfctl() {
     stats) opts="--adapter --watch --interval --count --format --socket --help" ;;
     conn)
       if [ "$COMP_CWORD" -eq 2 ]; then
-        COMPREPLY=($(compgen -W "list show set-state --help" -- "$cur"))
+        COMPREPLY=($(compgen -W "list show set-state complete --help" -- "$cur"))
         return
       fi
       case "$sub" in
         list) opts="--adapter --format --socket --help" ;;
         show) opts="--format --socket --help" ;;
         set-state) opts="suspended resumed --socket --help" ;;
+        complete) opts="allow block --socket --help" ;;
       esac ;;
     capture) opts="--write --pcapng --adapter --direction --count --duration --expression --instance --socket --help" ;;
     notify) opts="--adapter --direction --count --duration --expression --instance --format --socket --help" ;;

@@ -16,7 +16,9 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -776,6 +778,122 @@ TEST_F(NetFilterOvs, ConnectRequestsOfTheVmsSyns) {
   EXPECT_EQ(e.connection.state, "syn_sent");
   EXPECT_EQ(e.connection.packets_sent, 1u);
   EXPECT_EQ(e.connection.id, nf.get_connection(e.connection.id).id);
+  nf.nf_delete_rules();
+  nf.stop_filter();
+}
+
+// TCP segments a port transmitted from VM_PORT to PEER_PORT or back.
+size_t tcp_sent_on(const char* port, uint16_t vm_port, uint16_t peer_port) {
+  std::ifstream f(run_dir() + "/" + port + "-tx.pcap", std::ios::binary);
+  std::string d((std::istreambuf_iterator<char>(f)), {});
+  size_t n = 0;
+  for (size_t pos = 24; pos + 16 <= d.size();) {
+    uint32_t incl;
+    std::memcpy(&incl, d.data() + pos + 8, 4);
+    if (pos + 16 + incl > d.size()) break;
+    const auto* b = reinterpret_cast<const uint8_t*>(d.data() + pos + 16);
+    if (incl >= 38 && b[23] == 6) {
+      const uint16_t sp = uint16_t(b[34] << 8 | b[35]), dp = uint16_t(b[36] << 8 | b[37]);
+      n += (sp == vm_port && dp == peer_port) || (sp == peer_port && dp == vm_port);
+    }
+    pos += 16 + incl;
+  }
+  return n;
+}
+
+// NF_PEND_CONNECT_REQUEST: the VM's SYN is held until its request is completed — by the
+// handler's filtering flag (NF_ALLOW: the SYN goes on and the connection with it; NF_BLOCK:
+// dropped, and its retransmission too), later by complete_tcp_connect_request, or by the
+// connection's id whoever holds it (complete_connection_request, as vpfctl conn complete
+// does); a request left pending is listed so.  Bad completions are refused with their codes.
+TEST_F(NetFilterOvs, PendedConnectRequestsHoldTheSynUntilCompleted) {
+  vpf::NetFilter nf;
+  std::mutex mu;
+  std::map<uint16_t, vpf::ConnectionEventParams> seen;  // by remote port
+  nf.on_tcp_connect_request = [&](vpf::ConnectionEventParams& e) {
+    const uint16_t port = e.connection.remote_port;
+    e.filtering_flag = port == 7001 ? vpf::kNfAllow : port == 7002 ? vpf::kNfBlock : vpf::kNfPendConnectRequest;
+    std::lock_guard l(mu);
+    seen[port] = e;
+  };
+  auto request = [&](uint16_t port) -> std::optional<vpf::ConnectionEventParams> {
+    std::lock_guard l(mu);
+    const auto it = seen.find(port);
+    if (it == seen.end()) return std::nullopt;
+    return it->second;
+  };
+  nf.initialize(guid);
+  nf.nf_add_rule(outgoing_rule(IPPROTO_TCP, 0, 64), true);  // NF_ALLOW | NF_PEND_CONNECT_REQUEST
+  nf.start_filter(0);
+  // Completed in the handler: allowed, then the handshake goes through both ways.
+  tcp_segment(true, 41001, 7001, 100, 0, 0x02);
+  ASSERT_TRUE(eventually([&] { return tcp_sent_on("p2", 41001, 7001) == 1; })) << "the allowed SYN goes on";
+  const auto allowed = request(7001);
+  ASSERT_TRUE(allowed);
+  EXPECT_NE(allowed->request_id, 0u);
+  EXPECT_TRUE(allowed->connection.pending);
+  EXPECT_EQ(allowed->connection.state, "syn_sent");
+  tcp_segment(false, 41001, 7001, 500, 101, 0x12);
+  tcp_segment(true, 41001, 7001, 101, 501, 0x10);
+  EXPECT_TRUE(eventually([&] { return tcp_sent_on("p1", 41001, 7001) == 1 && tcp_sent_on("p2", 41001, 7001) == 2; }));
+  EXPECT_EQ(nf.get_connection(allowed->connection.id).state, "established");
+  EXPECT_FALSE(nf.get_connection(allowed->connection.id).pending);
+  // Blocked in the handler: the SYN and its retransmission stay in the switch.
+  tcp_segment(true, 41002, 7002, 200, 0, 0x02);
+  ASSERT_TRUE(eventually([&] { return request(7002).has_value(); }));
+  tcp_segment(true, 41002, 7002, 200, 0, 0x02);
+  // Left pending: held, listed as pending, then completed by its request id.
+  tcp_segment(true, 41003, 7003, 300, 0, 0x02);
+  ASSERT_TRUE(eventually([&] { return request(7003).has_value(); }));
+  const auto later = *request(7003);
+  EXPECT_TRUE(eventually([&] { return nf.get_connection(later.connection.id).pending; }));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(tcp_sent_on("p2", 41002, 7002), 0u) << "blocked";
+  EXPECT_EQ(tcp_sent_on("p2", 41003, 7003), 0u) << "held while pending";
+  EXPECT_TRUE(nf.complete_tcp_connect_request(later.request_id, vpf::kNfAllow));
+  EXPECT_TRUE(eventually([&] { return tcp_sent_on("p2", 41003, 7003) == 1; })) << "sent on once allowed";
+  EXPECT_FALSE(nf.get_connection(later.connection.id).pending);
+  EXPECT_EQ(code_of([&] { nf.complete_tcp_connect_request(later.request_id, vpf::kNfAllow); }), vpf::kErrorNotFound)
+      << "completed already";
+  // Completed by the connection's id, as vpfctl conn complete does: blocked.
+  tcp_segment(true, 41004, 7004, 400, 0, 0x02);
+  ASSERT_TRUE(eventually([&] { return request(7004).has_value(); }));
+  const uint64_t conn4 = request(7004)->connection.id;
+  EXPECT_TRUE(nf.complete_connection_request(conn4, vpf::kNfBlock));
+  EXPECT_FALSE(nf.get_connection(conn4).pending);
+  tcp_segment(true, 41004, 7004, 401, 0, 0x10);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(tcp_sent_on("p2", 41004, 7004), 0u) << "the blocked connection's segments stay";
+  EXPECT_EQ(code_of([&] { nf.complete_connection_request(conn4, vpf::kNfAllow); }), vpf::kErrorNotFound) << "nothing waits";
+  // Bad completions.
+  EXPECT_EQ(code_of([&] { nf.complete_tcp_connect_request(12345, vpf::kNfAllow); }), vpf::kErrorNotFound);
+  EXPECT_EQ(code_of([&] { nf.complete_tcp_connect_request(later.request_id, 2); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.complete_connection_request(0, vpf::kNfAllow); }), vpf::kErrorInvalidParameter);
+  EXPECT_EQ(code_of([&] { nf.complete_connection_request(conn4, 64); }), vpf::kErrorInvalidParameter);
+  nf.nf_delete_rules();
+  nf.stop_filter();
+}
+
+// A pended request nobody completes gets what an expired capture gets when the instance's
+// timeout passes: with DenyExpiredRequests its connection is blocked.
+TEST_F(NetFilterOvs, APendedRequestLeftAloneExpires) {
+  vpf::NetFilter nf;
+  std::atomic<uint64_t> conn{0};
+  nf.on_tcp_connect_request = [&](vpf::ConnectionEventParams& e) {
+    e.filtering_flag = vpf::kNfPendConnectRequest;
+    conn = e.connection.id;
+  };
+  nf.initialize(guid);
+  nf.config("DenyExpiredRequests=True");
+  nf.nf_add_rule(outgoing_rule(IPPROTO_TCP, 7010, 64), true);
+  nf.start_filter(3000);
+  tcp_segment(true, 41010, 7010, 100, 0, 0x02);
+  ASSERT_TRUE(eventually([&] { return conn != 0; }));
+  EXPECT_TRUE(nf.get_connection(conn).pending);
+  EXPECT_TRUE(eventually([&] { return !nf.get_connection(conn).pending; }, 6000ms)) << "expired";
+  tcp_segment(true, 41010, 7010, 101, 0, 0x10);
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(tcp_sent_on("p2", 41010, 7010), 0u) << "denied: the SYN and what follows stay";
   nf.nf_delete_rules();
   nf.stop_filter();
 }

@@ -103,6 +103,10 @@ check "conn set-state resumed" "$vpfctl" conn set-state "$cid" resumed
 check "conn set-state of no connection: exit 3" [ "$(rc "$vpfctl" conn set-state 99999 suspended)" = 3 ]
 check "conn set-state sleeping: exit 2" [ "$(rc "$vpfctl" conn set-state "$cid" sleeping)" = 2 ]
 check "conn set-state without a state: exit 2" [ "$(rc "$vpfctl" conn set-state "$cid")" = 2 ]
+"$vpfctl" conn complete "$cid" allow 2>"$run/err"; r=$?
+check "conn complete of a connection with no request waiting: exit 3, says so" bash -c "[ $r = 3 ] && grep -q 'no connect request waiting' '$run/err'"
+check "conn complete maybe: exit 2" [ "$(rc "$vpfctl" conn complete "$cid" maybe)" = 2 ]
+check "conn complete 0: exit 2" [ "$(rc "$vpfctl" conn complete 0 allow)" = 2 ]
 "$vpfctl" rule del --kind connection --id 6
 # adapter settings
 check "adapters --set: snaplen" "$vpfctl" adapters --set "$p1" --snaplen 60 --collect-statistics no

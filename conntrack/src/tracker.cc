@@ -258,7 +258,7 @@ Observed Tracker::track(const PacketKey& k, const uint8_t* frame, uint32_t frame
                         ConnInfo* event_conn) {
   Prepared p;
   Observed o;
-  return prepare(k, frame, frame_len, &p, &o) ? apply(p, now_ns, kNoWord, true, 0, false, event_conn) : o;
+  return prepare(k, frame, frame_len, &p, &o) ? apply(p, now_ns, kNoWord, true, 0, 0, event_conn) : o;
 }
 
 void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
@@ -282,12 +282,13 @@ void Tracker::track_batch(const PacketKey* const* keys, const uint8_t* const* fr
   }
   for (uint32_t m = live; m; m &= m - 1) {
     const uint32_t i = uint32_t(std::countr_zero(m));
-    out[i] = apply(p[i], now_ns, d.words ? d.words[i] : kNoWord, !(d.no_open >> i & 1), d.gen, d.suspend >> i & 1,
+    out[i] = apply(p[i], now_ns, d.words ? d.words[i] : kNoWord, !(d.no_open >> i & 1), d.gen,
+                   uint8_t((d.suspend >> i & 1) * kOpenSuspended | (d.settle >> i & 1) * kOpenSettled),
                    events ? &events[i] : nullptr);
   }
 }
 
-Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, bool suspend,
+Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, uint8_t opening,
                         ConnInfo* event_conn) {
   Observed o;
   const ConnKey& key = p.key;
@@ -350,8 +351,8 @@ Observed Tracker::apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool 
     c.info.created_ns = c.info.last_ns = now_ns;
     c.info.packets[0] = 1;
     c.info.bytes[0] = len;
-    c.gov = Governing{word, gen, word != kNoWord};
-    c.info.suspended = suspend;
+    c.gov = Governing{word, opening & kOpenSettled ? kSettledGen : gen, word != kNoWord};
+    c.info.suspended = opening & kOpenSuspended;
     created_.fetch_add(1, std::memory_order_relaxed);
     if (!tcp) {
       o.event = EventKind::UdpCreated;
@@ -408,6 +409,19 @@ bool Tracker::set_suspended(uint64_t id, bool on) {
     }
   }
   return false;
+}
+
+bool Tracker::settle(const PacketKey& k, uint64_t id, uint64_t word) {
+  ConnKey key;
+  bool invalid = false;
+  if (!key_of(k, &key, &invalid)) return false;
+  const uint64_t h = hash(key);
+  Stripe& s = stripe_of(h);
+  Guard g(s.lock);
+  Stripe::Slot* slot = s.find(key, h);
+  if (!slot || s.recs[slot->rec].info.id != id) return false;
+  s.recs[slot->rec].gov = Governing{word, kSettledGen, word != kNoWord};
+  return true;
 }
 
 Governing Tracker::redecide(const PacketKey& k, uint64_t word, uint64_t gen) {

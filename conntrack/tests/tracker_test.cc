@@ -475,6 +475,40 @@ TEST(Tracker, AReplyDecidesItsConnectionAgainWithNewerRules) {
   EXPECT_EQ(t.redecide(tcp(In, kAck, 2222), 9, 4).gen, 0u);
 }
 
+// A decision the application settles (a pended connect request, completed): a connection
+// opened with it settled keeps it through rule changes, from either side, until
+// settle() gives it another, by key and id; a settle bit on a packet of a known
+// connection changes nothing; an id that is not the key's connection settles nothing.
+TEST(Tracker, ASettledDecisionOutlivesRuleChanges) {
+  Tracker t;
+  auto one = [&](const PacketKey& k, uint64_t word, uint64_t gen, uint32_t settle) {
+    const PacketKey* kp[1] = {&k};
+    Observed o;
+    Tracker::Decisions d{&word, 0, gen};
+    d.settle = settle;
+    t.track_batch(kp, nullptr, nullptr, 1, 0, d, &o);
+    return o;
+  };
+  const Observed a = one(tcp(Out, kSyn), 7, 1, 1);
+  ASSERT_EQ(a.verdict, Verdict::New);
+  EXPECT_EQ(a.gov.word, 7u);
+  EXPECT_EQ(a.gov.gen, kSettledGen);
+  EXPECT_EQ(one(tcp(Out, kSyn), 11, 2, 0).gov.word, 7u) << "its opener after a rule change: kept";
+  EXPECT_EQ(t.redecide(tcp(In, kSyn | kAck), 9, 3).word, 7u) << "a reply re-decided: kept";
+  EXPECT_FALSE(t.settle(tcp(Out, kAck), a.id + 1, 5)) << "another id";
+  EXPECT_FALSE(t.settle(tcp(Out, kAck, 2222), a.id, 5)) << "no connection";
+  EXPECT_TRUE(t.settle(tcp(Out, kAck), a.id, 5));
+  Observed o = one(tcp(In, kSyn | kAck), kNoWord, 4, 0);
+  EXPECT_EQ(o.gov.word, 5u);
+  EXPECT_EQ(o.gov.gen, kSettledGen);
+  // Not opening: the bit is ignored, the connection is re-decided as any other.
+  const Observed b = one(udp(Out, 7000), 3, 1, 0);
+  ASSERT_EQ(b.verdict, Verdict::New);
+  o = one(udp(Out, 7000), 8, 2, 1);
+  EXPECT_EQ(o.gov.word, 8u);
+  EXPECT_EQ(o.gov.gen, 2u);
+}
+
 // Suspension is the caller's: a connection starts suspended when its opening packet says
 // so, and set_suspended() changes it by id; every packet of it reports it.
 TEST(Tracker, ConnectionsSuspendedAndResumedById) {

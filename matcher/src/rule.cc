@@ -75,13 +75,17 @@ Action effective_action(const Rule& r) {
     throw RuleError(r, "flags",
                     "offline (8) emulates the server's side of a TCP connection inside the switch, which vportfilter "
                     "does not do (docs/connections.md, \"offline\"); redirect the connection to a local proxy instead");
-  if (const uint32_t later = f & kConnectionLevel & ~(kSuspended | kIndicateConnectRequests))
+  if (const uint32_t later = f & kConnectionLevel & ~kConnectionBuilt)
     throw RuleError(r, "flags",
                     "flag value " + std::to_string(later) +
-                        " acts on connections in a way the datapath does not do yet (offline, connect requests, "
-                        "pend, control flow, redirect: docs/connections.md)");
+                        " acts on connections in a way the datapath does not do yet (redirect, redirect protection, "
+                        "control flow: docs/connections.md)");
+  if ((f & kPendConnectRequest) && (f & kBlock) && !(f & kFilterAsIpPackets))
+    throw RuleError(r, "flags",
+                    "pend_connect_request with block: a blocked SYN opens no connection, so there is no request to "
+                    "pend");
   const uint32_t known =
-      kBlock | kFilter | kFilterAsIpPackets | kReadonly | kBypassIpPackets | kSuspended | kIndicateConnectRequests;
+      kBlock | kFilter | kFilterAsIpPackets | kReadonly | kBypassIpPackets | kConnectionBuilt;
   if (f & ~known) throw RuleError(r, "flags", "unknown flag bits " + std::to_string(f & ~known));
   if (f & kFilterAsIpPackets) {
     // FILTER_AS_IP_PACKETS takes precedence over FILTER, as in the reference.

@@ -75,8 +75,14 @@ TEST(Rule, NfFlags) {
   EXPECT_EQ(effective_action(r), Action::Capture);
   r.nf_flags = nf_flag::kOffline;
   EXPECT_NE(refuse(r).find("emulates the server's side"), std::string::npos);
-  r.nf_flags = nf_flag::kPendConnectRequest;
+  r.nf_flags = nf_flag::kRedirect;
   EXPECT_NE(refuse(r).find("does not do yet"), std::string::npos);
+  r.nf_flags = nf_flag::kControlFlow;
+  EXPECT_NE(refuse(r).find("does not do yet"), std::string::npos);
+  r.nf_flags = nf_flag::kPendConnectRequest;
+  EXPECT_EQ(effective_action(r), Action::Pass) << "pend acts on the connection, not the action";
+  r.nf_flags = nf_flag::kPendConnectRequest | nf_flag::kBlock;
+  EXPECT_NE(refuse(r).find("no request to pend"), std::string::npos);
   r.nf_flags = nf_flag::kFilterAsIpPackets | nf_flag::kReadonly | nf_flag::kSuspended;
   EXPECT_EQ(effective_action(r), Action::Notify) << "suspended acts on the connection, not the action";
   r.nf_flags = nf_flag::kBlock | nf_flag::kFilter;

@@ -4,6 +4,7 @@
 #include <arpa/inet.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 #include <sstream>
 
@@ -42,11 +43,21 @@ const char* state_name(const conntrack::ConnInfo& c) {
 
 ConnTracking::ConnTracking(conntrack::Limits limits) : tracker_(limits) {}
 
+namespace {
+
+// The VM's SYN that opens a TCP connection (not a SYN-ACK), as parsed.
+bool opening_syn(const matcher::PacketKey& k, matcher::Direction dir) {
+  return dir == matcher::Direction::Outgoing && k.f[matcher::F_IP_PROTO] == 6 &&
+         (k.f[matcher::F_TCP_FLAGS] & (conntrack::kSyn | conntrack::kAck)) == conntrack::kSyn;
+}
+
+}  // namespace
+
 ConnTracking::Followed ConnTracking::follow(const uint8_t* const* data, const uint32_t* len, uint32_t n,
                                             uint32_t adapter, uint32_t vm, matcher::Direction dir, uint64_t now_ns,
-                                            const conntrack::Tracker::Decisions& d, uint32_t indicate,
+                                            const conntrack::Tracker::Decisions& d, uint32_t indicate, uint32_t pend,
                                             conntrack::Governing* gov, matcher::PacketKey* keys,
-                                            std::vector<conntrack::Event>* events) {
+                                            std::vector<conntrack::Event>* events, conntrack::Event* requests) {
   n = std::min(n, conntrack::Tracker::kBatch);
   const matcher::PacketKey* kp[conntrack::Tracker::kBatch];
   conntrack::Observed out[conntrack::Tracker::kBatch];
@@ -55,27 +66,50 @@ ConnTracking::Followed ConnTracking::follow(const uint8_t* const* data, const ui
     matcher::parse_frame(data[i], len[i], matcher::PacketMeta{adapter, dir, vm}, &keys[i]);
     kp[i] = &keys[i];
   }
-  if (n) tracker_.track_batch(kp, data, len, n, now_ns, d, out, told.v);
+  // The SYNs to pend open their connections blocked, settled, until the request is completed.
+  uint32_t pend_syn = 0;
+  for (uint32_t m = pend & (n >= 32 ? ~0u : (1u << n) - 1); m; m &= m - 1) {
+    const uint32_t i = uint32_t(std::countr_zero(m));
+    pend_syn |= uint32_t(opening_syn(keys[i], dir) && d.words[i] != conntrack::kNoWord) << i;
+  }
+  conntrack::Tracker::Decisions dd = d;
+  uint64_t words[conntrack::Tracker::kBatch];
+  if (pend_syn) {
+    std::copy(d.words, d.words + n, words);
+    for (uint32_t m = pend_syn; m; m &= m - 1) {
+      const uint32_t i = uint32_t(std::countr_zero(m));
+      words[i] = with_action(words[i], matcher::Action::Drop);
+    }
+    dd.words = words;
+    dd.settle = pend_syn;
+  }
+  if (n) tracker_.track_batch(kp, data, len, n, now_ns, dd, out, told.v);
   Followed f;
   for (uint32_t i = 0; i < n; ++i) {
     const bool tracked = out[i].verdict == conntrack::Verdict::New || out[i].verdict == conntrack::Verdict::Known;
     gov[i] = tracked ? out[i].gov : conntrack::Governing{};
     f.replies |= uint32_t(tracked && out[i].reply) << i;
     f.suspended |= uint32_t(tracked && out[i].suspended) << i;
+    f.settled |= uint32_t(tracked && gov[i].set && gov[i].gen == conntrack::kSettledGen) << i;
     if (out[i].event != conntrack::EventKind::None) events->push_back({out[i].event, told.v[i], out[i].gov});
     // A connect request: the VM's SYN that opened a TCP connection.
-    if ((indicate >> i & 1) && out[i].verdict == conntrack::Verdict::New && dir == matcher::Direction::Outgoing &&
-        keys[i].f[matcher::F_IP_PROTO] == 6 &&
-        (keys[i].f[matcher::F_TCP_FLAGS] & (conntrack::kSyn | conntrack::kAck)) == conntrack::kSyn) {
-      conntrack::Event e{conntrack::EventKind::TcpConnectRequest, {}, out[i].gov};
-      bool invalid = false;
-      conntrack::Tracker::key_of(keys[i], &e.conn.key, &invalid);
-      e.conn.id = out[i].id;
-      e.conn.vm = vm;
-      e.conn.opened = dir;
-      e.conn.created_ns = e.conn.last_ns = now_ns;
-      e.conn.packets[0] = 1;
-      e.conn.bytes[0] = len[i];
+    const bool pended = (pend_syn >> i & 1) && out[i].verdict == conntrack::Verdict::New;
+    if (!pended && !((indicate >> i & 1) && out[i].verdict == conntrack::Verdict::New && opening_syn(keys[i], dir)))
+      continue;
+    conntrack::Event e{conntrack::EventKind::TcpConnectRequest, {}, out[i].gov};
+    bool invalid = false;
+    conntrack::Tracker::key_of(keys[i], &e.conn.key, &invalid);
+    e.conn.id = out[i].id;
+    e.conn.vm = vm;
+    e.conn.opened = dir;
+    e.conn.created_ns = e.conn.last_ns = now_ns;
+    e.conn.packets[0] = 1;
+    e.conn.bytes[0] = len[i];
+    if (pended) {
+      requests[i] = e;
+      f.pended |= 1u << i;
+      count_request(0);
+    } else {
       events->push_back(e);
     }
   }
@@ -83,6 +117,14 @@ ConnTracking::Followed ConnTracking::follow(const uint8_t* const* data, const ui
   if (now_ns - last >= kSweepEveryNs && last_sweep_.compare_exchange_strong(last, now_ns, std::memory_order_relaxed))
     tracker_.expire_step(now_ns, events);
   return f;
+}
+
+bool ConnTracking::settle_request(const uint8_t* frame, uint32_t len, uint32_t adapter, uint32_t vm, uint64_t id,
+                                  uint64_t word) {
+  matcher::PacketKey k;
+  matcher::parse_frame(frame, len, matcher::PacketMeta{adapter, matcher::Direction::Outgoing, vm}, &k);
+  count_request(unpack(word).action == matcher::Action::Drop ? 2 : 1);
+  return tracker_.settle(k, id, word);
 }
 
 channel::ConnectionRecord ConnTracking::record_of(const conntrack::Event& e, uint64_t now_ns) {
@@ -132,7 +174,8 @@ std::string ConnTracking::list() const {
   return o.str();
 }
 
-nlohmann::json ConnTracking::list_json(int64_t adapter, uint64_t id, uint64_t now_ns) const {
+nlohmann::json ConnTracking::list_json(int64_t adapter, uint64_t id, uint64_t now_ns,
+                                       const std::vector<uint64_t>& pending) const {
   nlohmann::json out = nlohmann::json::array();
   for (const conntrack::ConnInfo& c : sorted()) {
     if ((adapter >= 0 && c.key.adapter != uint64_t(adapter)) || (id && c.id != id)) continue;
@@ -150,6 +193,7 @@ nlohmann::json ConnTracking::list_json(int64_t adapter, uint64_t id, uint64_t no
                    {"direction", opened_name(c)},
                    {"state", state_name(c)},
                    {"suspended", c.suspended},
+                   {"pending", std::binary_search(pending.begin(), pending.end(), c.id)},
                    {"packets_sent", c.packets[sent]},
                    {"bytes_sent", c.bytes[sent]},
                    {"packets_received", c.packets[1 - sent]},
@@ -177,6 +221,7 @@ void ConnTracking::turn_round(const uint8_t* frame, uint32_t len, const matcher:
 nlohmann::json ConnTracking::idle_stats(const conntrack::Limits& limits) {
   nlohmann::json j = stats_json(limits, conntrack::Stats{});
   j["events"] = j["events_lost"] = 0;
+  j["requests_pended"] = j["requests_allowed"] = j["requests_blocked"] = 0;
   return j;
 }
 
@@ -184,6 +229,9 @@ nlohmann::json ConnTracking::stats() const {
   nlohmann::json j = stats_json(tracker_.limits(), tracker_.stats());
   j["events"] = events_.load(std::memory_order_relaxed);
   j["events_lost"] = events_lost_.load(std::memory_order_relaxed);
+  j["requests_pended"] = requests_[0].load(std::memory_order_relaxed);
+  j["requests_allowed"] = requests_[1].load(std::memory_order_relaxed);
+  j["requests_blocked"] = requests_[2].load(std::memory_order_relaxed);
   return j;
 }
 

@@ -50,13 +50,34 @@ class ConnTracking {
   // TcpConnectRequest for each SYN of the VM in `indicate` that opened a connection, and the
   // events of the connections this thread's share of the sweep removed (the sweep runs
   // here: one stripe every kSweepEveryNs at most, whichever thread comes).
+  //
+  // Pended connect requests: a SYN of the VM in `pend` that opens a TCP connection opens it
+  // with its rule's decision turned into a drop and settled (conntrack::kSettledGen), so
+  // that nothing but the application's completion (Tracker::settle, by settle_request)
+  // lets the connection's packets through; requests[i] is its TcpConnectRequest (not in
+  // `events`: the caller holds the SYN and sends the request with it).
   struct Followed {
     uint32_t replies = 0;    // bit i: packet i goes against the direction its connection was opened in
     uint32_t suspended = 0;  // bit i: packet i's connection is suspended
+    uint32_t settled = 0;    // bit i: packet i's connection has a settled decision (pending or completed)
+    uint32_t pended = 0;     // bit i: packet i is a SYN that opened a pended connection (requests[i])
   };
   Followed follow(const uint8_t* const* data, const uint32_t* len, uint32_t n, uint32_t adapter, uint32_t vm,
                   matcher::Direction dir, uint64_t now_ns, const conntrack::Tracker::Decisions& d, uint32_t indicate,
-                  conntrack::Governing* gov, matcher::PacketKey* keys, std::vector<conntrack::Event>* events);
+                  uint32_t pend, conntrack::Governing* gov, matcher::PacketKey* keys,
+                  std::vector<conntrack::Event>* events, conntrack::Event* requests);
+  // Completes the pended request of connection `id`, whose SYN is `frame` (len bytes) on
+  // `adapter` (VM `vm`): the connection keeps `word` (its rule, allowed or blocked) for
+  // good.  False if the connection is gone.
+  bool settle_request(const uint8_t* frame, uint32_t len, uint32_t adapter, uint32_t vm, uint64_t id, uint64_t word);
+  // A pended request's outcome, for stats(): 0 pended, 1 allowed, 2 blocked.
+  void count_request(int outcome) { requests_[outcome].fetch_add(1, std::memory_order_relaxed); }
+  // The decision `w` (packed) with another action.
+  static uint64_t with_action(uint64_t w, matcher::Action a) {
+    matcher::Decision d = unpack(w);
+    d.action = a;
+    return pack(d);
+  }
   // A connection event as the event rings carry it (channel::ConnectionRecord).
   static channel::ConnectionRecord record_of(const conntrack::Event& e, uint64_t now_ns);
   bool set_suspended(uint64_t id, bool on) { return tracker_.set_suspended(id, on); }
@@ -80,8 +101,9 @@ class ConnTracking {
   // opened=outgoing|incoming state=… packets=OUT/IN bytes=OUT/IN" (OUT: opener → peer).
   std::string list() const;
   // The connections as JSON objects (docs/protocol.md, list_connections), by id: those of
-  // `adapter` (-1: all), or the one of id `id` (0: all).
-  nlohmann::json list_json(int64_t adapter, uint64_t id, uint64_t now_ns) const;
+  // `adapter` (-1: all), or the one of id `id` (0: all); `pending` (sorted): the ids of the
+  // connections whose connect request waits for its completion.
+  nlohmann::json list_json(int64_t adapter, uint64_t id, uint64_t now_ns, const std::vector<uint64_t>& pending) const;
   nlohmann::json stats() const;
   static nlohmann::json idle_stats(const conntrack::Limits& limits);  // of a table not made yet
   // A connection event written (or lost: no agent, a full ring), for stats().
@@ -93,6 +115,7 @@ class ConnTracking {
   conntrack::Tracker tracker_;
   std::atomic<uint64_t> last_sweep_{0};
   std::atomic<uint64_t> events_{0}, events_lost_{0};
+  std::atomic<uint64_t> requests_[3] = {};
 };
 
 }  // namespace vpf::plugin

@@ -165,6 +165,8 @@ json ControlServer::dispatch(const json& req, bool* hello, std::vector<int>* fds
       result = plugin_.connections(params);
     } else if (m == "set_connection_state") {
       result = plugin_.set_connection_state(params);
+    } else if (m == "complete_connect_request") {
+      result = plugin_.complete_connect_request(params);
     } else {
       return error_reply(id, kMethodNotFound, "unknown method '" + m + "'");
     }

@@ -25,6 +25,7 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "port.h"
 #include "vpf/matcher/packet_key.h"
@@ -43,6 +44,10 @@ struct HoldSlot {
   uint64_t deadline_ns = 0;  // CLOCK_MONOTONIC; UINT64_MAX: none
   uint32_t owner = 0;        // 0: the agent; else the deciding client channel's serial
   uint8_t expiry = 0;        // VerdictAction on expiry; 0: the plugin's expiry action
+  // A pended connect request (docs/connections.md): the connection the SYN opened, and
+  // its rule's decision (packed), settled allowed or blocked when the SYN is finished.
+  std::atomic<uint64_t> conn_id{0};  // 0: a captured packet (atomic: listings read it from any thread)
+  uint64_t conn_word = 0;
 };
 
 class HoldTable {
@@ -54,7 +59,8 @@ class HoldTable {
   // Producer.  Takes a free slot for `packet` and returns it with its capture id, or
   // nullptr if the next few slots are all busy (the caller applies the policy).
   HoldSlot* hold(ovs_packet* packet, Port* port, matcher::Direction dir, uint32_t len, uint64_t deadline_ns,
-                 uint64_t* capture_id, uint32_t owner = 0, uint8_t expiry = 0) {
+                 uint64_t* capture_id, uint32_t owner = 0, uint8_t expiry = 0, uint64_t conn_id = 0,
+                 uint64_t conn_word = 0) {
     for (uint32_t tries = 0; tries < 8; ++tries) {
       const uint32_t i = cursor_++ & (kSlots - 1);
       HoldSlot& s = slots_[i];
@@ -67,6 +73,8 @@ class HoldTable {
       s.deadline_ns = deadline_ns;
       s.owner = owner;
       s.expiry = expiry;
+      s.conn_id.store(conn_id, std::memory_order_relaxed);
+      s.conn_word = conn_word;
       held_.fetch_add(1, std::memory_order_relaxed);
       port->holds.fetch_add(1, std::memory_order_relaxed);
       s.state.store(kHeld, std::memory_order_release);
@@ -114,6 +122,23 @@ class HoldTable {
   template <class Fn>
   void claim_owned(uint32_t owner, Fn&& fn) {
     claim_where([&](const HoldSlot& s) { return s.owner == owner; }, fn);
+  }
+
+  // Control thread: the same for the held SYN of connection `conn_id`'s request.
+  template <class Fn>
+  void claim_request(uint64_t conn_id, Fn&& fn) {
+    claim_where([&](const HoldSlot& s) { return s.conn_id.load(std::memory_order_relaxed) == conn_id; }, fn);
+  }
+
+  // Any thread: appends the connections whose requests are held (a snapshot for listings:
+  // a slot may change as it is read).
+  void pending_requests(std::vector<uint64_t>* ids) const {
+    if (held_.load(std::memory_order_relaxed) == 0) return;
+    for (uint32_t i = 0; i < kSlots; ++i) {
+      const HoldSlot& s = slots_[i];
+      const uint64_t id = s.conn_id.load(std::memory_order_relaxed);
+      if (id && s.state.load(std::memory_order_acquire) == kHeld) ids->push_back(id);
+    }
   }
 
   // Control thread: the slot's packet is finished.

@@ -271,6 +271,7 @@ class Plugin::BatchRun {
       ++fpackets_;
       fbytes_ += len_[i];
     }
+    if (taken_ >> i & 1) return;  // held already (a pended connect request)
     bool drop = false;
     if (d.action == Action::Drop) {
       drop = true;
@@ -327,7 +328,7 @@ class Plugin::BatchRun {
   // raise a connect request.  Returns the matched packets.
   uint32_t govern(uint32_t matched, ConnTracking& ct) {
     uint64_t words[kHookBatch];
-    uint32_t no_open = 0, suspend = 0, indicate = 0;
+    uint32_t no_open = 0, suspend = 0, indicate = 0, pend = 0;
     // Only loaded where such rules exist (the shared pointer's load takes a lock).
     const auto acting = p_.conn_flags_any_.load(std::memory_order_acquire) ? p_.conn_flags_.load() : nullptr;
     for (uint32_t i = 0; i < n_; ++i) {
@@ -339,15 +340,18 @@ class Plugin::BatchRun {
         const uint32_t f = conn_flags_of(*acting, d.rule_id);
         suspend |= uint32_t((f & matcher::nf_flag::kSuspended) != 0) << i;
         indicate |= uint32_t((f & matcher::nf_flag::kIndicateConnectRequests) != 0) << i;
+        pend |= uint32_t((f & matcher::nf_flag::kPendConnectRequest) != 0) << i;
       }
     }
     conntrack::Governing gov[kHookBatch];
     Uninit<matcher::PacketKey, kHookBatch> keys;
+    Uninit<conntrack::Event, kHookBatch> requests;  // written for the pended SYNs only
     static thread_local std::vector<conntrack::Event> events;  // kept: no allocation per batch
     events.clear();
-    const ConnTracking::Followed f =
-        ct.follow(data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed), dir_, mono_ns(),
-                  conntrack::Tracker::Decisions{words, no_open, rules_gen_, suspend}, indicate, gov, keys.v, &events);
+    const ConnTracking::Followed f = ct.follow(
+        data_, len_, n_, uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed), dir_, mono_ns(),
+        conntrack::Tracker::Decisions{words, no_open, rules_gen_, suspend}, indicate & ~pend, pend, gov, keys.v,
+        &events, requests.v);
     const uint32_t replies = f.replies, suspended = f.suspended;
     for (const conntrack::Event& e : events) raise_connection_event(e, ct);
     uint32_t stale = 0;  // replies whose connection was decided under older rules
@@ -356,7 +360,9 @@ class Plugin::BatchRun {
       stale |= uint32_t(gov[i].gen < rules_gen_) << i;
     }
     if (stale) redecide(stale, keys.v, gov, ct);
-    for (uint32_t m = replies; m; m &= m - 1) {
+    // A reply takes its connection's decision; so does every packet of a connection whose
+    // decision is settled (a pended request: blocked until completed, then as completed).
+    for (uint32_t m = (replies | f.settled) & ~f.pended; m; m &= m - 1) {
       const uint32_t i = uint32_t(std::countr_zero(m));
       if (!gov[i].set) continue;
       const Decision& own = out_.v[i];
@@ -374,6 +380,20 @@ class Plugin::BatchRun {
       Decision& d = out_.v[std::countr_zero(m)];
       if (d.kind == RuleKind::Connection && (d.action == Action::Capture || d.action == Action::Notify))
         d.action = Action::Pass;
+    }
+    // The pended SYNs: held with their requests; one that cannot be held is decided now as
+    // an expired request would be, and its connection settled so.
+    for (uint32_t m = f.pended; m; m &= m - 1) {
+      const uint32_t i = uint32_t(std::countr_zero(m));
+      bool drop = false;
+      if (hold_connect_request(i, requests.v[i], ct, &drop)) {
+        taken_ |= 1u << i;
+        continue;
+      }
+      const uint64_t w = ConnTracking::with_action(requests.v[i].gov.word, drop ? Action::Drop : Action::Pass);
+      ct.settle_request(data_[i], len_[i], uint32_t(adapter_), port_->vm.load(std::memory_order_relaxed),
+                        requests.v[i].conn.id, w);
+      out_.v[i] = ConnTracking::unpack(w);
     }
     return matched;
   }
@@ -532,6 +552,68 @@ class Plugin::BatchRun {
                       : write_to_agent(*ring, channel::kConnection, e, data));
   }
 
+  // A pended connect request (docs/connections.md): the VM's SYN held as a capture is, and
+  // its request (the connection record, with the hold's capture id and deadline) sent to
+  // the instance of the rule, through its client's channel or the agent.  The completion
+  // is the verdict on that id (finish_hold settles the connection).  False if the SYN
+  // could not be held or the request not written: *drop then says what the SYN gets (what
+  // an expired request would: the client's expiry action, else the policy).
+  bool hold_connect_request(uint32_t i, const conntrack::Event& ev, ConnTracking& ct, bool* drop) {
+    const Decision g = ConnTracking::unpack(ev.gov.word);
+    const uint64_t key = RuleHits::key(g.kind, g.rule_id);
+    const Route* route = route_of(key);
+    ClientChannel* cc = route ? p_.clients_.channel(route->client) : nullptr;
+    *drop = cc ? cc->expiry() == VerdictAction::Drop : closed_;
+    if (stat_mode_) {  // statistics mode decides nothing: the connection goes on
+      *drop = false;
+      return false;
+    }
+    EventRing* ring = events_on_ ? take_ring() : nullptr;
+    if (!ring) {
+      ++lost_;
+      ct.count_event(false);
+      return false;
+    }
+    PacketEvent e{};
+    e.adapter = ev.conn.key.adapter;
+    e.direction = uint8_t(ev.conn.opened);
+    e.rule_kind = uint8_t(g.kind);
+    e.rule_id = g.rule_id;
+    e.orig_len = e.cap_len = sizeof(channel::ConnectionRecord);
+    e.timestamp_ns = now_real_;
+    e.deadline_ns = deadline_;
+    uint32_t owner = 0;
+    uint8_t expiry = 0;
+    if (cc) {
+      const uint64_t t = cc->timeout_ns.load(std::memory_order_relaxed);
+      if (t) e.deadline_ns = mono_ns() + t;
+      owner = cc->serial;
+      expiry = uint8_t(cc->expiry());
+    }
+    HoldSlot* hs = ring->holds->hold(b_->packets[i], port_, dir_, len_[i], e.deadline_ns, &e.capture_id, owner, expiry,
+                                     ev.conn.id, ev.gov.word);
+    if (!hs) {
+      p_.cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
+      ++lost_;
+      ct.count_event(false);
+      return false;
+    }
+    const channel::ConnectionRecord rec = ConnTracking::record_of(ev, mono_ns());
+    const auto* data = reinterpret_cast<const uint8_t*>(&rec);
+    const bool written = cc ? write_to_client(*cc, *route, *ring, channel::kConnection, e, data)
+                            : write_to_agent(*ring, channel::kConnection, e, data);
+    ct.count_event(written);
+    if (!written && ring->holds->unhold(hs)) {
+      ++lost_;
+      return false;
+    }
+    // Written (or, if not, already expired by the control thread, which settled it).
+    b_->verdicts[i] = OVS_PACKET_TAKEN;
+    ++events_;
+    held_any_ = true;
+    return true;
+  }
+
   bool write_to_agent(EventRing& ring, uint16_t type, const PacketEvent& e, const uint8_t* data) {
     const bool written = ring.ring.push(type, &e, sizeof e, data, e.cap_len);
     to_agent_ = to_agent_ || written;
@@ -577,6 +659,7 @@ class Plugin::BatchRun {
   ClientChannel* touched_[kHookBatch];
   uint32_t ntouched_ = 0;
   bool held_any_ = false;
+  uint32_t taken_ = 0;  // bit i: packet i is held already (govern: a pended connect request)
   uint64_t rules_gen_ = 0;  // of the snapshot classify() used (or an older one)
 };
 
@@ -785,6 +868,17 @@ void Plugin::finish_hold(HoldSlot& s, VerdictAction action, const uint8_t* data,
   Port& port = *s.port;
   const Direction dir = s.direction;
   const uint32_t orig_len = s.len;
+  if (const uint64_t conn = s.conn_id.load(std::memory_order_relaxed)) {
+    // A pended connect request: send means allow, drop block; the SYN is not rewritten.
+    if (action == VerdictAction::SendModified) {
+      cc_.bad_records.fetch_add(1, std::memory_order_relaxed);
+      action = expiry_of(s);
+    }
+    if (ConnTracking* ct = conns_.load(std::memory_order_acquire))
+      ct->settle_request(host_->packet_data(pkt), host_->packet_size(pkt), uint32_t(port.adapter.load()),
+                         port.vm.load(), conn,
+                         ConnTracking::with_action(s.conn_word, action == VerdictAction::Drop ? Action::Drop : Action::Pass));
+  }
   if (action == VerdictAction::SendModified) {
     ovs_packet* repl = host_->packet_replace(pkt, data, len);
     if (!repl) {  // length out of range: the packet is unchanged; refuse the verdict
@@ -1084,8 +1178,8 @@ void Plugin::change_rules(const std::vector<matcher::RuleRef>& removes, const st
     for (const auto& a : adds)
       if (a.rule.kind == matcher::RuleKind::Connection && (a.rule.nf_flags & kConnActing))
         throw matcher::RuleError(a.rule, "flags",
-                                 "suspended and indicate_connect_requests need connection tracking, which the plugin "
-                                 "runs without (conns=0)");
+                                 "suspended, indicate_connect_requests and pend_connect_request need connection "
+                                 "tracking, which the plugin runs without (conns=0)");
   set_scope(wide);
   try {
     classifier_.apply(removes, adds);

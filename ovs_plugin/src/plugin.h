@@ -127,6 +127,10 @@ class Plugin {
   nlohmann::json connections(const nlohmann::json& params) const;
   // The agent's "set_connection_state": {"id": N, "suspended": bool} -> {"found": bool}.
   nlohmann::json set_connection_state(const nlohmann::json& params);
+  // The agent's "complete_connect_request": {"id": N, "allow": bool} -> {"found": bool}:
+  // finishes the held SYN of connection N's pended request (sent on and the connection
+  // allowed, or dropped and the connection blocked), whoever it was sent to.  Control thread.
+  nlohmann::json complete_connect_request(const nlohmann::json& params);
 
   // ---- Agent (control thread).  Throw std::invalid_argument naming what is wrong. ----
   nlohmann::json attach(int pid);  // the agent said hello: start events
@@ -284,7 +288,7 @@ class Plugin {
   // suspended; indicate_connect_requests: a tcp_connect_request event for the VM's SYN),
   // as (id, flags), sorted by id; null when there are none.  Replaced by the rules' writer.
   using ConnFlags = std::vector<std::pair<uint32_t, uint32_t>>;
-  static constexpr uint32_t kConnActing = matcher::nf_flag::kSuspended | matcher::nf_flag::kIndicateConnectRequests;
+  static constexpr uint32_t kConnActing = matcher::nf_flag::kConnectionBuilt;
   std::atomic<std::shared_ptr<const ConnFlags>> conn_flags_;
   std::atomic<bool> conn_flags_any_{false};  // conn_flags_ is not null
   static uint32_t conn_flags_of(const ConnFlags& f, uint32_t rule_id);

@@ -7,6 +7,7 @@
 
 namespace vpf::plugin {
 
+using channel::VerdictAction;
 using nlohmann::json;
 
 std::string Plugin::conn_list(bool* ok) const {
@@ -32,7 +33,11 @@ json Plugin::connections(const json& params) const {
     id = params["id"].get<uint64_t>();
   }
   const ConnTracking* ct = conns_.load(std::memory_order_acquire);
-  return {{"tracking", conns_size_ != 0}, {"connections", ct ? ct->list_json(adapter, id, mono_ns()) : json::array()}};
+  if (!ct) return {{"tracking", conns_size_ != 0}, {"connections", json::array()}};
+  std::vector<uint64_t> pending;
+  for (const auto& r : rings_) r.holds->pending_requests(&pending);
+  std::sort(pending.begin(), pending.end());
+  return {{"tracking", conns_size_ != 0}, {"connections", ct->list_json(adapter, id, mono_ns(), pending)}};
 }
 
 void Plugin::update_conn_flags(const std::vector<matcher::RuleRef>& removes, const std::vector<matcher::RuleAdd>& adds) {
@@ -65,6 +70,23 @@ json Plugin::set_connection_state(const json& params) {
     throw std::invalid_argument("set_connection_state takes {\"id\": N (1 or more), \"suspended\": true|false}");
   ConnTracking* ct = conns_.load(std::memory_order_acquire);
   return {{"found", ct && ct->set_suspended(params["id"].get<uint64_t>(), params["suspended"].get<bool>())}};
+}
+
+json Plugin::complete_connect_request(const json& params) {
+  if (!params.is_object() || !params.contains("id") || !params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0 ||
+      !params.contains("allow") || !params["allow"].is_boolean())
+    throw std::invalid_argument("complete_connect_request takes {\"id\": N (1 or more), \"allow\": true|false}");
+  const uint64_t id = params["id"].get<uint64_t>();
+  const VerdictAction action = params["allow"].get<bool>() ? VerdictAction::Send : VerdictAction::Drop;
+  bool found = false;
+  for (auto& r : rings_)
+    r.holds->claim_request(id, [&](HoldSlot& s) {
+      finish_hold(s, action, nullptr, 0);
+      r.holds->release(&s);
+      found = true;
+    });
+  if (found) cc_.verdicts.fetch_add(1, std::memory_order_relaxed);
+  return {{"found", found}};
 }
 
 json Plugin::conn_stats() const {

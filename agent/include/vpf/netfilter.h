@@ -106,6 +106,11 @@ struct NfRule {
   unsigned char local_ip[16] = {}, local_mask[16] = {}, remote_ip[16] = {}, remote_mask[16] = {};
   unsigned long filtering_flag = 0;  // NF_ALLOW 0, NF_BLOCK 1, NF_FILTER 2, ...
 };
+// NF_RULE filtering flags a connect request is completed with (NfRule::filtering_flag has
+// them all).
+inline constexpr unsigned long kNfAllow = 0;
+inline constexpr unsigned long kNfBlock = 1;
+inline constexpr unsigned long kNfPendConnectRequest = 64;
 inline constexpr unsigned char kNfDirectionIn = 1;   // to the VM
 inline constexpr unsigned char kNfDirectionOut = 2;  // from the VM
 inline constexpr unsigned char kNfDirectionBoth = 3;
@@ -125,6 +130,7 @@ struct ConnectionInfo {
   uint64_t packets_sent = 0, bytes_sent = 0, packets_received = 0, bytes_received = 0;
   uint64_t age_ms = 0, idle_ms = 0;
   bool suspended = false;  // its packets raise no events of its connection rule (set_connection_state)
+  bool pending = false;    // its connect request waits to be completed (complete_tcp_connect_request)
 };
 
 // A connection as the agent's list_connections gives it (docs/protocol.md); throws
@@ -173,14 +179,22 @@ struct StatisticsEventParams {
 // with readonly (notified).  connection: as when the event was raised (state established
 // or closed for TCP, unreplied or closed for UDP, syn_sent for a connect request; idle_ms
 // 0).  A connect request (the reference's tcpConnectRequest) comes for the VM's SYN that
-// opens a TCP connection under a rule with indicate_connect_requests, whatever its action;
-// it informs (the SYN goes on as the rule decides).
+// opens a TCP connection under a rule with indicate_connect_requests, whatever its action
+// (it informs: the SYN goes on as the rule decides), or pend_connect_request: then the
+// SYN is held until the request is completed (request_id is not 0).  The handler
+// completes it by leaving filtering_flag kNfAllow (the SYN goes on, the connection is
+// allowed) or setting kNfBlock (the SYN is dropped, the connection blocked), or leaves it
+// pending with kNfPendConnectRequest, to complete it later with
+// complete_tcp_connect_request.  Without a handler, or past the instance's timeout, it
+// gets what an expired capture gets (DenyExpiredRequests: blocked; else allowed).
 inline constexpr int kTcpConnected = 1, kTcpClosed = 2, kUdpCreated = 3, kUdpClosed = 4, kTcpConnectRequest = 5;
 struct ConnectionEventParams {
   int event = 0;  // kTcpConnected, kTcpClosed, kUdpCreated, kUdpClosed, kTcpConnectRequest
   ConnectionInfo connection;
   uint32_t rule_id = 0;  // the governing connection rule
   std::chrono::system_clock::time_point timestamp;
+  uint64_t request_id = 0;               // a pended connect request's (0: nothing to complete)
+  unsigned long filtering_flag = kNfAllow;  // a pended request's completion (above)
 };
 // The connection event an event frame of type kConnection carries with its data; false
 // (and nothing written) for anything else or data of the wrong size.
@@ -294,6 +308,15 @@ class NetFilter {
   // The reference's nf_tcpSetConnectionState / nf_udpSetConnectionState: suspends or
   // resumes the events of the connection's packets.  kErrorNotFound when it is not there.
   bool set_connection_state(uint64_t id, bool suspended);
+  // The reference's nf_completeTCPConnectRequest: completes a pended connect request that
+  // this client's handler left pending (ConnectionEventParams::request_id), allowing
+  // (kNfAllow) or blocking (kNfBlock) its connection.  kErrorNotFound when it is not
+  // pending here (completed, expired, or never sent to this client), kErrorInvalidParameter
+  // for another flag.  Any thread.
+  bool complete_tcp_connect_request(uint64_t request_id, unsigned long filtering_flag);
+  // Completes connection `id`'s pended request whoever it was sent to (vpfctl conn
+  // complete, the console): kErrorNotFound when it has none pending.
+  bool complete_connection_request(uint64_t id, unsigned long filtering_flag);
 
   // ---- events ----
   std::function<void(AdapterEventParams&)> on_adapter_added, on_adapter_removed;

@@ -76,11 +76,18 @@ enum EventFlags : uint8_t {
   kFromChannel = 0x80,  // never on the wire: the client library marks events read from its channel
 };
 
+// True for an event whose packet waits for the client's verdict: a captured packet, or a
+// pended connect request (a connection event with an id; docs/connections.md), whose
+// verdict completes it: kSend allows the connection, kDrop blocks it.
+inline bool awaits_verdict(uint8_t type, uint64_t event_id) {
+  return type == kCapture || (type == kConnection && event_id != 0);
+}
+
 // DLT values of the seed's packet_type (every event carries an Ethernet frame today).
 inline constexpr uint8_t kDltEthernet = 1;
 
 struct EventFrame {
-  uint64_t event_id;      // kCapture: names the packet in the verdict; kNotify: 0
+  uint64_t event_id;      // names the packet in the verdict (awaits_verdict); else 0
   uint64_t timestamp_ns;  // CLOCK_REALTIME, when the datapath saw the packet
   uint32_t adapter;
   uint8_t direction;      // 0 outgoing (from the VM), 1 incoming (to the VM)
@@ -106,8 +113,7 @@ template <class Ev>
 EventFrame event_frame_of(const Ev& ev, uint32_t rule_id, uint8_t rule_kind) {
   EventFrame e{};
   e.type = uint8_t(ev.h.type);
-  const bool capture = e.type == kCapture;
-  e.event_id = capture ? ev.capture_id : 0;
+  e.event_id = e.type == kCapture || e.type == kConnection ? ev.capture_id : 0;
   e.timestamp_ns = ev.timestamp_ns;
   e.adapter = ev.adapter;
   e.direction = ev.direction;

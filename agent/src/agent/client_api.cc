@@ -218,6 +218,8 @@ const std::vector<ClientApi::Method>& ClientApi::methods() {
        [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.connections(p, true), nullptr); }},
       {"set_connection_state", A::Client, "{id, suspended}",
        [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.set_connection_state(p), nullptr); }},
+      {"complete_connect_request", A::Client, "{id, verdict: allow|block}",
+       [](ClientApi& a, Session&, const json& p, const Reply& r) { r(a.complete_connect_request(p), nullptr); }},
       {"install", A::Root, "{guid, altitude?, allowed_controllers?, force_app_permission_check?}",
        [](ClientApi& a, Session&, const json& p, const Reply& r) { a.install(p, r); }},
       {"uninstall", A::Root, "{guid}", [](ClientApi& a, Session&, const json& p, const Reply& r) { a.uninstall(p, r); }},
@@ -690,6 +692,20 @@ json ClientApi::set_connection_state(const json& params) {
   const json got = a_.link().plugin()->call("set_connection_state", {{"id", params["id"]}, {"suspended", params["suspended"]}});
   if (!got.value("found", false))
     throw ApiError(rpc::kInvalidParams, kErrorNotFound, "no connection with id " + params["id"].dump());
+  return {{"ok", true}};
+}
+
+json ClientApi::complete_connect_request(const json& params) {
+  if (!params.contains("id") || !params["id"].is_number_unsigned() || params["id"].get<uint64_t>() == 0)
+    throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'id' must be a connection id (1 or more)");
+  if (!params.contains("verdict") || (params["verdict"] != "allow" && params["verdict"] != "block"))
+    throw ApiError(rpc::kInvalidParams, kErrorInvalidParameter, "'verdict' must be \"allow\" or \"block\"");
+  if (!a_.link().plugin()) throw ApiError(rpc::kRefused, kErrorNotReady, "the plugin is not attached");
+  const json got =
+      a_.link().plugin()->call("complete_connect_request", {{"id", params["id"]}, {"allow", params["verdict"] == "allow"}});
+  if (!got.value("found", false))
+    throw ApiError(rpc::kInvalidParams, kErrorNotFound,
+                   "connection " + params["id"].dump() + " has no connect request waiting (completed, expired, or none)");
   return {{"ok", true}};
 }
 

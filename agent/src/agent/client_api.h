@@ -71,6 +71,9 @@ class ClientApi {
   // set_connection_state ({id, suspended}): a connection's packets raise no events of its
   // connection rule while suspended.
   nlohmann::json set_connection_state(const nlohmann::json& params);
+  // complete_connect_request ({id, verdict: allow|block}): completes connection id's pended
+  // connect request, whichever client it was sent to.
+  nlohmann::json complete_connect_request(const nlohmann::json& params);
   void install(const nlohmann::json& params, const Reply& reply);
   void uninstall(const nlohmann::json& params, const Reply& reply);
   nlohmann::json driver_status(const nlohmann::json& params) const;

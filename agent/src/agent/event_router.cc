@@ -132,7 +132,7 @@ void EventRouter::route(std::vector<std::string> batch) {
     channel::PacketEvent ev;
     std::memcpy(&ev, raw.data(), sizeof ev);
     const uint8_t* data = reinterpret_cast<const uint8_t*>(raw.data()) + sizeof ev;
-    const bool capture = ev.h.type == channel::kCapture;
+    const bool capture = protocol::awaits_verdict(uint8_t(ev.h.type), ev.capture_id);  // also a pended request
     const auto origin = origins_.find(ev.rule_id);
     if (origin == origins_.end()) {  // cannot happen while ids are never reused; be safe
       ++events_unrouted_;
@@ -148,8 +148,8 @@ void EventRouter::route(std::vector<std::string> batch) {
     const bool taken = mirrored ? owner != nullptr : owner && owner->send_event(event_frame(e, data));
     const Instance& inst = a_.store().instances().count(o.instance) ? a_.store().instances().at(o.instance) : a_.store().instances().at(kDefaultInstance);
     if (inst.logging)  // LoggingEnabled: one line per event of the instance
-      log("instance " + o.instance + ": " + (capture                                  ? "capture " + std::to_string(ev.capture_id)
-           : ev.h.type == channel::kConnection ? std::string("connection event")
+      log("instance " + o.instance + ": " + (ev.h.type == channel::kConnection ? std::string("connection event")
+           : capture                                  ? "capture " + std::to_string(ev.capture_id)
                                                : std::string("notify")) +
           " adapter " + std::to_string(ev.adapter) + (ev.direction ? " in" : " out") + " rule " +
           std::to_string(o.rule_id) + " " + std::to_string(ev.orig_len) + " bytes -> " +

@@ -34,6 +34,7 @@ ConnectionInfo connection_of(const json& j) {
     c.age_ms = j.at("age_ms").get<uint64_t>();
     c.idle_ms = j.at("idle_ms").get<uint64_t>();
     c.suspended = j.value("suspended", false);
+    c.pending = j.value("pending", false);
     return c;
   } catch (const json::exception& e) {
     throw NetFilterError(kErrorInvalidParameter, std::string("not a connection: ") + e.what());
@@ -86,6 +87,10 @@ bool connection_event_of(const protocol::EventFrame& f, std::span<const uint8_t>
   c.packets_received = r.packets[1 - sent];
   c.bytes_received = r.bytes[1 - sent];
   c.age_ms = r.age_ns / 1000000;
+  if (r.event == uint8_t(K::TcpConnectRequest) && f.event_id) {  // pended: its SYN is held
+    e.request_id = f.event_id;
+    c.pending = true;
+  }
   *out = std::move(e);
   return true;
 }

@@ -246,7 +246,7 @@ struct NetFilter::Impl {
   static constexpr size_t kNotifyBatch = 64;
   std::vector<std::pair<proto::EventFrame, std::vector<uint8_t>>> notify_batch;  // reader thread only
   void on_event(const proto::EventFrame& f, std::vector<uint8_t> data) {
-    if (f.type != proto::kCapture || (f.flags & proto::kMonitorCopy)) {
+    if (!proto::awaits_verdict(f.type, f.event_id) || (f.flags & proto::kMonitorCopy)) {
       notify_batch.emplace_back(f, std::move(data));
       if (notify_batch.size() >= kNotifyBatch) flush_notify();
       return;
@@ -268,7 +268,7 @@ struct NetFilter::Impl {
   // channel.
   std::vector<std::pair<proto::EventFrame, std::vector<uint8_t>>> direct_batch;  // the reading thread only
   void on_direct_event(DirectChannel& ch, const proto::EventFrame& f, std::vector<uint8_t> data) {
-    if (f.type != proto::kCapture) {
+    if (!proto::awaits_verdict(f.type, f.event_id)) {
       direct_batch.emplace_back(f, std::move(data));
       if (direct_batch.size() >= kNotifyBatch) flush(direct_batch);
       return;
@@ -331,25 +331,77 @@ struct NetFilter::Impl {
     if (ch) ch->drain();
   }
 
-  // A connection event: to its handler (none set: nothing to do).
-  void fire_connection(const proto::EventFrame& f, const std::vector<uint8_t>& data) {
+  // A connection event: to its handler (none set: nothing to do).  A pended connect
+  // request (not a monitor's copy) ends in its completion: the handler's filtering flag,
+  // or later by complete_tcp_connect_request.
+  void fire_connection(const proto::EventFrame& f, const std::vector<uint8_t>& data, DirectChannel* via) {
     ConnectionEventParams e;
-    if (!connection_event_of(f, data, &e)) return fire_error(kErrorInvalidParameter, "a connection event that cannot be read");
+    if (!connection_event_of(f, data, &e)) {
+      if (proto::awaits_verdict(f.type, f.event_id) && !(f.flags & proto::kMonitorCopy)) complete(f.event_id, via, !deny_expired);
+      return fire_error(kErrorInvalidParameter, "a connection event that cannot be read");
+    }
+    const bool pended = e.request_id && !(f.flags & proto::kMonitorCopy);
+    if (!pended) e.request_id = 0;
     auto& handler = e.event == kTcpConnected   ? nf.on_tcp_connected
                     : e.event == kTcpClosed    ? nf.on_tcp_closed
                     : e.event == kUdpCreated   ? nf.on_udp_created
                     : e.event == kUdpClosed    ? nf.on_udp_closed
                                                : nf.on_tcp_connect_request;
-    if (!handler) return;
+    if (!handler) {
+      if (pended) complete(e.request_id, via, !deny_expired);  // as if it had expired
+      return;
+    }
+    if (pended) {  // completable by complete_tcp_connect_request from the handler on
+      std::lock_guard l(requests_mu);
+      requests[e.request_id] = via ? via->shared_from_this() : nullptr;
+    }
     try {
       handler(e);
     } catch (const std::exception& ex) {
       fire_error(kErrorInvalidParameter, std::string("connection event handler: ") + ex.what());
+      e.filtering_flag = deny_expired ? kNfBlock : kNfAllow;
+    }
+    if (!pended || e.filtering_flag == kNfPendConnectRequest) return;
+    if (e.filtering_flag != kNfAllow && e.filtering_flag != kNfBlock) {
+      fire_error(kErrorInvalidParameter, "on_tcp_connect_request: filtering_flag " + std::to_string(e.filtering_flag) +
+                                             " is not NF_ALLOW (0), NF_BLOCK (1) or NF_PEND_CONNECT_REQUEST (64)");
+      e.filtering_flag = deny_expired ? kNfBlock : kNfAllow;
+    }
+    if (take_request(e.request_id)) complete(e.request_id, via, e.filtering_flag == kNfAllow);
+  }
+
+  // The pended requests this client may still complete: request id -> the channel it came
+  // through (null: the agent).
+  std::mutex requests_mu;
+  std::map<uint64_t, std::shared_ptr<DirectChannel>> requests;
+  // Removes a pended request; false if it is not there (completed already).
+  bool take_request(uint64_t id, std::shared_ptr<DirectChannel>* via = nullptr) {
+    std::lock_guard l(requests_mu);
+    const auto it = requests.find(id);
+    if (it == requests.end()) return false;
+    if (via) *via = it->second;
+    requests.erase(it);
+    return true;
+  }
+  // The verdict that completes a pended request: send allows the connection, drop blocks it.
+  void complete(uint64_t id, DirectChannel* via, bool allow) { send_verdict(id, allow ? kPacketActionSend : kPacketActionDrop, {}, via); }
+
+  void send_verdict(uint64_t id, uint8_t action, std::span<const uint8_t> out, DirectChannel* via) {
+    try {
+      if (via) {
+        if (!via->verdict(id, action, out))
+          fire_error(kErrorNotReady, "verdict for event " + std::to_string(id) +
+                                         ": the plugin's verdict ring stayed full; the packet gets its expiry verdict");
+      } else if (conn) {
+        conn->verdict(id, action, out);
+      }
+    } catch (const NetFilterError& ex) {
+      fire_error(ex.code(), ex.what());
     }
   }
 
   void fire_packet(const proto::EventFrame& f, std::vector<uint8_t> data, DirectChannel* via = nullptr) {
-    if (f.type == proto::kConnection) return fire_connection(f, data);
+    if (f.type == proto::kConnection) return fire_connection(f, data, via);
     const auto ts = std::chrono::system_clock::time_point(std::chrono::milliseconds(f.timestamp_ns / 1000000));
     const int64_t sub_ns = int64_t(f.timestamp_ns % 1000000);
     if (f.type == proto::kNotify || (f.flags & proto::kMonitorCopy)) {
@@ -408,17 +460,7 @@ struct NetFilter::Impl {
     }
     const auto out = action == kPacketActionSendModified ? std::span<const uint8_t>(buf.data(), size_t(data_size))
                                                          : std::span<const uint8_t>();
-    try {
-      if (via) {
-        if (!via->verdict(f.event_id, action, out))
-          fire_error(kErrorNotReady, "verdict for event " + std::to_string(f.event_id) +
-                                         ": the plugin's verdict ring stayed full; the packet gets its expiry verdict");
-      } else if (conn) {
-        conn->verdict(f.event_id, action, out);
-      }
-    } catch (const NetFilterError& ex) {
-      fire_error(ex.code(), ex.what());
-    }
+    send_verdict(f.event_id, action, out, via);
   }
 
   // From a rule object, as list_rules returns it or as rule_json() builds it (numbers for
@@ -765,6 +807,27 @@ ConnectionInfo NetFilter::get_connection(uint64_t id) {
 bool NetFilter::set_connection_state(uint64_t id, bool suspended) {
   if (id == 0) throw NetFilterError(kErrorInvalidParameter, "set_connection_state: connection ids start at 1");
   d_->call_once("set_connection_state", {{"id", id}, {"suspended", suspended}});
+  return true;
+}
+
+bool NetFilter::complete_tcp_connect_request(uint64_t request_id, unsigned long filtering_flag) {
+  if (filtering_flag != kNfAllow && filtering_flag != kNfBlock)
+    throw NetFilterError(kErrorInvalidParameter, "complete_tcp_connect_request: filtering_flag " +
+                                                     std::to_string(filtering_flag) + " is not NF_ALLOW (0) or NF_BLOCK (1)");
+  std::shared_ptr<DirectChannel> via;
+  if (!d_->take_request(request_id, &via))
+    throw NetFilterError(kErrorNotFound, "complete_tcp_connect_request: request " + std::to_string(request_id) +
+                                             " is not pending here (completed, expired, or never sent to this client)");
+  d_->complete(request_id, via.get(), filtering_flag == kNfAllow);
+  return true;
+}
+
+bool NetFilter::complete_connection_request(uint64_t id, unsigned long filtering_flag) {
+  if (id == 0) throw NetFilterError(kErrorInvalidParameter, "complete_connection_request: connection ids start at 1");
+  if (filtering_flag != kNfAllow && filtering_flag != kNfBlock)
+    throw NetFilterError(kErrorInvalidParameter, "complete_connection_request: filtering_flag " +
+                                                     std::to_string(filtering_flag) + " is not NF_ALLOW (0) or NF_BLOCK (1)");
+  d_->call_once("complete_connect_request", {{"id", id}, {"verdict", filtering_flag == kNfAllow ? "allow" : "block"}});
   return true;
 }
 

@@ -1,5 +1,6 @@
 // vpfctl conn: the connections the plugin follows (docs/connections.md, docs/vpfctl.md).
 #include <boost/program_options.hpp>
+#include <algorithm>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <string>
@@ -28,7 +29,7 @@ void print_table(const json& conns) {
                 c["state"].get<std::string>().c_str(), c["packets_sent"].get<unsigned long>(),
                 c["bytes_sent"].get<unsigned long>(), c["packets_received"].get<unsigned long>(),
                 c["bytes_received"].get<unsigned long>(), c["idle_ms"].get<unsigned long>(),
-                c.value("suspended", false) ? " suspended" : "");
+                c.value("suspended", false) ? " suspended" : c.value("pending", false) ? " pending" : "");
 }
 
 int conn_list(const std::vector<std::string>& args) {
@@ -84,38 +85,61 @@ int conn_show(const std::vector<std::string>& args) {
   });
 }
 
-int conn_set_state(const std::vector<std::string>& args) {
-  po::options_description opts(
-      "vpfctl conn set-state ID suspended|resumed [options]\n\nWhile suspended, the connection's packets raise no "
-      "events of its connection rule\n(they pass); connection events go on.\n\noptions");
+// `vpfctl conn NAME ID WORD`: one call of the agent's `method` about connection ID, WORD one
+// of `words`, its parameters made by params(id, word).
+int conn_word_command(const std::vector<std::string>& args, const std::string& name, const std::string& usage,
+                      const std::vector<std::string>& words, const char* method,
+                      json (*params)(int64_t id, const std::string& word)) {
+  po::options_description opts(usage);
   int64_t id = 0;
-  std::string state;
+  std::string word, choices;
+  for (const auto& w : words) choices += (choices.empty() ? "" : " or ") + w;
   opts.add_options()("id", po::value(&id)->required(), "the connection's id")
-      ("state", po::value(&state)->required(), "suspended or resumed");
+      ("word", po::value(&word)->required(), choices.c_str());
   po::positional_options_description pos;
-  pos.add("id", 1).add("state", 1);
+  pos.add("id", 1).add("word", 1);
   po::variables_map vm;
   Common c;
-  if (auto r = parse("conn set-state", opts, args, vm, &c, false, false, &pos)) return *r;
+  if (auto r = parse(name.c_str(), opts, args, vm, &c, false, false, &pos)) return *r;
   if (id <= 0) {
-    std::fprintf(stderr, "vpfctl conn set-state: ID: connection ids start at 1\n");
+    std::fprintf(stderr, "vpfctl %s: ID: connection ids start at 1\n", name.c_str());
     return kExitUsage;
   }
-  if (state != "suspended" && state != "resumed") {
-    std::fprintf(stderr, "vpfctl conn set-state: '%s' is not suspended or resumed\n", state.c_str());
+  if (std::find(words.begin(), words.end(), word) == words.end()) {
+    std::fprintf(stderr, "vpfctl %s: '%s' is not %s\n", name.c_str(), word.c_str(), choices.c_str());
     return kExitUsage;
   }
   return guarded([&] {
-    auto a = connect("conn set-state", c);
-    call("conn set-state", *a, "set_connection_state", {{"id", id}, {"suspended", state == "suspended"}});
+    auto a = connect(name.c_str(), c);
+    call(name.c_str(), *a, method, params(id, word));
     return kExitOk;
   });
+}
+
+int conn_set_state(const std::vector<std::string>& args) {
+  return conn_word_command(
+      args, "conn set-state",
+      "vpfctl conn set-state ID suspended|resumed [options]\n\nWhile suspended, the connection's packets raise no "
+      "events of its connection rule\n(they pass); connection events go on.\n\noptions",
+      {"suspended", "resumed"}, "set_connection_state",
+      [](int64_t id, const std::string& w) { return json{{"id", id}, {"suspended", w == "suspended"}}; });
+}
+
+int conn_complete(const std::vector<std::string>& args) {
+  return conn_word_command(
+      args, "conn complete",
+      "vpfctl conn complete ID allow|block [options]\n\nCompletes the connection's pended connect request (a rule "
+      "with\npend_connect_request holds the VM's SYN until then), whichever client it\nwas sent to: allow sends the "
+      "SYN on and lets the connection through, block\ndrops it and blocks the connection.\n\noptions",
+      {"allow", "block"}, "complete_connect_request",
+      [](int64_t id, const std::string& w) { return json{{"id", id}, {"verdict", w}}; });
 }
 
 const Command kConnCommands[] = {
     {"list", "the connections followed, by id", conn_list},
     {"show", "one connection, field by field", conn_show},
     {"set-state", "suspend or resume a connection's events", conn_set_state},
+    {"complete", "allow or block a pended connect request", conn_complete},
 };
 
 }  // namespace

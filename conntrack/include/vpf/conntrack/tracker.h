@@ -104,6 +104,10 @@ struct Governing {
   bool set = false;
 };
 inline constexpr uint64_t kNoWord = ~uint64_t(0);  // a packet that brings no decision
+// The generation of a decision the application settled for one connection (a connect
+// request it pended, then completed): newer than every generation of the rules, so no
+// rule change decides the connection again.
+inline constexpr uint64_t kSettledGen = ~uint64_t(0);
 
 struct Observed {
   Verdict verdict = Verdict::Untracked;
@@ -171,6 +175,7 @@ class Tracker {
     uint32_t no_open = 0;
     uint64_t gen = 0;
     uint32_t suspend = 0;  // bit i: a connection packet i opens starts suspended
+    uint32_t settle = 0;   // bit i: a connection packet i opens keeps its word with kSettledGen
   };
   void track_batch(const matcher::PacketKey* const* keys, const uint8_t* const* frames, const uint32_t* frame_lens,
                    uint32_t n, uint64_t now_ns, const Decisions& d, Observed* out, ConnInfo* events = nullptr);
@@ -180,6 +185,11 @@ class Tracker {
   // key turned round, before its opener sent again).  Returns the connection's decision
   // (set: false when the packet has no connection).
   Governing redecide(const matcher::PacketKey& k, uint64_t word, uint64_t gen);
+
+  // Gives the connection of packet `k`, if its id is `id`, the decision `word` for good
+  // (generation kSettledGen: no rule change decides it again).  False if that connection
+  // is not in the table (closed and gone, or its key now names a newer one).
+  bool settle(const matcher::PacketKey& k, uint64_t id, uint64_t word);
 
   // Suspends or resumes the connection of id `id` (ConnInfo::suspended); false if there is
   // none.  Walks the table: a control-plane call.
@@ -208,7 +218,9 @@ class Tracker {
   // Fills *p; false (with *o set) if the packet is not tracked or invalid.
   bool prepare(const matcher::PacketKey& k, const uint8_t* frame, uint32_t frame_len, Prepared* p, Observed* o);
   Stripe& stripe_of(uint64_t h) const;
-  Observed apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, bool suspend,
+  // `opening`: what a connection the packet opens starts with (kOpen* bits).
+  static constexpr uint8_t kOpenSuspended = 1, kOpenSettled = 2;
+  Observed apply(const Prepared& p, uint64_t now_ns, uint64_t word, bool may_open, uint64_t gen, uint8_t opening,
                  ConnInfo* event_conn);
   Limits limits_;
   Timeouts timeouts_;

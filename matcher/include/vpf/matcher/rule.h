@@ -60,11 +60,12 @@ inline constexpr uint32_t kReadonly = 256;
 inline constexpr uint32_t kControlFlow = 512;
 inline constexpr uint32_t kRedirect = 1024;
 inline constexpr uint32_t kBypassIpPackets = 2048;
-// Flags that act on connections, not packets (all but kSuspended and kIndicateConnectRequests
-// refused: docs/connections.md).
+// Flags that act on connections, not packets, and those of them the datapath does (the
+// rest are refused: docs/connections.md).
 inline constexpr uint32_t kConnectionLevel = kSuspended | kOffline | kIndicateConnectRequests |
                                              kDisableRedirectProtection | kPendConnectRequest |
                                              kControlFlow | kRedirect;
+inline constexpr uint32_t kConnectionBuilt = kSuspended | kIndicateConnectRequests | kPendConnectRequest;
 }  // namespace nf_flag
 
 // An IPv4 or IPv6 address as four host-order words (IPv4 in word 0), see packet_key.h.
