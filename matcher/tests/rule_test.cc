@@ -1,5 +1,8 @@
 #include <gtest/gtest.h>
 
+#include <chrono>
+
+#include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rule.h"
 
 using namespace vpf::matcher;
@@ -113,4 +116,21 @@ TEST(Rule, ParsePrefix) {
   EXPECT_THROW(parse_prefix("10.1.2.3/33", &fam, &a, &m), std::invalid_argument);
   EXPECT_THROW(parse_prefix("not-an-ip", &fam, &a, &m), std::invalid_argument);
   EXPECT_THROW(parse_prefix("10.0.0.0/x", &fam, &a, &m), std::invalid_argument);
+}
+
+// A host name in a BPF expression is looked up in /etc/hosts only: localhost compiles; an
+// unknown name is refused at once, saying why, without asking DNS (which could take
+// seconds and sends queries off the host).
+TEST(Rule, BpfHostNamesAreNotAskedOfDns) {
+  EXPECT_FALSE(vpf::matcher::compile_bpf("host localhost").empty());
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string err;
+  try {
+    vpf::matcher::compile_bpf("udp and dst no-such-host-vportfilter");
+  } catch (const vpf::matcher::BpfError& e) {
+    err = e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(500));
+  EXPECT_NE(err.find("unknown host 'no-such-host-vportfilter'"), std::string::npos) << err;
+  EXPECT_NE(err.find("never in DNS"), std::string::npos) << err;
 }

@@ -22,6 +22,7 @@
 #include "vpf/capture_file.h"
 #include "vpf/limits.h"
 #include "vpf/matcher/bpf.h"
+#include "vpf/matcher/bpf.h"
 #include "vpf/matcher/rules_json.h"
 #include "vpf/run_program.h"
 
@@ -423,8 +424,9 @@ struct Selection {
     for (const auto& w : words) bpf += (bpf.empty() ? "" : " ") + w;
     if (bpf.empty()) return "";
     pcap_t* dead = pcap_open_dead(DLT_EN10MB, int(vpf::kMaxSnaplen));
+    const vpf::matcher::LocalNamesOnly local;
     if (pcap_compile(dead, &prog, bpf.c_str(), 1, PCAP_NETMASK_UNKNOWN) != 0) {
-      const std::string err = pcap_geterr(dead);
+      const std::string err = vpf::matcher::LocalNamesOnly::explain(pcap_geterr(dead));
       pcap_close(dead);
       return "filter expression: " + err;
     }

@@ -2,7 +2,10 @@
 //
 // Compile: compile_bpf() hands the expression to libpcap's own compiler
 // (pcap_open_dead(DLT_EN10MB, vpf::kMaxSnaplen) + pcap_compile, optimizer on), so the language and
-// its meaning are exactly libpcap's, and so are its error messages.
+// its meaning are exactly libpcap's, and so are its error messages — with one exception:
+// names libpcap would look up (`host NAME`, a bare NAME) are looked up in /etc/hosts only,
+// never in DNS (a lookup sends queries off the host and can block for seconds, and a rule
+// must not change with a DNS answer); an unknown name is refused, saying so.
 //
 // Lower: lower_bpf() symbolically executes the compiled program.  Every path from the
 // entry to a non-zero `ret` becomes one conjunction of tests "(load & mask) in [lo, hi]",
@@ -47,6 +50,21 @@ class BpfError : public std::runtime_error {
 
 // Compiles `expr` for Ethernet frames.  Throws BpfError with libpcap's text.
 std::vector<bpf_insn> compile_bpf(const std::string& expr);
+
+// While it lives, this thread's resolver has no name servers: host names resolve from
+// /etc/hosts (and the other local sources of nsswitch.conf) only.  For every pcap_compile.
+class LocalNamesOnly {
+ public:
+  LocalNamesOnly();
+  ~LocalNamesOnly();
+  LocalNamesOnly(const LocalNamesOnly&) = delete;
+  LocalNamesOnly& operator=(const LocalNamesOnly&) = delete;
+  // libpcap's error text, with why an unknown host was not asked for.
+  static std::string explain(const std::string& pcap_error);
+
+ private:
+  int saved_ = -1;
+};
 
 // A packet load made by a program.
 struct BpfLoad {
