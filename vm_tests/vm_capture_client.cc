@@ -14,10 +14,14 @@
 // twice into the send buffer ("buffered"), SECONDS later flush_send_buffer ("flushed"),
 // then 3 times at once with num_times, and once with insert_incoming_packet into
 // INSERT_ADAPTER's VM ("sent").
+// With "pend PORT allow|block|hold" it adds an NF_RULE pending the VM's TCP connections to
+// PORT (NF_PEND_CONNECT_REQUEST) and completes each request so ("request ID allow|block|
+// hold" per request; hold: left pending, for vpfctl conn complete).
 // usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold |
-//                                                inject HEX INSERT_ADAPTER]
+//                                                inject HEX INSERT_ADAPTER | pend PORT allow|block|hold]
 //        (prints "ready", then a line per event)
 #include <arpa/inet.h>
+#include <netinet/in.h>
 
 #include <chrono>
 #include <cstdio>
@@ -66,10 +70,11 @@ int main(int argc, char** argv) {
                      (std::strcmp(argv[6], "send") == 0 || std::strcmp(argv[6], "drop") == 0 ||
                       std::strcmp(argv[6], "hold") == 0);
   const bool inject = argc == 7 && std::strcmp(argv[4], "inject") == 0;
-  if (argc < 4 || (argc > 4 && !stat && !fixed && !inject)) {
+  const bool pend = argc == 7 && std::strcmp(argv[4], "pend") == 0;
+  if (argc < 4 || (argc > 4 && !stat && !fixed && !inject && !pend)) {
     std::fprintf(stderr,
                  "usage: vm_capture_client GUID ADAPTER SECONDS [stat | capture EXPR send|drop|hold | inject HEX "
-                 "INSERT_ADAPTER]\n");
+                 "INSERT_ADAPTER | pend PORT allow|block|hold]\n");
     return 2;
   }
   try {
@@ -89,6 +94,28 @@ int main(int argc, char** argv) {
       nf.send_packet(adapter, frame, 3, false);
       nf.insert_incoming_packet(std::atoi(argv[6]), frame);
       std::printf("sent\n");
+      return 0;
+    }
+    if (pend) {
+      const std::string how = argv[6];
+      nf.on_tcp_connect_request = [how](vpf::ConnectionEventParams& e) {
+        e.filtering_flag = how == "allow" ? vpf::kNfAllow : how == "block" ? vpf::kNfBlock : vpf::kNfPendConnectRequest;
+        std::printf("request %llu %s\n", static_cast<unsigned long long>(e.connection.id), how.c_str());
+        std::fflush(stdout);
+      };
+      nf.nf_delete_rules();
+      vpf::NfRule r;
+      r.protocol = IPPROTO_TCP;
+      r.direction = vpf::kNfDirectionOut;
+      r.remote_port = htons(uint16_t(std::atoi(argv[5])));
+      r.filtering_flag = vpf::kNfAllow | vpf::kNfPendConnectRequest;
+      nf.nf_add_rule(r, true);
+      nf.start_filter(0);
+      std::printf("ready\n");
+      std::fflush(stdout);
+      std::this_thread::sleep_for(std::chrono::seconds(std::atoi(argv[3])));
+      nf.stop_filter();
+      nf.nf_delete_rules();
       return 0;
     }
     const bool drop_all = fixed && std::strcmp(argv[6], "drop") == 0;

@@ -5,13 +5,15 @@
 # server's port; a connection rule allowing VM1's connections to it lets their replies in
 # (reflexive allow), and without it the same connection fails.  The connection's counters
 # equal what the VMs sent (tcpdump in VM2), a suspended connection's packets raise no
-# notify events, a connection rule removed while a connection is open stops its replies.
-# usage: vm_connections_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl
+# notify events, a connection rule removed while a connection is open stops its replies,
+# and pended connect requests (a vpf::NetFilter application, vm_capture_client) completed
+# allow, block, or left pending and completed by hand with vpfctl conn complete.
+# usage: vm_connections_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vm_capture_client
 set -u
 if [ "$(id -u)" != 0 ] || ! ip netns list >/dev/null 2>&1; then
   echo "SKIP: needs root and network namespaces"; exit 77
 fi
-export B="$1" PLUGIN="$2" AGENT="$3" VPFCTL="$4"
+export B="$1" PLUGIN="$2" AGENT="$3" VPFCTL="$4" client="$5"
 source "$(dirname "$0")/lib/vmenv.sh"
 vm_env_start 2 || { echo "FAIL: could not start the switch and the VMs"; exit 1; }
 ip2=$(vm_ip 2) ip6_2=$(vm_ip6 2)
@@ -22,12 +24,13 @@ vmx 1 ping -6 -c 1 -W 2 "$ip6_2" >/dev/null
 
 # An upper-casing TCP server and a UDP echo server in VM2, on both address families; they
 # live as long as the test (killed with the VMs' namespaces).
-for fam in 4 6; do
+for fam in 4 6 8090; do
+  port=8080; [ $fam = 8090 ] && { port=8090; fam=4; }
   vmx 2 python3 -c "
 import socket
 s = socket.socket(socket.AF_INET$([ $fam = 6 ] && echo 6))
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(('$([ $fam = 6 ] && echo "$ip6_2" || echo "$ip2")', 8080)); s.listen(8)
+s.bind(('$([ $fam = 6 ] && echo "$ip6_2" || echo "$ip2")', $port)); s.listen(8)
 while True:
     c, _ = s.accept(); c.settimeout(3)
     try:
@@ -43,12 +46,12 @@ s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('$ip2', 5353))
 while True:
     d, a = s.recvfrom(2000); s.sendto(d.upper(), a)" >/dev/null 2>&1 &
 sleep 0.5
-# ask HOST PORT TEXT: VM1's TCP client; prints the server's answer (empty on failure).
+# ask HOST PORT TEXT [TIMEOUT]: VM1's TCP client; prints the server's answer (empty on failure).
 ask() {
   vmx 1 python3 -c "
 import socket
 try:
-    s = socket.create_connection(('$1', $2), timeout=2); s.sendall(b'$3'); print(s.recv(100).decode())
+    s = socket.create_connection(('$1', $2), timeout=${4:-2}); s.sendall(b'$3'); print(s.recv(100).decode())
 except OSError:
     pass" 2>/dev/null
 }
@@ -159,6 +162,37 @@ kinds = [e['event'] for e in ev]
 assert kinds.count('udp_created') == 1, kinds
 assert kinds.count('notify') == 2, kinds   # the datagram out and its answer, after resuming
 "
+
+echo "-- pended connect requests"
+G="{0000CAFE-0000-0000-0000-000000000017}"
+ctl install --guid "$G" --altitude 10
+pend_client() {  # HOW: an application pending VM1's connections to port 8090, completing them HOW
+  "$client" "$G" "$a1" 30 pend 8090 "$1" >"$VMRUN/pend.out" 2>&1 &
+  pc=$!
+  wait_for 'grep -qx ready "$VMRUN/pend.out"'
+}
+pend_client allow
+check "completed allow in the handler: the connection works" [ "$(ask "$ip2" 8090 pended)" = PENDED ]
+check "one request" [ "$(grep -c '^request ' "$VMRUN/pend.out")" = 1 ]
+kill $pc; wait $pc 2>/dev/null
+pend_client block
+check "completed block: no connection" [ -z "$(ask "$ip2" 8090 blocked)" ]
+check "its SYN (and the retransmission) raised one request" [ "$(grep -c '^request ' "$VMRUN/pend.out")" = 1 ]
+kill $pc; wait $pc 2>/dev/null
+pend_client hold
+ask "$ip2" 8090 later 6 >"$VMRUN/ask.out" &
+ap=$!
+wait_for 'grep -q "^request " "$VMRUN/pend.out"'
+rid=$(awk '/^request /{print $2; exit}' "$VMRUN/pend.out")
+sleep 0.5
+check "left pending: listed so" bash -c "'$VPFCTL' conn list -i $a1 | grep -q ' pending\$'"
+check "no answer while pending" [ ! -s "$VMRUN/ask.out" ]
+check "vpfctl conn complete allow" ctl conn complete "$rid" allow
+wait $ap
+check "completed by hand: the connection works" [ "$(cat "$VMRUN/ask.out")" = LATER ]
+check "nothing waits any more: exit 3" bash -c "'$VPFCTL' conn complete $rid allow 2>/dev/null; [ \$? = 3 ]"
+kill $pc; wait $pc 2>/dev/null
+ctl uninstall --guid "$G" >/dev/null
 
 check "switch alive" swx ovs-appctl -t ovs-vswitchd version
 finish
