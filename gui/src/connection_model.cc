@@ -35,7 +35,9 @@ QVariant ConnectionModel::data(const QModelIndex& index, int role) const {
     case Local: return endpoint(c, "local");
     case Remote: return endpoint(c, "remote");
     case Opened: return c["direction"].toString() == "outgoing" ? tr("the VM") : tr("the peer");
-    case State: return c["state"].toString();
+    case State:
+      return c["state"].toString() + (c["pending"].toBool() ? tr(" (request pending)") : QString()) +
+             (c["suspended"].toBool() ? tr(" (suspended)") : QString());
     case TxPackets: return l.toString(c["packets_sent"].toInteger());
     case TxBytes: return l.toString(c["bytes_sent"].toInteger());
     case RxPackets: return l.toString(c["packets_received"].toInteger());

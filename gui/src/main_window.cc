@@ -1,6 +1,8 @@
 // vpf-console: see main_window.h.
 #include "main_window.h"
 
+#include <sys/socket.h>
+
 #include <QAction>
 #include <QApplication>
 #include <QChart>
@@ -38,6 +40,7 @@
 #include "decode.h"
 #include "packet_model.h"
 #include "rule_editor.h"
+#include "vpf/netfilter.h"
 
 namespace vpf::console {
 
@@ -84,8 +87,13 @@ MainWindow::MainWindow(AgentClient* agent, QWidget* parent) : QMainWindow(parent
   connect(agent_, &AgentClient::packet_event, this, [this](const PacketEvent& ev) {
     // As the instance's client (capture mode) the console gets its events directly, and as
     // a monitor of every instance a copy of each: the list shows the copies, the held
-    // list the captured packets to decide.  Connection events carry no frame: not packets.
-    if (ev.frame.type == protocol::kConnection) return;
+    // list the captured packets to decide.  Connection events carry no frame: not packets;
+    // a pended connect request waits for a verdict as a captured packet does (send allows
+    // the connection, drop blocks it), so it is held too.
+    if (ev.frame.type == protocol::kConnection) {
+      if (!(ev.frame.flags & protocol::kMonitorCopy) && protocol::awaits_verdict(ev.frame.type, ev.frame.event_id)) hold(ev);
+      return;
+    }
     if (!(ev.frame.flags & protocol::kMonitorCopy)) {
       if (ev.frame.type == protocol::kCapture) hold(ev);
       return;
@@ -331,6 +339,7 @@ QWidget* MainWindow::build_packets_tab() {
     auto* b = new QPushButton(text);
     b->setShortcut(key);
     b->setToolTip(key.toString(QKeySequence::NativeText));
+    b->setObjectName(QString("decide-%1").arg(action));
     connect(b, &QPushButton::clicked, this, [this, action] { decide(action); });
     hbar->addWidget(b);
   };
@@ -405,6 +414,21 @@ void MainWindow::hold(const PacketEvent& ev) {
   refresh_held();
 }
 
+QString MainWindow::request_summary(const PacketEvent& ev) {
+  vpf::ConnectionEventParams e;
+  const auto* d = reinterpret_cast<const uint8_t*>(ev.data.constData());
+  if (!vpf::connection_event_of(ev.frame, std::span<const uint8_t>(d, size_t(ev.data.size())), &e))
+    return tr("a connect request that cannot be read");
+  const auto& c = e.connection;
+  const auto ep = [&](const std::string& a, unsigned p) {
+    return c.ip_family == AF_INET6 ? QString("[%1]:%2").arg(QString::fromStdString(a)).arg(p)
+                                   : QString("%1:%2").arg(QString::fromStdString(a)).arg(p);
+  };
+  return tr("connect request %1 → %2 (connection %3): Pass allows, Drop blocks")
+      .arg(ep(c.local_address, c.local_port), ep(c.remote_address, c.remote_port))
+      .arg(c.id);
+}
+
 void MainWindow::refresh_held() {
   // Packets whose deadline passed were decided by the agent (expiry): they leave the list.
   const qint64 now = clock_.elapsed();
@@ -416,9 +440,15 @@ void MainWindow::refresh_held() {
   int i = 0;
   for (const auto& [id, h] : held_events_) {
     const auto& f = h.ev.frame;
-    const Summary s = summarize(h.ev.data);
+    QString summary;
+    if (f.type == protocol::kConnection) {
+      summary = request_summary(h.ev);
+    } else {
+      const Summary s = summarize(h.ev.data);
+      summary = QString("%1 → %2 %3 %4").arg(s.source, s.destination, s.protocol, s.info);
+    }
     const QStringList cells{QString::number(id), QString::number(f.adapter), f.direction ? tr("in") : tr("out"),
-                            QString::number(f.packet_size), QString("%1 → %2 %3 %4").arg(s.source, s.destination, s.protocol, s.info),
+                            QString::number(f.packet_size), summary,
                             h.deadline_ms ? tr("%1 s").arg((h.deadline_ms - now + 999) / 1000) : tr("never")};
     for (int c = 0; c < 6; ++c) held_->setItem(i, c, new QTableWidgetItem(cells[c]));
     ++i;
@@ -433,6 +463,10 @@ void MainWindow::decide(uint8_t action) {
   const auto it = held_events_.find(id);
   if (it == held_events_.end()) return;
   QByteArray data;
+  if (action == protocol::kSendModified && it->second.ev.frame.type == protocol::kConnection) {
+    QMessageBox::warning(this, tr("Edit the packet"), tr("A connect request is allowed (Pass) or blocked (Drop), not edited."));
+    return;
+  }
   if (action == protocol::kSendModified) {
     bool ok = false;
     const QString text = QInputDialog::getMultiLineText(this, tr("Edit the packet"),
@@ -676,6 +710,11 @@ QJsonObject MainWindow::state() const {
           {"connections", connections_->rowCount()},
           {"tracking", tracking_},
           {"held", held_->rowCount()},
+          {"held_requests", [this] {
+             int n = 0;
+             for (const auto& [id, h] : held_events_) n += h.ev.frame.type == protocol::kConnection;
+             return n;
+           }()},
           {"holding", hold_->isChecked()},
           {"rules", rules},
           {"rule_hit_rows", hits_->rowCount()}};

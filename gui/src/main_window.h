@@ -122,6 +122,7 @@ class MainWindow : public QMainWindow {
     qint64 deadline_ms;  // clock_ time; 0 = no timeout
   };
   std::map<uint64_t, Held> held_events_;
+  static QString request_summary(const PacketEvent& ev);  // a held connect request's row
   bool deny_expired_ = false;
 
  public:

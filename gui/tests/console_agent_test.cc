@@ -3,7 +3,9 @@
 #include <QDialogButtonBox>
 #include <QJsonArray>
 #include <QLineEdit>
+#include <QProcess>
 #include <QPushButton>
+#include <QTableWidget>
 #include <QSpinBox>
 #include <QtTest>
 
@@ -69,6 +71,45 @@ class ConsoleAgentTest : public QObject {
         if (v.toInt() < 2) return false;
       return true;
     }(), 8000);
+  }
+
+  // A connection rule pending VM1's TCP connections to port 5001: the console holding the
+  // default instance's events lists the request among the held packets; Pass completes it
+  // by hand, the SYN goes on (VM2 has nothing on the port: refused at once, where a
+  // blocked or still pending SYN would have timed out).
+  void a_pended_connect_request_is_completed_by_hand() {
+    QVERIFY2(qEnvironmentVariableIsSet("VPF_VM1") && qEnvironmentVariableIsSet("VPF_VM2_IP"), "run by console_e2e_test.sh");
+    MainWindow w(agent_);
+    w.show();
+    emit agent_->connected();
+    w.start_holding("default", 30000);
+    QTRY_VERIFY_WITH_TIMEOUT(w.state()["holding"].toBool(), 5000);
+    bool added = false;
+    const QJsonObject rule{{"kind", "connection"}, {"id", 950}, {"protocol", "tcp"}, {"remote_port", 5001},
+                           {"direction", "outgoing"}, {"flags", QJsonArray{"allow", "pend_connect_request"}}};
+    agent_->call("add_rule", {{"rule", rule}}, [&](const QJsonValue&, const QJsonObject& e) {
+      QVERIFY2(e.isEmpty(), qPrintable(e["message"].toString()));
+      added = true;
+    });
+    QTRY_VERIFY(added);
+    QProcess vm;
+    vm.start("ip", {"netns", "exec", qEnvironmentVariable("VPF_VM1"), "python3", "-c",
+                    "import socket, sys\n"
+                    "try:\n    socket.create_connection(('" + qEnvironmentVariable("VPF_VM2_IP") + "', 5001), timeout=8)\n"
+                    "except ConnectionRefusedError:\n    print('refused')\n"
+                    "except OSError as e:\n    print('failed', e)\n"});
+    QTRY_VERIFY_WITH_TIMEOUT(w.state()["held_requests"].toInt() == 1, 5000);
+    auto* held = w.findChild<QTableWidget*>("held");
+    QVERIFY(held->item(0, 4)->text().contains("connect request"));
+    held->selectRow(0);
+    w.findChild<QPushButton*>(QString("decide-%1").arg(vpf::protocol::kSend))->click();
+    QCOMPARE(w.state()["held_requests"].toInt(), 0);
+    // The event loop runs meanwhile: the verdict leaves through the agent's socket.
+    QTRY_VERIFY_WITH_TIMEOUT(vm.state() == QProcess::NotRunning, 10000);
+    QCOMPARE(QString(vm.readAllStandardOutput()).trimmed(), QString("refused"));
+    bool deleted = false;
+    agent_->call("delete_rule", {{"kind", "connection"}, {"id", 950}}, [&](const QJsonValue&, const QJsonObject&) { deleted = true; });
+    QTRY_VERIFY(deleted);
   }
 
  private:

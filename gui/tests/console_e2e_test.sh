@@ -2,7 +2,7 @@
 # vpf-console end to end, in a real X server (Xvfb): a private Open vSwitch with the plugin,
 # two namespace VMs pinging each other through it, vpf-agent, a notify rule for ICMP; the
 # console runs, plots and lists packets; screenshots of the statistics and packets tabs
-# are kept in OUT_DIR (console-{statistics,packets,adapters,rules,connections,capture}.png) and the window's state
+# are kept in OUT_DIR (console-{statistics,packets,adapters,rules,connections,request,capture}.png) and the window's state
 # (JSON) is checked: connected, both adapters listed, plots with data, packets listed.
 # Also runs console_agent_tests (the widgets against this agent).
 # usage: console_e2e_test.sh OVS_TREE vportfilter_ovs.so vpf-agent vpfctl vpf-console OUT_DIR console_agent_tests
@@ -19,7 +19,7 @@ mkdir -p "$out"
 vm_env_start 2 || { echo "FAIL: could not start the switch and the VMs"; exit 1; }
 run="$VMRUN" tag="$VMTAG" vm1="$VMTAG-vm1"
 ip2=$(vm_ip 2)
-check "widgets against the agent" "$agent_tests" -platform offscreen
+check "widgets against the agent" env VPF_VM1="$vm1" VPF_VM2_IP="$ip2" "$agent_tests" -platform offscreen
 "$vpfctl" rule add --id 1 --bpf icmp --action notify --direction outgoing
 check "the VMs reach each other" ip netns exec "$vm1" ping -c 2 -W 2 "$ip2" >/dev/null
 # Traffic for the plots, bounded: 5 pings a second for 80 s at most.
@@ -55,6 +55,20 @@ for i in 1 2 3; do ip netns exec "$vm1" bash -c "echo $i >/dev/udp/$ip2/5000"; d
 check "console ran (connections tab)" shot 4 connections 3
 check "connections listed" [ "$(field "$run/connections.json" 'd["tracking"] and d["connections"] >= 1')" = True ]
 "$vpfctl" rule del --kind connection --id 3
+# A pended connect request (a connection rule with pend_connect_request), held in the
+# console's capture mode for the user to pass or drop (console_agent_tests clicks Pass).
+"$vpfctl" rule add --kind connection --id 4 --protocol tcp --remote-port 5002 --flags allow,pend_connect_request
+( sleep 3; ip netns exec "$vm1" python3 -c "
+import socket
+try:
+    socket.create_connection(('$ip2', 5002), timeout=4)
+except OSError:
+    pass" ) &
+vmc=$!
+check "console ran (a connect request held)" shot 3 request 6 --hold default --hold-timeout 30000
+check "the request is held" [ "$(field "$run/request.json" 'd["held_requests"]')" = 1 ]
+wait $vmc
+"$vpfctl" rule del --kind connection --id 4
 # The agent goes away and comes back while the console runs: it reconnects by itself.
 ( sleep 1; kill "$VM_AGENT_PID"; sleep 1.5
   "$agent" --socket "$run/agent.sock" --plugin-socket "$run/vportfilter.sock" >>"$run/agent.log" 2>&1 &

@@ -1010,6 +1010,10 @@ void NetFilter::stop_filter() {
     throw;
   }
   d_->close_direct();
+  {  // requests still pending here got their expiry verdict when the agent detached us
+    std::lock_guard l(d_->requests_mu);
+    d_->requests.clear();
+  }
   std::unique_ptr<Pool> old;
   {
     std::lock_guard l(d_->pool_mu);
