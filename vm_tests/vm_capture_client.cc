@@ -64,6 +64,15 @@ void fix(uint8_t* f, size_t len) {
 
 }  // namespace
 
+// Filters for `seconds` (prints "ready" once started).
+static void filter_for(vpf::NetFilter& nf, int seconds) {
+  nf.start_filter(0);
+  std::printf("ready\n");
+  std::fflush(stdout);
+  std::this_thread::sleep_for(std::chrono::seconds(seconds));
+  nf.stop_filter();
+}
+
 int main(int argc, char** argv) {
   const bool stat = argc == 5 && std::strcmp(argv[4], "stat") == 0;
   const bool fixed = argc == 7 && std::strcmp(argv[4], "capture") == 0 &&
@@ -110,11 +119,7 @@ int main(int argc, char** argv) {
       r.remote_port = htons(uint16_t(std::atoi(argv[5])));
       r.filtering_flag = vpf::kNfAllow | vpf::kNfPendConnectRequest;
       nf.nf_add_rule(r, true);
-      nf.start_filter(0);
-      std::printf("ready\n");
-      std::fflush(stdout);
-      std::this_thread::sleep_for(std::chrono::seconds(std::atoi(argv[3])));
-      nf.stop_filter();
+      filter_for(nf, std::atoi(argv[3]));
       nf.nf_delete_rules();
       return 0;
     }
@@ -182,11 +187,7 @@ int main(int argc, char** argv) {
       nf.add_filter_rule(2, adapter, vpf::kDirectionIncoming, -1, -1, "udp dst port 4102", vpf::kRuleActionDrop);
       nf.set_operation_mode(vpf::OperationMode::Stat);
     }
-    nf.start_filter(0);
-    std::printf("ready\n");
-    std::fflush(stdout);
-    std::this_thread::sleep_for(std::chrono::seconds(std::atoi(argv[3])));
-    nf.stop_filter();
+    filter_for(nf, std::atoi(argv[3]));
     nf.delete_all_filter_rules();
     return 0;
   } catch (const vpf::NetFilterError& e) {

@@ -483,22 +483,15 @@ class Plugin::BatchRun {
     e.cap_len = notify && len_[i] > snaplen_ ? snaplen_ : len_[i];
     e.l3_offset = uint16_t(matcher::l3_offset(data_[i], e.cap_len));
     const uint16_t type = notify ? channel::kNotify : channel::kCapture;
-    uint64_t dl = deadline_;
-    uint32_t owner = 0;
-    uint8_t expiry = 0;
-    if (cc) {
-      const uint64_t t = cc->timeout_ns.load(std::memory_order_relaxed);
-      if (t) dl = mono_ns() + t;
-      owner = cc->serial;
-      expiry = uint8_t(cc->expiry());
-    }
+    const HoldTerms terms = hold_terms(cc);
     // What a capture that cannot be held or written gets: the client's expiry action, or
     // without a client channel the policy.
     const bool refuse_drops = cc ? cc->expiry() == VerdictAction::Drop : closed_;
     HoldSlot* hs = nullptr;
     if (!notify) {
-      e.deadline_ns = dl;
-      hs = ring->holds->hold(b_->packets[i], port_, dir_, len_[i], dl, &e.capture_id, owner, expiry);
+      e.deadline_ns = terms.deadline;
+      hs = ring->holds->hold(b_->packets[i], port_, dir_, len_[i], terms.deadline, &e.capture_id, terms.owner,
+                             terms.expiry);
       if (!hs) {
         p_.cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
         ++lost_;
@@ -524,6 +517,37 @@ class Plugin::BatchRun {
     return false;
   }
 
+  // How long a packet held now waits and who decides it: the client's channel (its
+  // timeout and expiry action) or the agent (the plugin's timeout and expiry action).
+  struct HoldTerms {
+    uint64_t deadline;
+    uint32_t owner = 0;
+    uint8_t expiry = 0;
+  };
+  HoldTerms hold_terms(ClientChannel* cc) const {
+    HoldTerms t{deadline_};
+    if (cc) {
+      const uint64_t ns = cc->timeout_ns.load(std::memory_order_relaxed);
+      if (ns) t.deadline = mono_ns() + ns;
+      t.owner = cc->serial;
+      t.expiry = uint8_t(cc->expiry());
+    }
+    return t;
+  }
+
+  // The event header of a connection record: the connection's adapter, the direction it
+  // was opened in, the governing rule `g`.
+  PacketEvent connection_header(const conntrack::Event& ev, const Decision& g) const {
+    PacketEvent e{};
+    e.adapter = ev.conn.key.adapter;
+    e.direction = uint8_t(ev.conn.opened);
+    e.rule_kind = uint8_t(g.kind);
+    e.rule_id = g.rule_id;
+    e.orig_len = e.cap_len = sizeof(channel::ConnectionRecord);
+    e.timestamp_ns = now_real_;
+    return e;
+  }
+
   // A connection event (docs/connections.md) for the instance whose connection rule
   // governs the connection, when that rule's packets go to it (capture or notify) or the
   // event is a connect request (the rule asked for them): to its client's channel or the
@@ -539,13 +563,7 @@ class Plugin::BatchRun {
     const uint64_t key = RuleHits::key(g.kind, g.rule_id);
     const Route* route = route_of(key);
     ClientChannel* cc = route ? p_.clients_.channel(route->client) : nullptr;
-    PacketEvent e{};
-    e.adapter = ev.conn.key.adapter;
-    e.direction = uint8_t(ev.conn.opened);
-    e.rule_kind = uint8_t(g.kind);
-    e.rule_id = g.rule_id;
-    e.orig_len = e.cap_len = sizeof(channel::ConnectionRecord);
-    e.timestamp_ns = now_real_;
+    const PacketEvent e = connection_header(ev, g);
     const channel::ConnectionRecord rec = ConnTracking::record_of(ev, mono_ns());
     const auto* data = reinterpret_cast<const uint8_t*>(&rec);
     ct.count_event(cc ? write_to_client(*cc, *route, *ring, channel::kConnection, e, data)
@@ -574,24 +592,11 @@ class Plugin::BatchRun {
       ct.count_event(false);
       return false;
     }
-    PacketEvent e{};
-    e.adapter = ev.conn.key.adapter;
-    e.direction = uint8_t(ev.conn.opened);
-    e.rule_kind = uint8_t(g.kind);
-    e.rule_id = g.rule_id;
-    e.orig_len = e.cap_len = sizeof(channel::ConnectionRecord);
-    e.timestamp_ns = now_real_;
-    e.deadline_ns = deadline_;
-    uint32_t owner = 0;
-    uint8_t expiry = 0;
-    if (cc) {
-      const uint64_t t = cc->timeout_ns.load(std::memory_order_relaxed);
-      if (t) e.deadline_ns = mono_ns() + t;
-      owner = cc->serial;
-      expiry = uint8_t(cc->expiry());
-    }
-    HoldSlot* hs = ring->holds->hold(b_->packets[i], port_, dir_, len_[i], e.deadline_ns, &e.capture_id, owner, expiry,
-                                     ev.conn.id, ev.gov.word);
+    PacketEvent e = connection_header(ev, g);
+    const HoldTerms terms = hold_terms(cc);
+    e.deadline_ns = terms.deadline;
+    HoldSlot* hs = ring->holds->hold(b_->packets[i], port_, dir_, len_[i], terms.deadline, &e.capture_id, terms.owner,
+                                     terms.expiry, ev.conn.id, ev.gov.word);
     if (!hs) {
       p_.cc_.hold_full.fetch_add(1, std::memory_order_relaxed);
       ++lost_;
