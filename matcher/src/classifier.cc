@@ -251,10 +251,31 @@ struct TreeSet {
   size_t bytes() const { return built.bytes() + entries.size() * (sizeof(const Entry*) + sizeof(EntryPtr)); }
 };
 
+// True if the tables would hold every one of `entries` in a single table (placed in rank
+// order as Impl::place places them, collisions aside).  One table is one probe a packet:
+// measured faster than any tree over the same entries (100 lowered BPF rules, 300 entries:
+// 43.5-44.9 TSC cycles a packet against 64-72 through a tree of depth 3), while the tree's
+// cost estimate, which prices the tables it declines to as a constant, picks the tree.
+bool one_table_holds(const std::vector<const Entry*>& entries) {
+  std::vector<Tuple> tuples;
+  for (const Entry* e : entries) {
+    const Fixed fx = fixed_bits(e);
+    if (std::none_of(tuples.begin(), tuples.end(), [&](const Tuple& t) { return t.fits(fx); })) {
+      tuples.push_back(tuple_from(fx, true));
+      if (tuples.size() > 1) return false;
+    }
+  }
+  return true;
+}
+
 std::shared_ptr<const TreeSet> make_tree_set(std::vector<EntryPtr> owners) {
   auto ts = std::make_shared<TreeSet>();
   ts->owners = std::move(owners);
   for (const auto& e : ts->owners) ts->entries.push_back(e.get());
+  if (one_table_holds(ts->entries)) {  // every entry declined: the tables serve them all
+    for (uint32_t i = 0; i < ts->entries.size(); ++i) ts->built.declined.push_back(i);
+    return ts;
+  }
   ts->built = tree::build(ts->entries);
   return ts;
 }

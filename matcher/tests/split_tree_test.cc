@@ -351,3 +351,41 @@ TEST(SplitTree, EmptyAndTinyRuleSetsBuild) {
   EXPECT_EQ(c.stats().tree_builds, 2u);
   for (const auto& p : pkts) ASSERT_FALSE(c.classify_one(p.data.data(), uint32_t(p.data.size())).matched());
 }
+
+// Entries that one tuple table holds get no tree (one probe a packet beats a walk): 100
+// BPF rules of one shape are built into tables only, and decide as the linear reference.
+TEST(SplitTree, EntriesOneTableHoldsGetNoTree) {
+  Classifier c;
+  c.set_tree_mode(Classifier::TreeMode::Manual);
+  std::vector<Rule> rules;
+  for (uint32_t k = 0; k < 100; ++k) {
+    Rule r;
+    r.id = k + 1;
+    r.bpf = "tcp dst port " + std::to_string(3000 + k) + " and net 10." + std::to_string(k + 1) + ".0.0/16";
+    rules.push_back(r);
+  }
+  c.apply({}, rules);
+  c.build_tree();
+  EXPECT_EQ(c.stats().tree_builds, 1u);
+  EXPECT_EQ(c.stats().tree_entries, 0u);
+  EXPECT_EQ(c.stats().tables, 1u);
+  LinearClassifier ref;
+  for (const auto& r : rules) ref.add(r);
+  std::vector<std::vector<uint8_t>> frames;
+  for (uint32_t k = 0; k < 100; ++k) {
+    bench::Header h;
+    h.proto = k % 3 ? 6 : 17;
+    h.src.w[0] = 0xc0a80001u;
+    h.dst.w[0] = 0x0a000000u | (k + 1) << 16 | k;
+    h.sport = 1024;
+    h.dport = uint16_t(k % 2 ? 3000 + k : 80);
+    frames.push_back(bench::header_frame(h));
+  }
+  size_t matched = 0;
+  for (const auto& f : frames) {
+    const Decision d = c.classify_one(f.data(), uint32_t(f.size()));
+    EXPECT_EQ(d.rule_id, ref.classify(f.data(), uint32_t(f.size()), PacketMeta{}).rule_id);
+    matched += d.matched();
+  }
+  EXPECT_GT(matched, 20u);
+}
