@@ -810,10 +810,15 @@ bool NetFilter::set_connection_state(uint64_t id, bool suspended) {
   return true;
 }
 
+// Throws unless `flag` completes a connect request: NF_ALLOW or NF_BLOCK.
+static void check_completion(const char* call, unsigned long flag) {
+  if (flag != kNfAllow && flag != kNfBlock)
+    throw NetFilterError(kErrorInvalidParameter, std::string(call) + ": filtering_flag " + std::to_string(flag) +
+                                                     " is not NF_ALLOW (0) or NF_BLOCK (1)");
+}
+
 bool NetFilter::complete_tcp_connect_request(uint64_t request_id, unsigned long filtering_flag) {
-  if (filtering_flag != kNfAllow && filtering_flag != kNfBlock)
-    throw NetFilterError(kErrorInvalidParameter, "complete_tcp_connect_request: filtering_flag " +
-                                                     std::to_string(filtering_flag) + " is not NF_ALLOW (0) or NF_BLOCK (1)");
+  check_completion("complete_tcp_connect_request", filtering_flag);
   std::shared_ptr<DirectChannel> via;
   if (!d_->take_request(request_id, &via))
     throw NetFilterError(kErrorNotFound, "complete_tcp_connect_request: request " + std::to_string(request_id) +
@@ -824,9 +829,7 @@ bool NetFilter::complete_tcp_connect_request(uint64_t request_id, unsigned long 
 
 bool NetFilter::complete_connection_request(uint64_t id, unsigned long filtering_flag) {
   if (id == 0) throw NetFilterError(kErrorInvalidParameter, "complete_connection_request: connection ids start at 1");
-  if (filtering_flag != kNfAllow && filtering_flag != kNfBlock)
-    throw NetFilterError(kErrorInvalidParameter, "complete_connection_request: filtering_flag " +
-                                                     std::to_string(filtering_flag) + " is not NF_ALLOW (0) or NF_BLOCK (1)");
+  check_completion("complete_connection_request", filtering_flag);
   d_->call_once("complete_connect_request", {{"id", id}, {"verdict", filtering_flag == kNfAllow ? "allow" : "block"}});
   return true;
 }
