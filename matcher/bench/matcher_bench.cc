@@ -519,8 +519,10 @@ BpfData& bpfdata() {
     const auto s = c->stats();
     char buf[200];
     std::snprintf(buf, sizeof buf,
-                  "%u rules -> %u entries, %u dynamic slots, tree of %u entries (%u leaf items, depth %u), %u tables",
-                  s.rules, s.entries, s.dynamic_slots, s.tree_entries, s.tree_items, s.tree_depth, s.tables);
+                  "%u rules -> %u entries, %u dynamic slots, tree of %u entries (%u leaf items, depth %u), %u tables, "
+                  "bit form of %u entries in %u class tables",
+                  s.rules, s.entries, s.dynamic_slots, s.tree_entries, s.tree_items, s.tree_depth, s.tables,
+                  s.bit_form_entries, s.bit_form_chunks);
     g_notes[name] = buf;
   }
   // Agreement check: all executors accept the same packets.

@@ -16,6 +16,7 @@
 #include <thread>
 #include <unordered_map>
 
+#include "bit_form.h"
 #include "bpf_vector.h"
 #include "classifier_layout.h"
 #include "decision_cache.h"
@@ -241,6 +242,7 @@ struct Snapshot {
   std::shared_ptr<const struct TreeSet> tree;
   std::shared_ptr<const std::vector<uint64_t>> dead;
   TreeView tree_view{};
+  std::shared_ptr<const BitForm> bits;  // set: it decides (with slot_loader), not the tables
 };
 
 // A split tree (split_tree.h) and the entries it was built from, in rank order.
@@ -366,12 +368,19 @@ struct Classifier::Impl {
   Classifier::TreeMode tree_mode = Classifier::TreeMode::Background;
   uint64_t tree_builds = 0;
 
+  // ---- the bit form (bit_form.h): built from the whole rule set, used while it is current ----
+  uint64_t entries_version = 0;  // changes whenever an entry is placed or removed
+  std::shared_ptr<const BitForm> bit_form;
+  uint64_t bit_form_version = ~uint64_t(0);  // entries_version it was built from
+  uint64_t bit_form_tried = ~uint64_t(0);    // the last entries_version a build was made for
+  bool bits_wanted = false;
+
   // The writer's state is guarded by `mu`: the public writer calls and the builder thread
   // (which builds without it and installs with it) take it.
   std::mutex mu;
   std::condition_variable build_cv;
   std::thread builder;
-  bool build_wanted = false, stopping = false;
+  bool build_wanted = false, stopping = false;  // (bits_wanted too, below)
 
   ~Impl() {
     {
@@ -717,6 +726,7 @@ struct Classifier::Impl {
       count_for_cache(st.placed.back(), +1);
     }
     st.info.entries = uint32_t(st.placed.size());
+    ++entries_version;
     enabled_rules += r.enabled;
     direct_rules += st.direct_ok;
     direct_jitted_rules += st.direct_jitted;
@@ -738,6 +748,7 @@ struct Classifier::Impl {
       if (p.table->count == 0) drop_table(p.table);
     }
     release_slots(it->second.slots);
+    ++entries_version;
     by_rank.erase(it->second.rank);
     enabled_rules -= it->second.info.rule.enabled;
     direct_rules -= it->second.direct_ok;
@@ -842,22 +853,65 @@ struct Classifier::Impl {
   }
 
   // Called before each publish: asks the builder thread for a new tree (Background) when
-  // enough entries are outside the current one.
+  // enough entries are outside the current one, and for a bit form when the rule set is
+  // one it may serve and the current form is not of it.
   void plan_tree() {
     if (tree_mode != Classifier::TreeMode::Background) return;
     const uint32_t p = pending();
-    if (live_entries < kTreeMinEntries || p < std::max(kTreeMinEntries, live_entries / 16)) return;
-    if (build_wanted) return;
-    build_wanted = true;
+    const bool tree_due = live_entries >= kTreeMinEntries && p >= std::max(kTreeMinEntries, live_entries / 16);
+    if (tree_due) build_wanted = true;
+    if (bits_due()) bits_wanted = true;
+    if (!build_wanted && !bits_wanted) return;
     if (!builder.joinable()) builder = std::thread([this] { build_loop(); });
     build_cv.notify_one();
+  }
+
+  // The bit form is worth building: more rules than run directly, few enough entries, none
+  // testing a parsed field, and no build made for this rule set yet.
+  bool bits_due() const {
+    return vector_bpf && bit_form_tried != entries_version && enabled_rules > kDirectRules &&
+           live_entries <= kBitFormEntries && parsed_field_entries == 0;
+  }
+
+  struct BitsInput {
+    std::vector<EntryPtr> owners;
+    std::vector<const Entry*> entries;
+    BpfLoad slot_load[kDynamicSlots];
+    uint64_t version = 0;
+  };
+  BitsInput bits_input() const {
+    BitsInput in;
+    in.owners = all_entries();
+    for (const auto& e : in.owners) in.entries.push_back(e.get());
+    std::copy(std::begin(slot_load), std::end(slot_load), std::begin(in.slot_load));
+    in.version = entries_version;
+    return in;
+  }
+  // Takes a form built from `in` if the rule set is still the one it was built from.
+  void install_bits(const BitsInput& in, std::shared_ptr<const BitForm> f) {
+    bit_form_tried = in.version;
+    if (in.version != entries_version) return;
+    bit_form = std::move(f);
+    bit_form_version = in.version;
   }
 
   void build_loop() {
     std::unique_lock lk(mu);
     while (true) {
-      build_cv.wait(lk, [&] { return stopping || build_wanted; });
+      build_cv.wait(lk, [&] { return stopping || build_wanted || bits_wanted; });
       if (stopping) return;
+      if (bits_wanted) {
+        bits_wanted = false;
+        const BitsInput in = bits_input();
+        lk.unlock();
+        auto f = make_bit_form(in.entries, in.slot_load);
+        lk.lock();
+        if (stopping) return;
+        if (tree_mode != Classifier::TreeMode::Background) continue;
+        install_bits(in, std::move(f));
+        if (bit_form_version == in.version) publish();
+        continue;
+      }
       std::vector<EntryPtr> input = all_entries();
       lk.unlock();
       auto ts = make_tree_set(std::move(input));
@@ -919,6 +973,9 @@ struct Classifier::Impl {
       std::sort(s->direct.begin(), s->direct.end(),
                 [](const DirectRule& a, const DirectRule& b) { return a.rank < b.rank; });
     }
+    if (bit_form && bit_form_version == entries_version && s->slot_loader && s->direct.empty() &&
+        tree_mode != Classifier::TreeMode::Off)
+      s->bits = bit_form;
     std::shared_ptr<const Snapshot> old = std::move(current_owner);
     current_owner = s;
     current.store(s.get(), std::memory_order_seq_cst);
@@ -998,7 +1055,7 @@ struct Classifier::Impl {
     uint32_t matched = 0;
     if (dc && s->direct.empty() && (s->view.ntables != 0 || s->view.tree)) {
       matched = dc->classify(s->cache_plan, s->gen, b, out,
-                             [s](const PacketRef* p, uint32_t k, Decision* o) { classify_tables(s, p, k, o); });
+                             [s](const PacketRef* p, uint32_t k, Decision* o) { classify_entries(s, p, k, o); });
     } else {
       PacketRef refs[kMaxBatch];
       for (uint32_t i = 0; i < b.n; ++i) refs[i] = b.ref(i);
@@ -1019,7 +1076,25 @@ struct Classifier::Impl {
     else if (!s->direct.empty())
       classify_direct(s, pkts, n, out);
     else
-      classify_tables(s, pkts, n, out);
+      classify_entries(s, pkts, n, out);
+  }
+
+  // The entries (no direct rules): the bit form if it is current, else the tree and tables.
+  static void classify_entries(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
+    if (!s->bits) return classify_tables(s, pkts, n, out);
+    for (uint32_t done = 0; done < n; done += kMaxBatch) {
+      const uint32_t m = n - done < kMaxBatch ? n - done : kMaxBatch;
+      const uint32_t left = bit_form_classify(*s->bits, *s->slot_loader, pkts + done, m, out + done);
+      if (!left) continue;
+      // A guarded value above 16 bits (bit_form.h): those packets take the tables.
+      PacketRef refs[kMaxBatch];
+      Decision dec[kMaxBatch];
+      uint32_t k = 0;
+      for (uint32_t b = left; b; b &= b - 1) refs[k++] = pkts[done + uint32_t(std::countr_zero(b))];
+      classify_tables(s, refs, k, dec);
+      k = 0;
+      for (uint32_t b = left; b; b &= b - 1) out[done + uint32_t(std::countr_zero(b))] = dec[k++];
+    }
   }
 
   static void classify_tables(const Snapshot* s, const PacketRef* pkts, uint32_t n, Decision* out) {
@@ -1157,9 +1232,18 @@ void Classifier::set_tree_mode(TreeMode mode) {
 
 void Classifier::build_tree() {
   std::lock_guard lk(impl_->mu);
-  if (impl_->tree_mode == TreeMode::Off || !impl_->pending()) return;
-  impl_->install_tree(make_tree_set(impl_->all_entries()));
-  impl_->publish();
+  if (impl_->tree_mode == TreeMode::Off) return;
+  bool changed = false;
+  if (impl_->pending()) {
+    impl_->install_tree(make_tree_set(impl_->all_entries()));
+    changed = true;
+  }
+  if (impl_->bits_due()) {
+    const auto in = impl_->bits_input();
+    impl_->install_bits(in, make_bit_form(in.entries, in.slot_load));
+    changed = true;
+  }
+  if (changed) impl_->publish();
 }
 
 std::vector<RuleInfo> Classifier::rules() const {
@@ -1200,6 +1284,11 @@ ClassifierStats Classifier::stats() const {
     s.memory_bytes += t->bytes() + (impl_->dead ? impl_->dead->size() * sizeof(uint64_t) : 0);
   }
   s.tree_builds = impl_->tree_builds;
+  if (const BitForm* f = impl_->current_owner->bits.get()) {
+    for (uint32_t i = 0; i < kBitFormEntries / 64; ++i) s.bit_form_entries += uint32_t(std::popcount(f->all.w[i]));
+    s.bit_form_chunks = uint32_t(f->chunks.size());
+    s.memory_bytes += f->bytes();
+  }
   for (uint32_t r : impl_->slot_refs) s.dynamic_slots += r ? 1 : 0;
   s.cache_shapes = impl_->current_owner->cache_plan.shapes_enabled();
   return s;

@@ -174,6 +174,8 @@ struct ClassifierStats {
   uint32_t tree_items = 0;    // their copies in the tree's leaves
   uint32_t tree_depth = 0;    // inner nodes on the longest path
   uint64_t tree_builds = 0;   // builds installed so far (also those that declined every rule)
+  uint32_t bit_form_entries = 0;  // entries the bit form serves (0: none in force)
+  uint32_t bit_form_chunks = 0;   // its class tables
 };
 
 namespace cache {
