@@ -43,9 +43,4 @@ std::vector<bpf_insn> compile_bpf(const std::string& expr) {
   return out;
 }
 
-uint32_t bpf_interpret(const std::vector<bpf_insn>& prog, const uint8_t* pkt, uint32_t wirelen,
-                       uint32_t buflen) {
-  return bpf_filter(prog.data(), pkt, wirelen, buflen);
-}
-
 }  // namespace vpf::matcher

@@ -1,6 +1,7 @@
 // cBPF -> x86-64 with asmjit.  Semantics follow libpcap's bpf_filter(): an out-of-bounds
 // load or a division by zero returns 0; shifts by 32 or more give 0; scratch memory starts
-// zeroed.
+// zeroed.  Unlike libpcap, backward jumps are bounded (kBpfMaxBackJumps, as in
+// bpf_interpret()).
 //
 // Register use (System V, after the prologue moves the arguments (ctx, pkt, wirelen,
 // buflen) into place): rdi = packet, esi = wire length, r9d = buffer length,
@@ -21,9 +22,10 @@ namespace vpf::matcher {
 #ifndef VPF_HAVE_ASMJIT
 
 namespace {
-// The executor of builds without asmjit: libpcap's interpreter on the program kept in ctx.
+// The executor of builds without asmjit: the interpreter on the BpfJit kept in ctx.
 uint32_t interpret(const void* ctx, const uint8_t* pkt, uint32_t wirelen, uint32_t buflen) {
-  return bpf_filter(static_cast<const bpf_insn*>(ctx), pkt, wirelen, buflen);
+  const auto* prog = static_cast<const std::vector<bpf_insn>*>(ctx);
+  return bpf_interpret(prog->data(), prog->size(), pkt, wirelen, buflen);
 }
 }  // namespace
 
@@ -32,7 +34,7 @@ std::shared_ptr<const BpfJit> BpfJit::compile(const std::vector<bpf_insn>& prog)
   std::shared_ptr<BpfJit> jit(new BpfJit());
   jit->prog_ = prog;
   jit->call_.fn = interpret;
-  jit->call_.ctx = jit->prog_.data();
+  jit->call_.ctx = &jit->prog_;
   return jit;
 }
 
@@ -57,6 +59,8 @@ JitRuntime& runtime() {
 constexpr int32_t kMemBase = -64;  // M[i] at [rsp - 64 + 4i]
 
 x86::Mem mem_cell(uint32_t i) { return x86::dword_ptr(x86::rsp, kMemBase + int32_t(4 * i)); }
+// The backward jumps left (kBpfMaxBackJumps at entry), below M[].
+x86::Mem back_jumps() { return x86::dword_ptr(x86::rsp, kMemBase - 4); }
 
 class Emitter {
  public:
@@ -75,6 +79,7 @@ class Emitter {
     a_.xor_(x86::eax, x86::eax);
     a_.xor_(x86::ecx, x86::ecx);
     for (uint32_t i = 0; i < BPF_MEMWORDS; ++i) a_.mov(mem_cell(i), x86::eax);
+    a_.mov(back_jumps(), imm(kBpfMaxBackJumps));
 
     for (size_t pc = 0; pc < n; ++pc) {
       a_.bind(labels_[pc]);
@@ -244,6 +249,10 @@ class Emitter {
       case BPF_JMP: {
         const uint32_t op = BPF_OP(code);
         if (op == BPF_JA) {
+          if (pc + 1 + in.k <= pc) {  // backwards (a loop): bounded, as bpf_interpret() bounds it
+            a_.sub(back_jumps(), imm(1));
+            a_.jb(reject_);
+          }
           a_.jmp(target(pc, in.k));
           return;
         }

@@ -133,13 +133,7 @@ TEST(BitForm, HundredRulesOfOneShapeTakeTheForm) {
   if (!form_possible()) GTEST_SKIP() << "the bit form needs AVX-512 with VBMI";
   Classifier c;
   c.set_tree_mode(Classifier::TreeMode::Manual);
-  std::vector<Rule> rules;
-  for (uint32_t k = 0; k < 100; ++k) {
-    Rule r;
-    r.id = k + 1;
-    r.bpf = "tcp dst port " + std::to_string(3000 + k) + " and net 10." + std::to_string(k + 1) + ".0.0/16";
-    rules.push_back(r);
-  }
+  const std::vector<Rule> rules = test::hundred_bpf_rules();
   c.apply({}, rules);
   EXPECT_EQ(c.stats().bit_form_entries, 0u);  // Manual: nothing until a build
   c.build_tree();

@@ -77,6 +77,28 @@ TEST(BpfJit, LibpcapLoopTerminates) {
   EXPECT_NE(jit->run(pkt.data(), 120, 120), 0u);
 }
 
+// An IPv6 packet whose AH header's length leads back to itself: libpcap's interpreter runs
+// `ip6 protochain` on it forever.  Both executors here give up after kBpfMaxBackJumps.
+TEST(BpfJit, LoopOnACraftedPacketEnds) {
+  std::vector<uint8_t> pkt(118, 0);
+  pkt[12] = 0x86; pkt[13] = 0xdd; pkt[14] = 0x60; pkt[19] = 64;
+  pkt[20] = 51;                 // next header: AH
+  pkt[54] = 51; pkt[55] = 8;    // AH: next AH again, length (8 + 2) * 4 = 40 -> itself
+  auto prog = compile_bpf("ip6 protochain 6");
+  auto jit = BpfJit::compile(prog);
+  EXPECT_EQ(jit->run(pkt.data(), 118, 118), 0u);
+  EXPECT_EQ(bpf_interpret(prog, pkt.data(), 118, 118), 0u);
+  // A hand-made loop: jump back while A < 1000 (A += 1): the bound ends it, 0.
+  std::vector<bpf_insn> p = {BPF_STMT(BPF_ALU | BPF_ADD | BPF_K, 1), BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 1000, 1, 0),
+                             BPF_STMT(BPF_JMP | BPF_JA, uint32_t(-3)), BPF_STMT(BPF_RET | BPF_A, 0)};
+  EXPECT_EQ(BpfJit::compile(p)->run(pkt.data(), 118, 118), 0u);
+  EXPECT_EQ(bpf_interpret(p, pkt.data(), 118, 118), 0u);
+  // Within the bound it runs as libpcap would: 100 turns.
+  p[1].k = 100;
+  EXPECT_EQ(BpfJit::compile(p)->run(pkt.data(), 118, 118), 100u);
+  EXPECT_EQ(bpf_interpret(p, pkt.data(), 118, 118), 100u);
+}
+
 TEST(BpfJit, RandomProgramsAgreeWithInterpreter) {
   std::mt19937_64 rng(7);
   std::vector<uint8_t> pkt(80);

@@ -357,13 +357,7 @@ TEST(SplitTree, EmptyAndTinyRuleSetsBuild) {
 TEST(SplitTree, EntriesOneTableHoldsGetNoTree) {
   Classifier c;
   c.set_tree_mode(Classifier::TreeMode::Manual);
-  std::vector<Rule> rules;
-  for (uint32_t k = 0; k < 100; ++k) {
-    Rule r;
-    r.id = k + 1;
-    r.bpf = "tcp dst port " + std::to_string(3000 + k) + " and net 10." + std::to_string(k + 1) + ".0.0/16";
-    rules.push_back(r);
-  }
+  const std::vector<Rule> rules = vpf::test::hundred_bpf_rules();
   c.apply({}, rules);
   c.build_tree();
   EXPECT_EQ(c.stats().tree_builds, 1u);

@@ -1,6 +1,8 @@
 // Test support: random rules and packets (random_rules.h).
 #include "random_rules.h"
 
+#include <string>
+
 #include "frames.h"
 
 namespace vpf::test {
@@ -66,6 +68,17 @@ Rule random_rule(std::mt19937_64& rng, uint32_t id) {
   }
   if (rng() % 25 == 0) r.enabled = false;
   return r;
+}
+
+std::vector<Rule> hundred_bpf_rules() {
+  std::vector<Rule> rules;
+  for (uint32_t k = 0; k < 100; ++k) {
+    Rule r;
+    r.id = k + 1;
+    r.bpf = "tcp dst port " + std::to_string(3000 + k) + " and net 10." + std::to_string(k + 1) + ".0.0/16";
+    rules.push_back(r);
+  }
+  return rules;
 }
 
 std::vector<Pkt> random_packets(std::mt19937_64& rng, int n) {

@@ -17,6 +17,9 @@ matcher::Rule random_rule(std::mt19937_64& rng, uint32_t id);
 // An expression from the BPF pool random_rule() draws from.
 const char* random_bpf(std::mt19937_64& rng);
 
+// 100 BPF rules of one shape (ids 1..100): `tcp dst port 3000+k and net 10.(k+1).0.0/16`.
+std::vector<matcher::Rule> hundred_bpf_rules();
+
 struct Pkt {
   std::vector<uint8_t> data;
   matcher::PacketMeta meta;

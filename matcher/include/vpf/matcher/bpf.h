@@ -21,7 +21,7 @@
 // Execute: BpfJit compiles a program to x86-64 machine code with asmjit.  Its result is
 // the program's return value, computed exactly as libpcap's bpf_filter() computes it.  A
 // build without asmjit (VPF_HAVE_ASMJIT undefined: the Open vSwitch plugin, since Debian
-// ships asmjit only as a non-PIC static archive) runs libpcap's interpreter instead,
+// ships asmjit only as a non-PIC static archive) runs the project's interpreter instead,
 // behind the same interface; jitted() tells which.
 //
 // Thread-safety: compile_bpf() and BpfJit::compile() may be called from any thread (they
@@ -166,7 +166,14 @@ class BpfJit {
   std::vector<bpf_insn> prog_;  // the interpreter's program (builds without asmjit)
 };
 
-// libpcap's interpreter, for reference and for benchmarks.
+// Backward jumps a program may take on one packet (libpcap compiles `ip6 protochain` into a
+// loop over the extension headers); past them the packet is rejected.  libpcap's own
+// interpreter has no bound: a crafted 118-byte IPv6 packet keeps it in that loop forever.
+inline constexpr uint32_t kBpfMaxBackJumps = 256;
+
+// The project's interpreter (bpf_interpret.cc): libpcap's bpf_filter() semantics, with the
+// bound above.  The executor of builds without asmjit, and the reference of the tests.
+uint32_t bpf_interpret(const bpf_insn* prog, size_t n, const uint8_t* pkt, uint32_t wirelen, uint32_t buflen);
 uint32_t bpf_interpret(const std::vector<bpf_insn>& prog, const uint8_t* pkt, uint32_t wirelen,
                        uint32_t buflen);
 
