@@ -16,7 +16,7 @@ using layout::kTestsPerBlock;
 struct Test {
   uint32_t mask, lo, hi;
   bool holds(uint32_t u) const { return (u & mask) >= lo && (u & mask) <= hi; }
-  friend auto operator<=>(const Test&, const Test&) = default;
+  friend bool operator==(const Test&, const Test&) = default;
 };
 
 struct Term {

@@ -41,7 +41,8 @@ uint32_t bit_form_classify(const BitForm& f, const BpfVector& loader, const Pack
   for (uint32_t i = 0; i < n; ++i) {
     const PacketRef& p = pkts[i];
     __mmask16 ok;
-    const __m512i slots = _mm512_maskz_mov_epi32(ok, lanes::load_lanes(loader, r, p.data, p.len, &ok));
+    const __m512i loaded = lanes::load_lanes(loader, r, p.data, p.len, &ok);  // (sets ok first)
+    const __m512i slots = _mm512_maskz_mov_epi32(ok, loaded);
     // Sources 16.. (bit_form.h): the in-bounds bits, length and metadata.
     __m512i meta = _mm512_castsi128_si512(_mm_cvtsi32_si128(int(uint32_t(ok))));
     if (f.uses_meta) {

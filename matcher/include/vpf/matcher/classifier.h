@@ -291,7 +291,7 @@ class Classifier {
 };
 
 // The linear reference: evaluates every rule in order, directly from the Rule fields and
-// libpcap's interpreter.  Slow and obviously right; tests compare every kernel with it.
+// the BPF interpreter (libpcap's semantics, bpf.h).  Slow and obviously right; tests compare every kernel with it.
 class LinearClassifier {
  public:
   void add(const Rule& rule, Placement where = Placement::Tail);  // validates like Classifier
