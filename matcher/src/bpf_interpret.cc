@@ -12,15 +12,6 @@
 namespace vpf::matcher {
 namespace {
 
-bool load(const uint8_t* pkt, uint32_t buflen, uint64_t off, uint32_t size, uint32_t* v) {
-  if (off + size > buflen) return false;
-  const uint8_t* p = pkt + off;
-  *v = size == 4 ? uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3]
-       : size == 2 ? uint32_t(p[0]) << 8 | p[1]
-                   : p[0];
-  return true;
-}
-
 uint32_t alu(uint32_t op, uint32_t a, uint32_t b, bool* ok) {
   switch (op) {
     case BPF_ADD: return a + b;
@@ -60,13 +51,13 @@ uint32_t bpf_interpret(const bpf_insn* prog, size_t n, const uint8_t* pkt, uint3
             v = mem[k];
             break;
           case BPF_ABS:
-            if (!load(pkt, buflen, k, size, &v)) return 0;
+            if (!bpf_read(pkt, buflen, k, size, &v)) return 0;
             break;
           case BPF_IND:
-            if (!load(pkt, buflen, uint64_t(x) + k, size, &v)) return 0;
+            if (!bpf_read(pkt, buflen, uint64_t(x) + k, size, &v)) return 0;
             break;
           case BPF_MSH:
-            if (!load(pkt, buflen, k, 1, &v)) return 0;
+            if (!bpf_read(pkt, buflen, k, 1, &v)) return 0;
             v = (v & 0xf) << 2;
             break;
           default: return 0;

@@ -373,14 +373,13 @@ struct Classifier::Impl {
   std::shared_ptr<const BitForm> bit_form;
   uint64_t bit_form_version = ~uint64_t(0);  // entries_version it was built from
   uint64_t bit_form_tried = ~uint64_t(0);    // the last entries_version a build was made for
-  bool bits_wanted = false;
 
   // The writer's state is guarded by `mu`: the public writer calls and the builder thread
   // (which builds without it and installs with it) take it.
   std::mutex mu;
   std::condition_variable build_cv;
   std::thread builder;
-  bool build_wanted = false, stopping = false;  // (bits_wanted too, below)
+  bool build_wanted = false, bits_wanted = false, stopping = false;
 
   ~Impl() {
     {

@@ -7,6 +7,7 @@
 
 #include <random>
 
+#include "frames.h"
 #include "vpf/matcher/bpf.h"
 
 using namespace vpf::matcher;
@@ -89,10 +90,7 @@ TEST(BpfJit, LibpcapLoopTerminates) {
 // An IPv6 packet whose AH header's length leads back to itself: libpcap's interpreter runs
 // `ip6 protochain` on it forever.  Both executors here give up after kBpfMaxBackJumps.
 TEST(BpfJit, LoopOnACraftedPacketEnds) {
-  std::vector<uint8_t> pkt(118, 0);
-  pkt[12] = 0x86; pkt[13] = 0xdd; pkt[14] = 0x60; pkt[19] = 64;
-  pkt[20] = 51;                 // next header: AH
-  pkt[54] = 51; pkt[55] = 8;    // AH: next AH again, length (8 + 2) * 4 = 40 -> itself
+  const std::vector<uint8_t> pkt = vpf::test::looping_ah_frame();
   auto prog = compile_bpf("ip6 protochain 6");
   auto jit = BpfJit::compile(prog);
   EXPECT_EQ(jit->run(pkt.data(), 118, 118), 0u);

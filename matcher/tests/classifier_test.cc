@@ -514,14 +514,11 @@ TEST(Classifier, ProtochainOnALoopingPacketEnds) {
   r.id = 1;
   r.bpf = "ip6 protochain 6";
   c.add(r);
-  std::vector<uint8_t> pkt(118, 0);
-  pkt[12] = 0x86; pkt[13] = 0xdd; pkt[14] = 0x60; pkt[19] = 64;
-  pkt[20] = 51;               // next header: AH
-  pkt[54] = 51; pkt[55] = 8;  // AH: next AH again, length (8 + 2) * 4 = 40 -> itself
+  std::vector<uint8_t> pkt = vpf::test::looping_ah_frame();
   EXPECT_FALSE(c.classify_one(pkt.data(), uint32_t(pkt.size())).matched());
   LinearClassifier ref;
   ref.add(r);
   EXPECT_FALSE(ref.classify(pkt.data(), uint32_t(pkt.size()), PacketMeta{}).matched());
-  pkt[54] = 6;  // the AH header now leads to TCP
+  pkt = vpf::test::looping_ah_frame(6);  // the AH header now leads to TCP
   EXPECT_TRUE(c.classify_one(pkt.data(), uint32_t(pkt.size())).matched());
 }

@@ -248,4 +248,12 @@ std::vector<uint8_t> random_frame(std::mt19937_64& rng) {
   return out;
 }
 
+std::vector<uint8_t> looping_ah_frame(uint8_t next) {
+  std::vector<uint8_t> pkt(118, 0);
+  pkt[12] = 0x86, pkt[13] = 0xdd, pkt[14] = 0x60, pkt[19] = 64;
+  pkt[20] = 51;                   // next header: AH
+  pkt[54] = next, pkt[55] = 8;    // AH: next header, length (8 + 2) * 4 = 40 -> itself
+  return pkt;
+}
+
 }  // namespace vpf::test

@@ -51,4 +51,8 @@ uint32_t ip4(uint8_t a, uint8_t b, uint8_t c, uint8_t d);
 // so that filters hit; a share of frames are truncated or have bytes flipped.
 std::vector<uint8_t> random_frame(std::mt19937_64& rng);
 
+// 118 bytes of IPv6 whose AH header's length leads back to itself, then to `next` (51: AH
+// again, so `ip6 protochain` would walk it forever; 6: TCP).
+std::vector<uint8_t> looping_ah_frame(uint8_t next = 51);
+
 }  // namespace vpf::test

@@ -77,6 +77,19 @@ struct BpfLoad {
   friend auto operator<=>(const BpfLoad&, const BpfLoad&) = default;
 };
 
+// Reads `size` (1, 2 or 4) bytes at `off`, big-endian.  False if they are not all within
+// the `len` bytes of the packet.
+inline bool bpf_read(const uint8_t* pkt, uint32_t len, uint64_t off, uint32_t size, uint32_t* value) {
+  if (off + size > len) return false;
+  const uint8_t* p = pkt + off;
+  switch (size) {
+    case 1: *value = p[0]; break;
+    case 2: *value = uint32_t(p[0]) << 8 | p[1]; break;
+    default: *value = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
+  }
+  return true;
+}
+
 // Loads `l` from a packet.  Returns false if it is out of bounds (the program would
 // reject the packet).
 // (Inline: the classifier runs it for every dynamic slot of every packet.)
@@ -90,14 +103,7 @@ inline bool bpf_load(const BpfLoad& l, const uint8_t* pkt, uint32_t len, uint32_
     if (l.msh_off >= len) return false;
     off += 4u * (pkt[l.msh_off] & 0xfu);
   }
-  if (off + l.size > len) return false;
-  const uint8_t* p = pkt + off;
-  switch (l.size) {
-    case 1: *value = p[0]; break;
-    case 2: *value = uint32_t(p[0]) << 8 | p[1]; break;
-    default: *value = uint32_t(p[0]) << 24 | uint32_t(p[1]) << 16 | uint32_t(p[2]) << 8 | p[3];
-  }
-  return true;
+  return bpf_read(pkt, len, off, l.size, value);
 }
 
 // One test: (value of loads[load] & mask) in [lo, hi].
